@@ -1,0 +1,49 @@
+"""The seed's response shapes, built from a job's state and its task type's fields."""
+
+from typing import Any
+
+from django.conf import settings
+from django.urls import reverse
+from rest_framework import status
+from rest_framework.response import Response
+
+from factorize_app.jobs import JobState
+from factorize_app.tasks import TaskType
+
+
+def status_body(task_type: TaskType, state: JobState) -> dict[str, Any]:
+    """`{"done", <input fields>, <result fields or null>, "load", "job_id", "status", "error"}`."""
+    result = state.result or {}
+    return {
+        "done": state.done,
+        **state.input,
+        **{name: result.get(name) for name in task_type.result_fields},
+        "load": state.load,
+        "job_id": state.job_id,
+        "status": state.status,
+        "error": state.error,
+    }
+
+
+def status_response(task_type: TaskType, state: JobState) -> Response:
+    """200 when done; 202 with where and when to poll otherwise."""
+    body = status_body(task_type, state)
+    if state.done:
+        return Response(body, status=status.HTTP_200_OK)
+    headers = {
+        "Location": reverse("job-detail", kwargs={"pk": state.job_id}),
+        "Retry-After": str(settings.POLL_RETRY_AFTER),
+    }
+    return Response(body, status=status.HTTP_202_ACCEPTED, headers=headers)
+
+
+def sync_response(task_type: TaskType, state: JobState) -> Response:
+    """The seed's synchronous example: the full result at once, no job bookkeeping."""
+    body = {
+        name: value
+        for name, value in status_body(task_type, state).items()
+        if name not in ("load", "job_id", "status", "error")
+    }
+    if state.error:
+        body["error"] = state.error
+    return Response(body, status=status.HTTP_200_OK)

@@ -1,0 +1,62 @@
+"""Thin DRF views: validate input, call one job-service function, shape the answer."""
+
+from django.conf import settings
+from rest_framework import status, viewsets
+from rest_framework.response import Response
+
+from factorize_app import jobs
+from factorize_app.api.responses import status_response, sync_response
+from factorize_app.tasks import TaskType, get_task_type
+
+
+class TaskViewSet(viewsets.GenericViewSet):
+    """Submit-or-poll for one task type: POST the same input again to poll it."""
+
+    task_type: TaskType
+
+    @classmethod
+    def for_type(cls, task_type: TaskType) -> type["TaskViewSet"]:
+        return type(
+            f"{task_type.name.title().replace('_', '')}ViewSet",
+            (cls,),
+            {"task_type": task_type, "serializer_class": task_type.input_serializer, "__doc__": task_type.description},
+        )
+
+    def list(self, request):
+        """What this endpoint computes, and its current load."""
+        load = None if settings.EXECUTION_MODE == "sync" else jobs.load(task_type=self.task_type)
+        return Response({"name": self.task_type.name, "description": self.task_type.description, "load": load})
+
+    def create(self, request):
+        serializer = self.get_serializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        if settings.EXECUTION_MODE == "sync":
+            return sync_response(self.task_type, self.perform_compute(serializer.validated_data))
+        return status_response(self.task_type, self.perform_submit(serializer.validated_data))
+
+    def perform_submit(self, data: dict) -> jobs.JobState:
+        return jobs.submit(task_type=self.task_type, data=dict(data))
+
+    def perform_compute(self, data: dict) -> jobs.JobState:
+        return jobs.compute(task_type=self.task_type, data=dict(data))
+
+
+class JobViewSet(viewsets.ViewSet):
+    """A job by the id its submit answered: poll it (GET) or cancel it while queued (DELETE)."""
+
+    lookup_value_regex = r"[A-Za-z0-9_-]+"
+
+    def retrieve(self, request, pk: str):
+        state = jobs.get_status(job_id=pk)
+        return status_response(get_task_type(state.task_name), state)
+
+    def destroy(self, request, pk: str):
+        jobs.cancel(job_id=pk)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class QueueViewSet(viewsets.ViewSet):
+    """Every task type's queue: queued, started, finished and failed jobs, and live workers."""
+
+    def list(self, request):
+        return Response(jobs.queue_stats())

@@ -1,0 +1,320 @@
+"""The job service: the one module that talks to RQ and Redis.
+
+Ids, submit-or-poll, status, load, TTL refresh and cancel live here; the API and the
+worker call these functions with plain values and get plain values back.
+
+Load without scanning: RQ's queue list keeps the ids of expired jobs until a worker pops
+them, so its length over-counts. Each task type therefore keeps a sorted set of its
+queued job ids scored by expiry deadline (the same deadline as the job hash's EXPIRE,
+both set by one script); live queued jobs are the members whose deadline lies ahead.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import django_rq
+import redis
+from rq.exceptions import DuplicateJobError, NoSuchJobError
+from rq.job import Job
+from rq.job import JobStatus as RQStatus
+from rq.registry import FailedJobRegistry, FinishedJobRegistry, StartedJobRegistry
+from rq.worker import Worker
+
+from factorize_app.tasks import TaskType, UnknownTaskType, get_task_type, run_task, task_types
+
+PENDING_KEY = "factorize:pending:{}"
+# Plain strings: RQ's JobStatus enum hashes by member name, so it does not mix with str in sets.
+QUEUED, STARTED, FINISHED, FAILED = "queued", "started", "finished", "failed"
+DONE_STATUSES = {FINISHED, FAILED, RQStatus.STOPPED.value, RQStatus.CANCELED.value}
+_JOB_ID = re.compile(r"^(?P<task>[A-Za-z0-9_]+)-(?P<digest>[0-9a-f]{32})$")
+
+# Refresh a queued job's TTL and its pending deadline together, atomically, so a job a worker
+# has just started (and PERSISTed) is never given an expiry. Any other status leaves the set.
+_POLL_SCRIPT = """
+local status = redis.call('HGET', KEYS[1], 'status')
+if not status then return false end
+if status == 'queued' then
+  local t = redis.call('TIME')
+  local ttl = tonumber(ARGV[1])
+  redis.call('EXPIRE', KEYS[1], ttl)
+  redis.call('ZADD', KEYS[2], tonumber(t[1]) + tonumber(t[2]) / 1e6 + ttl, ARGV[2])
+else
+  redis.call('ZREM', KEYS[2], ARGV[2])
+end
+return status
+"""
+
+# Live pending = queued jobs whose deadline is ahead (expired ones are trimmed) + running jobs.
+_LOAD_SCRIPT = """
+local t = redis.call('TIME')
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', tonumber(t[1]) + tonumber(t[2]) / 1e6)
+return {redis.call('ZCARD', KEYS[1]), redis.call('ZCARD', KEYS[2])}
+"""
+
+
+class QueueUnavailable(Exception):
+    """Redis did not answer; the caller should report an outage, not a bug."""
+
+
+class JobNotFound(LookupError):
+    pass
+
+
+class JobNotCancellable(Exception):
+    def __init__(self, status: str):
+        super().__init__(f"only queued jobs can be cancelled; this job is {status}")
+        self.status = status
+
+
+@dataclass(frozen=True)
+class JobState:
+    """What a client sees of one job."""
+
+    job_id: str | None
+    task_name: str
+    status: str
+    input: dict[str, Any]
+    result: dict[str, Any] | None = None
+    error: str | None = None
+    load: int | None = None
+
+    @property
+    def done(self) -> bool:
+        return self.status in DONE_STATUSES
+
+
+def _translate_outages(func):
+    """Report Redis outages as QueueUnavailable, so callers need not know Redis."""
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        try:
+            return func(*args, **kwargs)
+        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
+            raise QueueUnavailable(f"the job queue is unavailable: {exc}") from exc
+
+    return wrapper
+
+
+@functools.cache
+def _redis() -> redis.Redis:
+    """One client (and connection pool) per process, shared by every queue."""
+    return django_rq.get_connection(task_types()[0].name)
+
+
+@functools.cache
+def _queue(name: str):
+    return django_rq.get_queue(name, connection=_redis(), commit_mode="auto")
+
+
+@functools.cache
+def _scripts() -> tuple[Any, Any]:
+    return _redis().register_script(_POLL_SCRIPT), _redis().register_script(_LOAD_SCRIPT)
+
+
+def job_id_for(task_type: TaskType, data: dict[str, Any]) -> str:
+    """Same type and same validated input, same id: the basis of dedup and polling."""
+    canonical = json.dumps(data, sort_keys=True, separators=(",", ":"))
+    return f"{task_type.name}-{hashlib.sha256(canonical.encode()).hexdigest()[:32]}"
+
+
+@_translate_outages
+def submit(*, task_type: TaskType, data: dict[str, Any]) -> JobState:
+    """Submit-or-poll: enqueue the job unless it is already queued, running or cached."""
+    job_id = job_id_for(task_type, data)
+    for _attempt in range(5):
+        status = _poll(task_type, job_id)
+        if status is None:
+            try:
+                _enqueue(task_type, job_id, data)
+            except DuplicateJobError:
+                continue  # another request enqueued it first: poll that one
+            status = QUEUED
+        state = _state(task_type, job_id, status, data)
+        if state is not None:
+            return state
+    raise QueueUnavailable(f"job {job_id} kept changing under concurrent requests; try again")
+
+
+@_translate_outages
+def get_status(*, job_id: str) -> JobState:
+    """Poll a job by id; like a repeated submit, this keeps a queued job alive."""
+    task_type = _task_type_of(job_id)
+    status = _poll(task_type, job_id)
+    if status is None:
+        raise JobNotFound(job_id)
+    job = _fetch(job_id)
+    if job is None or not _belongs_to(job, task_type):
+        raise JobNotFound(job_id)
+    state = _state(task_type, job_id, status, job.args[1], job=job)
+    if state is None:
+        raise JobNotFound(job_id)
+    return state
+
+
+@_translate_outages
+def cancel(*, job_id: str) -> None:
+    """Cancel a queued job: it leaves the queue and its id is forgotten."""
+    task_type = _task_type_of(job_id)
+    job = _fetch(job_id)
+    if job is None or not _belongs_to(job, task_type):
+        raise JobNotFound(job_id)
+    status = job.get_status(refresh=False).value
+    if status != QUEUED:
+        raise JobNotCancellable(status)
+    job.cancel()
+    job.delete(remove_from_queue=True)
+    _redis().zrem(_pending_key(task_type), job_id)
+
+
+@_translate_outages
+def load(*, task_type: TaskType) -> int:
+    """Live pending jobs of a type: queued and not expired, plus running."""
+    queued, started = _counts(task_type)
+    return queued + started
+
+
+@_translate_outages
+def queue_stats() -> list[dict[str, Any]]:
+    """Per task type: queued, started, finished and failed jobs, and live workers."""
+    stats = []
+    for task_type in task_types():
+        queue = _queue(task_type.name)
+        queued, started = _counts(task_type)
+        stats.append(
+            {
+                "name": task_type.name,
+                "queued": queued,
+                "started": started,
+                "finished": FinishedJobRegistry(queue=queue).count,
+                "failed": FailedJobRegistry(queue=queue).count,
+                "workers": Worker.count(connection=_redis(), queue=queue),
+            }
+        )
+    return stats
+
+
+def compute(*, task_type: TaskType, data: dict[str, Any]) -> JobState:
+    """Sync mode: run the handler here and now, with no queue and no Redis."""
+    try:
+        result = run_task(task_type.name, data)
+    except Exception as exc:  # a handler error is the job's failure, reported to the client
+        return JobState(None, task_type.name, FAILED, data, error=f"{type(exc).__name__}: {exc}")
+    return JobState(None, task_type.name, FINISHED, data, result=result)
+
+
+@_translate_outages
+def job_started(*, task_name: str, job_id: str) -> None:
+    """Called by the worker as it starts a job: the job no longer waits in the queue."""
+    _redis().zrem(PENDING_KEY.format(task_name), job_id)
+
+
+def ping() -> None:
+    """Raise QueueUnavailable unless Redis answers."""
+    _translate_outages(_redis().ping)()
+
+
+# --- internals -----------------------------------------------------------------------------
+
+
+def _pending_key(task_type: TaskType) -> str:
+    return PENDING_KEY.format(task_type.name)
+
+
+def _poll(task_type: TaskType, job_id: str) -> str | None:
+    poll_script, _ = _scripts()
+    keys = [Job.key_for(job_id), _pending_key(task_type)]
+    status = poll_script(keys=keys, args=[task_type.setting("job_ttl"), job_id])
+    return status.decode() if status is not None else None
+
+
+def _counts(task_type: TaskType) -> tuple[int, int]:
+    _, load_script = _scripts()
+    started_key = StartedJobRegistry(task_type.name, connection=_redis()).key
+    queued, started = load_script(keys=[_pending_key(task_type), started_key])
+    return int(queued), int(started)
+
+
+def _enqueue(task_type: TaskType, job_id: str, data: dict[str, Any]) -> None:
+    # The deadline goes in first, so a worker that starts the job at once removes it for good.
+    job_ttl = task_type.setting("job_ttl")
+    redis_time, _ = _redis().time()
+    _redis().zadd(_pending_key(task_type), {job_id: redis_time + job_ttl})
+    _queue(task_type.name).enqueue(
+        run_task,
+        task_type.name,
+        data,
+        job_id=job_id,
+        unique=True,
+        ttl=job_ttl,
+        result_ttl=task_type.setting("result_ttl"),
+        failure_ttl=task_type.setting("failure_ttl"),
+        job_timeout=task_type.setting("job_timeout"),
+    )
+
+
+def _state(
+    task_type: TaskType, job_id: str, status: str, data: dict[str, Any], job: Job | None = None
+) -> JobState | None:
+    """The client's view of a job; None if it vanished or its result expired meanwhile."""
+    result = error = None
+    if status in DONE_STATUSES:
+        job = job or _fetch(job_id)
+        latest = job.latest_result() if job is not None else None
+        if latest is None:
+            # The hash outlived its result (or vanished): drop it so the input can run again.
+            if job is not None:
+                job.delete()
+            return None
+        if status == FINISHED:
+            result = latest.return_value
+        else:
+            error = _one_line_error(latest.exc_string, job)
+    return JobState(job_id, task_type.name, status, data, result, error, load(task_type=task_type))
+
+
+def _fetch(job_id: str) -> Job | None:
+    try:
+        return Job.fetch(job_id, connection=_redis())
+    except NoSuchJobError:
+        return None
+
+
+def _task_type_of(job_id: str) -> TaskType:
+    match = _JOB_ID.match(job_id)
+    if match is None:
+        raise JobNotFound(job_id)
+    try:
+        return get_task_type(match["task"])
+    except UnknownTaskType:
+        raise JobNotFound(job_id) from None
+
+
+def _belongs_to(job: Job, task_type: TaskType) -> bool:
+    """Only this service's jobs of this type answer to this id (no reading of other jobs)."""
+    return (
+        job.origin == task_type.name
+        and job.func_name == f"{run_task.__module__}.{run_task.__name__}"
+        and len(job.args) == 2
+        and job.args[0] == task_type.name
+        and job_id_for(task_type, job.args[1]) == job.id
+    )
+
+
+def _one_line_error(exc_string: str | None, job: Job | None) -> str:
+    lines = [line for line in (exc_string or "").strip().splitlines() if line.strip()]
+    last = lines[-1].strip() if lines else "the job failed"
+    if "JobTimeoutException" in last:
+        timeout = job.timeout if job is not None else None
+        return f"timed out after {timeout} s" if timeout else "timed out"
+    if "AbandonedJobError" in (exc_string or ""):
+        return "abandoned: the worker running it died"
+    # "package.module.ValueError: message" -> "ValueError: message"
+    head, sep, message = last.partition(": ")
+    return f"{head.rsplit('.', 1)[-1]}{sep}{message}" if sep else last

@@ -1,0 +1,44 @@
+"""The worker class: loads each listened-to task type's model once, then runs jobs in-process.
+
+RQ's default `Worker` forks a child per job, which would throw a warm model (and any
+CUDA context) away after every job; `SimpleWorker` keeps everything in one process.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from rq.job import Job
+from rq.queue import Queue
+from rq.worker import SimpleWorker
+
+from factorize_app import jobs
+from factorize_app.tasks import ensure_setup, get_task_type
+
+logger = logging.getLogger("factorize_app.worker")
+
+
+class WarmWorker(SimpleWorker):
+    def bootstrap(self, *args, **kwargs) -> None:
+        # Load models before registering, so a worker counts as live only once it is ready.
+        for name in self.queue_names():
+            task_type = get_task_type(name)
+            started = time.monotonic()
+            ensure_setup(task_type)
+            logger.info("setup of %s took %.2f s", name, time.monotonic() - started)
+        super().bootstrap(*args, **kwargs)
+
+    def execute_job(self, job: Job, queue: Queue) -> None:
+        # An id whose job expired can linger in the queue list; if the same input was then
+        # submitted again, the id is in the list twice. Run each job only once.
+        if job.get_status(refresh=True) != "queued":
+            self.log.info("skipping %s: already %s", job.id, job.get_status(refresh=False).value)
+            if len(self.queues) == 1:
+                self.connection.lrem(queue.intermediate_queue_key, 1, job.id)
+            return
+        super().execute_job(job, queue)
+
+    def prepare_job_execution(self, job: Job, remove_from_intermediate_queue: bool = False) -> None:
+        super().prepare_job_execution(job, remove_from_intermediate_queue)
+        jobs.job_started(task_name=job.origin, job_id=job.id)

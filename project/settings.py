@@ -1,0 +1,146 @@
+"""The one settings module: every knob is an environment variable with a safe default.
+
+Development works with nothing set (an insecure, loudly named SECRET_KEY and SQLite);
+production mode (`PRODUCTION=1`) refuses to start without a real SECRET_KEY.
+"""
+
+import warnings
+from pathlib import Path
+
+import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
+
+from project.env import env_bool, env_int, env_list, env_str, redis_url_with_timeouts
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+INSECURE_DEV_SECRET_KEY = "django-insecure-development-only-do-not-deploy"
+SECRET_KEY = env_str("SECRET_KEY", INSECURE_DEV_SECRET_KEY)
+PRODUCTION = env_bool("PRODUCTION", False)
+if PRODUCTION and SECRET_KEY in ("", INSECURE_DEV_SECRET_KEY):
+    raise ImproperlyConfigured("PRODUCTION is on: set SECRET_KEY to a long random value.")
+
+DEBUG = env_bool("DEBUG", False)
+ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"])
+
+INSTALLED_APPS = [
+    # Listed before django_rq so that its `rqworker` command (all queues by default) wins.
+    "factorize_app",
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "django_rq",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "factorize_app.api.middleware.RedisUnavailableMiddleware",
+]
+
+ROOT_URLCONF = "project.urls"
+WSGI_APPLICATION = "project.wsgi.application"
+# The seed's clients POST to /factorize: routes accept both spellings, so never redirect.
+APPEND_SLASH = False
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+DATABASES = {
+    "default": dj_database_url.parse(env_str("DATABASE_URL", f"sqlite:///{BASE_DIR / 'db.sqlite3'}"), conn_max_age=60)
+}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = BASE_DIR / "staticfiles"
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"},
+}
+# Without collectstatic (make run, tests) WhiteNoise serves straight from the apps' folders.
+WHITENOISE_USE_FINDERS = not STATIC_ROOT.exists()
+if WHITENOISE_USE_FINDERS:
+    STORAGES["staticfiles"] = {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"}
+    warnings.filterwarnings("ignore", message="No directory at")
+
+REST_FRAMEWORK = {
+    "DEFAULT_RENDERER_CLASSES": [
+        "rest_framework.renderers.JSONRenderer",
+        "rest_framework.renderers.BrowsableAPIRenderer",
+    ],
+    "DEFAULT_PARSER_CLASSES": [
+        "rest_framework.parsers.JSONParser",
+        "rest_framework.parsers.FormParser",
+        "rest_framework.parsers.MultiPartParser",
+    ],
+    "EXCEPTION_HANDLER": "factorize_app.api.exceptions.exception_handler",
+    "UNAUTHENTICATED_USER": None,
+}
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
+}
+
+# --- The job queue -------------------------------------------------------------------------
+
+# "async": workers run jobs from Redis queues; "sync": the web process computes (no Redis).
+EXECUTION_MODE = env_str("EXECUTION_MODE", "async")
+if EXECUTION_MODE not in ("async", "sync"):
+    raise ImproperlyConfigured("EXECUTION_MODE must be 'async' or 'sync'.")
+
+REDIS_URL = env_str("REDIS_URL", "redis://127.0.0.1:6379/0")
+# A bounded socket timeout: with Redis down, requests fail fast with a 503 instead of hanging.
+REDIS_SOCKET_TIMEOUT = env_int("REDIS_SOCKET_TIMEOUT", 5)
+
+# Registered task types: dotted paths to `TaskType` objects. Their names are the RQ queue names.
+TASK_TYPES = env_list(
+    "TASK_TYPES",
+    ["factorize_app.tasks.factorization.TASK_TYPE", "factorize_app.tasks.primes.TASK_TYPE"],
+)
+# How long a queued job that nobody polls waits before it expires unrun; every poll extends it.
+JOB_TTL = env_int("JOB_TTL", 60)
+# How long a finished job's result answers a repeated POST without running again.
+RESULT_TTL = env_int("RESULT_TTL", 86400)
+FAILURE_TTL = env_int("FAILURE_TTL", 3600)
+JOB_TIMEOUT = env_int("JOB_TIMEOUT", 300)
+MAX_NUMBER_DIGITS = env_int("MAX_NUMBER_DIGITS", 100)
+# Seconds a pending answer suggests waiting before the next poll.
+POLL_RETRY_AFTER = env_int("POLL_RETRY_AFTER", 1)
+
+# django-rq: one connection for every queue; the queues themselves are derived from TASK_TYPES
+# when the app loads (factorize_app.apps), so a task type is declared in one place only.
+RQ_CONNECTION = {"URL": redis_url_with_timeouts(REDIS_URL, REDIS_SOCKET_TIMEOUT)}
+RQ_QUEUES: dict = {}
+RQ = {"WORKER_CLASS": "factorize_app.worker.WarmWorker"}
+RQ_SHOW_ADMIN_LINK = True

@@ -1,0 +1,182 @@
+"""Fixtures for the running service: a clean test Redis database, real workers, a real server.
+
+Everything talks to a real Redis (the database number in REDIS_URL, flushed before each
+test; never the whole server) and real `manage.py rqworker` / gunicorn subprocesses.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+import redis
+import requests
+from django.conf import settings
+from rest_framework.test import APIClient
+from rq.worker import Worker
+
+ROOT = Path(__file__).resolve().parent.parent
+PYTHON = sys.executable
+
+
+def wait_until(predicate: Callable[[], object], timeout: float = 30, interval: float = 0.1, what: str = "condition"):
+    """Poll `predicate` until it returns something truthy; fail the test after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(interval)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def service_env(redis_url: str | None = None, **overrides: str) -> dict[str, str]:
+    """The environment of a service subprocess; tests.settings reads its Redis from TEST_REDIS_URL."""
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "tests.settings", "PYTHONUNBUFFERED": "1"}
+    env["TEST_REDIS_URL"] = redis_url or settings.REDIS_URL
+    env.update(overrides)
+    return env
+
+
+@pytest.fixture(scope="session")
+def redis_conn() -> redis.Redis:
+    conn = redis.Redis.from_url(settings.REDIS_URL)
+    try:
+        conn.ping()
+    except redis.exceptions.ConnectionError:
+        pytest.exit(f"No Redis answers at {settings.REDIS_URL}: run the tests with `make test`.", returncode=2)
+    db = conn.connection_pool.connection_kwargs.get("db", 0)
+    if db == 0 and "ALLOW_TEST_DB_0" not in os.environ:
+        pytest.exit("Refusing to flush Redis database 0: point TEST_REDIS_URL at a spare database.", returncode=2)
+    return conn
+
+
+@pytest.fixture(autouse=True)
+def clean_redis(redis_conn: redis.Redis) -> Iterator[None]:
+    redis_conn.flushdb()
+    yield
+
+
+@pytest.fixture
+def api() -> APIClient:
+    return APIClient()
+
+
+class WorkerProcess:
+    def __init__(self, process: subprocess.Popen, log_path: Path):
+        self.process = process
+        self.log_path = log_path
+
+    @property
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+@pytest.fixture
+def start_worker(redis_conn: redis.Redis, tmp_path: Path) -> Iterator[Callable[..., WorkerProcess]]:
+    """Start a real `manage.py rqworker` and wait until it has registered (its setup done)."""
+    started: list[WorkerProcess] = []
+
+    def start(*queues: str, burst: bool = False, wait: bool = True, **env: str) -> WorkerProcess:
+        log_path = tmp_path / f"worker-{len(started)}.log"
+        args = [PYTHON, "manage.py", "rqworker", *queues]
+        if burst:
+            args.append("--burst")
+        before = Worker.count(connection=redis_conn)
+        with log_path.open("wb") as log:
+            process = subprocess.Popen(args, cwd=ROOT, env=service_env(**env), stdout=log, stderr=subprocess.STDOUT)
+        worker = WorkerProcess(process, log_path)
+        started.append(worker)
+        if wait and not burst:
+            wait_until(
+                lambda: Worker.count(connection=redis_conn) > before or process.poll() is not None,
+                timeout=60,
+                what="the worker to register",
+            )
+            assert process.poll() is None, f"worker exited early:\n{worker.log}"
+        return worker
+
+    yield start
+    for worker in started:
+        worker.stop()
+
+
+@contextmanager
+def web_server(redis_url: str | None = None, **env: str) -> Iterator[str]:
+    """The production web server (gunicorn with the project's config, as `make serve` runs it)."""
+    port = free_port()
+    process = subprocess.Popen(
+        [PYTHON, "-m", "gunicorn", "-c", "project/gunicorn_conf.py", "project.wsgi"],
+        cwd=ROOT,
+        env=service_env(redis_url, HOST="127.0.0.1", PORT=str(port), WEB_CONCURRENCY="1", **env),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+
+    def answers() -> bool:
+        try:
+            return requests.get(f"{url}/", timeout=1).status_code < 500
+        except requests.ConnectionError:
+            assert process.poll() is None, "the web server exited at start"
+            return False
+
+    try:
+        wait_until(answers, timeout=30, what="the web server to answer")
+        yield url
+    finally:
+        process.terminate()
+        process.wait(30)
+
+
+def dead_redis_url() -> str:
+    """A Redis URL where nothing listens."""
+    return f"redis://127.0.0.1:{free_port()}/0"
+
+
+@pytest.fixture(scope="session")
+def live_url(redis_conn: redis.Redis) -> Iterator[str]:
+    """The real web server in async mode, on the test Redis database."""
+    with web_server() as url:
+        yield url
+
+
+@pytest.fixture
+def sync_server() -> Iterator[str]:
+    """The web server in sync mode, pointed at a Redis address where nothing listens."""
+    with web_server(dead_redis_url(), EXECUTION_MODE="sync") as url:
+        yield url
+
+
+def poll_until_done(post: Callable[[], requests.Response], timeout: float = 30) -> dict:
+    """POST the same input until the answer says done; the seed's polling, bounded."""
+
+    def done():
+        body = post().json()
+        return body if body["done"] else None
+
+    return wait_until(done, timeout=timeout, interval=0.2, what="the job to finish")

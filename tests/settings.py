@@ -1,0 +1,24 @@
+"""Test settings: the project's settings with a dedicated Redis database and test task types.
+
+Worker and web subprocesses started by the tests inherit DJANGO_SETTINGS_MODULE, so they see
+the same database and task types.
+"""
+
+import os
+
+# Always the test database (never a REDIS_URL left in the environment for the service).
+os.environ["REDIS_URL"] = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+os.environ.setdefault(
+    "TASK_TYPES",
+    ",".join(
+        [
+            "factorize_app.tasks.factorization.TASK_TYPE",
+            "factorize_app.tasks.primes.TASK_TYPE",
+            "tests.task_types.SLOW_SETUP",
+            "tests.task_types.SLEEPY",
+            "tests.task_types.FAILING",
+        ]
+    ),
+)
+
+from project.settings import *  # noqa: E402, F403

@@ -1,0 +1,173 @@
+"""The HTTP contract: the seed's examples verbatim, response shapes, bad input, outages."""
+
+import random
+import time
+
+import pytest
+import requests
+
+from tests.conftest import dead_redis_url, poll_until_done, web_server
+
+SEED_RESULT = {
+    "factorization": [[2, 3], [3, 1], [73, 1], [233, 1]],
+    "factorization_str": "2^3 3^1 73^1 233^1",
+    "number": 408216,
+}
+
+
+def test_seed_async_example_exact_json(live_url, start_worker):
+    first = requests.post(f"{live_url}/factorize", json={"number": 408216})
+    assert first.status_code == 202
+    job_id = first.json()["job_id"]
+    assert first.json() == {
+        "done": False,
+        "number": 408216,
+        "factorization": None,
+        "factorization_str": None,
+        "load": 1,
+        "job_id": job_id,
+        "status": "queued",
+        "error": None,
+    }
+    assert first.headers["Location"] == f"/jobs/{job_id}"
+    assert int(first.headers["Retry-After"]) >= 1
+
+    start_worker("factorization")
+    done = poll_until_done(lambda: requests.post(f"{live_url}/factorize", json={"number": 408216}))
+    assert done == {"done": True, **SEED_RESULT, "load": 0, "job_id": job_id, "status": "finished", "error": None}
+
+
+def test_seed_polling_client_converges(live_url, start_worker):
+    """The seed's 20-number polling loop, verbatim but for a bound on its rounds."""
+    start_worker()
+    numbers = [random.randint(2, 2**20) for _ in range(20)]
+    done = False
+    rounds = 0
+    results = {}
+    while not done:
+        done = True
+        for n in numbers:
+            status = requests.post(f"{live_url}/factorize", json={"number": n}).json()
+            if status["done"]:
+                results[n] = status["factorization_str"]
+            done = done and status["done"]
+        if not done:
+            rounds += 1
+            assert rounds < 30, "the polling loop did not converge"
+            time.sleep(1)
+    for n, text in results.items():
+        product = 1
+        for term in text.split():
+            prime, exponent = term.split("^")
+            product *= int(prime) ** int(exponent)
+        assert product == n
+
+
+def test_seed_sync_example_exact_json(sync_server):
+    """EXECUTION_MODE=sync answers at once, with no Redis anywhere."""
+    response = requests.post(f"{sync_server}/factorize", json={"number": 408216})
+    assert response.status_code == 200
+    assert response.json() == {"done": True, **SEED_RESULT}
+    primes = requests.post(f"{sync_server}/primes", json={"n": 100})
+    assert primes.json() == {"done": True, "n": 100, "count": 25, "largest": 97}
+
+
+def test_sync_mode_in_process(api, settings):
+    settings.EXECUTION_MODE = "sync"
+    response = api.post("/factorize", {"number": "408216"}, format="json")
+    assert response.status_code == 200
+    assert response.json() == {"done": True, **SEED_RESULT}
+    failed = api.post("/failing", {"tag": "x"}, format="json")
+    assert failed.status_code == 200
+    assert failed.json()["done"] is True
+    assert failed.json()["error"] == "ValueError: cannot handle x"
+
+
+@pytest.mark.parametrize("path", ["/factorize", "/factorize/"])
+def test_post_with_or_without_slash_never_redirects(api, path):
+    response = api.post(path, {"number": 12}, format="json")
+    assert response.status_code == 202
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {},
+        {"number": "abc"},
+        {"number": 1.5},
+        {"number": True},
+        {"number": None},
+        {"number": [4]},
+        {"number": 1},
+        {"number": 0},
+        {"number": -7},
+        {"number": "12a"},
+        {"number": " 12"},
+        {"number": 10**100},
+        {"number": "1" * 101},
+    ],
+    ids=repr,
+)
+def test_bad_number_is_400_naming_the_field_and_enqueues_nothing(api, redis_conn, body):
+    response = api.post("/factorize", body, format="json")
+    assert response.status_code == 400
+    assert "number" in response.json()
+    assert not redis_conn.keys("rq:job:*")
+
+
+def test_largest_allowed_number_and_digit_strings_are_accepted(api):
+    assert api.post("/factorize", {"number": "9" * 100}, format="json").status_code == 202
+    assert api.post("/factorize", {"number": 10**99}, format="json").status_code == 202
+
+
+@pytest.mark.parametrize("raw", ["not json", "[1, 2]", "5", '"408216"', "{"])
+def test_body_that_is_not_a_json_object_is_400(api, redis_conn, raw):
+    response = api.post("/factorize", raw, content_type="application/json")
+    assert response.status_code == 400
+    assert response.json()
+    assert not redis_conn.keys("rq:job:*")
+
+
+@pytest.mark.parametrize("n", [1, 10**7 + 1, "x", None])
+def test_primes_n_out_of_range_is_400(api, n):
+    response = api.post("/primes", {"n": n}, format="json")
+    assert response.status_code == 400
+    assert "n" in response.json()
+
+
+def test_unknown_job_and_unknown_path_are_404_json(api):
+    for path in ["/jobs/nope", "/jobs/factorization-" + "0" * 32, "/jobs/other-" + "0" * 32, "/nowhere"]:
+        response = api.get(path)
+        assert response.status_code == 404, path
+        assert "detail" in response.json()
+
+
+def test_api_root_lists_every_task_type_and_queues(api):
+    response = api.get("/", HTTP_ACCEPT="application/json")
+    assert response.status_code == 200
+    assert {"factorize", "primes", "queues"} <= set(response.json())
+
+
+def test_browsable_api_renders_html(api):
+    response = api.get("/factorize", HTTP_ACCEPT="text/html")
+    assert response.status_code == 200
+    assert b"<form" in response.content
+
+
+def test_redis_outage_is_503_json_on_every_endpoint():
+    """A server whose Redis is down answers 503 with a detail, quickly, on every endpoint."""
+    calls = [
+        ("post", "/factorize", {"number": 408216}),
+        ("post", "/primes", {"n": 10}),
+        ("get", "/factorize", None),
+        ("get", "/jobs/factorization-" + "0" * 32, None),
+        ("delete", "/jobs/factorization-" + "0" * 32, None),
+        ("get", "/queues", None),
+    ]
+    with web_server(dead_redis_url()) as base:
+        for method, path, body in calls:
+            response = requests.request(method, base + path, json=body, timeout=10)
+            assert response.status_code == 503, (method, path, response.text)
+            assert "detail" in response.json()
+        # Bad input is still a 400: validation needs no Redis.
+        assert requests.post(f"{base}/factorize", json={"number": "x"}, timeout=10).status_code == 400

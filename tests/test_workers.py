@@ -1,0 +1,51 @@
+"""Workers: a model loaded once per process, jobs run in that process, routing by queue."""
+
+from rq.worker import Worker
+
+from tests.task_types import SETUP_COUNTER
+from tests.test_job_lifecycle import submit, wait_done
+
+
+def test_setup_runs_once_per_worker_and_jobs_run_warm_in_its_process(api, redis_conn, start_worker):
+    worker = start_worker("slow_setup")  # returns once registered, i.e. after its 1 s setup
+    assert int(redis_conn.get(SETUP_COUNTER)) == 1
+    for i in range(20):
+        submit(api, "/slow-setup", tag=f"job-{i}")
+    results = [wait_done(api, "/slow-setup", tag=f"job-{i}") for i in range(20)]
+    assert [r["echo"] for r in results] == [f"job-{i}" for i in range(20)]
+    assert {r["pid"] for r in results} == {worker.process.pid}  # no fork per job
+    assert int(redis_conn.get(SETUP_COUNTER)) == 1
+
+
+def test_a_worker_for_primes_only_never_takes_a_factorization_job(api, redis_conn, start_worker):
+    factor_id = submit(api, number=408216).json()["job_id"]
+    start_worker("primes")
+    assert wait_done(api, "/primes", n=10**7) == {
+        "done": True,
+        "n": 10**7,
+        "count": 664579,
+        "largest": 9999991,
+        "load": 0,
+        "job_id": wait_done(api, "/primes", n=10**7)["job_id"],
+        "status": "finished",
+        "error": None,
+    }
+    for n in range(2, 40):
+        wait_done(api, "/primes", n=n)
+    assert api.get(f"/jobs/{factor_id}").json()["status"] == "queued"
+    assert redis_conn.llen("rq:queue:factorization") == 1
+    start_worker("factorization")
+    assert wait_done(api, number=408216)["factorization_str"] == "2^3 3^1 73^1 233^1"
+
+
+def test_a_failing_job_does_not_stop_the_worker(api, start_worker):
+    worker = start_worker("failing", "sleepy")
+    assert wait_done(api, "/failing", tag="x")["status"] == "failed"
+    assert wait_done(api, "/sleepy", seconds=0, tag="y")["pid"] == worker.process.pid
+    assert worker.process.poll() is None
+
+
+def test_rqworker_without_queue_names_listens_to_every_task_type(redis_conn, start_worker):
+    start_worker()
+    (worker,) = Worker.all(connection=redis_conn)
+    assert set(worker.queue_names()) == {"factorization", "primes", "slow_setup", "sleepy", "failing"}

@@ -1,0 +1,47 @@
+# The two commands of the README: `make run` and `make test`. Everything else supports them.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV ?= .venv
+BIN := $(VENV)/bin
+HOST ?= 127.0.0.1
+PORT ?= 8123
+REDIS_URL ?= redis://127.0.0.1:6379/0
+# Tests use their own database number and flush only that one.
+TEST_REDIS_URL ?= redis://127.0.0.1:6379/15
+
+.PHONY: install redis migrate run serve worker test lint clean
+
+$(BIN)/.installed: requirements.txt tests/requirements.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -r tests/requirements.txt
+	touch $@
+
+install: $(BIN)/.installed
+
+redis: install
+	@scripts/ensure-redis.sh "$(REDIS_URL)"
+
+migrate: install
+	REDIS_URL=$(REDIS_URL) $(BIN)/python manage.py migrate --noinput -v0
+
+## Web server and one worker for every queue on http://localhost:$(PORT); Ctrl-C stops both.
+run: redis migrate
+	REDIS_URL=$(REDIS_URL) HOST=$(HOST) PORT=$(PORT) VENV=$(VENV) scripts/run-dev.sh
+
+## The production web server alone, in the foreground, exactly as the Docker image's CMD.
+serve: install
+	REDIS_URL=$(REDIS_URL) HOST=$(HOST) PORT=$(PORT) $(BIN)/gunicorn -c project/gunicorn_conf.py project.wsgi
+
+## One more warm worker for every queue (or QUEUES="primes").
+worker: redis
+	REDIS_URL=$(REDIS_URL) $(BIN)/python manage.py rqworker $(QUEUES)
+
+lint: install
+	$(BIN)/ruff check .
+
+test: install lint
+	@scripts/ensure-redis.sh "$(TEST_REDIS_URL)"
+	TEST_REDIS_URL=$(TEST_REDIS_URL) $(BIN)/pytest $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) .run .pytest_cache .ruff_cache staticfiles test-artifacts

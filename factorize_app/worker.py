@@ -7,6 +7,7 @@ CUDA context) away after every job; `SimpleWorker` keeps everything in one proce
 from __future__ import annotations
 
 import logging
+import signal
 import time
 
 from rq.job import Job
@@ -22,11 +23,17 @@ logger = logging.getLogger("factorize_app.worker")
 class WarmWorker(SimpleWorker):
     def bootstrap(self, *args, **kwargs) -> None:
         # Load models before registering, so a worker counts as live only once it is ready.
-        for name in self.queue_names():
-            task_type = get_task_type(name)
-            started = time.monotonic()
-            ensure_setup(task_type)
-            logger.info("setup of %s took %.2f s", name, time.monotonic() - started)
+        # RQ installs its warm-shutdown handlers after bootstrap; until then a stop request
+        # must still end the process, even as a container's PID 1 (which ignores SIGTERM).
+        previous = signal.signal(signal.SIGTERM, _stop_during_setup)
+        try:
+            for name in self.queue_names():
+                task_type = get_task_type(name)
+                started = time.monotonic()
+                ensure_setup(task_type)
+                logger.info("setup of %s took %.2f s", name, time.monotonic() - started)
+        finally:
+            signal.signal(signal.SIGTERM, previous)
         super().bootstrap(*args, **kwargs)
 
     def execute_job(self, job: Job, queue: Queue) -> None:
@@ -42,3 +49,8 @@ class WarmWorker(SimpleWorker):
     def prepare_job_execution(self, job: Job, remove_from_intermediate_queue: bool = False) -> None:
         super().prepare_job_execution(job, remove_from_intermediate_queue)
         jobs.job_started(task_name=job.origin, job_id=job.id)
+
+
+def _stop_during_setup(signum, frame):
+    logger.info("stop requested while loading models: exiting")
+    raise SystemExit(0)

@@ -15,9 +15,9 @@ from project.env import env_bool, env_int, env_list, env_str, redis_url_with_tim
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 INSECURE_DEV_SECRET_KEY = "django-insecure-development-only-do-not-deploy"
-SECRET_KEY = env_str("SECRET_KEY", INSECURE_DEV_SECRET_KEY)
+SECRET_KEY = env_str("SECRET_KEY", "") or INSECURE_DEV_SECRET_KEY
 PRODUCTION = env_bool("PRODUCTION", False)
-if PRODUCTION and SECRET_KEY in ("", INSECURE_DEV_SECRET_KEY):
+if PRODUCTION and SECRET_KEY == INSECURE_DEV_SECRET_KEY:
     raise ImproperlyConfigured("PRODUCTION is on: set SECRET_KEY to a long random value.")
 
 DEBUG = env_bool("DEBUG", False)
@@ -80,14 +80,19 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / "staticfiles"
+# The Docker image runs collectstatic at build time (STATIC_COLLECTED=1): hashed, compressed
+# files with far-future caching. Elsewhere WhiteNoise serves straight from the apps' folders.
+STATIC_COLLECTED = env_bool("STATIC_COLLECTED", False)
+WHITENOISE_USE_FINDERS = not STATIC_COLLECTED
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
-    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"},
+    "staticfiles": {
+        "BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"
+        if STATIC_COLLECTED
+        else "django.contrib.staticfiles.storage.StaticFilesStorage"
+    },
 }
-# Without collectstatic (make run, tests) WhiteNoise serves straight from the apps' folders.
-WHITENOISE_USE_FINDERS = not STATIC_ROOT.exists()
-if WHITENOISE_USE_FINDERS:
-    STORAGES["staticfiles"] = {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"}
+if not STATIC_COLLECTED:
     warnings.filterwarnings("ignore", message="No directory at")
 
 REST_FRAMEWORK = {
@@ -124,10 +129,8 @@ REDIS_URL = env_str("REDIS_URL", "redis://127.0.0.1:6379/0")
 REDIS_SOCKET_TIMEOUT = env_int("REDIS_SOCKET_TIMEOUT", 5)
 
 # Registered task types: dotted paths to `TaskType` objects. Their names are the RQ queue names.
-TASK_TYPES = env_list(
-    "TASK_TYPES",
-    ["factorize_app.tasks.factorization.TASK_TYPE", "factorize_app.tasks.primes.TASK_TYPE"],
-)
+DEFAULT_TASK_TYPES = ["factorize_app.tasks.factorization.TASK_TYPE", "factorize_app.tasks.primes.TASK_TYPE"]
+TASK_TYPES = env_list("TASK_TYPES", DEFAULT_TASK_TYPES)
 # How long a queued job that nobody polls waits before it expires unrun; every poll extends it.
 JOB_TTL = env_int("JOB_TTL", 60)
 # How long a finished job's result answers a repeated POST without running again.

@@ -1,7 +1,11 @@
 from django.contrib import admin
 from django.urls import include, path
 
+from factorize_app.api.health import healthz, readyz
+
 urlpatterns = [
+    path("healthz", healthz, name="healthz"),
+    path("readyz", readyz, name="readyz"),
     path("admin/", admin.site.urls),
     path("django-rq/", include("django_rq.urls")),
     path("", include("factorize_app.api.urls")),

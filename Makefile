@@ -8,7 +8,7 @@ REDIS_URL ?= redis://127.0.0.1:6379/0
 # Tests use their own database number and flush only that one.
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/15
 
-.PHONY: install redis migrate run serve worker test lint clean
+.PHONY: install redis migrate run serve worker test test-docker lint clean
 
 $(BIN)/.installed: requirements.txt tests/requirements.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -21,16 +21,13 @@ install: $(BIN)/.installed
 redis: install
 	@scripts/ensure-redis.sh "$(REDIS_URL)"
 
-migrate: install
-	REDIS_URL=$(REDIS_URL) $(BIN)/python manage.py migrate --noinput -v0
-
 ## Web server and one worker for every queue on http://localhost:$(PORT); Ctrl-C stops both.
-run: redis migrate
-	REDIS_URL=$(REDIS_URL) HOST=$(HOST) PORT=$(PORT) VENV=$(VENV) scripts/run-dev.sh
+run: redis
+	REDIS_URL=$(REDIS_URL) HOST=$(HOST) PORT=$(PORT) PATH="$(abspath $(BIN)):$$PATH" scripts/run-dev.sh
 
 ## The production web server alone, in the foreground, exactly as the Docker image's CMD.
 serve: install
-	REDIS_URL=$(REDIS_URL) HOST=$(HOST) PORT=$(PORT) $(BIN)/gunicorn -c project/gunicorn_conf.py project.wsgi
+	REDIS_URL=$(REDIS_URL) HOST=$(HOST) PORT=$(PORT) PATH="$(abspath $(BIN)):$$PATH" scripts/start-web.sh
 
 ## One more warm worker for every queue (or QUEUES="primes").
 worker: redis
@@ -42,6 +39,11 @@ lint: install
 test: install lint
 	@scripts/ensure-redis.sh "$(TEST_REDIS_URL)"
 	TEST_REDIS_URL=$(TEST_REDIS_URL) $(BIN)/pytest $(PYTEST_ARGS)
+
+## The Docker files built and run on a real engine (started here as root when none runs).
+test-docker: install
+	@scripts/ensure-redis.sh "$(TEST_REDIS_URL)"
+	TEST_REDIS_URL=$(TEST_REDIS_URL) VENV=$(VENV) scripts/test-docker.sh $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) .run .pytest_cache .ruff_cache staticfiles test-artifacts

@@ -6,19 +6,14 @@ the same database and task types.
 
 import os
 
-# Always the test database (never a REDIS_URL left in the environment for the service).
+# Always the test database, never a REDIS_URL left in the environment for the service.
 os.environ["REDIS_URL"] = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
-os.environ.setdefault(
-    "TASK_TYPES",
-    ",".join(
-        [
-            "factorize_app.tasks.factorization.TASK_TYPE",
-            "factorize_app.tasks.primes.TASK_TYPE",
-            "tests.task_types.SLOW_SETUP",
-            "tests.task_types.SLEEPY",
-            "tests.task_types.FAILING",
-        ]
-    ),
-)
 
 from project.settings import *  # noqa: E402, F403
+from project.settings import DEFAULT_TASK_TYPES  # noqa: E402
+
+TASK_TYPES = DEFAULT_TASK_TYPES + [
+    "tests.task_types.SLOW_SETUP",
+    "tests.task_types.SLEEPY",
+    "tests.task_types.FAILING",
+]

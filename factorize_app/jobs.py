@@ -24,11 +24,14 @@ from rq.exceptions import DuplicateJobError, NoSuchJobError
 from rq.job import Job
 from rq.job import JobStatus as RQStatus
 from rq.registry import FailedJobRegistry, FinishedJobRegistry, StartedJobRegistry
-from rq.worker import Worker
+from rq.worker_registration import WORKERS_BY_QUEUE_KEY
 
 from factorize_app.tasks import TaskType, UnknownTaskType, get_task_type, run_task, task_types
 
 PENDING_KEY = "factorize:pending:{}"
+DURATION_KEY = "factorize:metrics:job_duration:{}"
+# Upper bounds (seconds) of the job duration histogram's buckets.
+DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
 # Plain strings: RQ's JobStatus enum hashes by member name, so it does not mix with str in sets.
 QUEUED, STARTED, FINISHED, FAILED = "queued", "started", "finished", "failed"
 DONE_STATUSES = {FINISHED, FAILED, RQStatus.STOPPED.value, RQStatus.CANCELED.value}
@@ -51,10 +54,19 @@ return status
 """
 
 # Live pending = queued jobs whose deadline is ahead (expired ones are trimmed) + running jobs.
+# With a third key (the queue's worker set), also the workers whose registration has not expired.
 _LOAD_SCRIPT = """
 local t = redis.call('TIME')
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', tonumber(t[1]) + tonumber(t[2]) / 1e6)
-return {redis.call('ZCARD', KEYS[1]), redis.call('ZCARD', KEYS[2])}
+local counts = {redis.call('ZCARD', KEYS[1]), redis.call('ZCARD', KEYS[2])}
+if KEYS[3] then
+  local live = 0
+  for _, worker_key in ipairs(redis.call('SMEMBERS', KEYS[3])) do
+    live = live + redis.call('EXISTS', worker_key)
+  end
+  counts[3] = live
+end
+return counts
 """
 
 
@@ -186,7 +198,7 @@ def queue_stats() -> list[dict[str, Any]]:
     stats = []
     for task_type in task_types():
         queue = _queue(task_type.name)
-        queued, started = _counts(task_type)
+        queued, started, workers = _counts(task_type, with_workers=True)
         stats.append(
             {
                 "name": task_type.name,
@@ -194,7 +206,7 @@ def queue_stats() -> list[dict[str, Any]]:
                 "started": started,
                 "finished": FinishedJobRegistry(queue=queue).count,
                 "failed": FailedJobRegistry(queue=queue).count,
-                "workers": Worker.count(connection=_redis(), queue=queue),
+                "workers": workers,
             }
         )
     return stats
@@ -213,6 +225,31 @@ def compute(*, task_type: TaskType, data: dict[str, Any]) -> JobState:
 def job_started(*, task_name: str, job_id: str) -> None:
     """Called by the worker as it starts a job: the job no longer waits in the queue."""
     _redis().zrem(PENDING_KEY.format(task_name), job_id)
+
+
+@_translate_outages
+def record_job_duration(*, task_name: str, status: str, seconds: float) -> None:
+    """Count a job's run time into its type's histogram, kept in Redis so every worker adds to it."""
+    bucket = next((f"{bound}" for bound in DURATION_BUCKETS if seconds <= bound), "+Inf")
+    with _redis().pipeline(transaction=False) as pipe:
+        pipe.hincrby(DURATION_KEY.format(task_name), f"{status}:{bucket}", 1)
+        pipe.hincrbyfloat(DURATION_KEY.format(task_name), f"{status}:sum", seconds)
+        pipe.execute()
+
+
+@_translate_outages
+def job_durations() -> dict[tuple[str, str], dict[str, float]]:
+    """Per (task type, status): {bucket bound or "sum": value}, non-cumulative counts."""
+    with _redis().pipeline(transaction=False) as pipe:
+        for task_type in task_types():
+            pipe.hgetall(DURATION_KEY.format(task_type.name))
+        hashes = pipe.execute()
+    durations: dict[tuple[str, str], dict[str, float]] = {}
+    for task_type, fields in zip(task_types(), hashes, strict=True):
+        for field, value in fields.items():
+            status, _, bucket = field.decode().partition(":")
+            durations.setdefault((task_type.name, status), {})[bucket] = float(value)
+    return durations
 
 
 def ping() -> None:
@@ -234,11 +271,12 @@ def _poll(task_type: TaskType, job_id: str) -> str | None:
     return status.decode() if status is not None else None
 
 
-def _counts(task_type: TaskType) -> tuple[int, int]:
+def _counts(task_type: TaskType, with_workers: bool = False) -> tuple[int, ...]:
     _, load_script = _scripts()
-    started_key = StartedJobRegistry(task_type.name, connection=_redis()).key
-    queued, started = load_script(keys=[_pending_key(task_type), started_key])
-    return int(queued), int(started)
+    keys = [_pending_key(task_type), StartedJobRegistry(task_type.name, connection=_redis()).key]
+    if with_workers:
+        keys.append(WORKERS_BY_QUEUE_KEY % task_type.name)
+    return tuple(int(count) for count in load_script(keys=keys))
 
 
 def _enqueue(task_type: TaskType, job_id: str, data: dict[str, Any]) -> None:

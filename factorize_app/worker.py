@@ -31,7 +31,7 @@ class WarmWorker(SimpleWorker):
                 task_type = get_task_type(name)
                 started = time.monotonic()
                 ensure_setup(task_type)
-                logger.info("setup of %s took %.2f s", name, time.monotonic() - started)
+                logger.info("setup done", extra={"task_type": name, "duration_s": round(time.monotonic() - started, 3)})
         finally:
             signal.signal(signal.SIGTERM, previous)
         super().bootstrap(*args, **kwargs)
@@ -44,7 +44,15 @@ class WarmWorker(SimpleWorker):
             if len(self.queues) == 1:
                 self.connection.lrem(queue.intermediate_queue_key, 1, job.id)
             return
+        event = {"job_id": job.id, "task_type": queue.name}
+        logger.info("job started", extra=event)
+        started = time.monotonic()
         super().execute_job(job, queue)
+        duration = time.monotonic() - started
+        status = job.get_status(refresh=False).value  # what perform_job recorded
+        level = logging.INFO if status == "finished" else logging.WARNING
+        logger.log(level, f"job {status}", extra={**event, "status": status, "duration_s": round(duration, 6)})
+        jobs.record_job_duration(task_name=queue.name, status=status, seconds=duration)
 
     def prepare_job_execution(self, job: Job, remove_from_intermediate_queue: bool = False) -> None:
         super().prepare_job_execution(job, remove_from_intermediate_queue)

@@ -6,6 +6,7 @@ from rest_framework.response import Response
 
 from factorize_app import jobs
 from factorize_app.api.responses import status_response, sync_response
+from factorize_app.api.schema import job_view_schema, queue_view_schema, task_view_schema
 from factorize_app.tasks import TaskType, get_task_type
 
 
@@ -16,11 +17,12 @@ class TaskViewSet(viewsets.GenericViewSet):
 
     @classmethod
     def for_type(cls, task_type: TaskType) -> type["TaskViewSet"]:
-        return type(
+        viewset = type(
             f"{task_type.name.title().replace('_', '')}ViewSet",
             (cls,),
             {"task_type": task_type, "serializer_class": task_type.input_serializer, "__doc__": task_type.description},
         )
+        return task_view_schema(task_type)(viewset)
 
     def list(self, request):
         """What this endpoint computes, and its current load."""
@@ -41,6 +43,7 @@ class TaskViewSet(viewsets.GenericViewSet):
         return jobs.compute(task_type=self.task_type, data=dict(data))
 
 
+@job_view_schema()
 class JobViewSet(viewsets.ViewSet):
     """A job by the id its submit answered: poll it (GET) or cancel it while queued (DELETE)."""
 
@@ -55,6 +58,7 @@ class JobViewSet(viewsets.ViewSet):
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
+@queue_view_schema()
 class QueueViewSet(viewsets.ViewSet):
     """Every task type's queue: queued, started, finished and failed jobs, and live workers."""
 

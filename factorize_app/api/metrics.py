@@ -1,0 +1,101 @@
+"""Prometheus metrics at /metrics: queue gauges and job durations read live from Redis at scrape
+time (a few commands per task type, no keyspace scans), request counts and latencies per route.
+
+Under gunicorn the request metrics of every worker process are merged through
+prometheus-client's multiprocess mode (PROMETHEUS_MULTIPROC_DIR, set up in gunicorn_conf.py).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+from django.http import HttpResponse
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.multiprocess import MultiProcessCollector
+
+from factorize_app import jobs
+
+REQUESTS = Counter("factorize_http_requests_total", "HTTP requests answered.", ["method", "route", "status"])
+LATENCY = Histogram(
+    "factorize_http_request_duration_seconds",
+    "Time to answer an HTTP request.",
+    ["method", "route"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+)
+
+
+class QueueCollector:
+    """Per task type: jobs by state and live workers; job durations; whether Redis answers."""
+
+    def collect(self):
+        up = GaugeMetricFamily("factorize_redis_up", "1 if the job queue's Redis answered this scrape.")
+        try:
+            stats = jobs.queue_stats()
+            durations = jobs.job_durations()
+        except jobs.QueueUnavailable:
+            up.add_metric([], 0)
+            yield up
+            return
+        up.add_metric([], 1)
+        yield up
+
+        queue_jobs = GaugeMetricFamily(
+            "factorize_queue_jobs", "Jobs of a task type by state.", labels=["queue", "state"]
+        )
+        workers = GaugeMetricFamily("factorize_queue_workers", "Live workers listening to a queue.", labels=["queue"])
+        for entry in stats:
+            for state in ("queued", "started", "finished", "failed"):
+                queue_jobs.add_metric([entry["name"], state], entry[state])
+            workers.add_metric([entry["name"]], entry["workers"])
+        yield queue_jobs
+        yield workers
+
+        histogram = HistogramMetricFamily(
+            "factorize_job_duration_seconds",
+            "Run time of jobs, by task type and outcome.",
+            labels=["task_type", "status"],
+        )
+        for (task_name, status), fields in sorted(durations.items()):
+            cumulative, buckets = 0.0, []
+            for bound in [*map(str, jobs.DURATION_BUCKETS), "+Inf"]:
+                cumulative += fields.get(bound, 0.0)
+                buckets.append((bound, cumulative))
+            histogram.add_metric([task_name, status], buckets, sum_value=fields.get("sum", 0.0))
+        yield histogram
+
+
+def _registry() -> CollectorRegistry:
+    if "PROMETHEUS_MULTIPROC_DIR" in os.environ:
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry)
+    else:
+        registry = REGISTRY
+    return registry
+
+
+def metrics_view(request) -> HttpResponse:
+    registry = _registry()
+    collector = QueueCollector()
+    registry.register(collector)
+    try:
+        return HttpResponse(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)
+    finally:
+        registry.unregister(collector)
+
+
+class RequestMetricsMiddleware:
+    """Count and time every request by its route name (bounded label values, unlike raw paths)."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        started = time.perf_counter()
+        response = self.get_response(request)
+        match = request.resolver_match
+        route = match.view_name if match else "unmatched"
+        LATENCY.labels(request.method, route).observe(time.perf_counter() - started)
+        REQUESTS.labels(request.method, route, str(response.status_code)).inc()
+        return response

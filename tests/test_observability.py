@@ -1,0 +1,136 @@
+"""Seeing the service: OpenAPI schema and docs, health, Prometheus metrics, structured worker logs."""
+
+import json
+import re
+import subprocess
+
+import pytest
+import requests
+from prometheus_client.parser import text_string_to_metric_families
+
+from factorize_app.tasks import task_types
+from tests.conftest import PYTHON, ROOT, dead_redis_url, service_env, wait_until, web_server
+from tests.test_job_lifecycle import wait_done
+
+
+def scrape(url: str) -> dict[tuple[str, tuple], float]:
+    text = requests.get(f"{url}/metrics", timeout=10).text
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def queue_gauge(samples, queue: str, state: str) -> float:
+    return samples[("factorize_queue_jobs", (("queue", queue), ("state", state)))]
+
+
+def test_schema_validates_without_warnings():
+    result = subprocess.run(
+        [PYTHON, "manage.py", "spectacular", "--validate", "--fail-on-warn", "--file", "/dev/null"],
+        cwd=ROOT,
+        env=service_env(),
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr
+
+
+def test_schema_documents_every_operation_with_its_shapes(api):
+    schema = api.get("/api/schema/", HTTP_ACCEPT="application/vnd.oai.openapi+json").json()
+    assert schema["openapi"].startswith("3.")
+    paths = schema["paths"]
+    for task_type in task_types():
+        post = paths[f"/{task_type.path}"]["post"]
+        request_ref = post["requestBody"]["content"]["application/json"]["schema"]["$ref"]
+        assert request_ref.endswith(task_type.input_serializer.__name__.removesuffix("Serializer"))
+        assert set(post["responses"]) == {"200", "202", "400", "503"}
+        assert set(post["responses"]["202"]["headers"]) == {"Location", "Retry-After"}
+        status = schema["components"]["schemas"][
+            post["responses"]["202"]["content"]["application/json"]["schema"]["$ref"].split("/")[-1]
+        ]
+        expected = {"done", *task_type.input_fields, *task_type.result_fields, "load", "job_id", "status", "error"}
+        assert set(status["properties"]) == expected
+    assert set(paths["/jobs/{id}"]) == {"get", "delete"}
+    assert set(paths["/jobs/{id}"]["get"]["responses"]) == {"200", "202", "404", "503"}
+    assert set(paths["/jobs/{id}"]["delete"]["responses"]) == {"204", "404", "409", "503"}
+    assert paths["/queues"]["get"]["responses"]["200"]["content"]["application/json"]["schema"]["type"] == "array"
+    number = schema["components"]["schemas"]["FactorizationInput"]["properties"]["number"]
+    assert {option["type"] for option in number["oneOf"]} == {"integer", "string"}
+
+
+def test_docs_page_is_served_from_local_static_files(api):
+    page = api.get("/api/docs/")
+    assert page.status_code == 200
+    html = page.content.decode()
+    assets = re.findall(r'(?:src|href)="([^"]+\.(?:js|css))"', html)
+    assert assets and all(asset.startswith("/static/") for asset in assets), assets
+    for asset in assets:
+        assert api.get(asset).status_code == 200, asset
+
+
+def test_healthz_depends_on_nothing_and_readyz_on_redis(api):
+    assert api.get("/healthz").json() == {"status": "ok"}
+    assert api.get("/readyz").json() == {"status": "ok"}
+    with web_server(dead_redis_url()) as url:
+        assert requests.get(f"{url}/healthz", timeout=10).status_code == 200
+        ready = requests.get(f"{url}/readyz", timeout=10)
+        assert ready.status_code == 503
+        assert ready.json()["status"] == "unavailable" and "unavailable" in ready.json()["detail"]
+        metrics = scrape(url)
+        assert metrics[("factorize_redis_up", ())] == 0
+
+
+def test_metrics_show_queue_gauges_moving_job_durations_and_requests(live_url, start_worker):
+    for n in (101, 102, 103):
+        requests.post(f"{live_url}/factorize", json={"number": n}, timeout=10)
+    before = scrape(live_url)
+    assert queue_gauge(before, "factorization", "queued") == 3
+    assert before[("factorize_queue_workers", (("queue", "factorization"),))] == 0
+    assert before[("factorize_redis_up", ())] == 1
+
+    start_worker("factorization")
+    for n in (101, 102, 103):
+        wait_until(lambda n=n: requests.post(f"{live_url}/factorize", json={"number": n}, timeout=10).json()["done"])
+    after = scrape(live_url)
+    assert queue_gauge(after, "factorization", "queued") == 0
+    assert queue_gauge(after, "factorization", "finished") == 3
+    assert after[("factorize_queue_workers", (("queue", "factorization"),))] == 1
+    count = after[("factorize_job_duration_seconds_count", (("status", "finished"), ("task_type", "factorization")))]
+    assert count == 3
+    posts_202 = (
+        "factorize_http_requests_total",
+        (("method", "POST"), ("route", "factorization-list"), ("status", "202")),
+    )
+    assert after[posts_202] >= 3
+    assert any(name == "factorize_http_request_duration_seconds_bucket" for name, _ in after)
+
+
+def test_worker_logs_one_json_line_per_job_start_and_end(api, start_worker):
+    worker = start_worker("failing", "factorization")
+    ok = wait_done(api, number=360)
+    bad = wait_done(api, "/failing", tag="x")
+    events = [json.loads(line) for line in worker.log.splitlines() if line.startswith("{")]
+    by_job = {}
+    for event in events:
+        if "job_id" in event:
+            by_job.setdefault(event["job_id"], []).append(event)
+    assert [e["message"] for e in by_job[ok["job_id"]]] == ["job started", "job finished"]
+    assert [e["message"] for e in by_job[bad["job_id"]]] == ["job started", "job failed"]
+    finished = by_job[ok["job_id"]][1]
+    assert finished["task_type"] == "factorization" and finished["duration_s"] >= 0
+    assert by_job[bad["job_id"]][1]["level"] == "WARNING"
+
+
+@pytest.mark.parametrize("task_type", task_types(), ids=lambda t: t.name)
+def test_browsable_api_has_a_form_for_each_task_type(api, task_type):
+    page = api.get(f"/{task_type.path}", HTTP_ACCEPT="text/html").content.decode()
+    for field in task_type.input_fields:
+        assert f'name="{field}"' in page
+
+
+def test_submitting_the_html_form_answers_the_status(api):
+    response = api.post("/factorize", {"number": "408216"}, HTTP_ACCEPT="text/html")
+    assert response.status_code == 202
+    assert "factorization_str" in response.content.decode()

@@ -15,15 +15,19 @@ import functools
 import hashlib
 import json
 import re
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import django_rq
 import redis
+from django.conf import settings
 from rq.exceptions import DuplicateJobError, NoSuchJobError
 from rq.job import Job
 from rq.job import JobStatus as RQStatus
 from rq.registry import FailedJobRegistry, FinishedJobRegistry, StartedJobRegistry
+from rq.results import Result
 from rq.worker_registration import WORKERS_BY_QUEUE_KEY
 
 from factorize_app.tasks import TaskType, UnknownTaskType, get_task_type, run_task, task_types
@@ -137,37 +141,21 @@ def job_id_for(task_type: TaskType, data: dict[str, Any]) -> str:
 
 
 @_translate_outages
-def submit(*, task_type: TaskType, data: dict[str, Any]) -> JobState:
-    """Submit-or-poll: enqueue the job unless it is already queued, running or cached."""
-    job_id = job_id_for(task_type, data)
-    for _attempt in range(5):
-        status = _poll(task_type, job_id)
-        if status is None:
-            try:
-                _enqueue(task_type, job_id, data)
-            except DuplicateJobError:
-                continue  # another request enqueued it first: poll that one
-            status = QUEUED
-        state = _state(task_type, job_id, status, data)
-        if state is not None:
-            return state
-    raise QueueUnavailable(f"job {job_id} kept changing under concurrent requests; try again")
+def submit(*, task_type: TaskType, data: dict[str, Any], wait: float = 0) -> JobState:
+    """Submit-or-poll: enqueue the job unless it is already queued, running or cached.
+
+    With `wait`, hold up to that many seconds for the job to finish (a long poll).
+    """
+    state = _submit_once(task_type, data)
+    return _wait_until_done(task_type, state, wait, lambda: _submit_once(task_type, data))
 
 
 @_translate_outages
-def get_status(*, job_id: str) -> JobState:
+def get_status(*, job_id: str, wait: float = 0) -> JobState:
     """Poll a job by id; like a repeated submit, this keeps a queued job alive."""
     task_type = _task_type_of(job_id)
-    status = _poll(task_type, job_id)
-    if status is None:
-        raise JobNotFound(job_id)
-    job = _fetch(job_id)
-    if job is None or not _belongs_to(job, task_type):
-        raise JobNotFound(job_id)
-    state = _state(task_type, job_id, status, job.args[1], job=job)
-    if state is None:
-        raise JobNotFound(job_id)
-    return state
+    state = _status_once(task_type, job_id)
+    return _wait_until_done(task_type, state, wait, lambda: _status_once(task_type, job_id))
 
 
 @_translate_outages
@@ -258,6 +246,63 @@ def ping() -> None:
 
 
 # --- internals -----------------------------------------------------------------------------
+
+
+def _submit_once(task_type: TaskType, data: dict[str, Any]) -> JobState:
+    job_id = job_id_for(task_type, data)
+    for _attempt in range(5):
+        status = _poll(task_type, job_id)
+        if status is None:
+            try:
+                _enqueue(task_type, job_id, data)
+            except DuplicateJobError:
+                continue  # another request enqueued it first: poll that one
+            status = QUEUED
+        state = _state(task_type, job_id, status, data)
+        if state is not None:
+            return state
+    raise QueueUnavailable(f"job {job_id} kept changing under concurrent requests; try again")
+
+
+def _status_once(task_type: TaskType, job_id: str) -> JobState:
+    status = _poll(task_type, job_id)
+    if status is None:
+        raise JobNotFound(job_id)
+    job = _fetch(job_id)
+    if job is None or not _belongs_to(job, task_type):
+        raise JobNotFound(job_id)
+    state = _state(task_type, job_id, status, job.args[1], job=job)
+    if state is None:
+        raise JobNotFound(job_id)
+    return state
+
+
+def _wait_until_done(task_type: TaskType, state: JobState, seconds: float, poll: Callable[[], JobState]) -> JobState:
+    """Block on the job's RQ result stream (XREAD; every waiter wakes when the worker writes the
+    result), never spinning on Redis. Re-polling at least every half JOB_TTL keeps a queued job
+    alive while its client waits."""
+    deadline = time.monotonic() + min(seconds, settings.MAX_WAIT)
+    chunk = max(1.0, task_type.setting("job_ttl") / 2)
+    last_seen = "0-0"
+    while not state.done:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            break
+        block_ms = max(1, int(min(remaining, chunk) * 1000))
+        streams = _blocking_redis().xread({Result.get_key(state.job_id): last_seen}, count=10, block=block_ms)
+        if streams:
+            last_seen = streams[0][1][-1][0]
+        state = poll()
+    return state
+
+
+@functools.cache
+def _blocking_redis() -> redis.Redis:
+    """A client whose socket timeout outlasts the longest wait, for the blocking reads."""
+    pool = _redis().connection_pool
+    timeout = settings.MAX_WAIT + settings.REDIS_SOCKET_TIMEOUT
+    kwargs = {**pool.connection_kwargs, "socket_timeout": timeout}
+    return redis.Redis(connection_pool=redis.ConnectionPool(connection_class=pool.connection_class, **kwargs))
 
 
 def _pending_key(task_type: TaskType) -> str:

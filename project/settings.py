@@ -169,6 +169,8 @@ RESULT_TTL = env_int("RESULT_TTL", 86400)
 FAILURE_TTL = env_int("FAILURE_TTL", 3600)
 JOB_TIMEOUT = env_int("JOB_TIMEOUT", 300)
 MAX_NUMBER_DIGITS = env_int("MAX_NUMBER_DIGITS", 100)
+# Longest `Prefer: wait=N` a request may hold for its job to finish.
+MAX_WAIT = env_int("MAX_WAIT", 60)
 # Seconds a pending answer suggests waiting before the next poll.
 POLL_RETRY_AFTER = env_int("POLL_RETRY_AFTER", 1)
 

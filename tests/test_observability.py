@@ -46,7 +46,9 @@ def test_schema_documents_every_operation_with_its_shapes(api):
         request_ref = post["requestBody"]["content"]["application/json"]["schema"]["$ref"]
         assert request_ref.endswith(task_type.input_serializer.__name__.removesuffix("Serializer"))
         assert set(post["responses"]) == {"200", "202", "400", "503"}
-        assert set(post["responses"]["202"]["headers"]) == {"Location", "Retry-After"}
+        assert set(post["responses"]["202"]["headers"]) == {"Location", "Retry-After", "Preference-Applied"}
+        assert set(post["responses"]["200"]["headers"]) == {"Preference-Applied"}
+        assert "Prefer" in {p["name"] for p in post["parameters"]}
         status = schema["components"]["schemas"][
             post["responses"]["202"]["content"]["application/json"]["schema"]["$ref"].split("/")[-1]
         ]

@@ -7,6 +7,7 @@ from django.urls import reverse
 from rest_framework import status
 from rest_framework.response import Response
 
+from factorize_app.api.prefer import preference_applied
 from factorize_app.jobs import JobState
 from factorize_app.tasks import TaskType
 
@@ -25,15 +26,14 @@ def status_body(task_type: TaskType, state: JobState) -> dict[str, Any]:
     }
 
 
-def status_response(task_type: TaskType, state: JobState) -> Response:
+def status_response(task_type: TaskType, state: JobState, wait: int | None = None) -> Response:
     """200 when done; 202 with where and when to poll otherwise."""
     body = status_body(task_type, state)
+    headers = preference_applied(wait)
     if state.done:
-        return Response(body, status=status.HTTP_200_OK)
-    headers = {
-        "Location": reverse("job-detail", kwargs={"pk": state.job_id}),
-        "Retry-After": str(settings.POLL_RETRY_AFTER),
-    }
+        return Response(body, status=status.HTTP_200_OK, headers=headers)
+    headers["Location"] = reverse("job-detail", kwargs={"pk": state.job_id})
+    headers["Retry-After"] = str(settings.POLL_RETRY_AFTER)
     return Response(body, status=status.HTTP_202_ACCEPTED, headers=headers)
 
 

@@ -74,6 +74,21 @@ VALIDATION_ERROR = OpenApiResponse(
 )
 OUTAGE = OpenApiResponse(ErrorSerializer, description="The job queue (Redis) is unavailable; retry later.")
 NOT_FOUND = OpenApiResponse(ErrorSerializer, description="No job with this id (never submitted, expired or cancelled).")
+PREFER_WAIT = [
+    OpenApiParameter(
+        "Prefer",
+        OpenApiTypes.STR,
+        OpenApiParameter.HEADER,
+        description="`wait=N` (RFC 7240): hold the answer until the job is done or N seconds pass (at most MAX_WAIT).",
+    ),
+    OpenApiParameter(
+        "Preference-Applied",
+        OpenApiTypes.STR,
+        OpenApiParameter.HEADER,
+        response=[200, 202],
+        description="`wait=N`: the wait this answer honoured.",
+    ),
+]
 POLL_HEADERS = [
     OpenApiParameter(
         "Location", OpenApiTypes.STR, OpenApiParameter.HEADER, response=[202], description="Where to poll the job."
@@ -135,7 +150,7 @@ def task_view_schema(task_type: TaskType):
                 400: VALIDATION_ERROR,
                 503: OUTAGE,
             },
-            parameters=POLL_HEADERS,
+            parameters=[*POLL_HEADERS, *PREFER_WAIT],
         ),
     )
 
@@ -150,7 +165,7 @@ def job_view_schema():
         retrieve=extend_schema(
             operation_id="job_status",
             summary="Poll a job by id",
-            parameters=[JOB_ID, *POLL_HEADERS],
+            parameters=[JOB_ID, *POLL_HEADERS, *PREFER_WAIT],
             responses={
                 200: OpenApiResponse(any_status, description="Done."),
                 202: OpenApiResponse(any_status, description="Queued or running."),

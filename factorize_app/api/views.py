@@ -5,6 +5,7 @@ from rest_framework import status, viewsets
 from rest_framework.response import Response
 
 from factorize_app import jobs
+from factorize_app.api.prefer import requested_wait
 from factorize_app.api.responses import status_response, sync_response
 from factorize_app.api.schema import job_view_schema, queue_view_schema, task_view_schema
 from factorize_app.tasks import TaskType, get_task_type
@@ -34,10 +35,11 @@ class TaskViewSet(viewsets.GenericViewSet):
         serializer.is_valid(raise_exception=True)
         if settings.EXECUTION_MODE == "sync":
             return sync_response(self.task_type, self.perform_compute(serializer.validated_data))
-        return status_response(self.task_type, self.perform_submit(serializer.validated_data))
+        wait = requested_wait(request)
+        return status_response(self.task_type, self.perform_submit(serializer.validated_data, wait), wait)
 
-    def perform_submit(self, data: dict) -> jobs.JobState:
-        return jobs.submit(task_type=self.task_type, data=dict(data))
+    def perform_submit(self, data: dict, wait: int | None) -> jobs.JobState:
+        return jobs.submit(task_type=self.task_type, data=dict(data), wait=wait or 0)
 
     def perform_compute(self, data: dict) -> jobs.JobState:
         return jobs.compute(task_type=self.task_type, data=dict(data))
@@ -50,8 +52,9 @@ class JobViewSet(viewsets.ViewSet):
     lookup_value_regex = r"[A-Za-z0-9_-]+"
 
     def retrieve(self, request, pk: str):
-        state = jobs.get_status(job_id=pk)
-        return status_response(get_task_type(state.task_name), state)
+        wait = requested_wait(request)
+        state = jobs.get_status(job_id=pk, wait=wait or 0)
+        return status_response(get_task_type(state.task_name), state, wait)
 
     def destroy(self, request, pk: str):
         jobs.cancel(job_id=pk)

@@ -11,6 +11,7 @@ both set by one script); live queued jobs are the members whose deadline lies ah
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import json
@@ -41,20 +42,37 @@ QUEUED, STARTED, FINISHED, FAILED = "queued", "started", "finished", "failed"
 DONE_STATUSES = {FINISHED, FAILED, RQStatus.STOPPED.value, RQStatus.CANCELED.value}
 _JOB_ID = re.compile(r"^(?P<task>[A-Za-z0-9_]+)-(?P<digest>[0-9a-f]{32})$")
 
-# Refresh a queued job's TTL and its pending deadline together, atomically, so a job a worker
-# has just started (and PERSISTed) is never given an expiry. Any other status leaves the set.
+# One round trip per poll. Refresh a queued job's TTL and its pending deadline together,
+# atomically, so a job a worker has just started (and PERSISTed) is never given an expiry; any
+# other status leaves the pending set. Answer the status, the input (kept in the description),
+# the outcome the worker cached as JSON, and the type's load (live queued + running).
 _POLL_SCRIPT = """
-local status = redis.call('HGET', KEYS[1], 'status')
+local fields = redis.call('HMGET', KEYS[1], 'status', 'description', 'factorize_outcome')
+local status = fields[1]
 if not status then return false end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1e6
 if status == 'queued' then
-  local t = redis.call('TIME')
   local ttl = tonumber(ARGV[1])
   redis.call('EXPIRE', KEYS[1], ttl)
-  redis.call('ZADD', KEYS[2], tonumber(t[1]) + tonumber(t[2]) / 1e6 + ttl, ARGV[2])
+  redis.call('ZADD', KEYS[2], now + ttl, ARGV[2])
 else
   redis.call('ZREM', KEYS[2], ARGV[2])
 end
-return status
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
+local load = redis.call('ZCARD', KEYS[2]) + redis.call('ZCARD', KEYS[3])
+return {status, fields[2] or '', fields[3] or '', load}
+"""
+
+# The worker's bookkeeping after a job, in one round trip: cache the outcome as JSON in the job
+# hash (if the hash still exists) and count the run time into the type's duration histogram.
+_RECORD_SCRIPT = """
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  redis.call('HSET', KEYS[1], 'factorize_outcome', ARGV[1])
+end
+redis.call('HINCRBY', KEYS[2], ARGV[2], 1)
+redis.call('HINCRBYFLOAT', KEYS[2], ARGV[3], ARGV[4])
+return 1
 """
 
 # Live pending = queued jobs whose deadline is ahead (expired ones are trimmed) + running jobs.
@@ -130,14 +148,17 @@ def _queue(name: str):
 
 
 @functools.cache
-def _scripts() -> tuple[Any, Any]:
-    return _redis().register_script(_POLL_SCRIPT), _redis().register_script(_LOAD_SCRIPT)
+def _script(source: str):
+    return _redis().register_script(source)
+
+
+def _canonical(data: dict[str, Any]) -> str:
+    return json.dumps(data, sort_keys=True, separators=(",", ":"))
 
 
 def job_id_for(task_type: TaskType, data: dict[str, Any]) -> str:
     """Same type and same validated input, same id: the basis of dedup and polling."""
-    canonical = json.dumps(data, sort_keys=True, separators=(",", ":"))
-    return f"{task_type.name}-{hashlib.sha256(canonical.encode()).hexdigest()[:32]}"
+    return f"{task_type.name}-{hashlib.sha256(_canonical(data).encode()).hexdigest()[:32]}"
 
 
 @_translate_outages
@@ -163,7 +184,7 @@ def cancel(*, job_id: str) -> None:
     """Cancel a queued job: it leaves the queue and its id is forgotten."""
     task_type = _task_type_of(job_id)
     job = _fetch(job_id)
-    if job is None or not _belongs_to(job, task_type):
+    if job is None or _input_of(task_type, job_id, job.description or "") is None:
         raise JobNotFound(job_id)
     status = job.get_status(refresh=False).value
     if status != QUEUED:
@@ -216,13 +237,26 @@ def job_started(*, task_name: str, job_id: str) -> None:
 
 
 @_translate_outages
-def record_job_duration(*, task_name: str, status: str, seconds: float) -> None:
-    """Count a job's run time into its type's histogram, kept in Redis so every worker adds to it."""
+def record_outcome(
+    *,
+    job_id: str,
+    task_name: str,
+    status: str,
+    seconds: float,
+    result: Any = None,
+    exc_string: str | None = None,
+    timeout: int | None = None,
+) -> None:
+    """Called by the worker after a job: cache what polls answer, count the run time.
+
+    The histogram lives in Redis so that every worker, in any container, adds to the same one.
+    """
+    outcome = {"result": result} if status == FINISHED else {"error": _one_line_error(exc_string, timeout)}
     bucket = next((f"{bound}" for bound in DURATION_BUCKETS if seconds <= bound), "+Inf")
-    with _redis().pipeline(transaction=False) as pipe:
-        pipe.hincrby(DURATION_KEY.format(task_name), f"{status}:{bucket}", 1)
-        pipe.hincrbyfloat(DURATION_KEY.format(task_name), f"{status}:sum", seconds)
-        pipe.execute()
+    _script(_RECORD_SCRIPT)(
+        keys=[Job.key_for(job_id), DURATION_KEY.format(task_name)],
+        args=[json.dumps(outcome), f"{status}:{bucket}", f"{status}:sum", seconds],
+    )
 
 
 @_translate_outages
@@ -251,27 +285,21 @@ def ping() -> None:
 def _submit_once(task_type: TaskType, data: dict[str, Any]) -> JobState:
     job_id = job_id_for(task_type, data)
     for _attempt in range(5):
-        status = _poll(task_type, job_id)
-        if status is None:
-            try:
+        snapshot = _poll(task_type, job_id)
+        if snapshot is None:
+            with contextlib.suppress(DuplicateJobError):  # if another request enqueued it first, poll that
                 _enqueue(task_type, job_id, data)
-            except DuplicateJobError:
-                continue  # another request enqueued it first: poll that one
-            status = QUEUED
-        state = _state(task_type, job_id, status, data)
+            continue
+        state = _state(task_type, job_id, snapshot, data)
         if state is not None:
             return state
     raise QueueUnavailable(f"job {job_id} kept changing under concurrent requests; try again")
 
 
 def _status_once(task_type: TaskType, job_id: str) -> JobState:
-    status = _poll(task_type, job_id)
-    if status is None:
-        raise JobNotFound(job_id)
-    job = _fetch(job_id)
-    if job is None or not _belongs_to(job, task_type):
-        raise JobNotFound(job_id)
-    state = _state(task_type, job_id, status, job.args[1], job=job)
+    snapshot = _poll(task_type, job_id)
+    data = _input_of(task_type, job_id, snapshot.description) if snapshot else None
+    state = _state(task_type, job_id, snapshot, data) if data is not None else None
     if state is None:
         raise JobNotFound(job_id)
     return state
@@ -309,16 +337,30 @@ def _pending_key(task_type: TaskType) -> str:
     return PENDING_KEY.format(task_type.name)
 
 
-def _poll(task_type: TaskType, job_id: str) -> str | None:
-    poll_script, _ = _scripts()
-    keys = [Job.key_for(job_id), _pending_key(task_type)]
-    status = poll_script(keys=keys, args=[task_type.setting("job_ttl"), job_id])
-    return status.decode() if status is not None else None
+@dataclass(frozen=True)
+class _Snapshot:
+    status: str
+    description: str
+    outcome: str
+    load: int
+
+
+def _poll(task_type: TaskType, job_id: str) -> _Snapshot | None:
+    keys = [Job.key_for(job_id), _pending_key(task_type), _started_key(task_type)]
+    reply = _script(_POLL_SCRIPT)(keys=keys, args=[task_type.setting("job_ttl"), job_id])
+    if reply is None:
+        return None
+    status, description, outcome, load = reply
+    return _Snapshot(status.decode(), description.decode(), outcome.decode(), int(load))
+
+
+def _started_key(task_type: TaskType) -> str:
+    return StartedJobRegistry(task_type.name, connection=_redis()).key
 
 
 def _counts(task_type: TaskType, with_workers: bool = False) -> tuple[int, ...]:
-    _, load_script = _scripts()
-    keys = [_pending_key(task_type), StartedJobRegistry(task_type.name, connection=_redis()).key]
+    load_script = _script(_LOAD_SCRIPT)
+    keys = [_pending_key(task_type), _started_key(task_type)]
     if with_workers:
         keys.append(WORKERS_BY_QUEUE_KEY % task_type.name)
     return tuple(int(count) for count in load_script(keys=keys))
@@ -339,27 +381,44 @@ def _enqueue(task_type: TaskType, job_id: str, data: dict[str, Any]) -> None:
         result_ttl=task_type.setting("result_ttl"),
         failure_ttl=task_type.setting("failure_ttl"),
         job_timeout=task_type.setting("job_timeout"),
+        description=f"{task_type.name} {_canonical(data)}",  # the input, readable by polls and the dashboard
     )
 
 
-def _state(
-    task_type: TaskType, job_id: str, status: str, data: dict[str, Any], job: Job | None = None
-) -> JobState | None:
+def _state(task_type: TaskType, job_id: str, snapshot: _Snapshot, data: dict[str, Any]) -> JobState | None:
     """The client's view of a job; None if it vanished or its result expired meanwhile."""
     result = error = None
-    if status in DONE_STATUSES:
-        job = job or _fetch(job_id)
-        latest = job.latest_result() if job is not None else None
-        if latest is None:
-            # The hash outlived its result (or vanished): drop it so the input can run again.
-            if job is not None:
-                job.delete()
-            return None
-        if status == FINISHED:
-            result = latest.return_value
+    if snapshot.status in DONE_STATUSES:
+        if snapshot.outcome:
+            outcome = json.loads(snapshot.outcome)
+            result, error = outcome.get("result"), outcome.get("error")
         else:
-            error = _one_line_error(latest.exc_string, job)
-    return JobState(job_id, task_type.name, status, data, result, error, load(task_type=task_type))
+            # Not cached by a worker (a job failed by RQ's abandoned-job cleanup, or polled in the
+            # instant between RQ's write and the worker's): read RQ's own result.
+            job = _fetch(job_id)
+            latest = job.latest_result() if job is not None else None
+            if latest is None:
+                # The hash outlived its result (or vanished): drop it so the input can run again.
+                if job is not None:
+                    job.delete()
+                return None
+            if snapshot.status == FINISHED:
+                result = latest.return_value
+            else:
+                error = _one_line_error(latest.exc_string, job.timeout)
+    return JobState(job_id, task_type.name, snapshot.status, data, result, error, snapshot.load)
+
+
+def _input_of(task_type: TaskType, job_id: str, description: str) -> dict[str, Any] | None:
+    """The validated input a job was submitted with, if the job is really this type's job."""
+    name, _, canonical = description.partition(" ")
+    try:
+        data = json.loads(canonical)
+    except ValueError:
+        return None
+    if name != task_type.name or not isinstance(data, dict) or job_id_for(task_type, data) != job_id:
+        return None
+    return data
 
 
 def _fetch(job_id: str) -> Job | None:
@@ -379,22 +438,10 @@ def _task_type_of(job_id: str) -> TaskType:
         raise JobNotFound(job_id) from None
 
 
-def _belongs_to(job: Job, task_type: TaskType) -> bool:
-    """Only this service's jobs of this type answer to this id (no reading of other jobs)."""
-    return (
-        job.origin == task_type.name
-        and job.func_name == f"{run_task.__module__}.{run_task.__name__}"
-        and len(job.args) == 2
-        and job.args[0] == task_type.name
-        and job_id_for(task_type, job.args[1]) == job.id
-    )
-
-
-def _one_line_error(exc_string: str | None, job: Job | None) -> str:
+def _one_line_error(exc_string: str | None, timeout: int | None) -> str:
     lines = [line for line in (exc_string or "").strip().splitlines() if line.strip()]
     last = lines[-1].strip() if lines else "the job failed"
     if "JobTimeoutException" in last:
-        timeout = job.timeout if job is not None else None
         return f"timed out after {timeout} s" if timeout else "timed out"
     if "AbandonedJobError" in (exc_string or ""):
         return "abandoned: the worker running it died"

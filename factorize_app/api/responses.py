@@ -26,15 +26,21 @@ def status_body(task_type: TaskType, state: JobState) -> dict[str, Any]:
     }
 
 
+def pending_headers(state: JobState) -> dict[str, str]:
+    """Where and when to poll a job that is not done yet."""
+    return {
+        "Location": reverse("job-detail", kwargs={"pk": state.job_id}),
+        "Retry-After": str(settings.POLL_RETRY_AFTER),
+    }
+
+
 def status_response(task_type: TaskType, state: JobState, wait: int | None = None) -> Response:
     """200 when done; 202 with where and when to poll otherwise."""
     body = status_body(task_type, state)
     headers = preference_applied(wait)
     if state.done:
         return Response(body, status=status.HTTP_200_OK, headers=headers)
-    headers["Location"] = reverse("job-detail", kwargs={"pk": state.job_id})
-    headers["Retry-After"] = str(settings.POLL_RETRY_AFTER)
-    return Response(body, status=status.HTTP_202_ACCEPTED, headers=headers)
+    return Response(body, status=status.HTTP_202_ACCEPTED, headers={**headers, **pending_headers(state)})
 
 
 def sync_response(task_type: TaskType, state: JobState) -> Response:

@@ -1,0 +1,112 @@
+"""The lean poll lane: the hot JSON paths answered without Django's request cycle.
+
+`POST /<task type>` with a JSON body and `GET /jobs/<id>`, from API clients (no cookie, no
+HTML wanted, no `Prefer` header), are validated by the task type's own serializer and answered
+by the same job-service call and body builder as the DRF views, in one Redis round trip. Anything
+else, and every error (invalid input, unknown job, Redis down), falls through to Django and DRF,
+so the browsable API, the error shapes and the OpenAPI docs stay in one place.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+from typing import Any
+
+import orjson
+from django.conf import settings
+
+from factorize_app import jobs
+from factorize_app.api.metrics import LATENCY, REQUESTS
+from factorize_app.api.responses import pending_headers, status_body
+from factorize_app.tasks import TaskType, get_task_type, task_types
+
+MAX_BODY = 64 * 1024
+_REASONS = {200: "200 OK", 202: "202 Accepted"}
+_COMMON_HEADERS = [("Content-Type", "application/json"), ("X-Content-Type-Options", "nosniff"), ("Vary", "Accept")]
+
+
+class LeanPollApp:
+    """WSGI middleware in front of Django's application."""
+
+    def __init__(self, django_app):
+        self.django_app = django_app
+        self.submit_paths: dict[str, TaskType] = {}
+        for task_type in task_types():
+            self.submit_paths[f"/{task_type.path}"] = task_type
+            self.submit_paths[f"/{task_type.path}/"] = task_type
+
+    def __call__(self, environ, start_response):
+        if settings.EXECUTION_MODE == "async" and _plain_api_client(environ):
+            started = time.perf_counter()
+            answer = self._answer(environ)
+            if answer is not None:
+                route, status, body, headers = answer
+                payload = _dumps(body)
+                start_response(_REASONS[status], [*_COMMON_HEADERS, ("Content-Length", str(len(payload))), *headers])
+                LATENCY.labels(environ["REQUEST_METHOD"], route).observe(time.perf_counter() - started)
+                REQUESTS.labels(environ["REQUEST_METHOD"], route, str(status)).inc()
+                return [payload]
+        return self.django_app(environ, start_response)
+
+    def _answer(self, environ) -> tuple[str, int, dict[str, Any], list[tuple[str, str]]] | None:
+        method, path = environ["REQUEST_METHOD"], environ.get("PATH_INFO", "")
+        try:
+            if method == "POST" and path in self.submit_paths:
+                return self._submit(environ, self.submit_paths[path])
+            if method == "GET" and path.startswith("/jobs/"):
+                return self._status(path.removeprefix("/jobs/").rstrip("/"))
+        except (jobs.QueueUnavailable, jobs.JobNotFound):
+            return None  # Django answers these with the documented error bodies
+        return None
+
+    def _submit(self, environ, task_type: TaskType):
+        if not environ.get("CONTENT_TYPE", "").startswith("application/json"):
+            return None
+        try:
+            length = int(environ.get("CONTENT_LENGTH") or -1)
+        except ValueError:
+            return None
+        if not 0 < length <= MAX_BODY:
+            return None
+        body = environ["wsgi.input"].read(length)
+        environ["wsgi.input"] = io.BytesIO(body)  # for Django, if it answers after all
+        try:
+            data = orjson.loads(body)
+        except orjson.JSONDecodeError:  # includes integers beyond 64 bits: the stdlib parser takes those
+            return None
+        serializer = task_type.input_serializer(data=data) if isinstance(data, dict) else None
+        if serializer is None or not serializer.is_valid():
+            return None
+        state = jobs.submit(task_type=task_type, data=dict(serializer.validated_data))
+        return f"{task_type.name}-list", *_status_answer(task_type, state)
+
+    def _status(self, job_id: str):
+        state = jobs.get_status(job_id=job_id)
+        return "job-detail", *_status_answer(get_task_type(state.task_name), state)
+
+
+def _plain_api_client(environ) -> bool:
+    accept = environ.get("HTTP_ACCEPT", "*/*")
+    return (
+        "HTTP_COOKIE" not in environ
+        and "HTTP_PREFER" not in environ
+        and "HTTP_AUTHORIZATION" not in environ
+        and "text/html" not in accept
+        and ("json" in accept or "*/*" in accept)
+    )
+
+
+def _status_answer(task_type: TaskType, state: jobs.JobState):
+    body = status_body(task_type, state)
+    if state.done:
+        return 200, body, []
+    return 202, body, list(pending_headers(state).items())
+
+
+def _dumps(body: dict[str, Any]) -> bytes:
+    try:
+        return orjson.dumps(body)
+    except TypeError:  # integers beyond 64 bits (factors of a 100-digit number)
+        return json.dumps(body, separators=(",", ":")).encode()

@@ -390,7 +390,7 @@ def _state(task_type: TaskType, job_id: str, snapshot: _Snapshot, data: dict[str
     result = error = None
     if snapshot.status in DONE_STATUSES:
         if snapshot.outcome:
-            outcome = json.loads(snapshot.outcome)
+            outcome = json.loads(snapshot.outcome)  # not orjson: it reads integers beyond 64 bits as floats
             result, error = outcome.get("result"), outcome.get("error")
         else:
             # Not cached by a worker (a job failed by RQ's abandoned-job cleanup, or polled in the

@@ -140,13 +140,13 @@ def web_server(redis_url: str | None = None, **env: str) -> Iterator[str]:
 
     def answers() -> bool:
         try:
-            return requests.get(f"{url}/", timeout=1).status_code < 500
-        except requests.ConnectionError:
+            return requests.get(f"{url}/healthz", timeout=5).status_code == 200
+        except requests.RequestException:  # not listening yet, or still importing under load
             assert process.poll() is None, "the web server exited at start"
             return False
 
     try:
-        wait_until(answers, timeout=30, what="the web server to answer")
+        wait_until(answers, timeout=60, what="the web server to answer")
         yield url
     finally:
         process.terminate()

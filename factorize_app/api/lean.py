@@ -16,6 +16,7 @@ from typing import Any
 
 import orjson
 from django.conf import settings
+from rest_framework.exceptions import ValidationError
 
 from factorize_app import jobs
 from factorize_app.api.metrics import LATENCY, REQUESTS
@@ -74,12 +75,17 @@ class LeanPollApp:
         environ["wsgi.input"] = io.BytesIO(body)  # for Django, if it answers after all
         try:
             data = orjson.loads(body)
-        except orjson.JSONDecodeError:  # includes integers beyond 64 bits: the stdlib parser takes those
+        except orjson.JSONDecodeError:
+            return None  # Django answers with the parse error
+        if not isinstance(data, dict):
             return None
-        serializer = task_type.input_serializer(data=data) if isinstance(data, dict) else None
-        if serializer is None or not serializer.is_valid():
+        # orjson reads integers beyond 64 bits as floats, which validation rejects: such inputs
+        # fall through to DRF, whose stdlib parser keeps them exact.
+        try:
+            validated = task_type.validate(data)
+        except ValidationError:
             return None
-        state = jobs.submit(task_type=task_type, data=dict(serializer.validated_data))
+        state = jobs.submit(task_type=task_type, data=validated)
         return f"{task_type.name}-list", *_status_answer(task_type, state)
 
     def _status(self, job_id: str):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from functools import cache
+from functools import cache, cached_property
 from typing import Any
 
 from django.conf import settings
@@ -35,13 +35,22 @@ class TaskType:
     job_timeout: int | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock, compare=False, repr=False)
 
-    @property
+    @cached_property
     def input_fields(self) -> list[str]:
         return list(self.input_serializer().fields)
 
-    @property
+    @cached_property
     def result_fields(self) -> list[str]:
         return list(self.result_serializer().fields)
+
+    @cached_property
+    def _validator(self) -> serializers.Serializer:
+        return self.input_serializer()
+
+    def validate(self, data: Any) -> dict[str, Any]:
+        """The input serializer's validation without building a serializer per call (the way DRF
+        reuses a nested serializer); raises rest_framework's ValidationError."""
+        return dict(self._validator.run_validation(data))
 
     def setting(self, name: str) -> int:
         """This type's TTL or timeout: its own value, else the global setting."""

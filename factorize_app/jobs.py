@@ -330,7 +330,10 @@ def _blocking_redis() -> redis.Redis:
     pool = _redis().connection_pool
     timeout = settings.MAX_WAIT + settings.REDIS_SOCKET_TIMEOUT
     kwargs = {**pool.connection_kwargs, "socket_timeout": timeout}
-    return redis.Redis(connection_pool=redis.ConnectionPool(connection_class=pool.connection_class, **kwargs))
+    blocking_pool = redis.ConnectionPool(
+        connection_class=pool.connection_class, max_connections=pool.max_connections, **kwargs
+    )
+    return redis.Redis(connection_pool=blocking_pool)
 
 
 def _pending_key(task_type: TaskType) -> str:

@@ -42,10 +42,12 @@ def env_list(name: str, default: list[str]) -> list[str]:
     return [item.strip() for item in raw.split(",") if item.strip()]
 
 
-def redis_url_with_timeouts(url: str, seconds: int) -> str:
-    """Add socket timeouts to a Redis URL (django-rq passes only the URL to redis-py)."""
+def redis_url_with_options(url: str, *, timeout: int, max_connections: int) -> str:
+    """Add client options to a Redis URL (django-rq passes only the URL to redis-py): socket
+    timeouts, and a pool large enough for every server thread (redis-py's default is 100)."""
     parts = urlsplit(url)
     query = dict(parse_qsl(parts.query))
-    query.setdefault("socket_timeout", str(seconds))
-    query.setdefault("socket_connect_timeout", str(seconds))
+    query.setdefault("socket_timeout", str(timeout))
+    query.setdefault("socket_connect_timeout", str(timeout))
+    query.setdefault("max_connections", str(max_connections))
     return urlunsplit(parts._replace(query=urlencode(query)))

@@ -1,4 +1,4 @@
-"""gunicorn settings, shared by `make serve`, `make run`, the tests and the Docker image.
+"""gunicorn settings, for WEB_SERVER=gunicorn (scripts/serve.sh; granian is the default server).
 
 Threads (gthread) rather than processes carry the concurrent pollers: a poll spends most of
 its time waiting on Redis, so a few processes with many threads each serve hundreds of them.
@@ -9,7 +9,7 @@ import os
 bind = f"{os.environ.get('HOST', '0.0.0.0')}:{os.environ.get('PORT', '8080')}"
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
 worker_class = "gthread"
-threads = int(os.environ.get("WEB_THREADS", "16"))
+threads = int(os.environ.get("WEB_THREADS", "256"))
 timeout = int(os.environ.get("WEB_TIMEOUT", "120"))
 graceful_timeout = 30
 keepalive = 5

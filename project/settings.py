@@ -10,7 +10,7 @@ from pathlib import Path
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
-from project.env import env_bool, env_int, env_list, env_str, redis_url_with_timeouts
+from project.env import env_bool, env_int, env_list, env_str, redis_url_with_options
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -158,6 +158,8 @@ if EXECUTION_MODE not in ("async", "sync"):
 REDIS_URL = env_str("REDIS_URL", "redis://127.0.0.1:6379/0")
 # A bounded socket timeout: with Redis down, requests fail fast with a 503 instead of hanging.
 REDIS_SOCKET_TIMEOUT = env_int("REDIS_SOCKET_TIMEOUT", 5)
+# Connections per process and pool: every server thread may hold one (a long poll holds two).
+REDIS_MAX_CONNECTIONS = env_int("REDIS_MAX_CONNECTIONS", 1000)
 
 # Registered task types: dotted paths to `TaskType` objects. Their names are the RQ queue names.
 DEFAULT_TASK_TYPES = ["factorize_app.tasks.factorization.TASK_TYPE", "factorize_app.tasks.primes.TASK_TYPE"]
@@ -176,7 +178,9 @@ POLL_RETRY_AFTER = env_int("POLL_RETRY_AFTER", 1)
 
 # django-rq: one connection for every queue; the queues themselves are derived from TASK_TYPES
 # when the app loads (factorize_app.apps), so a task type is declared in one place only.
-RQ_CONNECTION = {"URL": redis_url_with_timeouts(REDIS_URL, REDIS_SOCKET_TIMEOUT)}
+RQ_CONNECTION = {
+    "URL": redis_url_with_options(REDIS_URL, timeout=REDIS_SOCKET_TIMEOUT, max_connections=REDIS_MAX_CONNECTIONS)
+}
 RQ_QUEUES: dict = {}
 RQ = {"WORKER_CLASS": "factorize_app.worker.WarmWorker"}
 RQ_SHOW_ADMIN_LINK = True

@@ -48,6 +48,7 @@ def free_port() -> int:
 def service_env(redis_url: str | None = None, **overrides: str) -> dict[str, str]:
     """The environment of a service subprocess; tests.settings reads its Redis from TEST_REDIS_URL."""
     env = {**os.environ, "DJANGO_SETTINGS_MODULE": "tests.settings", "PYTHONUNBUFFERED": "1"}
+    env["PATH"] = f"{Path(PYTHON).parent}{os.pathsep}{env.get('PATH', '')}"  # the virtualenv's servers
     env["TEST_REDIS_URL"] = redis_url or settings.REDIS_URL
     env.update(overrides)
     return env
@@ -127,10 +128,10 @@ def start_worker(redis_conn: redis.Redis, tmp_path: Path) -> Iterator[Callable[.
 
 @contextmanager
 def web_server(redis_url: str | None = None, **env: str) -> Iterator[str]:
-    """The production web server (gunicorn with the project's config, as `make serve` runs it)."""
+    """The production web server (scripts/serve.sh, as `make serve` and the Docker image run it)."""
     port = free_port()
     process = subprocess.Popen(
-        [PYTHON, "-m", "gunicorn", "-c", "project/gunicorn_conf.py", "project.wsgi"],
+        ["scripts/serve.sh"],
         cwd=ROOT,
         env=service_env(redis_url, HOST="127.0.0.1", PORT=str(port), WEB_CONCURRENCY="1", **env),
         stdout=subprocess.DEVNULL,

@@ -59,3 +59,29 @@ def test_a_malformed_or_absent_preference_is_ignored(api):
         response = api.post("/factorize", {"number": 79}, format="json", HTTP_PREFER=header)
         assert response.status_code == 202
         assert "Preference-Applied" not in response
+
+
+def test_hundreds_of_waiters_do_not_starve_other_requests(live_url):
+    """200 clients hold `Prefer: wait` polls on the production server; a plain poll still gets through
+    while every one of them is still waiting."""
+    import requests
+
+    job_id = requests.post(f"{live_url}/factorize", json={"number": 991}, timeout=10).json()["job_id"]
+    returned = []
+    started = threading.Barrier(201)
+
+    def wait_for_job():
+        started.wait()
+        response = requests.get(f"{live_url}/jobs/{job_id}", headers={"Prefer": "wait=8"}, timeout=30)
+        returned.append(response.status_code)
+
+    waiters = [threading.Thread(target=wait_for_job) for _ in range(200)]
+    for waiter in waiters:
+        waiter.start()
+    started.wait()
+    other = requests.post(f"{live_url}/primes", json={"n": 97}, timeout=10)
+    assert other.status_code == 202
+    assert returned == [], "a waiter returned before its wait ran out: the plain poll was not tested under load"
+    for waiter in waiters:
+        waiter.join(60)
+    assert returned == [202] * 200

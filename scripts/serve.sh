@@ -1,0 +1,29 @@
+#!/bin/sh
+# The production web server, in the foreground: granian (default) or gunicorn (WEB_SERVER=gunicorn).
+#
+# Threads, not processes, carry concurrent requests: a poll spends its time waiting on Redis
+# (and a `Prefer: wait` poll holds its thread while blocked in Redis, GIL released), so
+# WEB_CONCURRENCY processes (default 2) with WEB_THREADS threads each (default 256) serve
+# hundreds of waiting clients without starving other requests.
+set -eu
+cd "$(dirname "$0")/.."
+: "${HOST:=0.0.0.0}" "${PORT:=8080}" "${WEB_CONCURRENCY:=2}" "${WEB_THREADS:=256}"
+export HOST PORT WEB_CONCURRENCY WEB_THREADS
+# Request metrics of all processes are merged through files in this directory.
+if [ -z "${PROMETHEUS_MULTIPROC_DIR:-}" ]; then
+    PROMETHEUS_MULTIPROC_DIR="$(mktemp -d -t factorize-metrics-XXXXXX)"
+    export PROMETHEUS_MULTIPROC_DIR
+fi
+case "${WEB_SERVER:-granian}" in
+    granian)
+        exec granian --interface wsgi --host "$HOST" --port "$PORT" --workers "$WEB_CONCURRENCY" \
+            --blocking-threads "$WEB_THREADS" --respawn-failed-workers --access-log project.wsgi:application
+        ;;
+    gunicorn)
+        exec gunicorn -c project/gunicorn_conf.py project.wsgi
+        ;;
+    *)
+        echo "WEB_SERVER must be granian or gunicorn, not '${WEB_SERVER}'" >&2
+        exit 2
+        ;;
+esac

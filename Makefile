@@ -8,7 +8,7 @@ REDIS_URL ?= redis://127.0.0.1:6379/0
 # Tests use their own database number and flush only that one.
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/15
 
-.PHONY: install redis migrate run serve worker test test-docker lint clean
+.PHONY: install redis run serve worker test test-docker bench lint clean
 
 $(BIN)/.installed: requirements.txt tests/requirements.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -45,6 +45,14 @@ test: install lint
 test-docker: install
 	@scripts/ensure-redis.sh "$(TEST_REDIS_URL)"
 	TEST_REDIS_URL=$(TEST_REDIS_URL) VENV=$(VENV) scripts/test-docker.sh $(PYTEST_ARGS)
+
+## The service against its peers (FastAPI, RQ, Celery, Dramatiq); writes bench/RESULTS.md.
+BENCH_REDIS_URL ?= redis://127.0.0.1:6379/9
+bench: install
+	$(BIN)/python -m pip install -q -r bench/requirements.txt
+	@scripts/ensure-redis.sh "$(BENCH_REDIS_URL)"
+	@command -v wrk >/dev/null || (apt-get update -q && apt-get install -y -q wrk)
+	BENCH_REDIS_URL=$(BENCH_REDIS_URL) $(BIN)/python bench/run.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .run .pytest_cache .ruff_cache staticfiles test-artifacts

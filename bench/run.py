@@ -1,0 +1,484 @@
+"""`make bench`: the service against the peers a user would pick, side by side in one run.
+
+Starts the service as in production (scripts/serve.sh, real `manage.py rqworker` processes) on
+its own Redis database number, and the peers on another, runs every scenario, and writes the
+medians (and their ratios to the peer) to bench/RESULTS.md. Loopback only; every loop is bounded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import platform
+import re
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import redis
+import requests
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/9")
+TASK_TYPES = ",".join(
+    [
+        "factorize_app.tasks.factorization.TASK_TYPE",
+        "factorize_app.tasks.primes.TASK_TYPE",
+        "bench.task_types.INCR",
+    ]
+)
+SERVICE_ENV = {
+    **os.environ,
+    "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+    "PYTHONPATH": str(ROOT),
+    "DJANGO_SETTINGS_MODULE": "project.settings",
+    "REDIS_URL": REDIS_URL,
+    "TASK_TYPES": TASK_TYPES,
+    "JOB_TTL": "900",  # the scale scenario queues 100,000 jobs before it measures
+    "LOG_LEVEL": "WARNING",
+}
+POST_LUA = 'wrk.method = "POST"\nwrk.body = \'{"number": 408216}\'\nwrk.headers["Content-Type"] = "application/json"\n'
+CACHED_KEY = "bench:cached"
+COUNTER = "bench:counter"
+
+conn = redis.Redis.from_url(REDIS_URL)
+results: dict[str, object] = {}
+
+
+# --- processes ----------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextlib.contextmanager
+def running(args: list[str], env: dict | None = None, ready: Callable[[], bool] | None = None) -> Iterator[None]:
+    process = subprocess.Popen(
+        args, cwd=ROOT, env=env or SERVICE_ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )  # fmt: skip
+    try:
+        if ready is not None:
+            wait_for(ready, 60, f"{args[0]} to be ready", process)
+        yield
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float, what: str, process=None) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"{what}: the process exited")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"timed out waiting for {what}")
+        time.sleep(0.02)
+
+
+def answers(url: str) -> Callable[[], bool]:
+    def check() -> bool:
+        try:
+            return requests.get(url, timeout=2).status_code < 500
+        except requests.RequestException:
+            return False
+
+    return check
+
+
+def service_server(port: int):
+    return running(
+        ["scripts/serve.sh"],
+        {**SERVICE_ENV, "HOST": "127.0.0.1", "PORT": str(port)},
+        answers(f"http://127.0.0.1:{port}/healthz"),
+    )
+
+
+def workers(count: int, *queues: str, burst: bool = True) -> list[subprocess.Popen]:
+    args = [str(BIN / "python"), "manage.py", "rqworker", *queues, *(["--burst"] if burst else [])]
+    return [subprocess.Popen(args, cwd=ROOT, env=SERVICE_ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            for _ in range(count)]  # fmt: skip
+
+
+def finish(processes: list[subprocess.Popen]) -> None:
+    """Wait for burst workers to empty their queues and exit."""
+    for process in processes:
+        process.wait(600)
+
+
+def stop(processes: list[subprocess.Popen]) -> None:
+    for process in processes:
+        if process.poll() is None:
+            process.terminate()
+    for process in processes:
+        process.wait(60)
+
+
+def django_setup() -> None:
+    os.environ.update({k: v for k, v in SERVICE_ENV.items() if k != "PATH"})
+    sys.path.insert(0, str(ROOT))
+    import django
+
+    django.setup()
+
+
+# --- measurement helpers -------------------------------------------------------------------
+
+
+def wrk(url: str, seconds: int, connections: int = 32) -> dict[str, float]:
+    script = ROOT / ".run" / "bench-post.lua"
+    script.parent.mkdir(exist_ok=True)
+    script.write_text(POST_LUA)
+    out = subprocess.run(
+        ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(script), url],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+
+    def latency(label: str) -> float:
+        value, unit = re.search(rf"^\s+{label}\s+([\d.]+)(us|ms|s)$", out, re.M).groups()
+        return float(value) * {"us": 0.001, "ms": 1, "s": 1000}[unit]
+
+    non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    return {
+        "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
+        "p50": latency("50%"),
+        "p99": latency("99%"),
+        "errors": int(non_2xx.group(1)) if non_2xx else 0,
+    }
+
+
+def median_of(runs: list[dict[str, float]]) -> dict[str, float]:
+    return {key: statistics.median(run[key] for run in runs) for key in runs[0]}
+
+
+def ratio(ours: float, peer: float) -> str:
+    return f"{ours / peer:.2f}×" if peer else "n/a"
+
+
+# --- scenarios -----------------------------------------------------------------------------
+
+
+def hot_path(runs: int, seconds: int) -> None:
+    """req/s and latency of POST {"number": 408216} answered from a cached result, at 32 connections."""
+    conn.flushdb()
+    port = free_port()
+    with service_server(port):
+        url = f"http://127.0.0.1:{port}/factorize"
+        requests.post(url, json={"number": 408216}, timeout=10)
+        finish(workers(1, "factorization"))
+        done = requests.post(url, json={"number": 408216}, timeout=10)
+        assert done.status_code == 200, done.text
+        conn.set(CACHED_KEY, done.content)
+        ours = median_of([wrk(url, seconds) for _ in range(runs)])
+    port = free_port()
+    peer_cmd = [str(BIN / "uvicorn"), "bench.peers.fastapi_app:app", "--host", "127.0.0.1", "--port", str(port),
+                "--workers", "2", "--no-access-log", "--log-level", "warning"]  # fmt: skip
+    with running(peer_cmd, ready=answers(f"http://127.0.0.1:{port}/docs")):
+        peer = median_of([wrk(f"http://127.0.0.1:{port}/factorize", seconds) for _ in range(runs)])
+    results["hot_path"] = {"ours": ours, "fastapi": peer}
+
+
+def drain_rate(count: int, processes: int, enqueue: Callable[[int], None], start: Callable[[int], list]) -> float:
+    conn.flushdb()
+    enqueue(count)
+    started = time.monotonic()
+    procs = start(processes)
+    try:
+        wait_for(lambda: int(conn.get(COUNTER) or 0) >= count, 600, f"{count} jobs to drain")
+        return count / (time.monotonic() - started)
+    finally:
+        stop(procs)
+
+
+def worker_throughput(runs: int, count: int) -> None:
+    """Trivial jobs/s (one INCR each), enqueued first, then drained; worker start-up included."""
+    from factorize_app import jobs
+    from factorize_app.tasks import get_task_type
+
+    incr_type = get_task_type("bench_incr")
+
+    def enqueue_ours(n: int) -> None:
+        with ThreadPoolExecutor(8) as pool:
+            list(pool.map(lambda i: jobs.submit(task_type=incr_type, data={"i": i}), range(n)))
+
+    def enqueue_rq(n: int) -> None:
+        from rq import Queue
+
+        queue = Queue("bench_rq", connection=conn)
+        with conn.pipeline() as pipe:
+            for _ in range(n):
+                queue.enqueue("bench.peers.rq_job.incr", pipeline=pipe, result_ttl=600)
+            pipe.execute()
+
+    def enqueue_celery(n: int) -> None:
+        from bench.peers.celery_app import incr
+
+        with ThreadPoolExecutor(8) as pool:
+            list(pool.map(lambda _: incr.delay(), range(n)))
+
+    def enqueue_dramatiq(n: int) -> None:
+        from bench.peers.dramatiq_app import incr
+
+        with ThreadPoolExecutor(8) as pool:
+            list(pool.map(lambda _: incr.send(), range(n)))
+
+    def start_rq(p: int):
+        args = [str(BIN / "rq"), "worker", "bench_rq", "--burst", "-w", "rq.worker.SimpleWorker", "--url", REDIS_URL,
+                "--quiet"]  # fmt: skip
+        return [subprocess.Popen(args, cwd=ROOT, env=SERVICE_ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                for _ in range(p)]  # fmt: skip
+
+    def start_celery(p: int):
+        pool = ["--pool", "solo"] if p == 1 else ["--pool", "prefork", "--concurrency", str(p)]
+        args = [str(BIN / "celery"), "-A", "bench.peers.celery_app", "worker", *pool, "--loglevel", "WARNING"]
+        return [subprocess.Popen(args, cwd=ROOT, env=SERVICE_ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
+
+    def start_dramatiq(p: int):
+        args = [str(BIN / "dramatiq"), "bench.peers.dramatiq_app", "--processes", str(p)]
+        return [subprocess.Popen(args, cwd=ROOT, env=SERVICE_ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
+
+    engines = {
+        "ours": (enqueue_ours, lambda p: workers(p, "bench_incr")),
+        "rq_simpleworker": (enqueue_rq, start_rq),
+        "celery": (enqueue_celery, start_celery),
+        "dramatiq": (enqueue_dramatiq, start_dramatiq),
+    }
+    table = {}
+    for name, (enqueue, start) in engines.items():
+        for processes in (1, 2):
+            rates = [drain_rate(count, processes, enqueue, start) for _ in range(runs)]
+            table[(name, processes)] = statistics.median(rates)
+            print(f"  workers {name} x{processes}: {table[(name, processes)]:.0f} jobs/s", flush=True)
+    results["workers"] = table
+
+
+def end_to_end(count: int) -> None:
+    """Distinct numbers submitted over HTTP and polled (re-posted) until done, 2 workers."""
+    conn.flushdb()
+    port = free_port()
+    numbers = list(range(10**6, 10**6 + count))
+    with service_server(port):
+        url = f"http://127.0.0.1:{port}/factorize"
+        procs = workers(2, "factorization", burst=False)
+        local = threading.local()
+
+        def session() -> requests.Session:
+            if not hasattr(local, "session"):
+                local.session = requests.Session()
+            return local.session
+
+        def until_done(n: int) -> None:
+            for _ in range(1000):
+                if session().post(url, json={"number": n}, timeout=30).json()["done"]:
+                    return
+                time.sleep(0.05)
+            raise RuntimeError(f"{n} never finished")
+
+        started = time.monotonic()
+        with ThreadPoolExecutor(16) as pool:
+            list(pool.map(until_done, numbers))
+        elapsed = time.monotonic() - started
+        stop(procs)
+    results["end_to_end"] = {"count": count, "seconds": elapsed, "jobs_per_s": count / elapsed}
+
+
+def latency(samples: int) -> None:
+    """Submit-to-result-seen on an idle system: `Prefer: wait` versus the seed's 1-second polling."""
+    conn.flushdb()
+    port = free_port()
+    with service_server(port):
+        url = f"http://127.0.0.1:{port}/factorize"
+        procs = workers(1, "factorization", burst=False)
+        wait_for(lambda: int(conn.scard("rq:workers:factorization")) >= 1, 60, "the worker")
+
+        def with_wait(n: int) -> float:
+            started = time.perf_counter()
+            body = requests.post(url, json={"number": n}, headers={"Prefer": "wait=10"}, timeout=30).json()
+            assert body["done"], body
+            return time.perf_counter() - started
+
+        def with_polling(n: int) -> float:
+            started = time.perf_counter()
+            while not requests.post(url, json={"number": n}, timeout=30).json()["done"]:
+                time.sleep(1)
+            return time.perf_counter() - started
+
+        waits = [with_wait(2 * 10**6 + i) for i in range(samples)]
+        polls = [with_polling(3 * 10**6 + i) for i in range(samples)]
+        stop(procs)
+    results["latency"] = {
+        "wait_p50_ms": statistics.median(waits) * 1000,
+        "poll_p50_ms": statistics.median(polls) * 1000,
+    }
+
+
+def scale(samples: int, deep: int) -> None:
+    """Time of `load` (GET /factorize) and GET /queues with 10 and with 100,000 jobs queued."""
+    from factorize_app import jobs
+    from factorize_app.tasks import get_task_type
+
+    factorization = get_task_type("factorization")
+    conn.flushdb()
+    port = free_port()
+    timings = {}
+    with service_server(port):
+        base = f"http://127.0.0.1:{port}"
+        session = requests.Session()
+        queued = 0
+        for depth in (10, deep):
+            with ThreadPoolExecutor(8) as pool:
+                list(pool.map(lambda i: jobs.submit(task_type=factorization, data={"number": 10**7 + i}),
+                              range(queued, depth)))  # fmt: skip
+            queued = depth
+            for path in ("/factorize", "/queues"):
+                durations = []
+                for _ in range(samples):
+                    started = time.perf_counter()
+                    session.get(base + path, timeout=30).raise_for_status()
+                    durations.append(time.perf_counter() - started)
+                timings[(path, depth)] = statistics.median(durations) * 1000
+    results["scale"] = {"deep": deep, "timings": timings}
+
+
+def warm_model(jobs_count: int) -> None:
+    """`jobs_count` primes jobs through one worker (one setup) versus that many setups."""
+    from factorize_app import jobs
+    from factorize_app.tasks import get_task_type
+    from factorize_app.tasks.primes import load_sieve
+
+    primes = get_task_type("primes")
+    conn.flushdb()
+    for i in range(jobs_count):
+        jobs.submit(task_type=primes, data={"n": 1000 + i})
+    started = time.monotonic()
+    finish(workers(1, "primes"))
+    through_worker = time.monotonic() - started
+    setups = []
+    for _ in range(3):
+        started = time.monotonic()
+        load_sieve()
+        setups.append(time.monotonic() - started)
+    results["warm"] = {"jobs": jobs_count, "worker_s": through_worker, "setup_s": statistics.median(setups)}
+
+
+# --- report --------------------------------------------------------------------------------
+
+
+def machine() -> str:
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor())  # fmt: skip
+    server = conn.info("server")["redis_version"]
+    return f"{os.cpu_count()} cores ({cpu}), Python {platform.python_version()}, Redis {server}, {platform.platform()}"
+
+
+def report(args) -> str:
+    lines = [
+        "# Benchmark results",
+        "",
+        f"Machine: {machine()}. Load generator, Redis, the service and the peers share the machine.",
+        f"Command: `make bench` (`python bench/run.py --runs {args.runs}`), {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.",
+        f"Each figure is the median of {args.runs} runs; ratios are ours / peer.",
+        "",
+    ]
+    if "hot_path" in results:
+        ours, peer = results["hot_path"]["ours"], results["hot_path"]["fastapi"]
+        lines += [
+            f"## Hot path: `wrk -t2 -c32 -d{args.seconds}s`, POST {{\"number\": 408216}}, result cached",
+            "",
+            "| server | req/s | p50 ms | p99 ms | non-2xx |",
+            "|---|---|---|---|---|",
+            f"| ours (scripts/serve.sh: granian, lean lane) | {ours['rps']:,.0f} ({ratio(ours['rps'], peer['rps'])}) | {ours['p50']:.2f} | {ours['p99']:.2f} | {ours['errors']:.0f} |",
+            f"| FastAPI on uvicorn, 2 workers | {peer['rps']:,.0f} | {peer['p50']:.2f} | {peer['p99']:.2f} | {peer['errors']:.0f} |",
+            "",
+        ]  # fmt: skip
+    if "workers" in results:
+        table = results["workers"]
+        lines += [f"## Workers: {args.jobs:,} trivial jobs (one INCR each) enqueued, then drained; start-up included", "",
+                  "| engine | 1 process jobs/s | 2 processes jobs/s |", "|---|---|---|"]  # fmt: skip
+        names = {"ours": "ours (WarmWorker)", "rq_simpleworker": "RQ 3.0 SimpleWorker", "celery": "Celery 5.7",
+                 "dramatiq": "Dramatiq 2.2"}  # fmt: skip
+        for key, label in names.items():
+            lines.append(f"| {label} | {table[(key, 1)]:,.0f} | {table[(key, 2)]:,.0f} |")
+        lines += ["", f"Ours with 2 processes: {ratio(table[('ours', 2)], table[('dramatiq', 2)])} Dramatiq, "
+                      f"{ratio(table[('ours', 2)], table[('rq_simpleworker', 2)])} RQ SimpleWorker, "
+                      f"{ratio(table[('ours', 2)], table[('celery', 2)])} Celery.", ""]  # fmt: skip
+    if "end_to_end" in results:
+        e2e = results["end_to_end"]
+        lines += ["## End to end over HTTP", "",
+                  f"{e2e['count']:,} distinct numbers submitted one by one (16 client threads) and re-posted until done, "
+                  f"2 workers: {e2e['seconds']:.1f} s, {e2e['jobs_per_s']:,.0f} jobs/s. (Batch submit is not built yet.)", ""]  # fmt: skip
+    if "latency" in results:
+        lat = results["latency"]
+        lines += ["## Latency: submit to result seen, idle system", "",
+                  f"- `Prefer: wait=10`: p50 {lat['wait_p50_ms']:.1f} ms",
+                  f"- the seed's 1-second polling: p50 {lat['poll_p50_ms']:.1f} ms "
+                  f"({ratio(lat['poll_p50_ms'], lat['wait_p50_ms'])} slower)", ""]  # fmt: skip
+    if "scale" in results:
+        sc = results["scale"]
+        deep, t = sc["deep"], sc["timings"]
+        lines += ["## Scale: answer time with 10 and with many jobs queued (median ms)", "",
+                  f"| request | 10 queued | {deep:,} queued | ratio |", "|---|---|---|---|",
+                  f"| `load` (GET /factorize) | {t[('/factorize', 10)]:.2f} | {t[('/factorize', deep)]:.2f} | {ratio(t[('/factorize', deep)], t[('/factorize', 10)])} |",
+                  f"| GET /queues | {t[('/queues', 10)]:.2f} | {t[('/queues', deep)]:.2f} | {ratio(t[('/queues', deep)], t[('/queues', 10)])} |",
+                  ""]  # fmt: skip
+    if "warm" in results:
+        warm = results["warm"]
+        lines += ["## Warm model", "",
+                  f"{warm['jobs']} `primes` jobs through one worker (one `setup()`, start-up included): {warm['worker_s']:.2f} s; "
+                  f"one `setup()` alone: {warm['setup_s']:.2f} s, so {warm['jobs']} × `setup()` ≈ {warm['jobs'] * warm['setup_s']:.0f} s "
+                  f"(the worker takes {warm['worker_s'] / warm['setup_s']:.1f} × one setup).", ""]  # fmt: skip
+    return "\n".join(lines)
+
+
+SCENARIOS = ["hot_path", "workers", "end_to_end", "latency", "scale", "warm"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--seconds", type=int, default=8, help="wrk duration per run")
+    parser.add_argument("--jobs", type=int, default=10_000, help="trivial jobs per worker run")
+    parser.add_argument("--e2e", type=int, default=5_000)
+    parser.add_argument("--deep", type=int, default=100_000, help="queued jobs in the scale scenario")
+    parser.add_argument("--only", nargs="*", choices=SCENARIOS, default=SCENARIOS)
+    parser.add_argument("--output", default=str(ROOT / "bench" / "RESULTS.md"))
+    args = parser.parse_args()
+    django_setup()
+    steps = {
+        "hot_path": lambda: hot_path(args.runs, args.seconds),
+        "workers": lambda: worker_throughput(args.runs, args.jobs),
+        "end_to_end": lambda: end_to_end(args.e2e),
+        "latency": lambda: latency(20),
+        "scale": lambda: scale(50, args.deep),
+        "warm": lambda: warm_model(200),
+    }
+    try:
+        for name in args.only:
+            print(f"bench: {name}", flush=True)
+            steps[name]()
+    finally:
+        conn.flushdb()
+    text = report(args)
+    Path(args.output).write_text(text + "\n")
+    print(text)
+
+
+if __name__ == "__main__":
+    main()

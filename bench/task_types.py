@@ -1,0 +1,39 @@
+"""The benchmark's trivial job, registered only for `make bench` (TASK_TYPES): one INCR."""
+
+import os
+
+import redis
+from rest_framework import serializers
+
+from factorize_app.tasks import TaskType
+
+COUNTER = "bench:counter"
+_redis = None
+
+
+class IncrInput(serializers.Serializer):
+    i = serializers.IntegerField(min_value=0)
+
+
+class IncrResult(serializers.Serializer):
+    count = serializers.IntegerField()
+
+
+def connect() -> None:
+    global _redis
+    _redis = redis.Redis.from_url(os.environ["REDIS_URL"])
+
+
+def incr(data: dict) -> dict:
+    return {"count": _redis.incr(COUNTER)}
+
+
+INCR = TaskType(
+    name="bench_incr",
+    path="bench-incr",
+    description="Increment a counter (the benchmark's trivial job).",
+    input_serializer=IncrInput,
+    result_serializer=IncrResult,
+    handler=incr,
+    setup=connect,
+)

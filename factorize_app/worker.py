@@ -39,7 +39,7 @@ class WarmWorker(SimpleWorker):
     def execute_job(self, job: Job, queue: Queue) -> None:
         # An id whose job expired can linger in the queue list; if the same input was then
         # submitted again, the id is in the list twice. Run each job only once.
-        if job.get_status(refresh=True) != "queued":
+        if job.get_status(refresh=False) != "queued":  # as read when the job was dequeued
             self.log.info("skipping %s: already %s", job.id, job.get_status(refresh=False).value)
             if len(self.queues) == 1:
                 self.connection.lrem(queue.intermediate_queue_key, 1, job.id)

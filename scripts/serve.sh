@@ -7,8 +7,11 @@
 # hundreds of waiting clients without starving other requests.
 set -eu
 cd "$(dirname "$0")/.."
-: "${HOST:=0.0.0.0}" "${PORT:=8080}" "${WEB_CONCURRENCY:=2}" "${WEB_THREADS:=256}"
-export HOST PORT WEB_CONCURRENCY WEB_THREADS
+: "${HOST:=0.0.0.0}" "${PORT:=8080}" "${WEB_CONCURRENCY:=2}" "${WEB_THREADS:=256}" "${ACCESS_LOG:=1}"
+export HOST PORT WEB_CONCURRENCY WEB_THREADS ACCESS_LOG
+# One line per request (ACCESS_LOG=0 turns it off: about a quarter of the hot path's time here).
+access_log="--access-log"
+[ "$ACCESS_LOG" = 1 ] || access_log="--no-access-log"
 # Request metrics of all processes are merged through files in this directory.
 if [ -z "${PROMETHEUS_MULTIPROC_DIR:-}" ]; then
     PROMETHEUS_MULTIPROC_DIR="$(mktemp -d -t factorize-metrics-XXXXXX)"
@@ -17,7 +20,7 @@ fi
 case "${WEB_SERVER:-granian}" in
     granian)
         exec granian --interface wsgi --host "$HOST" --port "$PORT" --workers "$WEB_CONCURRENCY" \
-            --blocking-threads "$WEB_THREADS" --respawn-failed-workers --access-log project.wsgi:application
+            --blocking-threads "$WEB_THREADS" --respawn-failed-workers "$access_log" project.wsgi:application
         ;;
     gunicorn)
         exec gunicorn -c project/gunicorn_conf.py project.wsgi

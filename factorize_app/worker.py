@@ -52,25 +52,17 @@ class WarmWorker(SimpleWorker):
         status = job.get_status(refresh=False).value  # what perform_job recorded
         level = logging.INFO if status == "finished" else logging.WARNING
         logger.log(level, f"job {status}", extra={**event, "status": status, "duration_s": round(duration, 6)})
-        if status == "finished":
-            jobs.record_outcome(
-                # RQ keeps the return value on the job after perform_job; reading it back would cost a round trip.
-                job_id=job.id,
-                task_name=queue.name,
-                status=status,
-                seconds=duration,
-                result=job._result,
-            )
-        else:
-            latest = job.latest_result()
-            jobs.record_outcome(
-                job_id=job.id,
-                task_name=queue.name,
-                status=status,
-                seconds=duration,
-                exc_string=latest.exc_string if latest else None,
-                timeout=job.timeout,
-            )
+        latest = None if status == "finished" else job.latest_result()
+        jobs.record_outcome(
+            job_id=job.id,
+            task_name=queue.name,
+            status=status,
+            seconds=duration,
+            # RQ keeps the return value on the job after perform_job; reading it back costs a round trip.
+            result=job._result if status == "finished" else None,
+            exc_string=latest.exc_string if latest else None,
+            timeout=job.timeout,
+        )
 
     def prepare_job_execution(self, job: Job, remove_from_intermediate_queue: bool = False) -> None:
         super().prepare_job_execution(job, remove_from_intermediate_queue)

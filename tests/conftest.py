@@ -151,7 +151,11 @@ def web_server(redis_url: str | None = None, **env: str) -> Iterator[str]:
         yield url
     finally:
         process.terminate()
-        process.wait(30)
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
 
 
 def dead_redis_url() -> str:

@@ -8,11 +8,12 @@ from rest_framework.views import exception_handler as drf_exception_handler
 from factorize_app.jobs import JobNotCancellable, JobNotFound, QueueUnavailable
 
 RETRY_AFTER_OUTAGE = "5"
+OUTAGE_DETAIL = "The job queue is unavailable; try again shortly."
 
 
 def outage_response(exc: Exception) -> JsonResponse:
     """For plain Django views (dashboard, admin) that hit Redis while it is down."""
-    response = JsonResponse({"detail": "The job queue is unavailable; try again shortly."}, status=503)
+    response = JsonResponse({"detail": OUTAGE_DETAIL}, status=503)
     response["Retry-After"] = RETRY_AFTER_OUTAGE
     return response
 
@@ -20,7 +21,7 @@ def outage_response(exc: Exception) -> JsonResponse:
 def exception_handler(exc, context):
     if isinstance(exc, QueueUnavailable):
         return Response(
-            {"detail": "The job queue is unavailable; try again shortly."},
+            {"detail": OUTAGE_DETAIL},
             status=status.HTTP_503_SERVICE_UNAVAILABLE,
             headers={"Retry-After": RETRY_AFTER_OUTAGE},
         )

@@ -20,7 +20,7 @@ from rest_framework.exceptions import ValidationError
 
 from factorize_app import jobs
 from factorize_app.api.metrics import LATENCY, REQUESTS
-from factorize_app.api.responses import pending_headers, status_body
+from factorize_app.api.responses import status_answer
 from factorize_app.tasks import TaskType, get_task_type, task_types
 
 MAX_BODY = 64 * 1024
@@ -86,11 +86,11 @@ class LeanPollApp:
         except ValidationError:
             return None
         state = jobs.submit(task_type=task_type, data=validated)
-        return f"{task_type.name}-list", *_status_answer(task_type, state)
+        return f"{task_type.name}-list", *_answer_parts(task_type, state)
 
     def _status(self, job_id: str):
         state = jobs.get_status(job_id=job_id)
-        return "job-detail", *_status_answer(get_task_type(state.task_name), state)
+        return "job-detail", *_answer_parts(get_task_type(state.task_name), state)
 
 
 def _plain_api_client(environ) -> bool:
@@ -104,11 +104,9 @@ def _plain_api_client(environ) -> bool:
     )
 
 
-def _status_answer(task_type: TaskType, state: jobs.JobState):
-    body = status_body(task_type, state)
-    if state.done:
-        return 200, body, []
-    return 202, body, list(pending_headers(state).items())
+def _answer_parts(task_type: TaskType, state: jobs.JobState):
+    code, body, headers = status_answer(task_type, state)
+    return code, body, list(headers.items())
 
 
 def _dumps(body: dict[str, Any]) -> bytes:

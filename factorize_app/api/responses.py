@@ -26,21 +26,22 @@ def status_body(task_type: TaskType, state: JobState) -> dict[str, Any]:
     }
 
 
-def pending_headers(state: JobState) -> dict[str, str]:
-    """Where and when to poll a job that is not done yet."""
-    return {
+def status_answer(task_type: TaskType, state: JobState) -> tuple[int, dict[str, Any], dict[str, str]]:
+    """HTTP status, body and headers of a job's state: 200 when done; 202 with where and when
+    to poll otherwise. Shared by the DRF views and the lean lane."""
+    body = status_body(task_type, state)
+    if state.done:
+        return status.HTTP_200_OK, body, {}
+    headers = {
         "Location": reverse("job-detail", kwargs={"pk": state.job_id}),
         "Retry-After": str(settings.POLL_RETRY_AFTER),
     }
+    return status.HTTP_202_ACCEPTED, body, headers
 
 
 def status_response(task_type: TaskType, state: JobState, wait: int | None = None) -> Response:
-    """200 when done; 202 with where and when to poll otherwise."""
-    body = status_body(task_type, state)
-    headers = preference_applied(wait)
-    if state.done:
-        return Response(body, status=status.HTTP_200_OK, headers=headers)
-    return Response(body, status=status.HTTP_202_ACCEPTED, headers={**headers, **pending_headers(state)})
+    code, body, headers = status_answer(task_type, state)
+    return Response(body, status=code, headers={**preference_applied(wait), **headers})
 
 
 def sync_response(task_type: TaskType, state: JobState) -> Response:

@@ -177,11 +177,25 @@ def sync_server() -> Iterator[str]:
         yield url
 
 
-def poll_until_done(post: Callable[[], requests.Response], timeout: float = 30) -> dict:
-    """POST the same input until the answer says done; the seed's polling, bounded."""
+def poll_until_done(post: Callable[[], object], timeout: float = 30, what: str = "the job to finish") -> dict:
+    """POST the same input until the answer says done; the seed's polling, bounded.
+
+    `post` returns a requests or a test-client response."""
 
     def done():
         body = post().json()
         return body if body["done"] else None
 
-    return wait_until(done, timeout=timeout, interval=0.2, what="the job to finish")
+    return wait_until(done, timeout=timeout, interval=0.2, what=what)
+
+
+def submit(api: APIClient, path: str = "/factorize", **body):
+    """POST an input through the in-process test client; the answer must be a status (200/202)."""
+    response = api.post(path, body, format="json")
+    assert response.status_code in (200, 202), response.content
+    return response
+
+
+def wait_done(api: APIClient, path: str = "/factorize", timeout: float = 30, **body) -> dict:
+    """Submit-or-poll an input through the test client until it is done."""
+    return poll_until_done(lambda: submit(api, path, **body), timeout=timeout, what=f"{path} {body} to finish")

@@ -5,24 +5,10 @@ import time
 import pytest
 from rq.job import Job
 
-from tests.conftest import wait_until
+from tests.conftest import submit, wait_done, wait_until
 
 # Two 30-digit primes: their product is far beyond what factorint finishes in 2 s.
 HARD_SEMIPRIME = 671998030559713968361666935769 * 282174488599599500573849980909
-
-
-def submit(api, path="/factorize", **body):
-    response = api.post(path, body, format="json")
-    assert response.status_code in (200, 202), response.content
-    return response
-
-
-def wait_done(api, path="/factorize", timeout=30, **body):
-    return wait_until(
-        lambda: (lambda r: r if r.json()["done"] else None)(submit(api, path, **body)),
-        timeout=timeout,
-        what=f"{path} {body} to finish",
-    ).json()
 
 
 def current_load(api, path="/factorize"):

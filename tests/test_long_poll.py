@@ -2,7 +2,7 @@
 
 import threading
 
-from tests.test_job_lifecycle import submit
+from tests.conftest import submit
 
 
 def test_wait_returns_the_result_as_soon_as_the_job_finishes(api, start_worker):

@@ -9,8 +9,7 @@ import requests
 from prometheus_client.parser import text_string_to_metric_families
 
 from factorize_app.tasks import task_types
-from tests.conftest import PYTHON, ROOT, dead_redis_url, service_env, wait_until, web_server
-from tests.test_job_lifecycle import wait_done
+from tests.conftest import PYTHON, ROOT, dead_redis_url, service_env, wait_done, wait_until, web_server
 
 
 def scrape(url: str) -> dict[tuple[str, tuple], float]:

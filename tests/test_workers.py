@@ -2,8 +2,8 @@
 
 from rq.worker import Worker
 
+from tests.conftest import submit, wait_done
 from tests.task_types import SETUP_COUNTER
-from tests.test_job_lifecycle import submit, wait_done
 
 
 def test_setup_runs_once_per_worker_and_jobs_run_warm_in_its_process(api, redis_conn, start_worker):

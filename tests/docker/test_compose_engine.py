@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.conftest import ROOT, free_port, wait_until
+from tests.conftest import ROOT, free_port, poll_until_done, wait_until
 
 pytestmark = pytest.mark.docker
 
@@ -68,12 +68,7 @@ class ComposeProject:
         return requests.post(self.url + path, json=body, timeout=10)
 
     def wait_done(self, path: str, body: dict, timeout: float = 60) -> dict:
-        return wait_until(
-            lambda: (lambda b: b if b["done"] else None)(self.post(path, body).json()),
-            timeout=timeout,
-            interval=0.3,
-            what=f"{path} {body} to finish",
-        )
+        return poll_until_done(lambda: self.post(path, body), timeout=timeout, what=f"{path} {body} to finish")
 
     def workers(self) -> dict[str, int]:
         return {queue["name"]: queue["workers"] for queue in requests.get(self.url + "/queues", timeout=10).json()}

@@ -17,6 +17,7 @@ import hashlib
 import json
 import re
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -25,15 +26,21 @@ import django_rq
 import redis
 from django.conf import settings
 from rq.exceptions import DuplicateJobError, NoSuchJobError
-from rq.job import Job
+from rq.job import Job, Retry
 from rq.job import JobStatus as RQStatus
 from rq.registry import FailedJobRegistry, FinishedJobRegistry, StartedJobRegistry
 from rq.results import Result
+from rq.utils import now as rq_now
+from rq.utils import utcformat
+from rq.worker import Worker, WorkerStatus
 from rq.worker_registration import WORKERS_BY_QUEUE_KEY
 
 from factorize_app.tasks import TaskType, UnknownTaskType, get_task_type, run_task, task_types
 
 PENDING_KEY = "factorize:pending:{}"
+# Submits push a token here to wake an idle worker of the type (see wait_for_work).
+WAKE_KEY = "factorize:wake:{}"
+WAKE_TOKENS = 64
 DURATION_KEY = "factorize:metrics:job_duration:{}"
 # Upper bounds (seconds) of the job duration histogram's buckets.
 DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
@@ -64,15 +71,46 @@ local load = redis.call('ZCARD', KEYS[2]) + redis.call('ZCARD', KEYS[3])
 return {status, fields[2] or '', fields[3] or '', load}
 """
 
-# The worker's bookkeeping after a job, in one round trip: cache the outcome as JSON in the job
-# hash (if the hash still exists) and count the run time into the type's duration histogram.
-_RECORD_SCRIPT = """
-if redis.call('EXISTS', KEYS[1]) == 1 then
-  redis.call('HSET', KEYS[1], 'factorize_outcome', ARGV[1])
+# A worker takes a batch: pop up to ARGV[1] ids from the first listed queue that has any (sharing
+# a burst between the queue's registered workers), skip ids whose job is no longer queued (expired,
+# cancelled, or listed twice), and start the rest as RQ's worker does, each with an execution
+# leased for ARGV[2] seconds in the StartedJobRegistry. Answers {queue name, {id, description,
+# timeout, result_ttl, failure_ttl}...} or false.
+_TAKE_SCRIPT = """
+local count, lease, worker, stamp, execution_id = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3], ARGV[4], ARGV[5]
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1e6
+for i = 6, #ARGV do
+  local name = ARGV[i]
+  local queue_key = 'rq:queue:' .. name
+  local taken = {name}
+  while #taken == 1 do
+    local waiting = redis.call('LLEN', queue_key)
+    if waiting == 0 then break end
+    local workers = math.max(redis.call('SCARD', 'rq:workers:' .. name), 1)
+    for _, id in ipairs(redis.call('LPOP', queue_key, math.min(count, math.ceil(waiting / workers)))) do
+      local key = 'rq:job:' .. id
+      local job = redis.call('HMGET', key, 'status', 'description', 'timeout', 'result_ttl', 'failure_ttl')
+      if job[1] == 'queued' then
+        local execution = id .. ':' .. execution_id
+        local execution_key = 'rq:execution:' .. execution
+        redis.call('HSET', key, 'status', 'started', 'started_at', stamp, 'last_heartbeat', stamp,
+                   'worker_name', worker)
+        redis.call('PERSIST', key)
+        redis.call('HSET', execution_key, 'job_id', id, 'created_at', now, 'last_heartbeat', now, 'worker_name', worker)
+        redis.call('EXPIRE', execution_key, lease)
+        redis.call('ZADD', 'rq:wip:' .. name, now + lease, execution)
+        redis.call('ZREM', 'factorize:pending:' .. name, id)
+        taken[#taken + 1] = {id, job[2] or '', job[3] or '', job[4] or '', job[5] or ''}
+      end
+    end
+  end
+  if #taken > 1 then
+    redis.call('HSET', KEYS[1], 'state', 'busy')
+    return taken
+  end
 end
-redis.call('HINCRBY', KEYS[2], ARGV[2], 1)
-redis.call('HINCRBYFLOAT', KEYS[2], ARGV[3], ARGV[4])
-return 1
+return false
 """
 
 # Live pending = queued jobs whose deadline is ahead (expired ones are trimmed) + running jobs.
@@ -230,33 +268,149 @@ def compute(*, task_type: TaskType, data: dict[str, Any]) -> JobState:
     return JobState(None, task_type.name, FINISHED, data, result=result)
 
 
-@_translate_outages
-def job_started(*, task_name: str, job_id: str) -> None:
-    """Called by the worker as it starts a job: the job no longer waits in the queue."""
-    _redis().zrem(PENDING_KEY.format(task_name), job_id)
+# --- the worker's side: batches taken, run and recorded in a few round trips -----------------
+
+
+@dataclass(frozen=True)
+class TakenJob:
+    """A job a worker has taken: it is STARTED in RQ's terms and leased to that worker."""
+
+    job_id: str
+    task_name: str
+    input: dict[str, Any] | None  # None: not a job this service enqueued (no readable input)
+    timeout: int
+    result_ttl: int
+    failure_ttl: int
+    execution: str  # its member in RQ's StartedJobRegistry: "<job id>:<execution id>"
+
+
+@dataclass(frozen=True)
+class JobOutcome:
+    job: TakenJob
+    status: str  # FINISHED or FAILED
+    seconds: float
+    result: Any = None
+    exc_string: str | None = None
+    timed_out: bool = False
 
 
 @_translate_outages
-def record_outcome(
-    *,
-    job_id: str,
-    task_name: str,
-    status: str,
-    seconds: float,
-    result: Any = None,
-    exc_string: str | None = None,
-    timeout: int | None = None,
-) -> None:
-    """Called by the worker after a job: cache what polls answer, count the run time.
+def take_jobs(*, queue_names: list[str], worker_name: str, count: int, lease: int) -> list[TakenJob]:
+    """Take up to `count` queued jobs from the first of `queue_names` that has any, in one round trip.
 
-    The histogram lives in Redis so that every worker, in any container, adds to the same one.
+    Each taken job is STARTED exactly as RQ's own worker leaves it (status, worker name, an
+    execution in the StartedJobRegistry), so the dashboard and `rq info` see it running, and a
+    worker that dies mid-batch leaves every unfinished job in the registry, whose lease expiry
+    RQ's registry cleanup turns into a retry or an AbandonedJobError failure.
     """
-    outcome = {"result": result} if status == FINISHED else {"error": _one_line_error(exc_string, timeout)}
-    bucket = next((f"{bound}" for bound in DURATION_BUCKETS if seconds <= bound), "+Inf")
-    _script(_RECORD_SCRIPT)(
-        keys=[Job.key_for(job_id), DURATION_KEY.format(task_name)],
-        args=[json.dumps(outcome), f"{status}:{bucket}", f"{status}:sum", seconds],
+    execution_id = uuid.uuid4().hex
+    reply = _script(_TAKE_SCRIPT)(
+        keys=[Worker.redis_worker_namespace_prefix + worker_name],
+        args=[count, lease, worker_name, utcformat(rq_now()), execution_id, *queue_names],
     )
+    if not reply:
+        return []
+    name, rows = reply[0].decode(), reply[1:]
+    task_type = get_task_type(name)
+    taken = []
+    for job_id, description, timeout, result_ttl, failure_ttl in rows:
+        job_id = job_id.decode()
+        taken.append(
+            TakenJob(
+                job_id=job_id,
+                task_name=name,
+                input=_input_of(task_type, job_id, description.decode()),
+                timeout=int(timeout or task_type.setting("job_timeout")),
+                result_ttl=int(result_ttl or task_type.setting("result_ttl")),
+                failure_ttl=int(failure_ttl or task_type.setting("failure_ttl")),
+                execution=f"{job_id}:{execution_id}",
+            )
+        )
+    return taken
+
+
+@_translate_outages
+def extend_lease(*, taken: list[TakenJob], lease: int) -> None:
+    """Keep a running batch's jobs leased (the worker's heartbeat, while it works on them)."""
+    if not taken:
+        return
+    deadline = time.time() + lease
+    with _redis().pipeline(transaction=False) as pipe:
+        for job in taken:
+            pipe.zadd(_started_key_for(job.task_name), {job.execution: deadline}, xx=True)
+            pipe.expire(_execution_key(job), lease)
+        pipe.execute()
+
+
+@_translate_outages
+def finish_jobs(*, worker_name: str, outcomes: list[JobOutcome], unstarted: list[TakenJob] = ()) -> None:
+    """Record a batch in one transaction: each outcome as RQ records it (status, result stream,
+    finished/failed registry, TTLs, worker counters), the JSON that polls answer, the duration
+    histogram; and hand `unstarted` jobs (a warm stop came mid-batch) back to the queue's front.
+    """
+    ended_at = utcformat(rq_now())
+    histogram: dict[tuple[str, str], float] = {}
+    working_time = 0.0
+    counts = {FINISHED: 0, FAILED: 0}
+    with _redis().pipeline(transaction=True) as pipe:
+        for outcome in outcomes:
+            job = outcome.job
+            finished = outcome.status == FINISHED
+            ttl = job.result_ttl if finished else job.failure_ttl
+            if finished:
+                cached = {"result": outcome.result}
+            else:
+                cached = {"error": describe_error(outcome.exc_string, job.timeout)}
+            key = Job.key_for(job.job_id)
+            fields = {"status": outcome.status, "ended_at": ended_at, "factorize_outcome": json.dumps(cached)}
+            pipe.hset(key, mapping=fields)
+            pipe.expire(key, ttl)
+            entry = Result(
+                job_id=job.job_id,
+                type=Result.Type.SUCCESSFUL if finished else Result.Type.FAILED,
+                connection=_redis(),
+                return_value=outcome.result if finished else None,
+                exc_string=None if finished else (outcome.exc_string or ""),
+                worker_name=worker_name,
+                execution_id=job.execution.rpartition(":")[2],
+            )
+            pipe.xadd(Result.get_key(job.job_id), entry.serialize(), maxlen=10)
+            pipe.expire(Result.get_key(job.job_id), ttl)
+            registry = FinishedJobRegistry if finished else FailedJobRegistry
+            pipe.zadd(registry(job.task_name, connection=_redis()).key, {job.job_id: time.time() + ttl})
+            _end_execution(pipe, job)
+            counts[outcome.status] += 1
+            working_time += outcome.seconds
+            bucket = next((f"{bound}" for bound in DURATION_BUCKETS if outcome.seconds <= bound), "+Inf")
+            for field, value in ((f"{outcome.status}:{bucket}", 1), (f"{outcome.status}:sum", outcome.seconds)):
+                histogram[(job.task_name, field)] = histogram.get((job.task_name, field), 0) + value
+        for job in reversed(unstarted):
+            _end_execution(pipe, job)
+            task_type = get_task_type(job.task_name)
+            key = Job.key_for(job.job_id)
+            pipe.hset(key, mapping={"status": QUEUED, "worker_name": ""})
+            pipe.expire(key, task_type.setting("job_ttl"))
+            pipe.zadd(_pending_key(task_type), {job.job_id: time.time() + task_type.setting("job_ttl")})
+            pipe.lpush(_queue(job.task_name).key, job.job_id)
+        worker_key = Worker.redis_worker_namespace_prefix + worker_name
+        pipe.hset(worker_key, "state", WorkerStatus.IDLE.value)
+        for (task_name, field), value in histogram.items():
+            pipe.hincrbyfloat(DURATION_KEY.format(task_name), field, value)
+        pipe.hincrby(worker_key, "successful_job_count", counts[FINISHED])
+        pipe.hincrby(worker_key, "failed_job_count", counts[FAILED])
+        pipe.hincrbyfloat(worker_key, "total_working_time", working_time)
+        pipe.execute()
+
+
+@_translate_outages
+def wait_for_work(*, queue_names: list[str], timeout: float) -> None:
+    """Block until a submit signals new work on one of the queues, or `timeout` passes.
+
+    Workers take jobs with a script, which cannot block; submits push a wake-up token instead.
+    Jobs that reach a queue some other way (RQ's retries, the dashboard) are found at the latest
+    when the timeout runs out.
+    """
+    _blocking_redis().blpop([WAKE_KEY.format(name) for name in queue_names], timeout=timeout)
 
 
 @_translate_outages
@@ -327,8 +481,16 @@ def _wait_until_done(task_type: TaskType, state: JobState, seconds: float, poll:
 @functools.cache
 def _blocking_redis() -> redis.Redis:
     """A client whose socket timeout outlasts the longest wait, for the blocking reads."""
-    pool = _redis().connection_pool
+    client = _redis()
+    pool = client.connection_pool
     timeout = settings.MAX_WAIT + settings.REDIS_SOCKET_TIMEOUT
+    if isinstance(pool, redis.sentinel.SentinelConnectionPool):
+        # A Sentinel pool of its own, asking the same sentinels for the master on every connect, so
+        # blocking reads follow a failover too (a copy of the kwargs would tie its connections to
+        # the first pool's master lookup, which drops only that pool's idle connections on a move).
+        return pool.sentinel_manager.master_for(
+            pool.service_name, redis_class=type(client), socket_timeout=timeout, max_connections=pool.max_connections
+        )
     kwargs = {**pool.connection_kwargs, "socket_timeout": timeout}
     blocking_pool = redis.ConnectionPool(
         connection_class=pool.connection_class, max_connections=pool.max_connections, **kwargs
@@ -358,7 +520,20 @@ def _poll(task_type: TaskType, job_id: str) -> _Snapshot | None:
 
 
 def _started_key(task_type: TaskType) -> str:
-    return StartedJobRegistry(task_type.name, connection=_redis()).key
+    return _started_key_for(task_type.name)
+
+
+def _started_key_for(task_name: str) -> str:
+    return StartedJobRegistry(task_name, connection=_redis()).key
+
+
+def _execution_key(job: TakenJob) -> str:
+    return f"rq:execution:{job.execution}"
+
+
+def _end_execution(pipe: redis.client.Pipeline, job: TakenJob) -> None:
+    pipe.zrem(_started_key_for(job.task_name), job.execution)
+    pipe.delete(_execution_key(job))
 
 
 def _counts(task_type: TaskType, with_workers: bool = False) -> tuple[int, ...]:
@@ -385,7 +560,15 @@ def _enqueue(task_type: TaskType, job_id: str, data: dict[str, Any]) -> None:
         failure_ttl=task_type.setting("failure_ttl"),
         job_timeout=task_type.setting("job_timeout"),
         description=f"{task_type.name} {_canonical(data)}",  # the input, readable by polls and the dashboard
+        # RQ re-queues a job whose worker died (its lease expired) while retries are left;
+        # a handler's own exception is the job's answer and is not retried.
+        retry=Retry(max=settings.JOB_MAX_RETRIES) if settings.JOB_MAX_RETRIES > 0 else None,
     )
+    wake_key = WAKE_KEY.format(task_type.name)
+    with _redis().pipeline(transaction=False) as pipe:
+        pipe.lpush(wake_key, 1)
+        pipe.ltrim(wake_key, 0, WAKE_TOKENS - 1)
+        pipe.execute()
 
 
 def _state(task_type: TaskType, job_id: str, snapshot: _Snapshot, data: dict[str, Any]) -> JobState | None:
@@ -408,7 +591,7 @@ def _state(task_type: TaskType, job_id: str, snapshot: _Snapshot, data: dict[str
             if snapshot.status == FINISHED:
                 result = latest.return_value
             else:
-                error = _one_line_error(latest.exc_string, job.timeout)
+                error = describe_error(latest.exc_string, job.timeout)
     return JobState(job_id, task_type.name, snapshot.status, data, result, error, snapshot.load)
 
 
@@ -441,13 +624,15 @@ def _task_type_of(job_id: str) -> TaskType:
         raise JobNotFound(job_id) from None
 
 
-def _one_line_error(exc_string: str | None, timeout: int | None) -> str:
+def describe_error(exc_string: str | None, timeout: int | None) -> str:
+    """A failure in one line for clients and logs, from RQ's traceback string."""
     lines = [line for line in (exc_string or "").strip().splitlines() if line.strip()]
     last = lines[-1].strip() if lines else "the job failed"
     if "JobTimeoutException" in last:
         return f"timed out after {timeout} s" if timeout else "timed out"
     if "AbandonedJobError" in (exc_string or ""):
-        return "abandoned: the worker running it died"
+        attempts = settings.JOB_MAX_RETRIES + 1
+        return f"abandoned: the worker running it died ({attempts} attempt{'s' if attempts > 1 else ''})"
     # "package.module.ValueError: message" -> "ValueError: message"
     head, sep, message = last.partition(": ")
     return f"{head.rsplit('.', 1)[-1]}{sep}{message}" if sep else last

@@ -175,6 +175,19 @@ MAX_NUMBER_DIGITS = env_int("MAX_NUMBER_DIGITS", 100)
 MAX_WAIT = env_int("MAX_WAIT", 60)
 # Seconds a pending answer suggests waiting before the next poll.
 POLL_RETRY_AFTER = env_int("POLL_RETRY_AFTER", 1)
+# A job whose worker died (SIGKILL, lost node) is queued again this many times, then failed.
+JOB_MAX_RETRIES = env_int("JOB_MAX_RETRIES", 2)
+
+# Workers take up to WORKER_BATCH_SIZE jobs of a queue per Redis round trip, fewer when jobs are
+# slow: a batch aims at WORKER_BATCH_SECONDS of work, so a warm stop or a fair turn is never far.
+WORKER_BATCH_SIZE = env_int("WORKER_BATCH_SIZE", 100)
+WORKER_BATCH_SECONDS = float(env_str("WORKER_BATCH_SECONDS", "0.2"))
+# A running worker renews its jobs' lease every WORKER_HEARTBEAT seconds; a lease lasts three
+# beats, so a dead worker's jobs are queued again (or failed) about 3 beats plus one maintenance
+# interval after it died.
+WORKER_HEARTBEAT = env_int("WORKER_HEARTBEAT", 5)
+WORKER_MAINTENANCE_INTERVAL = env_int("WORKER_MAINTENANCE_INTERVAL", 10)
+
 
 # django-rq: one connection for every queue; the queues themselves are derived from TASK_TYPES
 # when the app loads (factorize_app.apps), so a task type is declared in one place only.

@@ -8,6 +8,9 @@ import os
 
 # Always the test database, never a REDIS_URL left in the environment for the service.
 os.environ["REDIS_URL"] = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+# Workers beat every second, so a killed worker's jobs are recovered within seconds, not minutes.
+os.environ.setdefault("WORKER_HEARTBEAT", "1")
+os.environ.setdefault("WORKER_MAINTENANCE_INTERVAL", "1")
 
 from project.settings import *  # noqa: E402, F403
 from project.settings import DEFAULT_TASK_TYPES  # noqa: E402
@@ -16,4 +19,6 @@ TASK_TYPES = DEFAULT_TASK_TYPES + [
     "tests.task_types.SLOW_SETUP",
     "tests.task_types.SLEEPY",
     "tests.task_types.FAILING",
+    "tests.task_types.BATCHED",
+    "tests.task_types.CRASHING",
 ]

@@ -1,6 +1,8 @@
-"""Task types that exist only for the tests: a slow setup, a slow job and a failing job."""
+"""Task types that exist only for the tests: a slow setup, a slow job, a failing job, a job with a
+batch handler, and one that kills its own worker."""
 
 import os
+import signal
 import time
 
 import redis
@@ -18,6 +20,15 @@ class TagInput(serializers.Serializer):
 class SleepInput(serializers.Serializer):
     seconds = serializers.FloatField(min_value=0, max_value=30)
     tag = serializers.CharField(max_length=50, required=False, default="")
+
+
+class NumberInput(serializers.Serializer):
+    x = serializers.IntegerField()
+
+
+class DoubledResult(serializers.Serializer):
+    double = serializers.IntegerField()
+    batch_size = serializers.IntegerField()
 
 
 class EchoResult(serializers.Serializer):
@@ -43,6 +54,25 @@ def echo(data: dict) -> dict:
 def sleep(data: dict) -> dict:
     time.sleep(data["seconds"])
     return {"slept": data["seconds"], "pid": os.getpid()}
+
+
+def double(data: dict) -> dict:
+    if data["x"] == 13:
+        raise ValueError("13 is unlucky")
+    return {"double": 2 * data["x"], "batch_size": 1}
+
+
+def double_batch(inputs: list[dict]) -> list[dict]:
+    """The micro-batched path: one call for many inputs; one bad input fails the whole call."""
+    if any(data["x"] == 13 for data in inputs):
+        raise ValueError("13 is unlucky")
+    return [{"double": 2 * data["x"], "batch_size": len(inputs)} for data in inputs]
+
+
+def die(data: dict) -> dict:
+    """Kills the worker process running it, as a segfault or the OOM killer would."""
+    os.kill(os.getpid(), signal.SIGKILL)
+    raise AssertionError("unreachable")
 
 
 def fail(data: dict) -> dict:
@@ -74,4 +104,21 @@ FAILING = TaskType(
     input_serializer=TagInput,
     result_serializer=EchoResult,
     handler=fail,
+)
+BATCHED = TaskType(
+    name="batched",
+    path="batched",
+    description="Double a number, in batches.",
+    input_serializer=NumberInput,
+    result_serializer=DoubledResult,
+    handler=double,
+    batch_handler=double_batch,
+)
+CRASHING = TaskType(
+    name="crashing",
+    path="crashing",
+    description="Kills its worker.",
+    input_serializer=TagInput,
+    result_serializer=EchoResult,
+    handler=die,
 )

@@ -174,7 +174,7 @@ def test_queues_endpoint_counts_each_task_type(api, start_worker):
     assert stats["primes"]["finished"] == 1
     assert stats["primes"]["workers"] == 1
     assert stats["failing"]["failed"] == 1
-    assert set(stats) == {"factorization", "primes", "slow_setup", "sleepy", "failing"}
+    assert set(stats) == {"factorization", "primes", "slow_setup", "sleepy", "failing", "batched", "crashing"}
 
 
 @pytest.mark.parametrize("job_id", ["primes-" + "0" * 32, "../etc", "rq:job:x"])

@@ -108,20 +108,31 @@ def test_metrics_show_queue_gauges_moving_job_durations_and_requests(live_url, s
     assert any(name == "factorize_http_request_duration_seconds_bucket" for name, _ in after)
 
 
-def test_worker_logs_one_json_line_per_job_start_and_end(api, start_worker):
+def _json_events(log: str) -> list[dict]:
+    return [json.loads(line) for line in log.splitlines() if line.startswith("{")]
+
+
+def test_worker_logs_a_json_line_per_batch_and_per_failed_job(api, start_worker):
     worker = start_worker("failing", "factorization")
     ok = wait_done(api, number=360)
     bad = wait_done(api, "/failing", tag="x")
-    events = [json.loads(line) for line in worker.log.splitlines() if line.startswith("{")]
-    by_job = {}
-    for event in events:
-        if "job_id" in event:
-            by_job.setdefault(event["job_id"], []).append(event)
-    assert [e["message"] for e in by_job[ok["job_id"]]] == ["job started", "job finished"]
-    assert [e["message"] for e in by_job[bad["job_id"]]] == ["job started", "job failed"]
-    finished = by_job[ok["job_id"]][1]
-    assert finished["task_type"] == "factorization" and finished["duration_s"] >= 0
-    assert by_job[bad["job_id"]][1]["level"] == "WARNING"
+    wait_until(lambda: len([e for e in _json_events(worker.log) if e["message"] == "batch done"]) >= 2)
+    events = _json_events(worker.log)
+    batches = [e for e in events if e["message"] == "batch done"]
+    assert {(e["task_type"], e["jobs"], e["failed"]) for e in batches} == {("factorization", 1, 0), ("failing", 1, 1)}
+    assert all(e["duration_s"] >= 0 for e in batches)
+    (failure,) = [e for e in events if e.get("job_id") == bad["job_id"]]
+    assert failure["message"] == "job failed" and failure["level"] == "WARNING"
+    assert failure["error"] == bad["error"] == "ValueError: cannot handle x"
+    assert not [e for e in events if e.get("job_id") == ok["job_id"]]  # finished jobs: per batch only
+
+
+def test_with_debug_logging_the_worker_logs_every_finished_job(api, start_worker):
+    worker = start_worker("factorization", LOG_LEVEL="DEBUG")
+    ok = wait_done(api, number=360)
+    wait_until(lambda: any(e.get("job_id") == ok["job_id"] for e in _json_events(worker.log)))
+    (event,) = [e for e in _json_events(worker.log) if e.get("job_id") == ok["job_id"]]
+    assert event["message"] == "job finished" and event["task_type"] == "factorization" and event["duration_s"] >= 0
 
 
 @pytest.mark.parametrize("task_type", task_types(), ids=lambda t: t.name)

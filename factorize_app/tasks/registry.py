@@ -28,6 +28,9 @@ class TaskType:
     result_serializer: type[serializers.Serializer]
     handler: Callable[[dict[str, Any]], dict[str, Any]]
     setup: Callable[[], None] = _no_setup
+    # Optional micro-batching, as a model server wants: one call for a batch of validated inputs,
+    # answering one result per input in order. Without it, workers call `handler` per input.
+    batch_handler: Callable[[list[dict[str, Any]]], list[dict[str, Any]]] | None = None
     # None means "use the setting of the same name" (JOB_TTL, RESULT_TTL, ...).
     job_ttl: int | None = None
     result_ttl: int | None = None

@@ -175,6 +175,21 @@ MAX_NUMBER_DIGITS = env_int("MAX_NUMBER_DIGITS", 100)
 MAX_WAIT = env_int("MAX_WAIT", 60)
 # Seconds a pending answer suggests waiting before the next poll.
 POLL_RETRY_AFTER = env_int("POLL_RETRY_AFTER", 1)
+# Most items in one `POST /<type>/batch`.
+MAX_BATCH = env_int("MAX_BATCH", 1000)
+# fair: workers serve the clients of a task type in turn (a client is its API token, else its
+# address), so one client's 10,000 jobs do not hold up everyone else's; fifo: first come, first served.
+QUEUE_ORDER = env_str("QUEUE_ORDER", "fair")
+if QUEUE_ORDER not in ("fair", "fifo"):
+    raise ImproperlyConfigured(f"QUEUE_ORDER must be fair or fifo, got {QUEUE_ORDER!r}.")
+# Requests per client address (DRF's rate syntax: "N/second", "N/minute", ...; empty: no limit).
+# Submits are POSTs (a repeated POST is also the seed's poll); polls are GETs of jobs and queues.
+THROTTLE_SUBMIT = env_str("THROTTLE_SUBMIT", "100/second")
+THROTTLE_POLL = env_str("THROTTLE_POLL", "200/second")
+# Behind a reverse proxy, the request header carrying the client's address, as the proxy sets it
+# (e.g. X-Real-IP, or X-Forwarded-For whose last entry the proxy appends). Empty: the connection's
+# address, and any X-Forwarded-For a client sends is ignored.
+CLIENT_IP_HEADER = env_str("CLIENT_IP_HEADER", "")
 # A job whose worker died (SIGKILL, lost node) is queued again this many times, then failed.
 JOB_MAX_RETRIES = env_int("JOB_MAX_RETRIES", 2)
 

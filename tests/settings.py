@@ -11,6 +11,9 @@ os.environ["REDIS_URL"] = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:63
 # Workers beat every second, so a killed worker's jobs are recovered within seconds, not minutes.
 os.environ.setdefault("WORKER_HEARTBEAT", "1")
 os.environ.setdefault("WORKER_MAINTENANCE_INTERVAL", "1")
+# Every test client is 127.0.0.1: the rate limits are tested on their own (test_throttling).
+os.environ.setdefault("THROTTLE_SUBMIT", "100000/second")
+os.environ.setdefault("THROTTLE_POLL", "100000/second")
 
 from project.settings import *  # noqa: E402, F403
 from project.settings import DEFAULT_TASK_TYPES  # noqa: E402

@@ -44,7 +44,7 @@ def test_schema_documents_every_operation_with_its_shapes(api):
         post = paths[f"/{task_type.path}"]["post"]
         request_ref = post["requestBody"]["content"]["application/json"]["schema"]["$ref"]
         assert request_ref.endswith(task_type.input_serializer.__name__.removesuffix("Serializer"))
-        assert set(post["responses"]) == {"200", "202", "400", "503"}
+        assert set(post["responses"]) == {"200", "202", "400", "429", "503"}
         assert set(post["responses"]["202"]["headers"]) == {"Location", "Retry-After", "Preference-Applied"}
         assert set(post["responses"]["200"]["headers"]) == {"Preference-Applied"}
         assert "Prefer" in {p["name"] for p in post["parameters"]}
@@ -53,9 +53,15 @@ def test_schema_documents_every_operation_with_its_shapes(api):
         ]
         expected = {"done", *task_type.input_fields, *task_type.result_fields, "load", "job_id", "status", "error"}
         assert set(status["properties"]) == expected
+        batch = paths[f"/{task_type.path}/batch"]["post"]
+        assert set(batch["responses"]) == {"200", "400", "429", "503"}
+        components = schema["components"]["schemas"]
+        answer = components[batch["responses"]["200"]["content"]["application/json"]["schema"]["$ref"].split("/")[-1]]
+        item = components[answer["properties"]["results"]["items"]["$ref"].split("/")[-1]]
+        assert len(item["oneOf"]) == 2  # the status body, or an invalid item's errors
     assert set(paths["/jobs/{id}"]) == {"get", "delete"}
-    assert set(paths["/jobs/{id}"]["get"]["responses"]) == {"200", "202", "404", "503"}
-    assert set(paths["/jobs/{id}"]["delete"]["responses"]) == {"204", "404", "409", "503"}
+    assert set(paths["/jobs/{id}"]["get"]["responses"]) == {"200", "202", "404", "429", "503"}
+    assert set(paths["/jobs/{id}"]["delete"]["responses"]) == {"204", "404", "409", "429", "503"}
     assert paths["/queues"]["get"]["responses"]["200"]["content"]["application/json"]["schema"]["type"] == "array"
     number = schema["components"]["schemas"]["FactorizationInput"]["properties"]["number"]
     assert {option["type"] for option in number["oneOf"]} == {"integer", "string"}

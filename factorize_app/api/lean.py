@@ -9,6 +9,7 @@ so the browsable API, the error shapes and the OpenAPI docs stay in one place.
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import time
@@ -19,11 +20,17 @@ from django.conf import settings
 from rest_framework.exceptions import ValidationError
 
 from factorize_app import jobs
+from factorize_app.api.clients import client_name
 from factorize_app.api.metrics import LATENCY, REQUESTS
 from factorize_app.api.responses import status_answer
+from factorize_app.api.throttling import POLL, SUBMIT, rate_limit
 from factorize_app.tasks import TaskType, get_task_type, task_types
 
-MAX_BODY = 64 * 1024
+MAX_BODY = 64 * 1024  # larger bodies (batches) go to DRF, which also enforces MAX_REQUEST_BYTES
+# Clients poll by posting the same body again: remember what each body validated to (the
+# serializer is deterministic), so a repeated poll skips validation. Bounded; cleared when full.
+_VALIDATED: dict[tuple[str, bytes], dict[str, Any]] = {}
+_VALIDATED_MAX = 10_000
 _REASONS = {200: "200 OK", 202: "202 Accepted"}
 _COMMON_HEADERS = [("Content-Type", "application/json"), ("X-Content-Type-Options", "nosniff"), ("Vary", "Accept")]
 
@@ -46,8 +53,9 @@ class LeanPollApp:
                 route, status, body, headers = answer
                 payload = _dumps(body)
                 start_response(_REASONS[status], [*_COMMON_HEADERS, ("Content-Length", str(len(payload))), *headers])
-                LATENCY.labels(environ["REQUEST_METHOD"], route).observe(time.perf_counter() - started)
-                REQUESTS.labels(environ["REQUEST_METHOD"], route, str(status)).inc()
+                latency, requests = _metrics(environ["REQUEST_METHOD"], route, status)
+                latency.observe(time.perf_counter() - started)
+                requests.inc()
                 return [payload]
         return self.django_app(environ, start_response)
 
@@ -57,8 +65,8 @@ class LeanPollApp:
             if method == "POST" and path in self.submit_paths:
                 return self._submit(environ, self.submit_paths[path])
             if method == "GET" and path.startswith("/jobs/"):
-                return self._status(path.removeprefix("/jobs/").rstrip("/"))
-        except (jobs.QueueUnavailable, jobs.JobNotFound):
+                return self._status(environ, path.removeprefix("/jobs/").rstrip("/"))
+        except (jobs.QueueUnavailable, jobs.JobNotFound, jobs.Throttled):
             return None  # Django answers these with the documented error bodies
         return None
 
@@ -73,24 +81,43 @@ class LeanPollApp:
             return None
         body = environ["wsgi.input"].read(length)
         environ["wsgi.input"] = io.BytesIO(body)  # for Django, if it answers after all
-        try:
-            data = orjson.loads(body)
-        except orjson.JSONDecodeError:
-            return None  # Django answers with the parse error
-        if not isinstance(data, dict):
-            return None
-        # orjson reads integers beyond 64 bits as floats, which validation rejects: such inputs
-        # fall through to DRF, whose stdlib parser keeps them exact.
-        try:
-            validated = task_type.validate(data)
-        except ValidationError:
-            return None
-        state = jobs.submit(task_type=task_type, data=validated)
+        validated = _VALIDATED.get((task_type.name, body))
+        if validated is None:
+            validated = _validate(task_type, body)
+            if validated is None:
+                return None  # Django answers with the parse or validation error
+            if len(_VALIDATED) >= _VALIDATED_MAX:
+                _VALIDATED.clear()
+            _VALIDATED[(task_type.name, body)] = validated
+        state = jobs.submit(
+            task_type=task_type, data=validated, client=client_name(environ), rate_limit=rate_limit(SUBMIT, environ)
+        )
         return f"{task_type.name}-list", *_answer_parts(task_type, state)
 
-    def _status(self, job_id: str):
-        state = jobs.get_status(job_id=job_id)
+    def _status(self, environ, job_id: str):
+        state = jobs.get_status(job_id=job_id, rate_limit=rate_limit(POLL, environ))
         return "job-detail", *_answer_parts(get_task_type(state.task_name), state)
+
+
+def _validate(task_type: TaskType, body: bytes) -> dict[str, Any] | None:
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(data, dict):
+        return None
+    # orjson reads integers beyond 64 bits as floats, which validation rejects: such inputs
+    # fall through to DRF, whose stdlib parser keeps them exact.
+    try:
+        return task_type.validate(data)
+    except ValidationError:
+        return None
+
+
+@functools.cache
+def _metrics(method: str, route: str, status: int):
+    """The labelled children, looked up once (labels() costs as much as the increment)."""
+    return LATENCY.labels(method, route), REQUESTS.labels(method, route, str(status))
 
 
 def _plain_api_client(environ) -> bool:

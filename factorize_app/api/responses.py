@@ -26,6 +26,16 @@ def status_body(task_type: TaskType, state: JobState) -> dict[str, Any]:
     }
 
 
+def batch_item_body(task_type: TaskType, state: JobState) -> dict[str, Any]:
+    """A batch's answer for one valid item: exactly what a single submit-or-poll answers."""
+    return status_body(task_type, state)
+
+
+def invalid_item_body(errors: Any) -> dict[str, Any]:
+    """A batch's answer for an item that failed validation: its own errors, by field."""
+    return {"done": True, "job_id": None, "status": "invalid", "errors": errors}
+
+
 def status_answer(task_type: TaskType, state: JobState) -> tuple[int, dict[str, Any], dict[str, str]]:
     """HTTP status, body and headers of a job's state: 200 when done; 202 with where and when
     to poll otherwise. Shared by the DRF views and the lean lane."""

@@ -74,6 +74,9 @@ VALIDATION_ERROR = OpenApiResponse(
 )
 OUTAGE = OpenApiResponse(ErrorSerializer, description="The job queue (Redis) is unavailable; retry later.")
 NOT_FOUND = OpenApiResponse(ErrorSerializer, description="No job with this id (never submitted, expired or cancelled).")
+THROTTLED = OpenApiResponse(
+    ErrorSerializer, description="Too many requests from this client (THROTTLE_SUBMIT/THROTTLE_POLL): see Retry-After."
+)
 PREFER_WAIT = [
     OpenApiParameter(
         "Prefer",
@@ -107,7 +110,11 @@ JOB_ID = OpenApiParameter(
 
 
 def _nullable(field: serializers.Field) -> serializers.Field:
-    field = copy.deepcopy(field)  # an unbound copy
+    """An unbound copy that also allows null. DRF re-creates a serializer's declared fields from
+    their constructor arguments (Field.__deepcopy__) each time it is instantiated, so allow_null
+    must be one of those arguments: an attribute set on the copy alone would be lost."""
+    field = copy.deepcopy(field)
+    field._kwargs["allow_null"] = True
     field.allow_null = True
     return field
 
@@ -122,7 +129,11 @@ def status_serializer(task_type: TaskType) -> type[serializers.Serializer]:
         **input_fields,
         **result_fields,
         "load": serializers.IntegerField(help_text="Live pending jobs of this task type."),
-        "job_id": serializers.CharField(),
+        # The type's prefix in the pattern also tells the bodies apart in GET /jobs/{id}'s oneOf
+        # (task types with the same fields would otherwise all match).
+        "job_id": serializers.RegexField(
+            rf"^{task_type.name}-[0-9a-f]{{32}}$", help_text="Derived from the type and the input."
+        ),
         "status": serializers.ChoiceField(choices=STATUSES),
         "error": serializers.CharField(allow_null=True, help_text="One line, when the job failed."),
     }
@@ -130,14 +141,45 @@ def status_serializer(task_type: TaskType) -> type[serializers.Serializer]:
     return type(name, (serializers.Serializer,), fields)
 
 
+class InvalidItemSerializer(serializers.Serializer):
+    done = serializers.BooleanField()
+    job_id = serializers.CharField(allow_null=True)
+    status = serializers.RegexField(r"^invalid$", help_text="Always `invalid`.")
+    errors = serializers.DictField(help_text="Each offending field with its messages.")
+
+
+@cache
+def batch_answer_serializer(task_type: TaskType) -> type[serializers.Serializer]:
+    item = PolymorphicProxySerializer(
+        component_name="".join(part.title() for part in task_type.name.split("_")) + "BatchItem",
+        serializers=[status_serializer(task_type), InvalidItemSerializer],
+        resource_type_field_name=None,
+        many=True,
+    )
+    name = "".join(part.title() for part in task_type.name.split("_")) + "BatchAnswer"
+    return type(name, (serializers.Serializer,), {"results": item})
+
+
 def task_view_schema(task_type: TaskType):
-    """The schema of a task type's endpoint: GET (what it is) and POST (submit-or-poll)."""
+    """The schema of a task type's endpoints: GET (what it is), POST (submit-or-poll) and its batch."""
+    from factorize_app.api.serializers import batch_serializer
+
     body = status_serializer(task_type)
     return extend_schema_view(
         list=extend_schema(
             operation_id=f"{task_type.name}_info",
             summary=f"About {task_type.name}",
-            responses={200: TaskInfoSerializer, 503: OUTAGE},
+            responses={200: TaskInfoSerializer, 429: THROTTLED, 503: OUTAGE},
+        ),
+        batch=extend_schema(
+            operation_id=f"{task_type.name}_batch",
+            summary=f"Submit or poll many {task_type.name} jobs",
+            description="One answer per item, in order, each as a single submit-or-poll answers it; an invalid "
+            "item gets its own `errors` and the rest still run. With `Prefer: wait=N`, holds until every item "
+            "is done or N seconds pass.",
+            request=batch_serializer(task_type),
+            responses={200: batch_answer_serializer(task_type), 400: VALIDATION_ERROR, 429: THROTTLED, 503: OUTAGE},
+            parameters=PREFER_WAIT,
         ),
         create=extend_schema(
             operation_id=f"{task_type.name}_submit",
@@ -148,6 +190,7 @@ def task_view_schema(task_type: TaskType):
                 200: OpenApiResponse(body, description="Done: finished (with the result) or failed (with `error`)."),
                 202: OpenApiResponse(body, description="Queued or running: poll again after `Retry-After`."),
                 400: VALIDATION_ERROR,
+                429: THROTTLED,
                 503: OUTAGE,
             },
             parameters=[*POLL_HEADERS, *PREFER_WAIT],
@@ -170,6 +213,7 @@ def job_view_schema():
                 200: OpenApiResponse(any_status, description="Done."),
                 202: OpenApiResponse(any_status, description="Queued or running."),
                 404: NOT_FOUND,
+                429: THROTTLED,
                 503: OUTAGE,
             },
         ),
@@ -181,6 +225,7 @@ def job_view_schema():
                 204: OpenApiResponse(description="Cancelled: it will not run."),
                 404: NOT_FOUND,
                 409: OpenApiResponse(ConflictSerializer, description="Already running or done."),
+                429: THROTTLED,
                 503: OUTAGE,
             },
         ),
@@ -192,7 +237,7 @@ def queue_view_schema():
         list=extend_schema(
             operation_id="queues",
             summary="Every task type's queue",
-            responses={200: QueueStatsSerializer(many=True), 503: OUTAGE},
+            responses={200: QueueStatsSerializer(many=True), 429: THROTTLED, 503: OUTAGE},
         )
     )
 

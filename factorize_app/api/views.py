@@ -1,13 +1,20 @@
 """Thin DRF views: validate input, call one job-service function, shape the answer."""
 
+from __future__ import annotations
+
 from django.conf import settings
 from rest_framework import status, viewsets
+from rest_framework.decorators import action
+from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
 
 from factorize_app import jobs
-from factorize_app.api.prefer import requested_wait
-from factorize_app.api.responses import status_response, sync_response
+from factorize_app.api.clients import client_name
+from factorize_app.api.prefer import preference_applied, requested_wait
+from factorize_app.api.responses import batch_item_body, invalid_item_body, status_response, sync_response
 from factorize_app.api.schema import job_view_schema, queue_view_schema, task_view_schema
+from factorize_app.api.serializers import batch_serializer
+from factorize_app.api.throttling import ClientRateThrottle
 from factorize_app.tasks import TaskType, get_task_type
 
 
@@ -15,15 +22,19 @@ class TaskViewSet(viewsets.GenericViewSet):
     """Submit-or-poll for one task type: POST the same input again to poll it."""
 
     task_type: TaskType
+    throttle_classes = [ClientRateThrottle]
 
     @classmethod
-    def for_type(cls, task_type: TaskType) -> type["TaskViewSet"]:
+    def for_type(cls, task_type: TaskType) -> type[TaskViewSet]:
         viewset = type(
             f"{task_type.name.title().replace('_', '')}ViewSet",
             (cls,),
             {"task_type": task_type, "serializer_class": task_type.input_serializer, "__doc__": task_type.description},
         )
         return task_view_schema(task_type)(viewset)
+
+    def get_serializer_class(self):
+        return batch_serializer(self.task_type) if self.action == "batch" else self.task_type.input_serializer
 
     def list(self, request):
         """What this endpoint computes, and its current load."""
@@ -38,8 +49,37 @@ class TaskViewSet(viewsets.GenericViewSet):
         wait = requested_wait(request)
         return status_response(self.task_type, self.perform_submit(serializer.validated_data, wait), wait)
 
+    @action(detail=False, methods=["post"])
+    def batch(self, request):
+        """Submit-or-poll many inputs at once; one status per item, in order."""
+        serializer = self.get_serializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        valid, errors = {}, {}
+        for index, item in enumerate(serializer.validated_data["items"]):
+            try:
+                valid[index] = self.task_type.validate(item)
+            except ValidationError as exc:
+                errors[index] = exc.detail
+        if settings.EXECUTION_MODE == "sync":
+            states = [self.perform_compute(data) for data in valid.values()]
+            wait = None
+        else:
+            wait = requested_wait(request)
+            states = self.perform_submit_many(list(valid.values()), wait) if valid else []
+        answers = dict(zip(valid, states, strict=True))
+        results = [
+            batch_item_body(self.task_type, answers[index]) if index in answers else invalid_item_body(errors[index])
+            for index in range(len(serializer.validated_data["items"]))
+        ]
+        return Response({"results": results}, headers=preference_applied(wait))
+
     def perform_submit(self, data: dict, wait: int | None) -> jobs.JobState:
-        return jobs.submit(task_type=self.task_type, data=dict(data), wait=wait or 0)
+        client = client_name(self.request.META)
+        return jobs.submit(task_type=self.task_type, data=dict(data), wait=wait or 0, client=client)
+
+    def perform_submit_many(self, items: list[dict], wait: int | None) -> list[jobs.JobState]:
+        client = client_name(self.request.META)
+        return jobs.submit_many(task_type=self.task_type, items=items, wait=wait or 0, client=client)
 
     def perform_compute(self, data: dict) -> jobs.JobState:
         return jobs.compute(task_type=self.task_type, data=dict(data))
@@ -50,6 +90,7 @@ class JobViewSet(viewsets.ViewSet):
     """A job by the id its submit answered: poll it (GET) or cancel it while queued (DELETE)."""
 
     lookup_value_regex = r"[A-Za-z0-9_-]+"
+    throttle_classes = [ClientRateThrottle]
 
     def retrieve(self, request, pk: str):
         wait = requested_wait(request)
@@ -64,6 +105,8 @@ class JobViewSet(viewsets.ViewSet):
 @queue_view_schema()
 class QueueViewSet(viewsets.ViewSet):
     """Every task type's queue: queued, started, finished and failed jobs, and live workers."""
+
+    throttle_classes = [ClientRateThrottle]
 
     def list(self, request):
         return Response(jobs.queue_stats())

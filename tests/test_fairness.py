@@ -1,0 +1,32 @@
+"""Fair queues: workers serve a task type's clients in turn; QUEUE_ORDER=fifo keeps first come, first served."""
+
+from rq.registry import FinishedJobRegistry
+
+from tests.conftest import wait_done
+
+
+def _batch(api, token: str, tags: list[str]) -> None:
+    items = [{"seconds": 0.02, "tag": tag} for tag in tags]
+    response = api.post("/sleepy/batch", {"items": items}, format="json", HTTP_AUTHORIZATION=f"Bearer {token}")
+    assert response.status_code == 200 and {r["status"] for r in response.json()["results"]} == {"queued"}
+
+
+def test_a_second_client_is_not_stuck_behind_the_first_clients_thousand_jobs(api, redis_conn, start_worker):
+    _batch(api, "client-a", [f"a{i}" for i in range(1000)])
+    _batch(api, "client-b", ["b0"])
+    assert redis_conn.llen("rq:queue:sleepy") == 1001  # RQ's list (dashboard, KEDA) still holds them all
+    assert api.get("/sleepy", HTTP_ACCEPT="application/json").json()["load"] == 1001
+    start_worker("sleepy")
+    wait_done(api, "/sleepy", seconds=0.02, tag="b0", timeout=60)
+    a_done = FinishedJobRegistry("sleepy", connection=redis_conn).count - 1
+    print(f"[fairness] client B's job finished after {a_done} of client A's 1000")
+    assert a_done < 100
+
+
+def test_fifo_order_serves_first_come_first(api, settings, redis_conn, start_worker):
+    settings.QUEUE_ORDER = "fifo"
+    _batch(api, "client-a", [f"a{i}" for i in range(30)])
+    _batch(api, "client-b", ["b0"])
+    start_worker("sleepy", QUEUE_ORDER="fifo")
+    wait_done(api, "/sleepy", seconds=0.02, tag="b0", timeout=60)
+    assert FinishedJobRegistry("sleepy", connection=redis_conn).count == 31  # B's came last

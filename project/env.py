@@ -1,7 +1,8 @@
 """Typed readers for environment variables, so a bad value fails at start with its name."""
 
 import os
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from typing import Any
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 from django.core.exceptions import ImproperlyConfigured
 
@@ -51,3 +52,46 @@ def redis_url_with_options(url: str, *, timeout: int, max_connections: int) -> s
     query.setdefault("socket_connect_timeout", str(timeout))
     query.setdefault("max_connections", str(max_connections))
     return urlunsplit(parts._replace(query=urlencode(query)))
+
+
+def env_host_ports(name: str) -> list[tuple[str, int]]:
+    """A comma-separated list of `host:port` addresses ("" means none), e.g. the Redis Sentinels.
+
+    An IPv6 host goes in brackets: `[::1]:26379`."""
+    addresses = []
+    for item in env_list(name, []):
+        host, _, port = item.rpartition(":")
+        host = host.removeprefix("[").removesuffix("]")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ImproperlyConfigured(f"{name} must be a comma-separated list of host:port, got {item!r}.")
+        addresses.append((host, int(port)))
+    return addresses
+
+
+def redis_sentinel_connection(
+    url: str, *, sentinels: list[tuple[str, int]], master_name: str, timeout: int, max_connections: int
+) -> dict[str, Any]:
+    """django-rq's connection settings for a Sentinel-managed Redis (django_rq.connection_utils).
+
+    The sentinels name the master, so REDIS_URL's host and port are not used; its database number,
+    user and password still are, so one REDIS_URL serves both set-ups. The same socket timeouts as
+    for a plain Redis apply to the master and to the sentinels (redis-py's sentinel clients have
+    none unless given)."""
+    parts = urlsplit(url)
+    if parts.scheme != "redis":
+        raise ImproperlyConfigured(
+            f"With REDIS_SENTINELS set, REDIS_URL must be a redis:// URL, got {parts.scheme}://."
+        )
+    database = parts.path.lstrip("/") or dict(parse_qsl(parts.query)).get("db", "0")
+    if not database.isdigit():
+        raise ImproperlyConfigured(f"REDIS_URL's database number must be an integer, got {database!r}.")
+    return {
+        "SENTINELS": sentinels,
+        "MASTER_NAME": master_name,
+        "DB": int(database),
+        "USERNAME": unquote(parts.username) if parts.username else None,
+        "PASSWORD": unquote(parts.password) if parts.password else None,
+        "SOCKET_TIMEOUT": timeout,
+        "CONNECTION_KWARGS": {"socket_connect_timeout": timeout, "max_connections": max_connections},
+        "SENTINEL_KWARGS": {"socket_timeout": timeout, "socket_connect_timeout": timeout},
+    }

@@ -10,18 +10,79 @@ from pathlib import Path
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
-from project.env import env_bool, env_int, env_list, env_str, redis_url_with_options
+from project.env import (
+    env_bool,
+    env_host_ports,
+    env_int,
+    env_list,
+    env_str,
+    redis_sentinel_connection,
+    redis_url_with_options,
+)
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 INSECURE_DEV_SECRET_KEY = "django-insecure-development-only-do-not-deploy"
 SECRET_KEY = env_str("SECRET_KEY", "") or INSECURE_DEV_SECRET_KEY
 PRODUCTION = env_bool("PRODUCTION", False)
-if PRODUCTION and SECRET_KEY == INSECURE_DEV_SECRET_KEY:
-    raise ImproperlyConfigured("PRODUCTION is on: set SECRET_KEY to a long random value.")
+
+
+def _weak_secret_key(key: str) -> bool:
+    """The test of Django's deploy check (security.W009): short, repetitive, or Django's dev prefix."""
+    return len(key) < 50 or len(set(key)) < 5 or key.startswith("django-insecure-")
+
+
+if PRODUCTION and _weak_secret_key(SECRET_KEY):
+    raise ImproperlyConfigured(
+        "PRODUCTION is on: SECRET_KEY is missing, the development default or weak (it needs 50+ characters, "
+        "5+ distinct ones, no 'django-insecure-' prefix). Set it to a long random value, e.g. "
+        '`python -c "import secrets; print(secrets.token_urlsafe(50))"`.'
+    )
 
 DEBUG = env_bool("DEBUG", False)
+if PRODUCTION and DEBUG:
+    raise ImproperlyConfigured("PRODUCTION is on: DEBUG must be off (it shows settings and code to visitors).")
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"])
+
+# --- TLS and request limits ---------------------------------------------------------------
+# For a deployment behind TLS (its own certificate or a TLS-terminating proxy). All default off,
+# so that plain-http development (`docker compose up` on localhost, `make run`) keeps working;
+# `manage.py check --deploy` passes once PRODUCTION=1, SECRET_KEY and all of them are set.
+SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", False)
+# Probes (the Docker healthcheck, load balancers, Prometheus) speak plain http inside the network.
+SECURE_REDIRECT_EXEMPT = [r"^healthz/?$", r"^readyz/?$", r"^metrics/?$"]
+SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", False)
+CSRF_COOKIE_SECURE = env_bool("CSRF_COOKIE_SECURE", False)
+SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", False)
+SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", False)
+
+
+def _proxy_ssl_header(raw: str) -> tuple[str, str] | None:
+    """`X-Forwarded-Proto` or `X-Forwarded-Proto,https` (or Django's `HTTP_X_FORWARDED_PROTO,https`)
+    -> the (META key, value) pair Django wants; empty -> None. Opt-in: only behind a proxy that
+    always sets (or strips) this header, or any client could claim https."""
+    if not raw.strip():
+        return None
+    name, _, value = (part.strip() for part in raw.partition(","))
+    key = name.upper().replace("-", "_")
+    if not key or not key.replace("_", "").isalnum():
+        raise ImproperlyConfigured(f"SECURE_PROXY_SSL_HEADER must be a header name [,value], got {raw!r}.")
+    return (key if key.startswith("HTTP_") else f"HTTP_{key}", value or "https")
+
+
+SECURE_PROXY_SSL_HEADER = _proxy_ssl_header(env_str("SECURE_PROXY_SSL_HEADER", ""))
+# Origins (scheme://host[:port]) allowed to POST forms (the admin login) from another origin,
+# e.g. the public https:// name when a proxy changes the Host the server sees.
+CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
+if any("://" not in origin for origin in CSRF_TRUSTED_ORIGINS):
+    raise ImproperlyConfigured("CSRF_TRUSTED_ORIGINS entries need a scheme, e.g. https://queue.example.com.")
+
+# The largest request body accepted; a larger one is answered 413 before it is read
+# (factorize_app.api.middleware.RequestBodyLimitMiddleware). 1 MiB holds a batch of 1000
+# inputs of the longest numbers (about 120 bytes each) several times over.
+MAX_REQUEST_BYTES = env_int("MAX_REQUEST_BYTES", 1024 * 1024)
+DATA_UPLOAD_MAX_MEMORY_SIZE = MAX_REQUEST_BYTES
 
 INSTALLED_APPS = [
     # Listed before django_rq so that its `rqworker` command (all queues by default) wins.
@@ -41,6 +102,7 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "factorize_app.api.metrics.RequestMetricsMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    "factorize_app.api.middleware.RequestBodyLimitMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -175,6 +237,8 @@ MAX_NUMBER_DIGITS = env_int("MAX_NUMBER_DIGITS", 100)
 MAX_WAIT = env_int("MAX_WAIT", 60)
 # Seconds a pending answer suggests waiting before the next poll.
 POLL_RETRY_AFTER = env_int("POLL_RETRY_AFTER", 1)
+# Sync mode: processes per web process that run handlers (each loads every model once).
+SYNC_PROCESSES = env_int("SYNC_PROCESSES", 1)
 # Most items in one `POST /<type>/batch`.
 MAX_BATCH = env_int("MAX_BATCH", 1000)
 # fair: workers serve the clients of a task type in turn (a client is its API token, else its
@@ -203,12 +267,25 @@ WORKER_BATCH_SECONDS = float(env_str("WORKER_BATCH_SECONDS", "0.2"))
 WORKER_HEARTBEAT = env_int("WORKER_HEARTBEAT", 5)
 WORKER_MAINTENANCE_INTERVAL = env_int("WORKER_MAINTENANCE_INTERVAL", 10)
 
-
 # django-rq: one connection for every queue; the queues themselves are derived from TASK_TYPES
 # when the app loads (factorize_app.apps), so a task type is declared in one place only.
-RQ_CONNECTION = {
-    "URL": redis_url_with_options(REDIS_URL, timeout=REDIS_SOCKET_TIMEOUT, max_connections=REDIS_MAX_CONNECTIONS)
-}
+# High availability: with REDIS_SENTINELS ("host:port,host:port") set, the sentinels name the
+# master (REDIS_SENTINEL_MASTER) and clients follow it through a failover; REDIS_URL then gives
+# only the database number and password. Empty: a plain Redis at REDIS_URL.
+REDIS_SENTINELS = env_host_ports("REDIS_SENTINELS")
+REDIS_SENTINEL_MASTER = env_str("REDIS_SENTINEL_MASTER", "mymaster")
+if REDIS_SENTINELS:
+    RQ_CONNECTION = redis_sentinel_connection(
+        REDIS_URL,
+        sentinels=REDIS_SENTINELS,
+        master_name=REDIS_SENTINEL_MASTER,
+        timeout=REDIS_SOCKET_TIMEOUT,
+        max_connections=REDIS_MAX_CONNECTIONS,
+    )
+else:
+    RQ_CONNECTION = {
+        "URL": redis_url_with_options(REDIS_URL, timeout=REDIS_SOCKET_TIMEOUT, max_connections=REDIS_MAX_CONNECTIONS)
+    }
 RQ_QUEUES: dict = {}
 RQ = {"WORKER_CLASS": "factorize_app.worker.WarmWorker"}
 RQ_SHOW_ADMIN_LINK = True

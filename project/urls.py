@@ -17,5 +17,6 @@ urlpatterns = [
     path("", include("factorize_app.api.urls")),
 ]
 
+handler400 = "factorize_app.api.exceptions.bad_request"
 handler404 = "factorize_app.api.exceptions.page_not_found"
 handler500 = "factorize_app.api.exceptions.server_error"

@@ -8,6 +8,8 @@ import os
 
 # Always the test database, never a REDIS_URL left in the environment for the service.
 os.environ["REDIS_URL"] = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+# ...and never a Sentinel group configured for the service (test_sentinel.py starts its own).
+os.environ["REDIS_SENTINELS"] = os.environ.get("TEST_REDIS_SENTINELS", "")
 # Workers beat every second, so a killed worker's jobs are recovered within seconds, not minutes.
 os.environ.setdefault("WORKER_HEARTBEAT", "1")
 os.environ.setdefault("WORKER_MAINTENANCE_INTERVAL", "1")

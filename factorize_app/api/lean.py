@@ -77,7 +77,7 @@ class LeanPollApp:
             length = int(environ.get("CONTENT_LENGTH") or -1)
         except ValueError:
             return None
-        if not 0 < length <= MAX_BODY:
+        if not 0 < length <= min(MAX_BODY, settings.DATA_UPLOAD_MAX_MEMORY_SIZE or MAX_BODY):
             return None
         body = environ["wsgi.input"].read(length)
         environ["wsgi.input"] = io.BytesIO(body)  # for Django, if it answers after all
@@ -128,7 +128,18 @@ def _plain_api_client(environ) -> bool:
         and "HTTP_AUTHORIZATION" not in environ
         and "text/html" not in accept
         and ("json" in accept or "*/*" in accept)
+        and (not settings.SECURE_SSL_REDIRECT or _is_secure(environ))  # else Django redirects it
     )
+
+
+def _is_secure(environ) -> bool:
+    """Django's request.is_secure(): the trusted proxy's header when it is present, else the scheme."""
+    if settings.SECURE_PROXY_SSL_HEADER:
+        header, secure_value = settings.SECURE_PROXY_SSL_HEADER
+        value = environ.get(header)
+        if value is not None:
+            return value.split(",", 1)[0].strip() == secure_value
+    return environ.get("wsgi.url_scheme") == "https"
 
 
 def _answer_parts(task_type: TaskType, state: jobs.JobState):

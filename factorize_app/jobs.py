@@ -11,10 +11,13 @@ both set by one script); live queued jobs are the members whose deadline lies ah
 
 from __future__ import annotations
 
+import atexit
 import dataclasses
 import functools
 import hashlib
 import json
+import multiprocessing
+import multiprocessing.pool
 import re
 import threading
 import time
@@ -281,22 +284,29 @@ def _run_script(source: str, keys: list[str], args: list[Any]) -> Any:
     a web thread keeps one connection and speaks to it directly. Any error drops the connection.
     """
     script = _script(source)
-    connection = getattr(_thread, "connection", None)
-    if connection is None:
-        connection = _thread.connection = _redis().connection_pool.make_connection()
-    try:
+    for attempt in (1, 2):  # a connection broken since its last use (a Redis restart, a failover) is retried once
+        connection = getattr(_thread, "connection", None)
+        if connection is None:
+            connection = _redis().connection_pool.make_connection()
+            # Connect here: a Sentinel pool's connection asks the sentinels for the master in
+            # connect(), which a first send_command would skip.
+            connection.connect()
+            _thread.connection = connection
         try:
-            connection.send_command("EVALSHA", script.sha, len(keys), *keys, *args)
-            return connection.read_response()
-        except redis.exceptions.NoScriptError:  # a restarted or flushed Redis: load it again
-            connection.send_command("SCRIPT", "LOAD", source)
-            connection.read_response()
-            connection.send_command("EVALSHA", script.sha, len(keys), *keys, *args)
-            return connection.read_response()
-    except BaseException:
-        _thread.connection = None
-        connection.disconnect()
-        raise
+            try:
+                connection.send_command("EVALSHA", script.sha, len(keys), *keys, *args)
+                return connection.read_response()
+            except redis.exceptions.NoScriptError:  # a restarted or flushed Redis: load it again
+                connection.send_command("SCRIPT", "LOAD", source)
+                connection.read_response()
+                connection.send_command("EVALSHA", script.sha, len(keys), *keys, *args)
+                return connection.read_response()
+        except BaseException as exc:
+            _thread.connection = None
+            connection.disconnect()
+            if attempt == 2 or not isinstance(exc, redis.exceptions.ConnectionError):
+                raise
+    raise AssertionError("unreachable")
 
 
 def _canonical(data: dict[str, Any]) -> str:
@@ -405,12 +415,48 @@ def queue_stats() -> list[dict[str, Any]]:
 
 
 def compute(*, task_type: TaskType, data: dict[str, Any]) -> JobState:
-    """Sync mode: run the handler here and now, with no queue and no Redis."""
+    """Sync mode: run the handler now, with no queue and no Redis, within the type's job timeout.
+
+    Handlers run in a small pool of processes that keep their models loaded (a thread cannot be
+    stopped; a process can): a job that overruns its timeout is failed, and the pool replaced.
+    """
+    pool = _sync_pool()
+    timeout = task_type.setting("job_timeout")
     try:
-        result = run_task(task_type.name, data)
+        result = pool.apply_async(run_task, (task_type.name, data)).get(timeout)
+    except multiprocessing.TimeoutError:
+        _replace_sync_pool(pool)
+        return JobState(None, task_type.name, FAILED, data, error=f"timed out after {timeout} s")
     except Exception as exc:  # a handler error is the job's failure, reported to the client
         return JobState(None, task_type.name, FAILED, data, error=f"{type(exc).__name__}: {exc}")
     return JobState(None, task_type.name, FINISHED, data, result=result)
+
+
+_sync_lock = threading.Lock()
+_sync_pools: list[multiprocessing.pool.Pool] = []
+
+
+def _sync_pool() -> multiprocessing.pool.Pool:
+    with _sync_lock:
+        if not _sync_pools:
+            context = multiprocessing.get_context("spawn")  # no fork of a threaded server
+            pool = context.Pool(settings.SYNC_PROCESSES, initializer=_start_sync_process)
+            atexit.register(pool.terminate)
+            _sync_pools.append(pool)
+        return _sync_pools[0]
+
+
+def _replace_sync_pool(pool: multiprocessing.pool.Pool) -> None:
+    with _sync_lock:
+        if _sync_pools and _sync_pools[0] is pool:
+            _sync_pools.clear()
+    pool.terminate()  # stops the overrunning handler (and fails any other job it was running)
+
+
+def _start_sync_process() -> None:
+    import django
+
+    django.setup()  # each type's setup() runs on its first job (run_task), then stays warm
 
 
 # --- the worker's side: batches taken, run and recorded in a few round trips -----------------

@@ -83,6 +83,17 @@ def test_sync_mode_in_process(api, settings):
     assert failed.json()["error"] == "ValueError: cannot handle x"
 
 
+def test_sync_mode_bounds_a_handler_by_the_job_timeout():
+    hard = 671998030559713968361666935769 * 282174488599599500573849980909  # two 30-digit primes
+    with web_server(dead_redis_url(), EXECUTION_MODE="sync", JOB_TIMEOUT="2") as base:
+        started = time.monotonic()
+        slow = requests.post(f"{base}/factorize", json={"number": hard}, timeout=60)
+        assert slow.status_code == 200 and slow.json()["error"] == "timed out after 2 s"
+        assert time.monotonic() - started < 30
+        # The overrunning handler was stopped; the next request is served as usual.
+        assert requests.post(f"{base}/factorize", json={"number": 408216}, timeout=60).json()["factorization"]
+
+
 @pytest.mark.parametrize("path", ["/factorize", "/factorize/"])
 def test_post_with_or_without_slash_never_redirects(api, path):
     response = api.post(path, {"number": 12}, format="json")

@@ -19,7 +19,8 @@ $(BIN)/.installed: requirements.txt tests/requirements.txt
 install: $(BIN)/.installed
 
 redis: install
-	@scripts/ensure-redis.sh "$(REDIS_URL)"
+	@if [ -n "$$REDIS_SENTINELS" ]; then echo "REDIS_SENTINELS is set: the sentinels name the Redis; not starting one."; \
+	else scripts/ensure-redis.sh "$(REDIS_URL)"; fi
 
 ## Web server and one worker for every queue on http://localhost:$(PORT); Ctrl-C stops both.
 run: redis

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import django_rq
+import hiredis
 import redis
 from django.conf import settings
 from rq.exceptions import NoSuchJobError
@@ -292,14 +293,15 @@ def _run_script(source: str, keys: list[str], args: list[Any]) -> Any:
             # connect(), which a first send_command would skip.
             connection.connect()
             _thread.connection = connection
+        command = [hiredis.pack_command(("EVALSHA", script.sha, str(len(keys)), *keys, *map(str, args)))]
         try:
             try:
-                connection.send_command("EVALSHA", script.sha, len(keys), *keys, *args)
+                connection.send_packed_command(command)
                 return connection.read_response()
             except redis.exceptions.NoScriptError:  # a restarted or flushed Redis: load it again
                 connection.send_command("SCRIPT", "LOAD", source)
                 connection.read_response()
-                connection.send_command("EVALSHA", script.sha, len(keys), *keys, *args)
+                connection.send_packed_command(command)
                 return connection.read_response()
         except BaseException as exc:
             _thread.connection = None
@@ -645,7 +647,10 @@ def _submit_batch(
             else:
                 states[job_id] = state
         if not missing:  # every answer carries the latest load
-            return [dataclasses.replace(states[job_id], load=load) for job_id in ids]
+            return [
+                states[job_id] if states[job_id].load == load else dataclasses.replace(states[job_id], load=load)
+                for job_id in ids
+            ]
         _enqueue(task_type, {job_id: inputs[job_id] for job_id in missing}, client)
     raise QueueUnavailable(f"{len(missing)} jobs kept changing under concurrent requests; try again")
 

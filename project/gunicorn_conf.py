@@ -13,7 +13,7 @@ threads = int(os.environ.get("WEB_THREADS", "256"))
 timeout = int(os.environ.get("WEB_TIMEOUT", "120"))
 graceful_timeout = 30
 keepalive = 5
-accesslog = "-" if os.environ.get("ACCESS_LOG", "1") == "1" else None
+accesslog = "-" if os.environ.get("ACCESS_LOG", "0") == "1" else None
 errorlog = "-"
 loglevel = os.environ.get("LOG_LEVEL", "info").lower()
 

@@ -1,6 +1,7 @@
 """The benchmark's trivial job, registered only for `make bench` (TASK_TYPES): one INCR."""
 
 import os
+import time
 
 import redis
 from rest_framework import serializers
@@ -36,4 +37,28 @@ INCR = TaskType(
     result_serializer=IncrResult,
     handler=incr,
     setup=connect,
+)
+
+
+class NapInput(serializers.Serializer):
+    tag = serializers.CharField(max_length=50)
+
+
+class NapResult(serializers.Serializer):
+    tag = serializers.CharField()
+
+
+def nap(data: dict) -> dict:
+    """About 20 ms of work, as in the fairness scenario of the issue."""
+    time.sleep(0.02)
+    return {"tag": data["tag"]}
+
+
+NAP = TaskType(
+    name="bench_nap",
+    path="bench-nap",
+    description="Sleep 20 ms (the fairness scenario's job).",
+    input_serializer=NapInput,
+    result_serializer=NapResult,
+    handler=nap,
 )

@@ -335,8 +335,7 @@ def submit(
     seconds for the job to finish (a long poll). With `rate_limit`, count this request against
     the client's allowance first (in the same round trip), raising Throttled when it is used up.
     """
-    (state,) = _submit_batch(task_type, [data], client, rate_limit)
-    return _wait_until_done(task_type, [state], wait, lambda: _submit_batch(task_type, [data], client))[0]
+    return submit_many(task_type=task_type, items=[data], wait=wait, client=client, rate_limit=rate_limit)[0]
 
 
 @_translate_outages

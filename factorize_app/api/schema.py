@@ -137,7 +137,7 @@ def status_serializer(task_type: TaskType) -> type[serializers.Serializer]:
         "status": serializers.ChoiceField(choices=STATUSES),
         "error": serializers.CharField(allow_null=True, help_text="One line, when the job failed."),
     }
-    name = "".join(part.title() for part in task_type.name.split("_")) + "Status"
+    name = task_type.class_prefix + "Status"
     return type(name, (serializers.Serializer,), fields)
 
 
@@ -151,12 +151,12 @@ class InvalidItemSerializer(serializers.Serializer):
 @cache
 def batch_answer_serializer(task_type: TaskType) -> type[serializers.Serializer]:
     item = PolymorphicProxySerializer(
-        component_name="".join(part.title() for part in task_type.name.split("_")) + "BatchItem",
+        component_name=task_type.class_prefix + "BatchItem",
         serializers=[status_serializer(task_type), InvalidItemSerializer],
         resource_type_field_name=None,
         many=True,
     )
-    name = "".join(part.title() for part in task_type.name.split("_")) + "BatchAnswer"
+    name = task_type.class_prefix + "BatchAnswer"
     return type(name, (serializers.Serializer,), {"results": item})
 
 

@@ -40,5 +40,5 @@ def batch_serializer(task_type: TaskType) -> type[serializers.Serializer]:
     fields = {"items": items_field(f"The inputs, each as `POST /{task_type.path}` takes it.")}
     if plural:
         fields[plural] = items_field(f"Or just the `{field}` of each input.")
-    name = "".join(part.title() for part in task_type.name.split("_")) + "BatchInput"
+    name = task_type.class_prefix + "BatchInput"
     return type(name, (serializers.Serializer,), {**fields, "validate": validate})

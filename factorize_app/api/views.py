@@ -27,7 +27,7 @@ class TaskViewSet(viewsets.GenericViewSet):
     @classmethod
     def for_type(cls, task_type: TaskType) -> type[TaskViewSet]:
         viewset = type(
-            f"{task_type.name.title().replace('_', '')}ViewSet",
+            f"{task_type.class_prefix}ViewSet",
             (cls,),
             {"task_type": task_type, "serializer_class": task_type.input_serializer, "__doc__": task_type.description},
         )

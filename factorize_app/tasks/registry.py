@@ -39,6 +39,11 @@ class TaskType:
     _lock: threading.Lock = field(default_factory=threading.Lock, compare=False, repr=False)
 
     @cached_property
+    def class_prefix(self) -> str:
+        """`slow_setup` -> `SlowSetup`: the stem of the classes and schema components made for it."""
+        return "".join(part.title() for part in self.name.split("_"))
+
+    @cached_property
     def input_fields(self) -> list[str]:
         return list(self.input_serializer().fields)
 

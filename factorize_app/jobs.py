@@ -7,12 +7,29 @@ Load without scanning: RQ's queue list keeps the ids of expired jobs until a wor
 them, so its length over-counts. Each task type therefore keeps a sorted set of its
 queued job ids scored by expiry deadline (the same deadline as the job hash's EXPIRE,
 both set by one script); live queued jobs are the members whose deadline lies ahead.
+
+Write refusals: a Redis that is full (`noeviction` at `maxmemory`), a read-only replica or one
+whose persistence failed (MISCONF) still answers reads. Its refusals become QueueRefusesWrites
+(a QueueUnavailable naming the reason, see `write_refusal`); polls keep answering because the
+poll script's writes (TTL refresh, rate-limit counter) are allowed to fail. New submits are
+refused early, once Redis memory passes REDIS_MEMORY_HIGH_WATER of maxmemory (`admit_new_jobs`),
+so that the results of jobs already running always have room to be recorded.
+
+Outages do not expire the queue: Redis expires a queued job JOB_TTL after its last poll by the
+wall clock, so an outage longer than that (clients cannot poll) would empty the queue. Every
+script that serves the queue (polls, takes, the workers' sweep) ticks a clock in Redis; a tick
+that finds the clock older than OUTAGE_GAP seconds records the gap as an outage. Each queued
+job's input is kept (without expiry) in a per-type hash until a worker takes it; the workers'
+sweep (`sweep_queue`) re-enqueues the jobs that expired during a recorded outage, with a fresh
+JOB_TTL, and forgets the inputs of jobs that expired while the queue was looked after.
 """
 
 from __future__ import annotations
 
 import atexit
+import concurrent.futures
 import dataclasses
+import datetime
 import functools
 import hashlib
 import json
@@ -36,9 +53,9 @@ from rq.job import JobStatus as RQStatus
 from rq.registry import FailedJobRegistry, FinishedJobRegistry, StartedJobRegistry
 from rq.results import Result
 from rq.utils import now as rq_now
-from rq.utils import utcformat
+from rq.utils import utcformat, utcparse
 from rq.worker import Worker, WorkerStatus
-from rq.worker_registration import WORKERS_BY_QUEUE_KEY
+from rq.worker_registration import REDIS_WORKER_KEYS, WORKERS_BY_QUEUE_KEY
 
 from factorize_app.tasks import TaskType, UnknownTaskType, get_task_type, run_task, task_types
 
@@ -48,6 +65,20 @@ THROTTLE_KEY = "factorize:throttle"
 WAKE_KEY = "factorize:wake:{}"
 WAKE_TOKENS = 64
 DURATION_KEY = "factorize:metrics:job_duration:{}"
+# Inputs of queued jobs (id -> "<fair client> <description>"), kept without expiry (outage recovery).
+QUEUED_INPUTS_KEY = "factorize:queued:{}"
+# Redis time of the last script that served the queue, and the outages ("<start> <end>") found.
+CLOCK_KEY = "factorize:clock"
+OUTAGES_KEY = "factorize:outages"
+# A clock older than this many seconds means nothing could reach Redis (or nothing ran): an outage.
+OUTAGE_GAP = 5
+# Reasons Redis refuses writes while still answering reads.
+FULL, READ_ONLY, PERSISTENCE = "full", "read-only", "persistence"
+REFUSAL_DETAILS = {
+    FULL: "the job queue is full; try again later",
+    READ_ONLY: "the job queue is read-only (its Redis is a replica, as during a failover); try again later",
+    PERSISTENCE: "the job queue cannot save to disk, so it refuses changes; try again later",
+}
 # Upper bounds (seconds) of the job duration histogram's buckets.
 DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
 # Plain strings: RQ's JobStatus enum hashes by member name, so it does not mix with str in sets.
@@ -55,19 +86,31 @@ QUEUED, STARTED, FINISHED, FAILED = "queued", "started", "finished", "failed"
 DONE_STATUSES = {FINISHED, FAILED, RQStatus.STOPPED.value, RQStatus.CANCELED.value}
 _JOB_ID = re.compile(r"^(?P<task>[A-Za-z0-9_]+)-(?P<digest>[0-9a-f]{32})$")
 
+# Every script that serves the queue starts with this: tick the queue's clock (Redis time), and
+# record an outage when the clock is older than OUTAGE_GAP (see the module docstring). A Redis
+# refusing writes refuses the tick too; the script carries on (pcall).
+_CLOCK_TICK = f"""
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1e6
+local last = tonumber(redis.call('GET', 'factorize:clock') or '')
+if last and now - last > {OUTAGE_GAP} then redis.pcall('RPUSH', 'factorize:outages', last .. ' ' .. now) end
+redis.pcall('SET', 'factorize:clock', tostring(now))
+"""
+
 # One round trip per poll of one job or a batch of them. First the client's rate-limit counter
 # (KEYS[3], a fixed window; '' for none). Then, per job: refresh a queued job's TTL and its pending
 # deadline together, atomically, so a job a worker has just started (and PERSISTed) is never
 # given an expiry; answer its status, its input (kept in the description) and the outcome the
-# worker cached as JSON. Last, the type's load (live queued + running).
-_POLL_SCRIPT = """
+# worker cached as JSON. Last, the type's load (live queued + running). Every write may be refused
+# (a full or read-only Redis): the poll still answers; the rate limit then fails open.
+_POLL_SCRIPT = _CLOCK_TICK + """
 if KEYS[3] ~= '' then
-  local hits = redis.call('INCR', KEYS[3])
-  if hits == 1 then redis.call('EXPIRE', KEYS[3], ARGV[3]) end
-  if hits > tonumber(ARGV[2]) then return {'throttled', redis.call('TTL', KEYS[3])} end
+  local hits = redis.pcall('INCR', KEYS[3])
+  if type(hits) == 'number' then
+    if hits == 1 then redis.pcall('EXPIRE', KEYS[3], ARGV[3]) end
+    if hits > tonumber(ARGV[2]) then return {'throttled', redis.call('TTL', KEYS[3])} end
+  end
 end
-local t = redis.call('TIME')
-local now = tonumber(t[1]) + tonumber(t[2]) / 1e6
 local ttl = tonumber(ARGV[1])
 local answers = {}
 for i = 4, #ARGV do
@@ -75,16 +118,15 @@ for i = 4, #ARGV do
   local fields = redis.call('HMGET', key, 'status', 'description', 'factorize_outcome')
   if fields[1] then
     if fields[1] == 'queued' then
-      redis.call('EXPIRE', key, ttl)
-      redis.call('ZADD', KEYS[1], now + ttl, ARGV[i])
+      redis.pcall('EXPIRE', key, ttl)
+      redis.pcall('ZADD', KEYS[1], now + ttl, ARGV[i])
     end
     answers[#answers + 1] = {fields[1], fields[2] or '', fields[3] or ''}
   else
     answers[#answers + 1] = false
   end
 end
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
-return {'ok', redis.call('ZCARD', KEYS[1]) + redis.call('ZCARD', KEYS[2]), answers}
+return {'ok', redis.call('ZCOUNT', KEYS[1], '(' .. now, '+inf') + redis.call('ZCARD', KEYS[2]), answers}
 """
 
 # After jobs are enqueued in RQ's list: with a client name (fair order), also line them up in the
@@ -116,11 +158,9 @@ return 1
 # (expired, cancelled, listed twice) are skipped. The rest start as RQ's worker starts them, each
 # with an execution leased for ARGV[2] seconds in the StartedJobRegistry.
 # Answers {queue name, {id, description, timeout, result_ttl, failure_ttl}...} or false.
-_TAKE_SCRIPT = """
+_TAKE_SCRIPT = _CLOCK_TICK + """
 local count, lease, worker, stamp, execution_id = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3], ARGV[4], ARGV[5]
 local fair = ARGV[6] == '1'
-local t = redis.call('TIME')
-local now = tonumber(t[1]) + tonumber(t[2]) / 1e6
 local taken
 
 local function start(name, id)
@@ -136,6 +176,7 @@ local function start(name, id)
   redis.call('EXPIRE', execution_key, lease)
   redis.call('ZADD', 'rq:wip:' .. name, now + lease, execution)
   redis.call('ZREM', 'factorize:pending:' .. name, id)
+  redis.call('HDEL', 'factorize:queued:' .. name, id)
   taken[#taken + 1] = {id, job[2] or '', job[3] or '', job[4] or '', job[5] or ''}
 end
 
@@ -179,25 +220,107 @@ end
 return false
 """
 
-# Live pending = queued jobs whose deadline is ahead (expired ones are trimmed) + running jobs.
-# With a third key (the queue's worker set), also the workers whose registration has not expired.
+# Live pending = queued jobs whose deadline is ahead + running jobs. With a third key (the queue's
+# worker set), also each registered worker's last heartbeat (RQ's timestamp; '' if none) and Redis
+# time, for the caller to count the workers that beat lately. Read-only: it answers on a full Redis.
 _LOAD_SCRIPT = """
 local t = redis.call('TIME')
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', tonumber(t[1]) + tonumber(t[2]) / 1e6)
-local counts = {redis.call('ZCARD', KEYS[1]), redis.call('ZCARD', KEYS[2])}
+local now = tonumber(t[1]) + tonumber(t[2]) / 1e6
+local counts = {redis.call('ZCOUNT', KEYS[1], '(' .. now, '+inf'), redis.call('ZCARD', KEYS[2])}
 if KEYS[3] then
-  local live = 0
+  local beats = {}
   for _, worker_key in ipairs(redis.call('SMEMBERS', KEYS[3])) do
-    live = live + redis.call('EXISTS', worker_key)
+    local fields = redis.call('HMGET', worker_key, 'last_heartbeat', 'death')
+    if fields[1] and not fields[2] then beats[#beats + 1] = fields[1] end
   end
-  counts[3] = live
+  counts[3] = t[1]
+  counts[4] = beats
 end
 return counts
+"""
+
+# The workers' sweep of one task type's queued jobs (after the clock tick): ARGV[1], ARGV[2] bound
+# the outage to recover, if any ('' for none). Jobs whose deadline passed are looked at (at most
+# ARGV[4] per call): one whose hash expired during the outage (its deadline after the outage's
+# start) is answered with its stored input, for the caller to enqueue again; the input and
+# deadline of any other expired job (gone, or no longer queued) are forgotten, and a job still
+# queued gets the deadline of its hash's TTL. ARGV[3] is JOB_TTL.
+_SWEEP_SCRIPT = _CLOCK_TICK + """
+local pending, inputs = KEYS[1], KEYS[2]
+local outage_start = tonumber(ARGV[1])
+local restore = {}
+for _, id in ipairs(redis.call('ZRANGEBYSCORE', pending, '-inf', now, 'WITHSCORES', 'LIMIT', 0, tonumber(ARGV[4]))) do
+  restore[#restore + 1] = id
+end
+local answer = {}
+for i = 1, #restore, 2 do
+  local id, deadline = restore[i], tonumber(restore[i + 1])
+  local key = 'rq:job:' .. id
+  local status = redis.call('HGET', key, 'status')
+  if status == 'queued' then
+    local ttl = redis.call('TTL', key)
+    if ttl < 0 then ttl = tonumber(ARGV[3]) end
+    redis.call('ZADD', pending, now + ttl, id)
+  elseif not status and outage_start and deadline > outage_start and redis.call('HEXISTS', inputs, id) == 1 then
+    answer[#answer + 1] = {id, redis.call('HGET', inputs, id)}
+    redis.call('ZADD', pending, now + tonumber(ARGV[3]), id)
+  else
+    redis.call('ZREM', pending, id)
+    redis.call('HDEL', inputs, id)
+  end
+end
+return answer
 """
 
 
 class QueueUnavailable(Exception):
     """Redis did not answer; the caller should report an outage, not a bug."""
+
+
+class QueueRefusesWrites(QueueUnavailable):
+    """Redis answers but refuses writes: `reason` is FULL, READ_ONLY or PERSISTENCE."""
+
+    def __init__(self, reason: str, cause: str = ""):
+        super().__init__(REFUSAL_DETAILS[reason] + (f" ({cause})" if cause else ""))
+        self.reason = reason
+        self.detail = REFUSAL_DETAILS[reason]
+
+
+class SubmitRefused(QueueRefusesWrites):
+    """A submit of new jobs refused: by Redis itself, or by the high-water mark of its memory."""
+
+
+def write_refusal(exc: BaseException) -> str | None:
+    """The reason a Redis error refuses a write (FULL, READ_ONLY, PERSISTENCE), or None.
+
+    redis-py raises OOM and READONLY replies (also from inside a transaction, whose first error
+    it raises instead of EXECABORT, and from a script) as their own classes; MISCONF arrives as a
+    plain ResponseError whose text names it.
+    """
+    if isinstance(exc, redis.exceptions.OutOfMemoryError):
+        return FULL
+    if isinstance(exc, redis.exceptions.ReadOnlyError):
+        return READ_ONLY
+    if isinstance(exc, redis.exceptions.ResponseError):
+        text = str(exc)
+        if "MISCONF" in text:
+            return PERSISTENCE
+        if "OOM command not allowed" in text:
+            return FULL
+        if "READONLY" in text or "master -> replica" in text:
+            # The second: a blocking read (BLPOP, XREAD) that Redis ends as it turns into a replica.
+            return READ_ONLY
+    return None
+
+
+def queue_error(exc: BaseException) -> QueueUnavailable | None:
+    """The job service's view of a Redis error: an outage, a write refusal, or None (a bug)."""
+    if isinstance(exc, QueueUnavailable):
+        return exc
+    if isinstance(exc, (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)):
+        return QueueUnavailable(f"the job queue is unavailable: {exc}")
+    reason = write_refusal(exc)
+    return QueueRefusesWrites(reason, str(exc)) if reason else None
 
 
 class JobNotFound(LookupError):
@@ -252,8 +375,13 @@ def _translate_outages(func):
     def wrapper(*args, **kwargs):
         try:
             return func(*args, **kwargs)
-        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
-            raise QueueUnavailable(f"the job queue is unavailable: {exc}") from exc
+        except QueueUnavailable:
+            raise
+        except redis.exceptions.RedisError as exc:
+            translated = queue_error(exc)
+            if translated is None:
+                raise
+            raise translated from exc
 
     return wrapper
 
@@ -349,9 +477,18 @@ def submit_many(
 ) -> list[JobState]:
     """Submit-or-poll many inputs of one type, in order, in a handful of round trips: one poll of
     them all, one transaction enqueueing the new ones, one poll again. With `wait`, hold until
-    every one is done or the time is up."""
-    states = _submit_batch(task_type, items, client, rate_limit)
-    return _wait_until_done(task_type, states, wait, lambda: _submit_batch(task_type, items, client))
+    every one is done or the time is up. New jobs are refused (SubmitRefused) when Redis refuses
+    writes or its memory is past the high-water mark; inputs already queued or done still answer."""
+    try:
+        states = _submit_batch(task_type, items, client, rate_limit)
+        return _wait_until_done(task_type, states, wait, lambda: _submit_batch(task_type, items, client))
+    except SubmitRefused:
+        raise
+    except redis.exceptions.RedisError as exc:
+        reason = write_refusal(exc)
+        if reason is None:
+            raise
+        raise SubmitRefused(reason, str(exc)) from exc
 
 
 @_translate_outages
@@ -385,7 +522,10 @@ def cancel(*, job_id: str) -> None:
         raise JobNotCancellable(status)
     job.cancel()
     job.delete(remove_from_queue=True)
-    _redis().zrem(_pending_key(task_type), job_id)
+    with _redis().pipeline(transaction=False) as pipe:
+        pipe.zrem(_pending_key(task_type), job_id)
+        pipe.hdel(_queued_inputs_key(task_type), job_id)
+        pipe.execute()
 
 
 @_translate_outages
@@ -526,12 +666,23 @@ def extend_lease(*, taken: list[TakenJob], lease: int) -> None:
     """Keep a running batch's jobs leased (the worker's heartbeat, while it works on them)."""
     if not taken:
         return
-    deadline = time.time() + lease
-    with _redis().pipeline(transaction=False) as pipe:
-        for job in taken:
-            pipe.zadd(_started_key_for(job.task_name), {job.execution: deadline}, xx=True)
-            pipe.expire(_execution_key(job), lease)
-        pipe.execute()
+    keys = [key for job in taken for key in (_started_key_for(job.task_name), _execution_key(job))]
+    _script(_EXTEND_LEASE_SCRIPT)(keys=keys, args=[lease, *(job.execution for job in taken)])
+
+
+# Renew leases: per job, the execution's EXPIRE, then its deadline in the StartedJobRegistry. A
+# full Redis refuses a script's memory-growing command only before the script's first write, and
+# EXPIRE is not one: so a lease (which grows nothing) is renewed on a full Redis too, and a job
+# whose results wait for room to be recorded is not taken for abandoned meanwhile.
+_EXTEND_LEASE_SCRIPT = """
+local t = redis.call('TIME')
+local deadline = tonumber(t[1]) + tonumber(t[2]) / 1e6 + tonumber(ARGV[1])
+for i = 2, #ARGV do
+  redis.call('EXPIRE', KEYS[2 * i - 2], ARGV[1])
+  redis.call('ZADD', KEYS[2 * i - 3], 'XX', deadline, ARGV[i])
+end
+return 1
+"""
 
 
 @_translate_outages
@@ -584,6 +735,8 @@ def finish_jobs(*, worker_name: str, outcomes: list[JobOutcome], unstarted: list
             pipe.expire(key, task_type.setting("job_ttl"))
             pipe.zadd(_pending_key(task_type), {job.job_id: time.time() + task_type.setting("job_ttl")})
             pipe.lpush(_queue(job.task_name).key, job.job_id)
+            if job.input is not None:
+                pipe.hset(_queued_inputs_key(task_type), job.job_id, _queued_input(task_type, job.input, ""))
         worker_key = Worker.redis_worker_namespace_prefix + worker_name
         pipe.hset(worker_key, "state", WorkerStatus.IDLE.value)
         for (task_name, field), value in histogram.items():
@@ -625,6 +778,139 @@ def ping() -> None:
     _translate_outages(_redis().ping)()
 
 
+PROBE_KEY = "factorize:probe"
+_probe_lock = threading.Lock()
+_probe_future: concurrent.futures.Future | None = None
+
+
+def probe(*, timeout: float) -> str | None:
+    """For /readyz, within `timeout` seconds whatever the socket timeout or a slow name lookup:
+    None if Redis takes writes and admits new jobs, else the refusal (FULL, READ_ONLY,
+    PERSISTENCE); QueueUnavailable if Redis does not answer in time.
+
+    The check runs in a thread of its own; while one hangs (a name that does not resolve, a hung
+    Redis), later probes wait on it instead of piling up more threads.
+    """
+    global _probe_future
+    with _probe_lock:
+        if _probe_future is None or _probe_future.done():
+            _probe_future = _probe_executor().submit(_probe_once)
+        future = _probe_future
+    try:
+        return future.result(timeout)
+    except concurrent.futures.TimeoutError:
+        raise QueueUnavailable(f"the job queue is unavailable: Redis did not answer within {timeout:g} s") from None
+
+
+@functools.cache
+def _probe_executor() -> concurrent.futures.ThreadPoolExecutor:
+    return concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="redis-probe")
+
+
+@_translate_outages
+def _probe_once() -> str | None:
+    try:
+        _redis().set(PROBE_KEY, "1", px=60_000)  # a write: refused exactly when submits would be
+    except redis.exceptions.ResponseError as exc:
+        reason = write_refusal(exc)
+        if reason is None:
+            raise
+        return reason
+    return None if _memory_admits() else FULL
+
+
+_memory_lock = threading.Lock()
+_memory_seen: tuple[float, int, int] | None = None  # (monotonic time read, used_memory, maxmemory)
+
+
+@_translate_outages
+def redis_memory() -> tuple[int, int]:
+    """Redis's used_memory and maxmemory (0: unlimited), read from INFO memory at most once a
+    second per process: admission asks on every submit."""
+    global _memory_seen
+    seen = _memory_seen
+    if seen is None or time.monotonic() - seen[0] >= 1.0:
+        # One thread reads; the others keep the last reading meanwhile (or wait for the first).
+        if _memory_lock.acquire(blocking=seen is None):
+            try:
+                info = _redis().info("memory")
+                seen = _memory_seen = (time.monotonic(), int(info["used_memory"]), int(info.get("maxmemory", 0)))
+            finally:
+                _memory_lock.release()
+        seen = seen or _memory_seen
+    return seen[1], seen[2]
+
+
+def _memory_admits() -> bool:
+    used, maxmemory = redis_memory()
+    return not maxmemory or used < settings.REDIS_MEMORY_HIGH_WATER * maxmemory
+
+
+def admit_new_jobs() -> None:
+    """Refuse new jobs (SubmitRefused, FULL) once Redis memory passes REDIS_MEMORY_HIGH_WATER of
+    maxmemory, leaving the rest for results of jobs already queued or running. Polls, cancels
+    and result writes never ask. No maxmemory, no mark."""
+    if not _memory_admits():
+        used, maxmemory = redis_memory()
+        raise SubmitRefused(FULL, f"Redis uses {used} of its {maxmemory} bytes, past the high-water mark")
+
+
+@_translate_outages
+def sweep_queue(*, limit: int = 1000) -> int:
+    """The workers' maintenance of queued jobs (see the module docstring): re-enqueue the jobs that
+    expired during outages, forget those that expired unpolled. Answers how many came back."""
+    conn = _redis()
+    _script(_CLOCK_TICK + "return 1")(keys=[CLOCK_KEY])  # records an outage that ends now, if any
+    outages = conn.lrange(OUTAGES_KEY, 0, -1)
+    outage_start = min((float(entry.split()[0]) for entry in outages), default=None)
+    restored = 0
+    for task_type in task_types():
+        args = ["" if outage_start is None else outage_start, "", task_type.setting("job_ttl"), limit]
+        lost = _script(_SWEEP_SCRIPT)(keys=[_pending_key(task_type), _queued_inputs_key(task_type)], args=args)
+        by_client: dict[str, dict[str, dict[str, Any]]] = {}
+        for job_id, stored in lost:
+            client, _, canonical = stored.decode().partition(" ")
+            data = _input_of(task_type, job_id.decode(), f"{task_type.name} {canonical}")
+            if data is not None:
+                by_client.setdefault(client, {})[job_id.decode()] = data
+        for client, new_jobs in by_client.items():
+            _enqueue(task_type, new_jobs, client)
+            restored += len(new_jobs)
+    if outages:
+        conn.ltrim(OUTAGES_KEY, len(outages), -1)
+    return restored
+
+
+@_translate_outages
+def clean_stale_workers() -> list[str]:
+    """Unregister workers that stopped heartbeating (killed, lost with their node) more than
+    WORKER_LIVENESS ago, so RQ's and the dashboard's listings show live workers only. Their jobs
+    are recovered by RQ's registry cleanup when their lease runs out. Answers their names."""
+    conn = _redis()
+    keys = [key.decode() for key in conn.smembers(REDIS_WORKER_KEYS)]
+    if not keys:
+        return []
+    now = int(conn.time()[0])
+    with conn.pipeline(transaction=False) as pipe:
+        for key in keys:
+            pipe.hmget(key, "last_heartbeat", "death", "queues")
+        rows = pipe.execute()
+    stale = [
+        (key, queues)
+        for key, (beat, death, queues) in zip(keys, rows, strict=True)
+        if death is None and (beat is None or not _beat_is_recent(beat, now))
+    ]
+    with conn.pipeline(transaction=True) as pipe:
+        for key, queues in stale:
+            pipe.delete(key)
+            pipe.srem(REDIS_WORKER_KEYS, key)
+            for name in (queues or b"").decode().split(","):
+                if name:
+                    pipe.srem(WORKERS_BY_QUEUE_KEY % name, key)
+        pipe.execute()
+    return [key.removeprefix(Worker.redis_worker_namespace_prefix) for key, _ in stale]
+
+
 # --- internals -----------------------------------------------------------------------------
 
 
@@ -650,6 +936,7 @@ def _submit_batch(
                 states[job_id] if states[job_id].load == load else dataclasses.replace(states[job_id], load=load)
                 for job_id in ids
             ]
+        admit_new_jobs()
         _enqueue(task_type, {job_id: inputs[job_id] for job_id in missing}, client)
     raise QueueUnavailable(f"{len(missing)} jobs kept changing under concurrent requests; try again")
 
@@ -755,7 +1042,27 @@ def _counts(task_type: TaskType, with_workers: bool = False) -> tuple[int, ...]:
     keys = [_pending_key(task_type), _started_key(task_type)]
     if with_workers:
         keys.append(WORKERS_BY_QUEUE_KEY % task_type.name)
-    return tuple(int(count) for count in load_script(keys=keys))
+    reply = load_script(keys=keys)
+    counts = (int(reply[0]), int(reply[1]))
+    if with_workers:
+        now, beats = int(reply[2]), reply[3]
+        counts += (sum(_beat_is_recent(beat, now) for beat in beats),)
+    return counts
+
+
+def _beat_is_recent(last_heartbeat: bytes, now: float) -> bool:
+    """A worker is live while it heartbeats: its last beat (RQ's timestamp) lies within
+    WORKER_LIVENESS (three heartbeats) of `now` (Redis time)."""
+    try:
+        beat = utcparse(last_heartbeat.decode()).replace(tzinfo=datetime.UTC).timestamp()
+    except ValueError:
+        return False
+    return now - beat <= worker_liveness()
+
+
+def worker_liveness() -> float:
+    """Seconds after its last heartbeat that a worker stops counting as live: three beats."""
+    return 3 * settings.WORKER_HEARTBEAT
 
 
 def _enqueue(task_type: TaskType, new_jobs: dict[str, dict[str, Any]], client: str) -> None:
@@ -773,6 +1080,10 @@ def _enqueue(task_type: TaskType, new_jobs: dict[str, dict[str, Any]], client: s
             pipe.multi()
             # Deadlines first, so a worker that starts a job at once removes its deadline for good.
             pipe.zadd(_pending_key(task_type), {job_id: redis_time + job_ttl for job_id in new_jobs})
+            pipe.hset(
+                _queued_inputs_key(task_type),
+                mapping={job_id: _queued_input(task_type, data, client) for job_id, data in new_jobs.items()},
+            )
             for job_id, data in new_jobs.items():
                 queue.enqueue(
                     run_task,
@@ -798,6 +1109,15 @@ def _enqueue(task_type: TaskType, new_jobs: dict[str, dict[str, Any]], client: s
             pipe.execute()
         except redis.exceptions.WatchError:
             return
+
+
+def _queued_inputs_key(task_type: TaskType) -> str:
+    return QUEUED_INPUTS_KEY.format(task_type.name)
+
+
+def _queued_input(task_type: TaskType, data: dict[str, Any], client: str) -> str:
+    """What re-enqueues a job lost in an outage: its client (no spaces) and its input."""
+    return f"{client.replace(' ', '_')} {_canonical(data)}"
 
 
 def _ring_key(task_type: TaskType) -> str:

@@ -5,6 +5,12 @@ context) away after every job; `SimpleWorker` keeps everything in one process. R
 about twenty Redis round trips per job; this worker takes a batch of jobs in one round trip,
 runs them, and records the whole batch in one transaction, on RQ's own job hashes, registries
 and result streams, so the dashboard and `rq info` see every job as usual.
+
+Redis outages and write refusals (a full Redis, a read-only replica, failed persistence) are
+ridden out alike: a worker waits with backoff, keeps the results it computed until they are
+recorded, registers once Redis takes writes, and logs one line when the trouble starts and one
+when it ends, not one per retry. Its maintenance also unregisters workers that stopped
+heartbeating and recovers queued jobs lost in an outage (jobs.sweep_queue).
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ import traceback
 
 import redis
 from django.conf import settings
+from rq import worker_registration
 from rq.defaults import DEFAULT_LOGGING_DATE_FORMAT, DEFAULT_LOGGING_FORMAT
 from rq.exceptions import StopRequested
 from rq.timeouts import JobTimeoutException
@@ -32,7 +39,45 @@ logger = logging.getLogger("factorize_app.worker")
 IDLE_WAIT = 1.0
 # Redis outages: wait this long before the first retry, doubling up to the cap.
 RETRY_FIRST, RETRY_CAP = 0.5, 30.0
-REDIS_OUTAGES = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
+# A write refusal is looked at more often: results waiting to be recorded should be recorded
+# within a few seconds of Redis taking writes again, well inside their lease.
+REFUSAL_RETRY_CAP = 5.0
+
+
+class _Trouble:
+    """Logs the state changes of the job queue as one worker sees it: one line when it becomes
+    unavailable (or changes how), one when it serves again; the waits in between say nothing."""
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+        self.current: str | None = None
+        self.retry_in = RETRY_FIRST
+
+    def failed(self, error: jobs.QueueUnavailable) -> float:
+        """Note a failure; answers how long to wait before the next try."""
+        state = error.reason if isinstance(error, jobs.QueueRefusesWrites) else "unavailable"
+        if state != self.current:
+            logger.error(f"{self.what}: {_describe(error)}; waiting", extra={"queue_state": state})
+            self.current = state
+        wait = self.retry_in
+        cap = REFUSAL_RETRY_CAP if isinstance(error, jobs.QueueRefusesWrites) else RETRY_CAP
+        self.retry_in = min(self.retry_in * 2, cap)
+        return min(wait, cap)
+
+    def ok(self) -> None:
+        if self.current is not None:
+            logger.info(f"{self.what}: the job queue serves again", extra={"queue_state": "ok"})
+        self.current, self.retry_in = None, RETRY_FIRST
+
+
+def _describe(error: jobs.QueueUnavailable) -> str:
+    if isinstance(error, jobs.QueueRefusesWrites):
+        return f"Redis refuses writes ({error.reason}): {error}"
+    return str(error)
+
+
+def _as_queue_error(exc: BaseException) -> jobs.QueueUnavailable | None:
+    return jobs.queue_error(exc) if isinstance(exc, (jobs.QueueUnavailable, redis.exceptions.RedisError)) else None
 
 
 class WarmWorker(SimpleWorker):
@@ -55,7 +100,55 @@ class WarmWorker(SimpleWorker):
                 logger.info("setup done", extra={"task_type": name, "duration_s": round(time.monotonic() - started, 3)})
         finally:
             signal.signal(signal.SIGTERM, previous)
-        super().bootstrap(*args, **kwargs)
+        # Registering writes to Redis: on a full or read-only Redis (or none), wait until it takes
+        # writes. register_birth and subscribe are made idempotent below, so a retry that comes
+        # after some of RQ's steps went through repeats none of them.
+        trouble = _Trouble("worker start")
+        while True:
+            try:
+                super().bootstrap(*args, **kwargs)
+                trouble.ok()
+                return
+            except Exception as exc:
+                error = _as_queue_error(exc)
+                if error is None:
+                    raise
+                self._sleep_during_setup(trouble.failed(error))
+
+    def register_birth(self) -> None:
+        if not getattr(self, "_registered", False):
+            super().register_birth()
+            self._registered = True
+
+    def subscribe(self) -> None:
+        if self.pubsub_thread is None:
+            super().subscribe()
+
+    def heartbeat(self, timeout: int | None = None, pipeline=None) -> None:
+        """RQ's heartbeat; and register again if a surviving worker unregistered this one as dead
+        (it could not beat for three beats, in an outage), so that it counts as live again."""
+        if pipeline is not None:
+            return super().heartbeat(timeout, pipeline=pipeline)
+        with self.connection.pipeline() as pipe:
+            super().heartbeat(timeout, pipeline=pipe)
+            recreated = pipe.execute()[0] == 1  # HSET made a new field: the hash had gone
+        if recreated and getattr(self, "_registered", False):
+            logger.info("registered again after being taken for dead", extra={"worker": self.name})
+            with self.connection.pipeline() as pipe:
+                pipe.hset(self.key, mapping={**self.serialize(), "state": self._state or WorkerStatus.IDLE})
+                worker_registration.register(self, pipe)
+                pipe.expire(self.key, timeout or self.worker_ttl + 60)
+                pipe.execute()
+
+    def run_maintenance_tasks(self) -> None:
+        """RQ's maintenance (dead workers' jobs recovered from their expired leases), then the
+        registrations of workers that stopped heartbeating, then queued jobs lost in outages."""
+        super().run_maintenance_tasks()
+        for name in jobs.clean_stale_workers():
+            logger.info("unregistered a worker that stopped heartbeating", extra={"worker": name})
+        restored = jobs.sweep_queue()
+        if restored:
+            logger.info("queued jobs lost in a Redis outage enqueued again", extra={"jobs": restored})
 
     def work(
         self,
@@ -75,7 +168,7 @@ class WarmWorker(SimpleWorker):
         self._install_signal_handlers()
         completed = 0
         idle_since = time.monotonic()
-        retry_in = RETRY_FIRST
+        trouble = _Trouble(f"worker {self.name}")
         try:
             while not self._stop_requested:
                 try:
@@ -94,19 +187,22 @@ class WarmWorker(SimpleWorker):
                         if burst or (max_idle_time is not None and time.monotonic() - idle_since > max_idle_time):
                             break
                         jobs.wait_for_work(queue_names=self.queue_names(), timeout=IDLE_WAIT)
-                    retry_in = RETRY_FIRST
-                except (jobs.QueueUnavailable, *REDIS_OUTAGES) as exc:
+                    trouble.ok()
+                except (jobs.QueueUnavailable, redis.exceptions.RedisError) as exc:
+                    error = _as_queue_error(exc)
+                    if error is None:
+                        raise
                     self._state = WorkerStatus.IDLE
-                    self.log.error("Worker %s: Redis unavailable (%s); retrying in %.1f s", self.name, exc, retry_in)
-                    self._sleep(retry_in)
-                    retry_in = min(retry_in * 2, RETRY_CAP)
+                    self._sleep(trouble.failed(error))
         except StopRequested:
             pass
         finally:
             try:
                 self.teardown()
-            except REDIS_OUTAGES:
-                self.log.warning("Worker %s: could not unregister (Redis unavailable)", self.name)
+            except (jobs.QueueUnavailable, redis.exceptions.RedisError) as exc:
+                if _as_queue_error(exc) is None:
+                    raise
+                self.log.warning("Worker %s: could not unregister (%s)", self.name, exc)
         return bool(completed)
 
     # --- internals --------------------------------------------------------------------------
@@ -129,8 +225,9 @@ class WarmWorker(SimpleWorker):
                 if self._stop_requested:
                     break  # a warm stop: the running job has finished; hand the rest back
                 outcomes.append(self._run_one(task_type, job))
-        unstarted = taken[len(outcomes):]
-        _retrying(lambda: jobs.finish_jobs(worker_name=self.name, outcomes=outcomes, unstarted=unstarted))
+            unstarted = taken[len(outcomes):]
+            # Still under the lease keeper: jobs whose results wait for Redis stay leased to us.
+            _retrying(lambda: jobs.finish_jobs(worker_name=self.name, outcomes=outcomes, unstarted=unstarted))
         self._learn(task_type, outcomes)
         self._log_batch(task_type, outcomes, len(unstarted))
         return len(outcomes)
@@ -204,6 +301,13 @@ class WarmWorker(SimpleWorker):
             self.heartbeat()
             self._last_beat = time.monotonic()
 
+    def _sleep_during_setup(self, seconds: float) -> None:
+        previous = signal.signal(signal.SIGTERM, _stop_during_setup)  # a stop ends a worker still waiting
+        try:
+            time.sleep(seconds)
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+
     def _sleep(self, seconds: float) -> None:
         deadline = time.monotonic() + seconds
         while not self._stop_requested and time.monotonic() < deadline:
@@ -227,24 +331,29 @@ class _LeaseKeeper:
         self._thread.join()
 
     def _renew(self) -> None:
+        failing = False
         while not self._stop.wait(settings.WORKER_HEARTBEAT):
             try:
                 jobs.extend_lease(taken=self._taken, lease=self._worker._lease)
                 self._worker.heartbeat()
-            except Exception as exc:  # an outage: the next beat tries again
-                logger.warning("could not renew the lease", extra={"error": str(exc)})
+                failing = False
+            except Exception as exc:  # an outage: the next beat tries again (said once)
+                if not failing:
+                    logger.warning("could not renew the lease", extra={"error": str(exc)})
+                failing = True
 
 
 def _retrying(action) -> None:
-    """Record a batch even across a Redis outage: its results are not thrown away."""
-    retry_in = RETRY_FIRST
+    """Record a batch even across a Redis outage or write refusal: its results are kept in memory
+    until Redis takes them, never thrown away."""
+    trouble = _Trouble("recording a batch")
     while True:
         try:
-            return action()
+            action()
+            trouble.ok()
+            return
         except jobs.QueueUnavailable as exc:
-            logger.error("could not record a batch; retrying", extra={"error": str(exc), "retry_in_s": retry_in})
-            time.sleep(retry_in)
-            retry_in = min(retry_in * 2, RETRY_CAP)
+            time.sleep(trouble.failed(exc))
 
 
 def _event(outcome: jobs.JobOutcome, **extra) -> dict:

@@ -37,10 +37,12 @@ def redis_server_binary() -> str:
 
 
 class OwnRedis:
-    """A redis-server on a spare port whose append-only file lives in `directory`."""
+    """A redis-server on a spare port whose append-only file lives in `directory`; `extra_args`
+    are more redis-server options (e.g. `--maxmemory 4mb`)."""
 
-    def __init__(self, directory: Path):
+    def __init__(self, directory: Path, *extra_args: str):
         self.directory = directory
+        self.extra_args = list(extra_args)
         self.port = free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.process: subprocess.Popen | None = None
@@ -65,6 +67,7 @@ class OwnRedis:
                 "noeviction",
                 "--logfile",
                 str(self.directory / "redis.log"),
+                *self.extra_args,
             ],  # fmt: skip
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

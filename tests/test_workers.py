@@ -1,9 +1,13 @@
 """Workers: a model loaded once per process, jobs run in that process, routing by queue."""
 
+import signal
+import time
+
+from django.conf import settings
 from rq.worker import Worker
 
 from factorize_app.tasks import task_types
-from tests.conftest import submit, wait_done
+from tests.conftest import submit, wait_done, wait_until
 from tests.task_types import SETUP_COUNTER
 
 
@@ -51,3 +55,20 @@ def test_rqworker_without_queue_names_listens_to_every_task_type(redis_conn, sta
     (worker,) = Worker.all(connection=redis_conn)
     assert set(worker.queue_names()) == {task_type.name for task_type in task_types()}
     assert {"factorization", "primes", "sleepy"} <= set(worker.queue_names())
+
+
+def test_a_killed_worker_stops_counting_within_three_heartbeats_and_leaves_the_listing(api, redis_conn, start_worker):
+    survivor = start_worker("factorization")
+    doomed = start_worker("factorization")
+    assert api.get("/queues").json()[0]["workers"] == 2
+    doomed.stop(signal.SIGKILL)  # no chance to unregister: RQ's key would live for 420 s
+    killed_at = time.monotonic()
+    wait_until(lambda: api.get("/queues").json()[0]["workers"] == 1, timeout=10, what="/queues to drop it")
+    # WORKER_HEARTBEAT is 1 s in the tests: counted live for at most 3 beats (plus a poll's slack).
+    assert time.monotonic() - killed_at < 3 * settings.WORKER_HEARTBEAT + 1.5
+    # The survivor's maintenance unregisters it, so RQ's (and the dashboard's) listing drops it too.
+    wait_until(lambda: len(Worker.all(connection=redis_conn)) == 1, timeout=15, what="the listing to drop it")
+    (left,) = Worker.all(connection=redis_conn)
+    assert left.pid == survivor.process.pid
+    assert redis_conn.scard("rq:workers:factorization") == 1
+    assert wait_done(api, number=408216)["factorization_str"] == "2^3 3^1 73^1 233^1"

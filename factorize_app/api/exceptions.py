@@ -1,22 +1,42 @@
-"""Errors as JSON: a job-service outage is a 503, a missing job a 404, never a bare 500."""
+"""Errors as JSON: a job-service outage is a 503, a missing job a 404, never a bare 500.
+
+A Redis that refuses writes (full, read-only, failed persistence) is an outage too, answered
+503 with its reason, e.g. {"detail": "the job queue is full; try again later"}.
+"""
+
+import functools
 
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig, TooManyFieldsSent, TooManyFilesSent
 from django.http import JsonResponse
+from django.views.decorators.csrf import csrf_exempt
 from rest_framework import status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
-from factorize_app.jobs import JobNotCancellable, JobNotFound, QueueUnavailable
+from factorize_app.api.metrics import REFUSED_SUBMITS
+from factorize_app.jobs import FULL, JobNotCancellable, JobNotFound, QueueRefusesWrites, QueueUnavailable, SubmitRefused
 
 RETRY_AFTER_OUTAGE = "5"
+# A full Redis makes room as results expire, or when an operator raises maxmemory: not in 5 s.
+RETRY_AFTER_FULL = "30"
 OUTAGE_DETAIL = "The job queue is unavailable; try again shortly."
 
 
+def outage_body(exc: Exception) -> tuple[dict[str, str], dict[str, str]]:
+    """The 503's body and headers for an outage or a write refusal (naming its reason)."""
+    if isinstance(exc, QueueRefusesWrites):
+        retry_after = RETRY_AFTER_FULL if exc.reason == FULL else RETRY_AFTER_OUTAGE
+        return {"detail": exc.detail, "reason": exc.reason}, {"Retry-After": retry_after}
+    return {"detail": OUTAGE_DETAIL}, {"Retry-After": RETRY_AFTER_OUTAGE}
+
+
 def outage_response(exc: Exception) -> JsonResponse:
-    """For plain Django views (dashboard, admin) that hit Redis while it is down."""
-    response = JsonResponse({"detail": OUTAGE_DETAIL}, status=503)
-    response["Retry-After"] = RETRY_AFTER_OUTAGE
+    """For plain Django views (dashboard, admin) that hit Redis while it is down or refusing writes."""
+    body, headers = outage_body(exc)
+    response = JsonResponse(body, status=503)
+    for name, value in headers.items():
+        response[name] = value
     return response
 
 
@@ -44,11 +64,10 @@ def exception_handler(exc, context):
     if isinstance(exc, (TooManyFieldsSent, TooManyFilesSent)):
         return Response({"detail": too_many_parts_detail()}, status=status.HTTP_400_BAD_REQUEST)
     if isinstance(exc, QueueUnavailable):
-        return Response(
-            {"detail": OUTAGE_DETAIL},
-            status=status.HTTP_503_SERVICE_UNAVAILABLE,
-            headers={"Retry-After": RETRY_AFTER_OUTAGE},
-        )
+        if isinstance(exc, SubmitRefused):
+            REFUSED_SUBMITS.labels(exc.reason).inc()
+        body, headers = outage_body(exc)
+        return Response(body, status=status.HTTP_503_SERVICE_UNAVAILABLE, headers=headers)
     if isinstance(exc, JobNotFound):
         return Response({"detail": "No job with this id."}, status=status.HTTP_404_NOT_FOUND)
     if isinstance(exc, JobNotCancellable):
@@ -71,3 +90,23 @@ def page_not_found(request, exception=None):
 
 def server_error(request, *args, **kwargs):
     return JsonResponse({"detail": "Internal server error."}, status=500)
+
+
+def csrf_failure(request, reason=""):
+    """Django's CSRF refusal (a form post to a plain Django view), as JSON like every other error."""
+    return JsonResponse({"detail": f"CSRF verification failed: {reason}"}, status=403)
+
+
+def read_only(view):
+    """A plain Django view that answers GET and HEAD; any other method gets 405 JSON (and no CSRF
+    check: nothing is written)."""
+
+    @functools.wraps(view)
+    def wrapper(request, *args, **kwargs):
+        if request.method not in ("GET", "HEAD"):
+            response = JsonResponse({"detail": f'Method "{request.method}" not allowed.'}, status=405)
+            response["Allow"] = "GET, HEAD"
+            return response
+        return view(request, *args, **kwargs)
+
+    return csrf_exempt(wrapper)

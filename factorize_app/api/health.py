@@ -11,11 +11,23 @@ def healthz(request) -> JsonResponse:
     return JsonResponse({"status": "ok"})
 
 
+# A probe's own bound: answered within this, whatever REDIS_SOCKET_TIMEOUT or a slow name lookup.
+READY_TIMEOUT = 1.0
+
+
 def readyz(request) -> JsonResponse:
-    """Ready for traffic: the job queue's Redis answers (sync mode needs no Redis)."""
+    """Ready for traffic: the job queue's Redis answers (sync mode needs no Redis), within 1 s.
+
+    A Redis that answers but refuses writes (full, read-only, failed persistence) is reported as
+    "degraded" with its reason, still 200: polls of existing jobs answer, so taking every web
+    process out of rotation would turn a refusal of new jobs into a full outage.
+    """
     if settings.EXECUTION_MODE == "async":
         try:
-            jobs.ping()
+            refusal = jobs.probe(timeout=READY_TIMEOUT)
         except jobs.QueueUnavailable as exc:
             return JsonResponse({"status": "unavailable", "detail": str(exc)}, status=503)
+        if refusal is not None:
+            detail = jobs.REFUSAL_DETAILS[refusal]
+            return JsonResponse({"status": "degraded", "writes": "refused", "reason": refusal, "detail": detail})
     return JsonResponse({"status": "ok"})

@@ -24,22 +24,33 @@ LATENCY = Histogram(
     ["method", "route"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
 )
+REFUSED_SUBMITS = Counter(
+    "factorize_refused_submits_total",
+    "Submits of new jobs answered 503 because Redis refused writes or passed its memory high-water mark.",
+    ["reason"],
+)
 
 
 class QueueCollector:
-    """Per task type: jobs by state and live workers; job durations; whether Redis answers."""
+    """Per task type: jobs by state and live workers; job durations; whether Redis answers; Redis
+    memory against its maxmemory (the room left for results)."""
 
     def collect(self):
         up = GaugeMetricFamily("factorize_redis_up", "1 if the job queue's Redis answered this scrape.")
         try:
             stats = jobs.queue_stats()
             durations = jobs.job_durations()
+            used_memory, maxmemory = jobs.redis_memory()
         except jobs.QueueUnavailable:
             up.add_metric([], 0)
             yield up
             return
         up.add_metric([], 1)
         yield up
+        yield GaugeMetricFamily("factorize_redis_used_memory_bytes", "Redis used_memory.", value=used_memory)
+        yield GaugeMetricFamily(
+            "factorize_redis_maxmemory_bytes", "Redis maxmemory (0: unlimited, no high-water mark).", value=maxmemory
+        )
 
         queue_jobs = GaugeMetricFamily(
             "factorize_queue_jobs", "Jobs of a task type by state.", labels=["queue", "state"]
@@ -96,6 +107,11 @@ class RequestMetricsMiddleware:
         response = self.get_response(request)
         match = request.resolver_match
         route = match.view_name if match else "unmatched"
-        LATENCY.labels(request.method, route).observe(time.perf_counter() - started)
-        REQUESTS.labels(request.method, route, str(response.status_code)).inc()
+        method = request.method if request.method in _METHODS else "other"  # any token is a valid method
+        LATENCY.labels(method, route).observe(time.perf_counter() - started)
+        REQUESTS.labels(method, route, str(response.status_code)).inc()
         return response
+
+
+# Label values must be bounded: a series per distinct method a client invents would grow without end.
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})

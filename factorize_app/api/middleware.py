@@ -1,9 +1,21 @@
-import redis
+import sys
+
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig, TooManyFieldsSent, TooManyFilesSent
 
 from factorize_app.api.exceptions import bad_request, outage_response, too_large_response
-from factorize_app.jobs import QueueUnavailable
+from factorize_app.jobs import queue_error
+from factorize_app.tasks.fields import parse_digits
+
+
+def declared_length(meta) -> int | None:
+    """The request's Content-Length, parsed with a bound (a 5,000-digit header is simply too
+    large, not a ValueError); None when absent or not a number."""
+    raw = (meta.get("CONTENT_LENGTH") or "").strip()
+    if not (raw.isascii() and raw.isdigit()):
+        return None
+    length = parse_digits(raw, max_digits=18)
+    return sys.maxsize if length is None else length
 
 
 class RequestBodyLimitMiddleware:
@@ -20,11 +32,8 @@ class RequestBodyLimitMiddleware:
 
     def __call__(self, request):
         limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
-        try:
-            length = int(request.META.get("CONTENT_LENGTH") or 0)
-        except ValueError:
-            length = 0
-        if limit is not None and length > limit:
+        length = declared_length(request.META)
+        if limit is not None and length is not None and length > limit:
             return too_large_response()
         return self.get_response(request)
 
@@ -36,7 +45,8 @@ class RequestBodyLimitMiddleware:
 
 
 class RedisUnavailableMiddleware:
-    """Turn a Redis outage in any view (the django-rq dashboard too) into a 503 JSON answer."""
+    """Turn a Redis outage or write refusal in any view (the django-rq dashboard too) into a 503
+    JSON answer."""
 
     def __init__(self, get_response):
         self.get_response = get_response
@@ -45,6 +55,5 @@ class RedisUnavailableMiddleware:
         return self.get_response(request)
 
     def process_exception(self, request, exception):
-        if isinstance(exception, (QueueUnavailable, redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)):
-            return outage_response(exception)
-        return None
+        error = queue_error(exception)
+        return outage_response(error) if error is not None else None

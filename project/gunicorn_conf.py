@@ -6,6 +6,8 @@ its time waiting on Redis, so a few processes with many threads each serve hundr
 
 import os
 
+from project.log_format import logging_config
+
 bind = f"{os.environ.get('HOST', '0.0.0.0')}:{os.environ.get('PORT', '8080')}"
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
 worker_class = "gthread"
@@ -13,9 +15,12 @@ threads = int(os.environ.get("WEB_THREADS", "256"))
 timeout = int(os.environ.get("WEB_TIMEOUT", "120"))
 graceful_timeout = 30
 keepalive = 5
-accesslog = "-" if os.environ.get("ACCESS_LOG", "0") == "1" else None
+access_log = os.environ.get("ACCESS_LOG", "0") == "1"
+accesslog = "-" if access_log else None
 errorlog = "-"
 loglevel = os.environ.get("LOG_LEVEL", "info").lower()
+# gunicorn's own lines in the service's format (LOG_FORMAT), through the same configuration.
+logconfig_dict = logging_config(os.environ.get("LOG_FORMAT", "json"), loglevel, access_log=access_log)
 
 
 def on_starting(server):

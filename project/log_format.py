@@ -1,12 +1,46 @@
-"""One JSON object per log line, with the record's extra fields, for log shippers to parse."""
+"""One log format for every line a process writes: ours, RQ's, Django's and the web servers'.
+
+`logging_config()` is the one logging configuration: Django's LOGGING (project/settings.py),
+granian's --log-config (scripts/web-preflight.py writes it for scripts/serve.sh) and gunicorn's
+logconfig_dict (project/gunicorn_conf.py) are all built by it, so a container's lines are all
+JSON objects (LOG_FORMAT=json, the default, for log shippers) or all text (LOG_FORMAT=text).
+
+This module imports nothing of Django: granian's master process configures logging with it
+before any application code loads.
+"""
+
+from __future__ import annotations
 
 import json
 import logging
 
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
 
+LOG_FORMATS = ("json", "text")
+
+# Lines that libraries log at INFO or WARNING although nothing needs doing: logger name ->
+# fragments of the message (its format string). They are logged at DEBUG instead.
+ROUTINE_MESSAGES = {
+    # Every idle RQ worker, every maintenance interval (10 s), three lines each time.
+    "rq.worker": (
+        "cleaning registries for queue",
+        "cleaning group registries",
+        "subscribing to channel",
+        "unsubscribing from channel",
+    ),
+    # granian warns at every start when a process may run more threads than 2 x cores + 1. Many
+    # threads are deliberate here: a long poll holds one while it waits in Redis (WEB_THREADS).
+    "_granian": ("seems quite high compared to the number of CPU cores",),
+}
+
+
+def _extras(record: logging.LogRecord) -> dict:
+    return {key: value for key, value in vars(record).items() if key not in _STANDARD}
+
 
 class JsonFormatter(logging.Formatter):
+    """One JSON object per line, with the record's extra fields, for log shippers to parse."""
+
     def format(self, record: logging.LogRecord) -> str:
         entry = {
             "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"),
@@ -14,7 +48,85 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
-        entry.update({key: value for key, value in vars(record).items() if key not in _STANDARD})
+        entry.update(_extras(record))
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
         return json.dumps(entry, default=str)
+
+
+class TextFormatter(logging.Formatter):
+    """`time LEVEL logger message key=value...`: the same fields as the JSON lines, for reading by eye."""
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(name)s %(message)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = super().format(record)
+        extras = " ".join(f"{key}={value}" for key, value in _extras(record).items())
+        if not extras:
+            return line
+        head, newline, rest = line.partition("\n")  # after the message, before a traceback
+        return f"{head} {extras}{newline}{rest}"
+
+
+class RoutineMessages(logging.Filter):
+    """Demote ROUTINE_MESSAGES to DEBUG, and drop them unless the log level shows DEBUG.
+
+    A filter rather than a logger level: RQ's worker sets its logger's level itself at start."""
+
+    def __init__(self, level: str = "INFO") -> None:
+        super().__init__()
+        self.threshold = logging.getLevelName(level.upper())
+        if not isinstance(self.threshold, int):
+            raise ValueError(f"LOG_LEVEL must be a logging level name, got {level!r}")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        fragments = ROUTINE_MESSAGES.get(record.name)
+        if fragments and record.levelno > logging.DEBUG and any(f in str(record.msg) for f in fragments):
+            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+            return record.levelno >= self.threshold
+        return True
+
+
+def logging_config(log_format: str = "json", level: str = "INFO", *, access_log: bool = True) -> dict:
+    """A logging.config.dictConfig dict: one handler (stderr) with one formatter for every logger.
+
+    `access_log`: whether the web servers' per-request loggers may write (ACCESS_LOG)."""
+    if log_format not in LOG_FORMATS:
+        raise ValueError(f"LOG_FORMAT must be json or text, got {log_format!r}")
+    level = level.upper()
+    RoutineMessages(level)  # a bad level fails here, with its name
+    formatter = JsonFormatter if log_format == "json" else TextFormatter
+    access_level = "INFO" if access_log else "WARNING"
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"default": {"()": f"{__name__}.{formatter.__name__}"}},
+        "filters": {"routine": {"()": f"{__name__}.RoutineMessages", "level": level}},
+        "handlers": {
+            "console": {
+                "class": "logging.StreamHandler",
+                "formatter": "default",
+                "filters": ["routine"],
+                "level": level,
+            }
+        },
+        "root": {"handlers": ["console"], "level": level},
+        # Every other logger propagates to the root's one handler: the libraries' own handlers
+        # are removed (Django's DEBUG-only console and mail to ADMINS, granian's and gunicorn's
+        # consoles; gunicorn also turns propagation off), and RQ adds handlers of its own only to
+        # a logger that has none up its hierarchy.
+        "loggers": {
+            name: {"handlers": [], "level": logger_level, "propagate": True}
+            for name, logger_level in {
+                "django": level,
+                "factorize_app": level,
+                "rq": level,
+                "_granian": level,
+                "granian.access": access_level,
+                "gunicorn.error": level,
+                "gunicorn.access": access_level,
+            }.items()
+        },
+    }
+

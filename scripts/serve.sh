@@ -20,10 +20,18 @@ if [ -z "${PROMETHEUS_MULTIPROC_DIR:-}" ]; then
     PROMETHEUS_MULTIPROC_DIR="$(mktemp -d -t factorize-metrics-XXXXXX)"
     export PROMETHEUS_MULTIPROC_DIR
 fi
+# The servers load the logging configuration (project/log_format.py) before the application.
+PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+export PYTHONPATH
+# Refuse a bad configuration in one line, warn once about insecure defaults, and write granian's
+# logging configuration: the same format (LOG_FORMAT) as every other line of the service.
+log_config="$(mktemp -t factorize-log-config-XXXXXX.json)"
+python scripts/web-preflight.py "$log_config" || exit 1
 case "${WEB_SERVER:-granian}" in
     granian)
         exec granian --interface wsgi --host "$HOST" --port "$PORT" --workers "$WEB_CONCURRENCY" \
-            --blocking-threads "$WEB_THREADS" --respawn-failed-workers "$access_log" \
+            --blocking-threads "$WEB_THREADS" --respawn-failed-workers "$access_log" --no-ws \
+            --log-config "$log_config" --log-level "$(echo "${LOG_LEVEL:-INFO}" | tr '[:upper:]' '[:lower:]')" \
             --workers-kill-timeout "${WEB_KILL_TIMEOUT:-10}" project.wsgi:application
         ;;
     gunicorn)

@@ -1,6 +1,8 @@
 """The Docker files, checked without an engine: hadolint, and the compose file as Compose parses it."""
 
+import ipaddress
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -12,18 +14,42 @@ from django.utils.module_loading import import_string
 from tests.conftest import ROOT
 
 BIN = Path(sys.executable).parent
+PROXY_FILE = "deploy/compose/proxy.yml"
+# Environment variables the compose file sets itself, or the image does (Dockerfile ENV).
+SET_BY_COMPOSE_OR_IMAGE = {"REDIS_URL", "DATABASE_URL", "STATIC_COLLECTED"}
+# Read by the start scripts and gunicorn's settings rather than by project/settings.py.
+SERVER_SETTINGS = {"WEB_SERVER", "WEB_CONCURRENCY", "WEB_THREADS", "WEB_TIMEOUT", "WEB_KILL_TIMEOUT", "ACCESS_LOG"}
 
 
-def compose_config(*args: str) -> dict:
+def compose_config(*args: str, files: tuple[str, ...] = ("docker-compose.yml",), **env: str) -> dict:
+    """`docker compose config` as JSON; the environment holds only `env` (the shell's variables)."""
     result = subprocess.run(
-        [str(BIN / "docker-compose"), "-f", "docker-compose.yml", *args, "config", "--format", "json"],
+        [str(BIN / "docker-compose"), *(f"-f{name}" for name in files), *args, "config", "--format", "json"],
         cwd=ROOT,
         capture_output=True,
         text=True,
-        env={"PATH": "/usr/bin:/bin", "HOME": str(ROOT)},  # no .env, no SECRET_KEY: the fresh-clone case
-        check=True,
+        # No .env (HOME is not the project), no SECRET_KEY: the fresh-clone case.
+        env={"PATH": "/usr/bin:/bin", "HOME": str(ROOT), "COMPOSE_PROJECT_NAME": "factorize", **env},
     )
+    assert result.returncode == 0, result.stderr
     return json.loads(result.stdout)
+
+
+def app_services(config: dict) -> dict[str, dict]:
+    return {name: service for name, service in config["services"].items() if name == "web" or "worker" in name}
+
+
+def settings_read_from_the_environment() -> set[str]:
+    text = (ROOT / "project" / "settings.py").read_text()
+    return set(re.findall(r'\benv_\w+\(\s*"([A-Z][A-Z0-9_]*)"', text))
+
+
+def size_in_bytes(value: str | int) -> int:
+    """Compose's byte counts ("536870912") and Redis's sizes ("256mb")."""
+    if isinstance(value, int) or str(value).isdigit():
+        return int(value)
+    number, unit = re.fullmatch(r"(\d+)\s*([kmg])b?", str(value).lower()).groups()
+    return int(number) * 1024 ** "kmg".index(unit) * 1024
 
 
 def test_hadolint_is_clean():
@@ -54,29 +80,140 @@ def test_compose_file_is_valid_and_has_no_version_key():
     assert set(default["services"]) == {"redis", "web", "worker"}
 
 
+def redis_options(config: dict) -> dict[str, str]:
+    command = config["services"]["redis"]["command"]
+    assert command[0] == "redis-server"
+    return dict(zip(command[1::2], command[2::2], strict=True))
+
+
 def test_redis_persists_and_never_evicts():
     redis = compose_config()["services"]["redis"]
-    command = " ".join(redis["command"])
-    assert "--appendonly yes" in command
-    assert "--maxmemory-policy noeviction" in command
+    options = redis_options(compose_config())
+    assert options["--appendonly"] == "yes"
+    assert options["--maxmemory-policy"] == "noeviction"
     assert any(volume["target"] == "/data" and volume["type"] == "volume" for volume in redis["volumes"])
     assert redis["healthcheck"]["test"][-1] == "ping"
 
 
-def test_web_publishes_8123_and_waits_for_redis():
+def test_redis_has_a_maxmemory_well_under_its_container_limit():
+    """noeviction acts only with a maxmemory: without one Redis grows until the kernel kills it."""
+    config = compose_config()
+    maxmemory = size_in_bytes(redis_options(config)["--maxmemory"])
+    assert maxmemory == 256 * 2**20, "the documented default (README, .env.example)"
+    limit = size_in_bytes(config["services"]["redis"]["deploy"]["resources"]["limits"]["memory"])
+    assert limit >= 2 * maxmemory, "an append-only rewrite forks: the copied pages count against the limit"
+    smaller = compose_config(REDIS_MAXMEMORY="3mb", REDIS_MEMORY="64m")
+    assert redis_options(smaller)["--maxmemory"] == "3mb"
+    assert size_in_bytes(smaller["services"]["redis"]["deploy"]["resources"]["limits"]["memory"]) == 64 * 2**20
+
+
+@pytest.mark.parametrize("profile", [(), ("--profile", "distributed")], ids=["default", "distributed"])
+def test_every_service_has_memory_and_pids_limits_and_rotated_logs(profile):
+    services = compose_config(*profile)["services"]
+    for name, service in services.items():
+        limits = service["deploy"]["resources"]["limits"]
+        assert size_in_bytes(limits["memory"]) >= 128 * 2**20, name
+        assert limits["pids"] >= 32, name
+        assert service["logging"] == {"driver": "json-file", "options": {"max-size": "10m", "max-file": "3"}}, name
+    assert services["web"]["deploy"]["resources"]["limits"]["pids"] > 2 * 256, "every server thread is a pid"
+    for name, service in app_services(compose_config(*profile)).items():
+        if name != "web":
+            assert service["deploy"]["resources"]["limits"]["cpus"] == 1, "a runaway job cannot starve the rest"
+
+
+def test_limits_and_log_rotation_are_overridable_from_the_environment():
+    services = compose_config(
+        WEB_MEMORY="1g", WORKER_MEMORY="2g", WORKER_CPUS="0.5", WEB_PIDS="2048", LOG_MAX_SIZE="50m", LOG_MAX_FILE="5"
+    )["services"]
+    assert size_in_bytes(services["web"]["deploy"]["resources"]["limits"]["memory"]) == 2**30
+    assert services["web"]["deploy"]["resources"]["limits"]["pids"] == 2048
+    assert size_in_bytes(services["worker"]["deploy"]["resources"]["limits"]["memory"]) == 2 * 2**30
+    assert services["worker"]["deploy"]["resources"]["limits"]["cpus"] == 0.5
+    assert services["redis"]["logging"]["options"] == {"max-size": "50m", "max-file": "5"}
+
+
+def test_web_publishes_8123_on_loopback_only_and_waits_for_redis():
     web = compose_config()["services"]["web"]
-    assert {k: web["ports"][0][k] for k in ("published", "target")} == {"published": "8123", "target": 8080}
+    (port,) = web["ports"]
+    assert {k: port[k] for k in ("host_ip", "published", "target")} == {
+        "host_ip": "127.0.0.1",
+        "published": "8123",
+        "target": 8080,
+    }
+    assert compose_config(WEB_BIND="0.0.0.0")["services"]["web"]["ports"][0]["host_ip"] == "0.0.0.0"
     assert web["depends_on"]["redis"]["condition"] == "service_healthy"
-    assert web["image"] == "factorize:latest"
-    assert web["environment"]["SECRET_KEY"] == ""  # no secret in the file: development default in settings
+    # No secret in the file, and no empty value either: unset, the development default in settings.
+    assert web["environment"]["SECRET_KEY"] is None
 
 
 def test_worker_is_scalable():
-    worker = compose_config()["services"]["worker"]
+    config = compose_config()
+    worker = config["services"]["worker"]
     assert "container_name" not in worker
     assert "ports" not in worker
     assert worker["command"] == ["python", "manage.py", "rqworker"]
-    assert worker["image"] == "factorize:latest"
+    assert worker["image"] == config["services"]["web"]["image"], "one image for the web server and the workers"
+
+
+def test_the_image_is_named_after_the_compose_project():
+    """Two checkouts (or `-p` projects) on one engine build two images instead of overwriting one."""
+    first = compose_config(COMPOSE_PROJECT_NAME="first")["services"]
+    second = compose_config("-p", "second")["services"]
+    assert {s["image"] for s in app_services({"services": first}).values()} == {"first-app"}
+    assert {s["image"] for s in app_services({"services": second}).values()} == {"second-app"}
+
+
+@pytest.mark.parametrize("profile", [(), ("--profile", "distributed")], ids=["default", "distributed"])
+def test_workers_are_health_checked_on_their_heartbeat(profile):
+    for name, service in app_services(compose_config(*profile)).items():
+        if name == "web":
+            assert "healthcheck" not in service or not service["healthcheck"].get("disable"), "the image's /healthz"
+            continue
+        check = service["healthcheck"]
+        assert check["test"] == ["CMD", "python", "manage.py", "workerhealth"], name
+        assert not check.get("disable")
+        assert check["start_period"], "time to load the models before the worker first registers"
+    assert (ROOT / "factorize_app" / "management" / "commands" / "workerhealth.py").exists()
+
+
+def test_production_and_every_setting_pass_from_the_shell_into_the_containers():
+    shipped = compose_config()
+    configured = compose_config(PRODUCTION="1", SECRET_KEY="k" * 60, JOB_TTL="120", LOG_FORMAT="text")
+    for name, service in app_services(configured).items():
+        assert service["environment"]["PRODUCTION"] == "1", name
+        assert service["environment"]["SECRET_KEY"] == "k" * 60
+        assert service["environment"]["JOB_TTL"] == "120"
+        assert service["environment"]["LOG_FORMAT"] == "text"
+        # Unset outside: unset inside (an empty value would override the settings' default).
+        assert shipped["services"][name]["environment"]["JOB_TTL"] is None
+    expected = (settings_read_from_the_environment() - SET_BY_COMPOSE_OR_IMAGE) | SERVER_SETTINGS
+    assert {"PRODUCTION", "SECRET_KEY", "ALLOWED_HOSTS", "TRUSTED_PROXIES", "CLIENT_IP_HEADER"} <= expected
+    for name, service in app_services(shipped).items():
+        missing = expected - set(service["environment"])
+        assert not missing, f"{name}: settings that cannot be set from the shell: {sorted(missing)}"
+
+
+def test_the_proxy_recipe_is_the_only_way_in_and_the_only_trusted_address():
+    config = compose_config(files=("docker-compose.yml", PROXY_FILE))
+    web, proxy = config["services"]["web"], config["services"]["proxy"]
+    assert not web.get("ports"), "the web server is reachable through the proxy only"
+    (published,) = proxy["ports"]
+    assert published["target"] == 8080 and published["published"] == "8080"
+    address = proxy["networks"]["default"]["ipv4_address"]
+    (subnet,) = config["networks"]["default"]["ipam"]["config"]
+    assert ipaddress.ip_address(address) in ipaddress.ip_network(subnet["subnet"])
+    assert web["environment"]["TRUSTED_PROXIES"] == address
+    header = web["environment"]["CLIENT_IP_HEADER"]
+    (mount,) = proxy["volumes"]
+    nginx = Path(mount["source"]).read_text()
+    assert mount["target"] == "/etc/nginx/conf.d/default.conf" and mount["read_only"] is True
+    assert f"proxy_set_header {header} $remote_addr;" in nginx, "the proxy sets (replaces) the trusted header"
+    assert "listen 8080;" in nginx and "http://web:8080" in nginx
+    assert proxy["logging"]["options"] and proxy["deploy"]["resources"]["limits"]["memory"]
+    # The workers are unchanged; the settings still pass through.
+    assert compose_config(files=("docker-compose.yml", PROXY_FILE), PRODUCTION="1")["services"]["worker"][
+        "environment"
+    ]["PRODUCTION"] == "1"
 
 
 def test_distributed_profile_has_one_worker_service_per_task_type():

@@ -7,6 +7,7 @@ official ones, or the stand-ins of scripts/docker-offline-images.sh).
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import re
@@ -184,6 +185,89 @@ def test_a_queued_job_survives_down_and_up(compose):
     assert again.status_code == 202 and again.json()["status"] == "queued"
     compose.up("--scale", "worker=1")
     assert compose.wait_done("/factorize", {"number": 2**61 - 3})["status"] == "finished"
+
+
+def container_ids(compose: ComposeProject, service: str) -> list[str]:
+    return compose("ps", "-q", service).split()
+
+
+def health(container: str) -> str:
+    return subprocess.run(
+        ["docker", "inspect", "--format", "{{.State.Health.Status}}", container], capture_output=True, text=True
+    ).stdout.strip()
+
+
+# Signals the worker process inside its container (PID 1 is the init, which cannot pass on SIGSTOP).
+SIGNAL_WORKER = """
+import os, signal, sys
+for pid in filter(str.isdigit, os.listdir("/proc")):
+    with open(f"/proc/{pid}/cmdline", "rb") as f:
+        argv = f.read().split(b"\\0")
+    if b"rqworker" in argv and int(pid) != os.getpid():
+        os.kill(int(pid), getattr(signal, sys.argv[1]))
+"""
+
+
+def test_a_worker_that_stops_heartbeating_turns_unhealthy(compose):
+    compose.up("--scale", "worker=1")  # --wait: healthy means a worker of this container heartbeats
+    (worker,) = container_ids(compose, "worker")
+    assert health(worker) == "healthy"
+    assert "healthy: worker" in compose("exec", "-T", "worker", "python", "manage.py", "workerhealth")
+    compose("exec", "-T", "worker", "python", "-c", SIGNAL_WORKER, "SIGSTOP")
+    started = time.monotonic()
+    try:
+        wait_until(lambda: health(worker) == "unhealthy", timeout=180, interval=2, what="the worker to turn unhealthy")
+        print(f"[docker] stopped worker unhealthy after {time.monotonic() - started:.0f} s")
+    finally:
+        compose("exec", "-T", "worker", "python", "-c", SIGNAL_WORKER, "SIGCONT")
+    wait_until(lambda: health(worker) == "healthy", timeout=120, interval=2, what="the worker to recover")
+
+
+def test_every_line_of_web_and_worker_is_json_with_one_insecure_warning(compose):
+    for service in ("web", "worker"):
+        lines = [line for line in compose("logs", "--no-log-prefix", service).splitlines() if line.strip()]
+        events = []
+        for line in lines:
+            try:
+                events.append(json.loads(line))
+            except ValueError:
+                pytest.fail(f"{service} wrote a line that is not JSON: {line!r}")
+        warnings = [e for e in events if e["level"] != "INFO"]
+        assert warnings and {e["logger"] for e in warnings} == {"factorize_app.security"}, warnings
+        assert not [e for e in events if "cleaning registries" in e["message"]]
+
+
+def test_redis_refuses_with_503_at_its_cap_instead_of_growing(compose):
+    compose.env["REDIS_MAXMEMORY"] = "3mb"
+    try:
+        compose.up("--scale", "worker=0")  # Redis is recreated with the small cap; its data stays
+        assert compose.redis_cli("config", "get", "maxmemory").split()[-1] == str(3 * 2**20)
+        refused = None
+        for batch in range(400):
+            numbers = [10**12 + batch * 1000 + i for i in range(200)]
+            response = requests.post(compose.url + "/factorize/batch", json={"numbers": numbers}, timeout=30)
+            if response.status_code == 503:
+                refused = response
+                break
+            assert response.status_code in (200, 202), response.text
+        assert refused is not None, "Redis never filled up"
+        assert refused.headers["Content-Type"].startswith("application/json")
+        print(f"[docker] full Redis: {refused.status_code} {refused.text[:300]}")
+        assert refused.json()  # a JSON body saying why, not a traceback
+        for more in range(5):  # ...and it stays refused: Redis does not grow past its cap
+            numbers = [2 * 10**12 + more * 1000 + i for i in range(200)]
+            again = requests.post(compose.url + "/factorize/batch", json={"numbers": numbers}, timeout=30)
+            assert again.status_code == 503 and again.headers["Content-Type"].startswith("application/json")
+        memory = dict(
+            line.split(":", 1) for line in compose.redis_cli("info", "memory").splitlines() if ":" in line
+        )
+        used, cap = int(memory["used_memory"]), int(memory["maxmemory"])
+        print(f"[docker] Redis refused at used_memory {used} of maxmemory {cap} after {batch + 1} batches")
+        assert used < cap + 2**20, "noeviction holds Redis at its cap (give or take the last batch)"
+    finally:
+        compose.env.pop("REDIS_MAXMEMORY")
+        compose("exec", "-T", "redis", "redis-cli", "flushall", check=False)  # this test project's own Redis
+        compose.up("--scale", "worker=1")
 
 
 def test_single_container_sync_mode_needs_no_redis():

@@ -68,7 +68,7 @@ class Item:
 def json_number(token: str) -> int | str:
     """An integer that JSON keeps exact, else the text itself: the service accepts digit strings,
     and answers anything else with an invalid item that names the problem."""
-    if re.fullmatch(r"[+-]?\d{1,16}", token) and abs(int(token)) < JSON_SAFE_INT:
+    if re.fullmatch(r"[+-]?[0-9]{1,16}", token) and abs(int(token)) < JSON_SAFE_INT:
         return int(token)
     return token
 

@@ -1,5 +1,6 @@
 """Typed readers for environment variables, so a bad value fails at start with its name."""
 
+import ipaddress
 import os
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
@@ -95,3 +96,14 @@ def redis_sentinel_connection(
         "CONNECTION_KWARGS": {"socket_connect_timeout": timeout, "max_connections": max_connections},
         "SENTINEL_KWARGS": {"socket_timeout": timeout, "socket_connect_timeout": timeout},
     }
+
+
+def env_networks(name: str) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+    """A comma-separated list of IP addresses or CIDR networks ("" means none)."""
+    networks = []
+    for item in env_list(name, []):
+        try:
+            networks.append(ipaddress.ip_network(item, strict=False))
+        except ValueError:
+            raise ImproperlyConfigured(f"{name} must list IP addresses or CIDR networks, got {item!r}.") from None
+    return networks

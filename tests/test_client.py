@@ -59,6 +59,14 @@ def assert_plain(result: subprocess.CompletedProcess) -> None:
     assert "Traceback" not in result.stderr, result.stderr
 
 
+def test_the_client_sends_only_ascii_digits_as_numbers():
+    from factorize_app.client import json_number
+
+    assert json_number("408216") == 408216
+    for token in ("١٢", "１２", "²", "1e5", "0x1f"):
+        assert json_number(token) == token  # sent as text: the service answers it invalid, as the client does
+
+
 def test_known_numbers_print_their_factorization_and_exit_0(live_url, start_worker):
     start_worker("factorization")
     result = run_client(live_url, "408216", "1000003", "6")

@@ -18,6 +18,11 @@ def assert_same(lean: requests.Response, full: requests.Response) -> None:
     assert lean.headers.get("Location") == full.headers.get("Location")
     assert lean.headers.get("Retry-After") == full.headers.get("Retry-After")
     assert "Allow" not in lean.headers and "Allow" in full.headers  # the lane answered, then DRF
+    # Every header Django's middleware and DRF add, the lane adds too (the server's own aside).
+    server_headers = {"allow", "content-length", "date", "server", "connection", "keep-alive"}
+    assert {k.lower(): v for k, v in lean.headers.items() if k.lower() not in server_headers} == {
+        k.lower(): v for k, v in full.headers.items() if k.lower() not in server_headers
+    }
 
 
 def test_pending_and_done_answers_match_drf(live_url, start_worker):

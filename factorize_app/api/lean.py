@@ -3,8 +3,22 @@
 `POST /<task type>` with a JSON body and `GET /jobs/<id>`, from API clients (no cookie, no
 HTML wanted, no `Prefer` header), are validated by the task type's own serializer and answered
 by the same job-service call and body builder as the DRF views, in one Redis round trip. Anything
-else, and every error (invalid input, unknown job, Redis down), falls through to Django and DRF,
-so the browsable API, the error shapes and the OpenAPI docs stay in one place.
+else, and every error (invalid input, unknown job, Redis down, any exception at all), falls
+through to Django and DRF, so the browsable API, the error shapes and the OpenAPI docs stay in
+one place, and every answer is counted in /metrics.
+
+A fast path applies every check the slow path applies. What Django's middleware and DRF do to
+these requests, and how the lane matches it:
+- `ALLOWED_HOSTS` (HttpRequest.get_host): the same host, validated by Django's own
+  `validate_host`; any other host falls through to Django's 400.
+- SecurityMiddleware: the SSL redirect (falls through when Django would redirect) and its
+  response headers (nosniff, Referrer-Policy, Cross-Origin-Opener-Policy; HSTS on https);
+  XFrameOptionsMiddleware's `X-Frame-Options`.
+- CommonMiddleware: `DISALLOWED_USER_AGENTS` and `PREPEND_WWW` (the lane stands aside when set).
+- RequestBodyLimitMiddleware: the lane reads at most MAX_BODY bytes, below MAX_REQUEST_BYTES.
+- DRF: the same throttle (counted in the poll's round trip), the same validation
+  (`TaskType.validate`), no authentication (the API has none), JSON only by content type.
+- Session, CSRF and messages: requests with a cookie never take the lane.
 """
 
 from __future__ import annotations
@@ -12,27 +26,59 @@ from __future__ import annotations
 import functools
 import io
 import json
+import logging
 import time
 from typing import Any
 
 import orjson
 from django.conf import settings
+from django.http.request import split_domain_port, validate_host
 from rest_framework.exceptions import ValidationError
 
 from factorize_app import jobs
 from factorize_app.api.clients import client_name
 from factorize_app.api.metrics import LATENCY, REQUESTS
+from factorize_app.api.middleware import declared_length
 from factorize_app.api.responses import status_answer
 from factorize_app.api.throttling import POLL, SUBMIT, rate_limit
 from factorize_app.tasks import TaskType, get_task_type, task_types
 
+logger = logging.getLogger("factorize_app.api")
+
 MAX_BODY = 64 * 1024  # larger bodies (batches) go to DRF, which also enforces MAX_REQUEST_BYTES
-# Clients poll by posting the same body again: remember what each body validated to (the
-# serializer is deterministic), so a repeated poll skips validation. Bounded; cleared when full.
-_VALIDATED: dict[tuple[str, bytes], dict[str, Any]] = {}
-_VALIDATED_MAX = 10_000
 _REASONS = {200: "200 OK", 202: "202 Accepted"}
-_COMMON_HEADERS = [("Content-Type", "application/json"), ("X-Content-Type-Options", "nosniff"), ("Vary", "Accept")]
+
+
+class ValidatedBodies:
+    """What each recently polled body validated to (the serializer is deterministic), so a
+    repeated poll skips validation. Bounded by bytes, not entries: only bodies up to
+    `max_body` bytes are kept, each costing its length plus a fixed estimate of the key, the
+    validated dict and the table slot; when the total would pass `max_bytes` the table is
+    cleared. A process holds at most about `max_bytes` here, whatever clients send."""
+
+    ENTRY_OVERHEAD = 600  # bytes: key tuple, bytes object, validated dict and its values, dict slot
+
+    def __init__(self, *, max_bytes: int, max_body: int) -> None:
+        self.max_bytes, self.max_body = max_bytes, max_body
+        self._entries: dict[tuple[str, bytes], dict[str, Any]] = {}
+        self.bytes = 0
+
+    def get(self, task_name: str, body: bytes) -> dict[str, Any] | None:
+        return self._entries.get((task_name, body))
+
+    def put(self, task_name: str, body: bytes, validated: dict[str, Any]) -> None:
+        if len(body) > self.max_body:
+            return
+        size = len(body) + self.ENTRY_OVERHEAD
+        if self.bytes + size > self.max_bytes:
+            self._entries.clear()
+            self.bytes = 0
+        if (task_name, body) not in self._entries:
+            self._entries[(task_name, body)] = validated
+            self.bytes += size
+
+
+_VALIDATED = ValidatedBodies(max_bytes=4 * 1024 * 1024, max_body=1024)
 
 
 class LeanPollApp:
@@ -48,11 +94,18 @@ class LeanPollApp:
     def __call__(self, environ, start_response):
         if settings.EXECUTION_MODE == "async" and _plain_api_client(environ):
             started = time.perf_counter()
-            answer = self._answer(environ)
+            try:
+                answer = self._answer(environ)
+            except Exception:  # a bug or a hostile input nothing else caught: Django answers and counts it
+                logger.exception("lean lane: falling through to Django", extra={"path": environ.get("PATH_INFO")})
+                answer = None
             if answer is not None:
                 route, status, body, headers = answer
                 payload = _dumps(body)
-                start_response(_REASONS[status], [*_COMMON_HEADERS, ("Content-Length", str(len(payload))), *headers])
+                start_response(
+                    _REASONS[status],
+                    [*_response_headers(environ), ("Content-Length", str(len(payload))), *headers],
+                )
                 latency, requests = _metrics(environ["REQUEST_METHOD"], route, status)
                 latency.observe(time.perf_counter() - started)
                 requests.inc()
@@ -73,22 +126,17 @@ class LeanPollApp:
     def _submit(self, environ, task_type: TaskType):
         if not environ.get("CONTENT_TYPE", "").startswith("application/json"):
             return None
-        try:
-            length = int(environ.get("CONTENT_LENGTH") or -1)
-        except ValueError:
-            return None
-        if not 0 < length <= min(MAX_BODY, settings.DATA_UPLOAD_MAX_MEMORY_SIZE or MAX_BODY):
+        length = declared_length(environ)
+        if length is None or not 0 < length <= min(MAX_BODY, settings.DATA_UPLOAD_MAX_MEMORY_SIZE or MAX_BODY):
             return None
         body = environ["wsgi.input"].read(length)
         environ["wsgi.input"] = io.BytesIO(body)  # for Django, if it answers after all
-        validated = _VALIDATED.get((task_type.name, body))
+        validated = _VALIDATED.get(task_type.name, body)
         if validated is None:
             validated = _validate(task_type, body)
             if validated is None:
                 return None  # Django answers with the parse or validation error
-            if len(_VALIDATED) >= _VALIDATED_MAX:
-                _VALIDATED.clear()
-            _VALIDATED[(task_type.name, body)] = validated
+            _VALIDATED.put(task_type.name, body, validated)
         state = jobs.submit(
             task_type=task_type, data=validated, client=client_name(environ), rate_limit=rate_limit(SUBMIT, environ)
         )
@@ -129,7 +177,59 @@ def _plain_api_client(environ) -> bool:
         and "text/html" not in accept
         and ("json" in accept or "*/*" in accept)
         and (not settings.SECURE_SSL_REDIRECT or _is_secure(environ))  # else Django redirects it
+        and not settings.DISALLOWED_USER_AGENTS
+        and not settings.PREPEND_WWW
+        and _allowed_host(environ)
     )
+
+
+def _allowed_host(environ) -> bool:
+    """Django's HttpRequest.get_host() check, on the same host it would read."""
+    if settings.USE_X_FORWARDED_HOST and "HTTP_X_FORWARDED_HOST" in environ:
+        host = environ["HTTP_X_FORWARDED_HOST"]
+    elif "HTTP_HOST" in environ:
+        host = environ["HTTP_HOST"]
+    else:
+        host = environ.get("SERVER_NAME", "")
+        port = environ.get("SERVER_PORT", "")
+        if port != ("443" if environ.get("wsgi.url_scheme") == "https" else "80"):
+            host = f"{host}:{port}"
+    allowed = settings.ALLOWED_HOSTS
+    if settings.DEBUG and not allowed:
+        allowed = [".localhost", "127.0.0.1", "[::1]"]
+    domain, _port = split_domain_port(host)
+    return bool(domain) and validate_host(domain, allowed)
+
+
+def _response_headers(environ) -> list[tuple[str, str]]:
+    """The headers Django's middleware and DRF add to these answers (see the module docstring)."""
+    headers = [*_security_headers(), ("Vary", "Accept")]
+    if settings.SECURE_HSTS_SECONDS and _is_secure(environ):
+        headers.append(("Strict-Transport-Security", _hsts_value()))
+    return headers
+
+
+@functools.cache
+def _security_headers() -> tuple[tuple[str, str], ...]:
+    headers = [("Content-Type", "application/json")]
+    if settings.SECURE_CONTENT_TYPE_NOSNIFF:
+        headers.append(("X-Content-Type-Options", "nosniff"))
+    if settings.SECURE_REFERRER_POLICY:
+        policy = settings.SECURE_REFERRER_POLICY
+        headers.append(("Referrer-Policy", policy if isinstance(policy, str) else ",".join(policy)))
+    if settings.SECURE_CROSS_ORIGIN_OPENER_POLICY:
+        headers.append(("Cross-Origin-Opener-Policy", settings.SECURE_CROSS_ORIGIN_OPENER_POLICY))
+    headers.append(("X-Frame-Options", getattr(settings, "X_FRAME_OPTIONS", "DENY").upper()))
+    return tuple(headers)
+
+
+def _hsts_value() -> str:
+    value = f"max-age={settings.SECURE_HSTS_SECONDS}"
+    if settings.SECURE_HSTS_INCLUDE_SUBDOMAINS:
+        value += "; includeSubDomains"
+    if settings.SECURE_HSTS_PRELOAD:
+        value += "; preload"
+    return value
 
 
 def _is_secure(environ) -> bool:

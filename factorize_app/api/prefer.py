@@ -2,16 +2,21 @@
 
 from django.conf import settings
 
+from factorize_app.tasks.fields import parse_digits
+
 
 def requested_wait(request) -> int | None:
-    """Seconds to hold for the job to finish, capped by MAX_WAIT; None if not asked for (or malformed)."""
+    """Seconds to hold for the job to finish, capped by MAX_WAIT; None if not asked for (or malformed).
+
+    A wait longer than MAX_WAIT, however many digits it has, is MAX_WAIT (never converted whole)."""
     for preference in request.headers.get("Prefer", "").split(","):
         name, _, value = preference.split(";", 1)[0].strip().partition("=")
         if name.strip().lower() == "wait":
             value = value.strip().strip('"')
-            if value.isascii() and value.isdigit():
-                return min(int(value), settings.MAX_WAIT)
-            return None
+            if not (value.isascii() and value.isdigit()):
+                return None
+            wait = parse_digits(value, max_digits=len(str(settings.MAX_WAIT)))
+            return settings.MAX_WAIT if wait is None else min(wait, settings.MAX_WAIT)
     return None
 
 

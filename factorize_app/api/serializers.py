@@ -31,7 +31,8 @@ def batch_serializer(task_type: TaskType) -> type[serializers.Serializer]:
 
     def items_field(help_text: str) -> serializers.ListField:
         return serializers.ListField(
-            child=serializers.JSONField(),
+            # Any item, null included, is the view's to judge: a bad item fails alone.
+            child=serializers.JSONField(allow_null=True),
             required=False,
             allow_empty=False,
             help_text=f"{help_text} At most MAX_BATCH (default 1000).",

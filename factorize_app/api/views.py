@@ -42,12 +42,11 @@ class TaskViewSet(viewsets.GenericViewSet):
         return Response({"name": self.task_type.name, "description": self.task_type.description, "load": load})
 
     def create(self, request):
-        serializer = self.get_serializer(data=request.data)
-        serializer.is_valid(raise_exception=True)
+        data = self.task_type.validate(request.data)  # as the lean lane and each batch item
         if settings.EXECUTION_MODE == "sync":
-            return sync_response(self.task_type, self.perform_compute(serializer.validated_data))
+            return sync_response(self.task_type, self.perform_compute(data))
         wait = requested_wait(request)
-        return status_response(self.task_type, self.perform_submit(serializer.validated_data, wait), wait)
+        return status_response(self.task_type, self.perform_submit(data, wait), wait)
 
     @action(detail=False, methods=["post"])
     def batch(self, request):

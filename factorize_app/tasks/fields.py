@@ -1,14 +1,33 @@
-"""Input fields shared by task types."""
+"""Input fields shared by task types, and the one bounded parse of a client's digits."""
 
+import sys
 from typing import Any
 
 from rest_framework import serializers
+
+# Python refuses to convert longer digit strings (a quadratic-time guard, 4300 by default);
+# nothing a client sends is ever converted beyond it.
+MAX_PARSED_DIGITS = sys.get_int_max_str_digits() or 4300
+
+
+def parse_digits(text: str, *, max_digits: int) -> int | None:
+    """A string of ASCII digits as an int, or None when it is not one or has more than
+    `max_digits` significant digits: the length is checked before any conversion, so a hostile
+    10,000-digit header or field costs a length check, not a ValueError deep in int()."""
+    if not (text.isascii() and text.isdigit()):
+        return None
+    significant = text.lstrip("0") or "0"
+    if len(significant) > min(max_digits, MAX_PARSED_DIGITS):
+        return None
+    return int(significant)
 
 
 class WholeNumberField(serializers.Field):
     """An integer given as a JSON number or a string of digits, never a float or a boolean.
 
     Digit strings let JavaScript clients send integers beyond 2**53 without losing digits.
+    Every string is bounded before conversion: by `max_digits`, else by the digits of
+    `max_value`, else by MAX_PARSED_DIGITS.
     """
 
     default_error_messages = {
@@ -31,19 +50,32 @@ class WholeNumberField(serializers.Field):
     def to_internal_value(self, data: Any) -> int:
         if isinstance(data, bool) or not isinstance(data, (int, str)):
             self.fail("invalid")
-        if isinstance(data, str) and not (data.isascii() and data.isdigit()):
-            self.fail("invalid")
         max_digits = self.max_digits
-        if max_digits is not None:
-            too_long = len(data) > max_digits if isinstance(data, str) else abs(data) >= 10**max_digits
-            if too_long:
+        if isinstance(data, str):
+            if not (data.isascii() and data.isdigit()):
+                self.fail("invalid")
+            value = parse_digits(data, max_digits=max_digits or self._digits_of_max_value())
+            if value is None:
+                self._fail_too_long(max_digits)
+        else:
+            value = data
+            if max_digits is not None and abs(value) >= 10**max_digits:
                 self.fail("max_digits", max_digits=max_digits)
-        value = int(data)
         if value < self.min_value:
             self.fail("min_value", min_value=self.min_value)
         if self.max_value is not None and value > self.max_value:
             self.fail("max_value", max_value=self.max_value)
         return value
+
+    def _digits_of_max_value(self) -> int:
+        return len(str(abs(self.max_value))) if self.max_value is not None else MAX_PARSED_DIGITS
+
+    def _fail_too_long(self, max_digits: int | None):
+        if max_digits is not None:
+            self.fail("max_digits", max_digits=max_digits)
+        if self.max_value is not None:
+            self.fail("max_value", max_value=self.max_value)
+        self.fail("max_digits", max_digits=MAX_PARSED_DIGITS)
 
     def to_representation(self, value: int) -> int:
         return int(value)

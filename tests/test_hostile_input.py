@@ -1,0 +1,312 @@
+"""Hostile input, thrown as an attacker would at every endpoint of every task type, through the lean
+lane and through Django and DRF: every answer is a JSON 4xx (or the ordinary answer), never a 5xx;
+a web process's memory stays bounded under a stream of distinct padded bodies; a forged Host is
+refused on both lanes; the API is no password-guessing endpoint; a bad batch item fails alone.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+import requests
+
+from factorize_app.tasks import task_types
+from tests.conftest import poll_until_done, process_tree, server_pid, web_server
+
+TASK_TYPES = task_types()
+LANES = {"lean": {}, "django": {"Cookie": "lane=off"}}  # any cookie sends a request through Django
+DEEP = 10_000
+
+# Values no input field of any type accepts, or accepts only as the ordinary input: each is a class.
+HOSTILE_VALUES = [
+    None,
+    True,
+    1.5,
+    -1,
+    [],
+    {},
+    "",
+    " 12",
+    "12 ",
+    "+12",
+    "-5",
+    "1e5",
+    "0x1f",
+    "١٢",  # Arabic-Indic digits: int() would take them
+    "１２",  # fullwidth digits
+    "9" * 5000,  # past int()'s 4,300-digit limit
+    "0" * 5000 + "7",
+    "9" * 200,
+    "\u0000",
+    "\ud83d\ude00" * 100,
+    "x" * 70_000,
+    [[[[[[[[1]]]]]]]],
+]
+# Bodies as raw bytes, for what JSON encoders will not produce.
+RAW_BODIES = [
+    b"[" * DEEP + b"]" * DEEP,
+    b'{"a":' * DEEP + b"1" + b"}" * DEEP,
+    b"{",
+    b"",
+    b"null",
+    b"[]",
+    b'"string"',
+    b"\xff\xfe\xfa",
+    b'{"number": NaN}',
+    b'{"number": Infinity}',
+    b'{"number": -Infinity}',
+    b'{"number": 1' + b"0" * 5000 + b"}",
+    b'{"n": 1' + b"0" * 5000 + b"}",
+    b'{"items": ' + b"[" * DEEP + b"]" * DEEP + b"}",
+    b'{"numbers": [' + b"[" * DEEP + b"]" * DEEP + b"]}",
+    b'{"number": "\\ud800"}',
+]
+
+
+def field_cases(task_type) -> Iterator[dict]:
+    for field in task_type.input_fields:
+        for value in HOSTILE_VALUES:
+            yield {field: value}
+    yield {"unknown": 1}
+    yield {field: value for field, value in zip(task_type.input_fields, HOSTILE_VALUES, strict=False)}
+
+
+def assert_json_answer(response: requests.Response, what: str) -> None:
+    assert response.status_code < 500, (what, response.status_code, response.text[:300])
+    if response.status_code >= 400:
+        assert response.headers["Content-Type"].startswith("application/json"), (what, response.headers)
+        assert isinstance(response.json(), dict), what
+
+
+@pytest.fixture(scope="module")
+def session() -> Iterator[requests.Session]:
+    with requests.Session() as http:
+        yield http
+
+
+def send(http: requests.Session, method: str, url: str, lane: str, **kwargs) -> requests.Response:
+    headers = {**LANES[lane], **kwargs.pop("headers", {})}
+    if lane == "lean":
+        http.cookies.clear()
+    return http.request(method, url, headers=headers, timeout=30, **kwargs)
+
+
+@pytest.mark.parametrize("lane", LANES)
+@pytest.mark.parametrize("task_type", TASK_TYPES, ids=lambda task_type: task_type.name)
+def test_hostile_fields_get_json_4xx_naming_the_field(live_url, session, lane, task_type):
+    for body in field_cases(task_type):
+        response = send(session, "POST", f"{live_url}/{task_type.path}", lane, json=body)
+        what = f"POST /{task_type.path} {json.dumps(body)[:80]}"
+        assert_json_answer(response, what)
+        if response.status_code == 400:
+            named = set(response.json())
+            assert named & {*task_type.input_fields, "non_field_errors"}, (what, response.json())
+
+
+@pytest.mark.parametrize("lane", LANES)
+@pytest.mark.parametrize("task_type", TASK_TYPES, ids=lambda task_type: task_type.name)
+def test_hostile_bodies_never_get_a_5xx(live_url, session, lane, task_type):
+    for path in (f"/{task_type.path}", f"/{task_type.path}/batch"):
+        for body in RAW_BODIES:
+            for content_type in ("application/json", "application/x-www-form-urlencoded", "text/plain"):
+                response = send(
+                    session, "POST", live_url + path, lane, data=body, headers={"Content-Type": content_type}
+                )
+                assert_json_answer(response, f"POST {path} {content_type} {body[:40]!r}")
+
+
+@pytest.mark.parametrize("lane", LANES)
+@pytest.mark.parametrize("task_type", TASK_TYPES, ids=lambda task_type: task_type.name)
+def test_each_bad_batch_item_fails_alone(live_url, session, lane, task_type, redis_conn):
+    good = _valid_input(task_type)
+    items = [good, *(body for body in field_cases(task_type)), None, "abc", 12, [], [good]]
+    response = send(session, "POST", f"{live_url}/{task_type.path}/batch", lane, json={"items": items})
+    assert response.status_code == 200, response.text[:300]
+    results = response.json()["results"]
+    assert len(results) == len(items)
+    assert results[0]["status"] in ("queued", "started", "finished", "failed")
+    for item, result in zip(items[1:], results[1:], strict=True):
+        if result["status"] == "invalid":
+            assert result["errors"], item
+    assert [result["status"] for result in results[-5:]] == ["invalid"] * 5
+    if len(task_type.input_fields) == 1:  # the plural shorthand: {"numbers": [12, "abc", null]}
+        field = task_type.input_fields[0]
+        bad = [None, {}, [], *(["abc", "9" * 5000] if isinstance(good[field], int) else [])]
+        plural = {f"{field}s": [good[field], *bad]}
+        response = send(session, "POST", f"{live_url}/{task_type.path}/batch", lane, json=plural)
+        assert response.status_code == 200, response.text[:300]
+        statuses = [result["status"] for result in response.json()["results"]]
+        assert statuses[0] != "invalid" and statuses[1:] == ["invalid"] * len(bad)
+
+
+@pytest.mark.parametrize("lane", LANES)
+def test_hostile_job_ids_and_prefer_headers(live_url, session, lane, start_worker):
+    """On a finished job, so that a wait capped at MAX_WAIT answers at once."""
+    start_worker("factorization")
+    finished = poll_until_done(lambda: send(session, "POST", f"{live_url}/factorize", lane, json={"number": 4242}))
+    job_id = finished["job_id"]
+    arabic_one = "wait=\u0661".encode().decode("latin-1")  # its UTF-8 bytes, as a header carries them
+    prefers = [
+        "wait=" + "9" * 5000,
+        "wait=" + "0" * 5000 + "1",
+        "wait=-1",
+        "wait=1e9",
+        arabic_one,
+        "wait=²",
+        "wait",
+        "=,",
+    ]
+    ids = [job_id, "x" * 10_000, "../../etc/passwd", "factorization-" + "0" * 32, "%00", "a" * 300 + "-" + "0" * 32]
+    for prefer in prefers:
+        for path in (f"/jobs/{job_id}", "/queues"):
+            response = send(session, "GET", live_url + path, lane, headers={"Prefer": prefer})
+            assert_json_answer(response, f"GET {path} Prefer: {prefer[:20]}")
+        response = send(
+            session, "POST", f"{live_url}/factorize", lane, json={"number": 4242}, headers={"Prefer": prefer}
+        )
+        assert_json_answer(response, f"POST /factorize Prefer: {prefer[:20]}")
+        assert response.status_code in (200, 202)
+    for hostile in ids:
+        for method in ("GET", "DELETE"):
+            response = send(session, method, f"{live_url}/jobs/{hostile}", lane)
+            assert_json_answer(response, f"{method} /jobs/{hostile[:40]}")
+
+
+OTHER_PATHS = ["/", "/healthz", "/readyz/", "/metrics", "/queues", "/api/schema/", "/jobs/", "/nowhere", "/factorize/x"]
+
+
+@pytest.mark.parametrize("lane", LANES)
+def test_every_other_endpoint_and_method(live_url, session, lane):
+    paths = [*OTHER_PATHS, *(f"/{task_type.path}" for task_type in TASK_TYPES)]
+    for path in paths:
+        for method in ("GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "BREW"):
+            for body in (b"", RAW_BODIES[0], b'{"number": 1' + b"0" * 5000 + b"}"):
+                response = send(
+                    session, method, live_url + path, lane, data=body, headers={"Content-Type": "application/json"}
+                )
+                assert_json_answer(response, f"{method} {path} {body[:20]!r}")
+
+
+def raw_request(url: str, head: bytes, body: bytes = b"") -> tuple[int, bytes]:
+    """One request written by hand, for headers no HTTP client sends (a 5,000-digit Content-Length)."""
+    parts = urlsplit(url)
+    with socket.create_connection((parts.hostname, parts.port), timeout=30) as sock:
+        sock.sendall(head + b"\r\n\r\n" + body)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    status = int(answer.split(b" ", 2)[1]) if answer.startswith(b"HTTP/") else 0
+    return status, answer
+
+
+@pytest.mark.parametrize("cookie", [b"", b"Cookie: lane=off\r\n"])
+def test_hostile_content_lengths(live_url, cookie):
+    for length in (b"9" * 5000, b"-1", b"1e3", b"0x10", b"18446744073709551617"):
+        head = b"POST /factorize HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n" + cookie
+        head += b"Connection: close\r\nContent-Length: " + length
+        status, answer = raw_request(live_url, head, b'{"number": 12}')
+        assert status < 500, (length[:20], answer[:300])  # 0: the server refused to parse it (closed)
+
+
+@pytest.mark.parametrize("lane", LANES)
+def test_a_forged_host_is_refused_on_both_lanes(live_url, session, lane, redis_conn):
+    before = len(redis_conn.keys("rq:job:*"))
+    for host in ("evil.example", "localhost.evil.example", "127.0.0.1@evil.example", "[::1", "a" * 300):
+        for method, path, body in (
+            ("POST", "/factorize", {"number": 808_017_424_794_512_875_886_459_904_961_710_757_005_754_368_000_000}),
+            ("POST", "/factorize/batch", {"numbers": [77_777]}),
+            ("GET", "/jobs/factorization-" + "0" * 32, None),
+            ("GET", "/queues", None),
+        ):
+            response = send(session, method, live_url + path, lane, json=body, headers={"Host": host})
+            assert response.status_code == 400, (host, method, path, response.status_code)
+            assert response.json() == {"detail": "Bad request."}
+    assert len(redis_conn.keys("rq:job:*")) == before  # nothing was queued for a forged host
+
+
+@pytest.mark.parametrize("lane", LANES)
+def test_the_api_is_no_login_endpoint(live_url, session, lane):
+    """Credentials sent to the API are ignored: it authenticates nobody, so it answers no
+    "invalid username/password", and a staff session cookie does not turn JSON posts into CSRF 403s."""
+    for auth in (("admin", "wrong"), ("admin", "admin")):
+        response = send(session, "POST", f"{live_url}/factorize", lane, json={"number": 8}, auth=auth)
+        assert response.status_code in (200, 202), response.text[:200]
+    cookies = {"sessionid": "forged", "csrftoken": "x"}
+    response = requests.post(f"{live_url}/factorize", json={"number": 8}, cookies=cookies, timeout=10)
+    assert response.status_code in (200, 202), response.text[:200]
+
+
+def test_lean_lane_errors_are_counted(live_url, session):
+    send(session, "POST", f"{live_url}/primes", "lean", json={"n": "9" * 5000})
+    metrics = requests.get(f"{live_url}/metrics", timeout=10).text
+    assert 'factorize_http_requests_total{method="POST",route="primes-list",status="400"}' in metrics
+    send(session, "BREW", f"{live_url}/primes", "lean")
+    assert "BREW" not in requests.get(f"{live_url}/metrics", timeout=10).text  # methods are bounded labels
+
+
+def _valid_input(task_type) -> dict:
+    examples = {"number": 408216, "n": 1000, "tag": "hostile", "seconds": 0, "x": 3}
+    return {field: examples[field] for field in task_type.input_fields}
+
+
+# --- Memory: a stream of distinct padded bodies -------------------------------------------------
+
+
+def resident_kib(pid: int) -> int:
+    """Resident memory of a process and all its descendants (the server's worker processes)."""
+    total = 0
+    for current in process_tree(pid):
+        try:
+            status = Path(f"/proc/{current}/status").read_text()
+        except FileNotFoundError:
+            continue
+        total += int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmRSS:")))
+    return total
+
+
+def test_memory_stays_bounded_under_distinct_padded_bodies():
+    """Before the cache was bounded by bytes, 10,000 distinct 60 KB bodies could sit in it: 600 MB.
+    3,000 of them (180 MB sent) now leave the process within a few MB of where it started."""
+    with web_server() as url, requests.Session() as http:
+        pid = server_pid(url)
+        pad = "p" * 60_000
+
+        def padded(index: int) -> int:
+            body = {"number": 408216, "pad": f"{index}-{pad}"}
+            return http.post(f"{url}/factorize", json=body, timeout=30).status_code
+
+        assert {padded(index) for index in range(300)} <= {200, 202}  # warm: code paths, pools, arenas
+        before = resident_kib(pid)
+        started = time.monotonic()
+        statuses = {padded(index) for index in range(300, 3300)}
+        grown_mib = (resident_kib(pid) - before) / 1024
+        print(
+            f"\nmemory: 3,000 distinct 60 KB bodies in {time.monotonic() - started:.1f} s; "
+            f"server tree {before / 1024:.1f} MiB -> grew {grown_mib:.1f} MiB"
+        )
+        assert statuses <= {200, 202}
+        assert grown_mib < 40, f"the web server grew {grown_mib:.1f} MiB"
+
+
+# --- Staff logins: the admin's login page only, throttled ---------------------------------------
+
+
+@pytest.mark.django_db
+def test_failed_admin_logins_lock_the_address_out(client, django_user_model, settings):
+    django_user_model.objects.create_superuser("admin", "admin@example.com", "right-password-1234")
+    for _ in range(settings.AXES_FAILURE_LIMIT - 1):
+        response = client.post("/admin/login/", {"username": "admin", "password": "wrong"})
+        assert response.status_code == 200  # the form again, with its error
+    assert client.post("/admin/login/", {"username": "admin", "password": "wrong"}).status_code == 429
+    # Locked: even the right password is refused from this address; another address may log in.
+    assert client.post("/admin/login/", {"username": "admin", "password": "right-password-1234"}).status_code == 429
+    other = client.post(
+        "/admin/login/", {"username": "admin", "password": "right-password-1234"}, REMOTE_ADDR="192.0.2.7"
+    )
+    assert other.status_code == 302

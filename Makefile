@@ -8,15 +8,23 @@ REDIS_URL ?= redis://127.0.0.1:6379/0
 # Tests use their own database number and flush only that one.
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/15
 
-.PHONY: install redis run serve worker test test-docker bench lint clean
+.PHONY: install install-test redis run serve worker test test-docker bench lint clean
 
-$(BIN)/.installed: requirements.txt tests/requirements.txt
+# Serving needs the service's requirements and each model's own (the local worker serves every
+# task type); the test tools come with `make test`.
+MODEL_REQUIREMENTS := $(wildcard factorize_app/tasks/*/requirements.txt)
+$(BIN)/.installed-service: requirements.txt $(MODEL_REQUIREMENTS)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -r requirements.txt $(addprefix -r ,$(MODEL_REQUIREMENTS))
+	touch $@
+
+$(BIN)/.installed-test: $(BIN)/.installed-service tests/requirements.txt scripts/redis-requirements.txt
 	$(BIN)/python -m pip install -q -r tests/requirements.txt
 	touch $@
 
-install: $(BIN)/.installed
+install: $(BIN)/.installed-service
+install-test: $(BIN)/.installed-test
 
 redis: install
 	@if [ -n "$$REDIS_SENTINELS" ]; then echo "REDIS_SENTINELS is set: the sentinels name the Redis; not starting one."; \
@@ -34,22 +42,22 @@ serve: install
 worker: redis
 	REDIS_URL=$(REDIS_URL) $(BIN)/python manage.py rqworker $(QUEUES)
 
-lint: install
+lint: install-test
 	$(BIN)/ruff check .
 
-test: install lint
+test: install-test lint
 	@scripts/ensure-redis.sh "$(TEST_REDIS_URL)"
 	@scripts/ensure-chromium.sh || echo "Chromium could not be installed: the browser tests will be SKIPPED."
 	TEST_REDIS_URL=$(TEST_REDIS_URL) $(BIN)/pytest $(PYTEST_ARGS)
 
 ## The Docker files built and run on a real engine (started here as root when none runs).
-test-docker: install
+test-docker: install-test
 	@scripts/ensure-redis.sh "$(TEST_REDIS_URL)"
 	TEST_REDIS_URL=$(TEST_REDIS_URL) VENV=$(VENV) scripts/test-docker.sh $(PYTEST_ARGS)
 
 ## The service against its peers (FastAPI, RQ, Celery, Dramatiq); writes bench/RESULTS.md.
 BENCH_REDIS_URL ?= redis://127.0.0.1:6379/9
-bench: install
+bench: install-test
 	$(BIN)/python -m pip install -q -r bench/requirements.txt
 	@scripts/ensure-redis.sh "$(BENCH_REDIS_URL)"
 	@command -v wrk >/dev/null || (apt-get update -q && apt-get install -y -q wrk)

@@ -444,7 +444,7 @@ def warm_model(jobs_count: int) -> None:
     figure, a worker started for them (start-up and its one setup included)."""
     from factorize_app import jobs
     from factorize_app.tasks import get_task_type
-    from factorize_app.tasks.primes import load_sieve
+    from factorize_app.tasks.primes.model import PrimeCounter
 
     primes = get_task_type("primes")
     conn.flushdb()
@@ -464,7 +464,7 @@ def warm_model(jobs_count: int) -> None:
     setups = []
     for _ in range(3):
         started = time.monotonic()
-        load_sieve()
+        PrimeCounter().setup()
         setups.append(time.monotonic() - started)
     results["warm"] = {"jobs": jobs_count, "warm_s": warm, "worker_s": cold, "setup_s": statistics.median(setups)}
 

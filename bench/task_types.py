@@ -9,7 +9,6 @@ from rest_framework import serializers
 from factorize_app.tasks import TaskType
 
 COUNTER = "bench:counter"
-_redis = None
 
 
 class IncrInput(serializers.Serializer):
@@ -20,13 +19,12 @@ class IncrResult(serializers.Serializer):
     count = serializers.IntegerField()
 
 
-def connect() -> None:
-    global _redis
-    _redis = redis.Redis.from_url(os.environ["REDIS_URL"])
+class Incrementer:
+    def setup(self) -> None:
+        self._redis = redis.Redis.from_url(os.environ["REDIS_URL"])
 
-
-def incr(data: dict) -> dict:
-    return {"count": _redis.incr(COUNTER)}
+    def handle(self, data: dict) -> dict:
+        return {"count": self._redis.incr(COUNTER)}
 
 
 INCR = TaskType(
@@ -35,8 +33,7 @@ INCR = TaskType(
     description="Increment a counter (the benchmark's trivial job).",
     input_serializer=IncrInput,
     result_serializer=IncrResult,
-    handler=incr,
-    setup=connect,
+    implementation="bench.task_types:Incrementer",
 )
 
 
@@ -48,10 +45,11 @@ class NapResult(serializers.Serializer):
     tag = serializers.CharField()
 
 
-def nap(data: dict) -> dict:
-    """About 20 ms of work, as in the fairness scenario of the issue."""
-    time.sleep(0.02)
-    return {"tag": data["tag"]}
+class Napper:
+    def handle(self, data: dict) -> dict:
+        """About 20 ms of work, as in the fairness scenario of the issue."""
+        time.sleep(0.02)
+        return {"tag": data["tag"]}
 
 
 NAP = TaskType(
@@ -60,5 +58,5 @@ NAP = TaskType(
     description="Sleep 20 ms (the fairness scenario's job).",
     input_serializer=NapInput,
     result_serializer=NapResult,
-    handler=nap,
+    implementation="bench.task_types:Napper",
 )

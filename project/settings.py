@@ -5,6 +5,7 @@ production mode (`PRODUCTION=1`) refuses to start without a real SECRET_KEY.
 """
 
 import warnings
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
@@ -15,10 +16,12 @@ from project.env import (
     env_host_ports,
     env_int,
     env_list,
+    env_networks,
     env_str,
     redis_sentinel_connection,
     redis_url_with_options,
 )
+from project.log_format import logging_config
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -93,6 +96,7 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
+    "axes",
     "rest_framework",
     "drf_spectacular",
     "drf_spectacular_sidecar",
@@ -111,9 +115,22 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "factorize_app.api.middleware.RedisUnavailableMiddleware",
+    "axes.middleware.AxesMiddleware",  # last, as django-axes asks
 ]
 
+# Staff log in on the admin's login page only (the API authenticates nobody); django-axes locks a
+# client address out of it for ADMIN_LOGIN_LOCKOUT_MINUTES after ADMIN_LOGIN_FAILURE_LIMIT
+# failed logins, counting addresses exactly as the rate limits do (TRUSTED_PROXIES).
+AUTHENTICATION_BACKENDS = ["axes.backends.AxesStandaloneBackend", "django.contrib.auth.backends.ModelBackend"]
+AXES_FAILURE_LIMIT = env_int("ADMIN_LOGIN_FAILURE_LIMIT", 5)
+AXES_COOLOFF_TIME = timedelta(minutes=env_int("ADMIN_LOGIN_LOCKOUT_MINUTES", 15))
+AXES_LOCKOUT_PARAMETERS = ["ip_address"]
+AXES_RESET_ON_SUCCESS = True
+AXES_VERBOSE = False  # no banner at every start; failed logins are still logged
+AXES_CLIENT_IP_CALLABLE = "factorize_app.api.clients.request_client_address"
+
 ROOT_URLCONF = "project.urls"
+CSRF_FAILURE_VIEW = "factorize_app.api.exceptions.csrf_failure"
 WSGI_APPLICATION = "project.wsgi.application"
 # The seed's clients POST to /factorize: routes accept both spellings, so never redirect.
 APPEND_SLASH = False
@@ -166,10 +183,14 @@ REST_FRAMEWORK = {
         "rest_framework.renderers.BrowsableAPIRenderer",
     ],
     "DEFAULT_PARSER_CLASSES": [
-        "rest_framework.parsers.JSONParser",
+        "factorize_app.api.parsers.BoundedJSONParser",
         "rest_framework.parsers.FormParser",
         "rest_framework.parsers.MultiPartParser",
     ],
+    # The API authenticates nobody: no client needs a login to submit, and Basic or session
+    # authentication would make every endpoint a password-guessing target for staff accounts
+    # (staff log in on the admin's login page only, throttled by django-axes).
+    "DEFAULT_AUTHENTICATION_CLASSES": [],
     "EXCEPTION_HANDLER": "factorize_app.api.exceptions.exception_handler",
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
 }
@@ -192,23 +213,15 @@ SPECTACULAR_SETTINGS = {
     ],
 }
 
-LOGGING = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "formatters": {
-        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
-        "json": {"()": "project.log_format.JsonFormatter"},
-    },
-    "handlers": {
-        "console": {"class": "logging.StreamHandler", "formatter": "plain"},
-        "structured": {"class": "logging.StreamHandler", "formatter": "json"},
-    },
-    "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
-    # The service's own events (one line per job start, finish and failure) as JSON lines.
-    "loggers": {
-        "factorize_app": {"handlers": ["structured"], "level": env_str("LOG_LEVEL", "INFO"), "propagate": False}
-    },
-}
+# Every line a process writes (ours, RQ's, Django's, granian's and gunicorn's) in one format:
+# "json" (one object per line, for log shippers) or "text". RQ's routine maintenance lines (every
+# 10 s per idle worker) are logged at DEBUG (project/log_format.py).
+LOG_FORMAT = env_str("LOG_FORMAT", "json")
+LOG_LEVEL = env_str("LOG_LEVEL", "INFO")
+try:
+    LOGGING = logging_config(LOG_FORMAT, LOG_LEVEL)
+except ValueError as exc:
+    raise ImproperlyConfigured(str(exc)) from None
 
 # --- The job queue -------------------------------------------------------------------------
 
@@ -222,9 +235,24 @@ REDIS_URL = env_str("REDIS_URL", "redis://127.0.0.1:6379/0")
 REDIS_SOCKET_TIMEOUT = env_int("REDIS_SOCKET_TIMEOUT", 5)
 # Connections per process and pool: every server thread may hold one (a long poll holds two).
 REDIS_MAX_CONNECTIONS = env_int("REDIS_MAX_CONNECTIONS", 1000)
+# New jobs are refused (503, "the job queue is full") once Redis uses this fraction of its
+# maxmemory, leaving the rest for the results of jobs already queued or running; 1 or more leaves
+# refusing to Redis itself. No maxmemory (0), no mark. Read from INFO at most once a second.
+try:
+    REDIS_MEMORY_HIGH_WATER = float(env_str("REDIS_MEMORY_HIGH_WATER", "0.9"))
+except ValueError:
+    raise ImproperlyConfigured("REDIS_MEMORY_HIGH_WATER must be a number (a fraction of maxmemory).") from None
+if not REDIS_MEMORY_HIGH_WATER > 0:
+    raise ImproperlyConfigured("REDIS_MEMORY_HIGH_WATER must be above 0 (a fraction of maxmemory, e.g. 0.9).")
 
+# Where models that are trained or downloaded once keep their files (the digits classifier).
+MODEL_DIR = env_str("MODEL_DIR", str(BASE_DIR / ".run" / "models"))
 # Registered task types: dotted paths to `TaskType` objects. Their names are the RQ queue names.
-DEFAULT_TASK_TYPES = ["factorize_app.tasks.factorization.TASK_TYPE", "factorize_app.tasks.primes.TASK_TYPE"]
+DEFAULT_TASK_TYPES = [
+    "factorize_app.tasks.factorization.TASK_TYPE",
+    "factorize_app.tasks.primes.TASK_TYPE",
+    "factorize_app.tasks.digits.TASK_TYPE",
+]
 TASK_TYPES = env_list("TASK_TYPES", DEFAULT_TASK_TYPES)
 # How long a queued job that nobody polls waits before it expires unrun; every poll extends it.
 JOB_TTL = env_int("JOB_TTL", 60)
@@ -251,9 +279,16 @@ if QUEUE_ORDER not in ("fair", "fifo"):
 THROTTLE_SUBMIT = env_str("THROTTLE_SUBMIT", "100/second")
 THROTTLE_POLL = env_str("THROTTLE_POLL", "200/second")
 # Behind a reverse proxy, the request header carrying the client's address, as the proxy sets it
-# (e.g. X-Real-IP, or X-Forwarded-For whose last entry the proxy appends). Empty: the connection's
-# address, and any X-Forwarded-For a client sends is ignored.
+# (e.g. X-Real-IP, or X-Forwarded-For to which each proxy appends the address it saw), believed
+# only on connections from TRUSTED_PROXIES (addresses or CIDR networks, e.g. 172.16.0.0/12).
+# Empty: the connection's address, and any X-Forwarded-For a client sends is ignored.
 CLIENT_IP_HEADER = env_str("CLIENT_IP_HEADER", "")
+TRUSTED_PROXIES = env_networks("TRUSTED_PROXIES")
+if CLIENT_IP_HEADER and not TRUSTED_PROXIES:
+    raise ImproperlyConfigured(
+        "CLIENT_IP_HEADER is set but TRUSTED_PROXIES is empty: name the proxy's address or network "
+        "(e.g. TRUSTED_PROXIES=172.16.0.0/12), or the header would be believed from anyone."
+    )
 # A job whose worker died (SIGKILL, lost node) is queued again this many times, then failed.
 JOB_MAX_RETRIES = env_int("JOB_MAX_RETRIES", 2)
 

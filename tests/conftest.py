@@ -107,14 +107,14 @@ def start_worker(redis_conn: redis.Redis, tmp_path: Path) -> Iterator[Callable[.
         args = [PYTHON, "manage.py", "rqworker", *queues]
         if burst:
             args.append("--burst")
-        before = Worker.count(connection=redis_conn)
         with log_path.open("wb") as log:
             process = subprocess.Popen(args, cwd=ROOT, env=service_env(**env), stdout=log, stderr=subprocess.STDOUT)
         worker = WorkerProcess(process, log_path)
         started.append(worker)
         if wait and not burst:
             wait_until(
-                lambda: Worker.count(connection=redis_conn) > before or process.poll() is not None,
+                lambda: any(w.pid == process.pid for w in Worker.all(connection=redis_conn))
+                or process.poll() is not None,
                 timeout=60,
                 what="the worker to register",
             )
@@ -156,6 +156,45 @@ def web_server(redis_url: str | None = None, **env: str) -> Iterator[str]:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+def process_tree(pid: int) -> list[int]:
+    """A process and all its descendants (a server's worker processes)."""
+    tree, pending = [], [pid]
+    while pending:
+        current = pending.pop()
+        tree.append(current)
+        try:
+            pending.extend(int(child) for child in Path(f"/proc/{current}/task/{current}/children").read_text().split())
+        except FileNotFoundError:
+            continue
+    return tree
+
+
+def server_pid(url: str) -> int:
+    """The main process of the server listening on the URL's port."""
+    port = int(url.rsplit(":", 1)[1].split("/", 1)[0])
+    inode = next(
+        fields[9]
+        for fields in (line.split() for line in Path("/proc/net/tcp").read_text().splitlines()[1:])
+        if fields[1].endswith(f":{port:04X}") and fields[3] == "0A"  # LISTEN
+    )
+    holders = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and any(
+                link.readlink().name == f"socket:[{inode}]" for link in (proc / "fd").iterdir()
+            ):
+                holders.append(int(proc.name))
+        except (FileNotFoundError, PermissionError):
+            continue
+    # The server's workers share the listening socket with it: the main one is the holder whose
+    # parent holds none.
+    return next(pid for pid in holders if _parent(pid) not in holders)
+
+
+def _parent(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
 
 
 def dead_redis_url() -> str:

@@ -41,42 +41,47 @@ class SleptResult(serializers.Serializer):
     pid = serializers.IntegerField()
 
 
-def count_setup() -> None:
-    """Takes a second like a model load, and counts itself in Redis so the test can see it."""
-    time.sleep(1)
-    redis.Redis.from_url(os.environ["REDIS_URL"]).incr(SETUP_COUNTER)
+class Echo:
+    def handle(self, data: dict) -> dict:
+        return {"echo": data["tag"], "pid": os.getpid()}
 
 
-def echo(data: dict) -> dict:
-    return {"echo": data["tag"], "pid": os.getpid()}
+class SlowSetupEcho(Echo):
+    def setup(self) -> None:
+        """Takes a second like a model load, and counts itself in Redis so the test can see it."""
+        time.sleep(1)
+        redis.Redis.from_url(os.environ["REDIS_URL"]).incr(SETUP_COUNTER)
 
 
-def sleep(data: dict) -> dict:
-    time.sleep(data["seconds"])
-    return {"slept": data["seconds"], "pid": os.getpid()}
+class Sleeper:
+    def handle(self, data: dict) -> dict:
+        time.sleep(data["seconds"])
+        return {"slept": data["seconds"], "pid": os.getpid()}
 
 
-def double(data: dict) -> dict:
-    if data["x"] == 13:
-        raise ValueError("13 is unlucky")
-    return {"double": 2 * data["x"], "batch_size": 1}
+class Doubler:
+    def handle(self, data: dict) -> dict:
+        if data["x"] == 13:
+            raise ValueError("13 is unlucky")
+        return {"double": 2 * data["x"], "batch_size": 1}
+
+    def handle_batch(self, inputs: list[dict]) -> list[dict]:
+        """The micro-batched path: one call for many inputs; one bad input fails the whole call."""
+        if any(data["x"] == 13 for data in inputs):
+            raise ValueError("13 is unlucky")
+        return [{"double": 2 * data["x"], "batch_size": len(inputs)} for data in inputs]
 
 
-def double_batch(inputs: list[dict]) -> list[dict]:
-    """The micro-batched path: one call for many inputs; one bad input fails the whole call."""
-    if any(data["x"] == 13 for data in inputs):
-        raise ValueError("13 is unlucky")
-    return [{"double": 2 * data["x"], "batch_size": len(inputs)} for data in inputs]
+class Killer:
+    def handle(self, data: dict) -> dict:
+        """Kills the worker process running it, as a segfault or the OOM killer would."""
+        os.kill(os.getpid(), signal.SIGKILL)
+        raise AssertionError("unreachable")
 
 
-def die(data: dict) -> dict:
-    """Kills the worker process running it, as a segfault or the OOM killer would."""
-    os.kill(os.getpid(), signal.SIGKILL)
-    raise AssertionError("unreachable")
-
-
-def fail(data: dict) -> dict:
-    raise ValueError(f"cannot handle {data['tag']}")
+class Failer:
+    def handle(self, data: dict) -> dict:
+        raise ValueError(f"cannot handle {data['tag']}")
 
 
 SLOW_SETUP = TaskType(
@@ -85,8 +90,7 @@ SLOW_SETUP = TaskType(
     description="Echo, after a one-second setup.",
     input_serializer=TagInput,
     result_serializer=EchoResult,
-    handler=echo,
-    setup=count_setup,
+    implementation="tests.task_types:SlowSetupEcho",
 )
 SLEEPY = TaskType(
     name="sleepy",
@@ -94,7 +98,7 @@ SLEEPY = TaskType(
     description="Sleep for a while.",
     input_serializer=SleepInput,
     result_serializer=SleptResult,
-    handler=sleep,
+    implementation="tests.task_types:Sleeper",
     job_timeout=3,
 )
 FAILING = TaskType(
@@ -103,7 +107,7 @@ FAILING = TaskType(
     description="Always raises.",
     input_serializer=TagInput,
     result_serializer=EchoResult,
-    handler=fail,
+    implementation="tests.task_types:Failer",
 )
 BATCHED = TaskType(
     name="batched",
@@ -111,8 +115,7 @@ BATCHED = TaskType(
     description="Double a number, in batches.",
     input_serializer=NumberInput,
     result_serializer=DoubledResult,
-    handler=double,
-    batch_handler=double_batch,
+    implementation="tests.task_types:Doubler",
 )
 CRASHING = TaskType(
     name="crashing",
@@ -120,5 +123,5 @@ CRASHING = TaskType(
     description="Kills its worker.",
     input_serializer=TagInput,
     result_serializer=EchoResult,
-    handler=die,
+    implementation="tests.task_types:Killer",
 )

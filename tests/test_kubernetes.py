@@ -10,6 +10,7 @@ ConfigMap's settings to answer its probes as the kubelet asks.
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import re
@@ -248,6 +249,31 @@ def test_workers_run_the_worker_as_pid_1_and_are_scaled_by_keda_only():
         assert "replicas" not in deployment["spec"], "KEDA owns the replica count"
 
 
+def test_workers_are_probed_on_their_heartbeat():
+    """Liveness is the worker's own heartbeat in Redis (manage.py workerhealth), not only a running
+    process; the startup probe leaves time for the models to load; the limit is over the lease."""
+    for deployment in worker_deployments():
+        worker = container(deployment)
+        for probe in ("startupProbe", "livenessProbe"):
+            assert worker[probe]["exec"]["command"] == ["python", "manage.py", "workerhealth"], probe
+            assert worker[probe]["timeoutSeconds"] >= 5, "a Django start takes about a second"
+        startup = worker["startupProbe"]
+        assert startup["periodSeconds"] * startup["failureThreshold"] >= 120
+        liveness = worker["livenessProbe"]
+        assert liveness["periodSeconds"] * liveness["failureThreshold"] >= 30, "rides out a stop longer than a beat"
+        assert "readinessProbe" not in worker, "workers serve no traffic"
+
+
+def test_redis_has_a_maxmemory_so_noeviction_refuses_before_the_kernel_kills_it():
+    args = container(one("StatefulSet", "redis"))["args"]
+    options = dict(zip(args[1::2], args[2::2], strict=True))
+    assert options["--maxmemory-policy"] == "noeviction"
+    maxmemory_mb = int(options["--maxmemory"].removesuffix("mb"))
+    assert maxmemory_mb > 0
+    limit = container(one("StatefulSet", "redis"))["resources"]["limits"]["memory"]
+    assert 2 * maxmemory_mb * 2**20 <= int(limit.removesuffix("Gi")) * 2**30, "half the limit: a rewrite forks"
+
+
 def test_scale_to_zero_has_a_cooldown_and_a_warm_type_stays_up():
     by_name = {s["metadata"]["name"]: s["spec"] for s in find("ScaledObject")}
     assert by_name["worker-factorization"]["minReplicaCount"] >= 1
@@ -282,7 +308,7 @@ def test_probes_hit_the_health_endpoints_with_an_allowed_host():
     web = container(one("Deployment", "web"))
     assert web["livenessProbe"]["httpGet"]["path"] == "/healthz"
     assert web["readinessProbe"]["httpGet"]["path"] == "/readyz"
-    assert resolve("/healthz").func is healthz and resolve("/readyz").func is readyz
+    assert inspect.unwrap(resolve("/healthz").func) is healthz and inspect.unwrap(resolve("/readyz").func) is readyz
     allowed = [host.strip() for host in config()["ALLOWED_HOSTS"].split(",")]
     for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
         http = web[probe]["httpGet"]

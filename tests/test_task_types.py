@@ -6,14 +6,14 @@ from django.urls import reverse
 from sympy import primepi
 
 from factorize_app.tasks import TaskTypeError, task_types
-from factorize_app.tasks.factorization import factorize
-from factorize_app.tasks.primes import count_primes, load_sieve
+from factorize_app.tasks.factorization.model import Factorizer
+from factorize_app.tasks.primes.model import PrimeCounter
 from factorize_app.tasks.registry import _registry
 
 
 def test_queues_and_urls_derive_from_the_registry():
     names = [t.name for t in task_types()]
-    assert names == ["factorization", "primes", "slow_setup", "sleepy", "failing", "batched", "crashing"]
+    assert names == ["factorization", "primes", "digits", "slow_setup", "sleepy", "failing", "batched", "crashing"]
     assert sorted(settings.RQ_QUEUES) == sorted(names)
     for task_type in task_types():
         assert reverse(f"{task_type.name}-list") == f"/{task_type.path}"
@@ -22,6 +22,7 @@ def test_queues_and_urls_derive_from_the_registry():
 
 
 def test_factorize_matches_the_seed_and_handles_big_numbers():
+    factorize = Factorizer().handle
     assert factorize({"number": 408216}) == {
         "factorization": [[2, 3], [3, 1], [73, 1], [233, 1]],
         "factorization_str": "2^3 3^1 73^1 233^1",
@@ -31,7 +32,9 @@ def test_factorize_matches_the_seed_and_handles_big_numbers():
 
 
 def test_primes_agree_with_sympy_primepi():
-    load_sieve()
+    counter = PrimeCounter()
+    counter.setup()
+    count_primes = counter.handle
     for n in [2, 3, 4, 10, 100, 408216, 999_983, 10**7]:
         result = count_primes({"n": n})
         assert result["count"] == primepi(n)

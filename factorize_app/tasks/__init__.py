@@ -1,10 +1,13 @@
 """Task types: what the service computes. Plain computation; no Redis, no HTTP.
 
-Adding a model means one module that builds a `TaskType` and one line in the
-`TASK_TYPES` setting; URLs, queues, workers and docs derive from the registry.
+Adding a model means one package: a declaration (its `__init__.py` builds a `TaskType`, importing
+only what the service needs), an implementation module (the model, with its heavy imports), and,
+if it needs them, its own requirements file; then one line in the `TASK_TYPES` setting. URLs,
+queues, workers and docs derive from the registry.
 """
 
 from factorize_app.tasks.registry import (
+    ImplementationUnavailable,
     TaskType,
     TaskTypeError,
     UnknownTaskType,
@@ -15,6 +18,7 @@ from factorize_app.tasks.registry import (
 )
 
 __all__ = [
+    "ImplementationUnavailable",
     "TaskType",
     "TaskTypeError",
     "UnknownTaskType",

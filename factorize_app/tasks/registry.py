@@ -1,7 +1,16 @@
-"""The registry of task types, loaded from the `TASK_TYPES` setting."""
+"""The registry of task types, loaded from the `TASK_TYPES` setting.
+
+A task type's declaration (name, path, serializers, TTLs, timeout) is what the service itself
+needs, and imports nothing beyond the service's own requirements; its implementation (the model:
+`setup()`, `handle()`, optional `handle_batch()`) is named by a dotted path and imported only where
+a job of the type runs, so the web server and the workers of other types never import a model's
+dependencies (Cog's `predict.py:Predictor` idea).
+"""
 
 from __future__ import annotations
 
+import importlib
+import logging
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -11,10 +20,13 @@ from typing import Any
 from django.conf import settings
 from django.utils.module_loading import import_string
 from rest_framework import serializers
+from rest_framework.settings import api_settings
+
+logger = logging.getLogger("factorize_app.tasks")
 
 
-def _no_setup() -> None:
-    """Task types without a model to load need no start-up work."""
+class ImplementationUnavailable(ImportError):
+    """A task type's implementation cannot be imported here: a package it needs is missing."""
 
 
 @dataclass(frozen=True)
@@ -26,17 +38,49 @@ class TaskType:
     description: str
     input_serializer: type[serializers.Serializer]
     result_serializer: type[serializers.Serializer]
-    handler: Callable[[dict[str, Any]], dict[str, Any]]
-    setup: Callable[[], None] = _no_setup
-    # Optional micro-batching, as a model server wants: one call for a batch of validated inputs,
-    # answering one result per input in order. Without it, workers call `handler` per input.
-    batch_handler: Callable[[list[dict[str, Any]]], list[dict[str, Any]]] | None = None
+    # "package.module:Name": a class (instantiated once per process: the loaded model) or any object
+    # with `handle(data) -> result`, and optionally `setup()` (the one-time model load) and
+    # `handle_batch(inputs) -> results` (one model call for a batch, one result per input in order).
+    implementation: str
+    # The implementation's own pinned requirements (a path from the project root), if it has any
+    # beyond the service's: installed only in the images and environments whose workers run it.
+    requirements: str | None = None
     # None means "use the setting of the same name" (JOB_TTL, RESULT_TTL, ...).
     job_ttl: int | None = None
     result_ttl: int | None = None
     failure_ttl: int | None = None
     job_timeout: int | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock, compare=False, repr=False)
+
+    @cached_property
+    def model(self) -> Any:
+        """The implementation, imported on first use (in a worker, or sync mode's processes)."""
+        module_path, _, attribute = self.implementation.partition(":")
+        try:
+            module = importlib.import_module(module_path)
+        except ModuleNotFoundError as exc:
+            if exc.name and (exc.name == module_path or module_path.startswith(exc.name + ".")):
+                raise TaskTypeError(f"{self.name}: no module {module_path!r} (its implementation)") from exc
+            hint = f": pip install -r {self.requirements}" if self.requirements else ""
+            raise ImplementationUnavailable(
+                f"task type {self.name!r} needs the package {exc.name!r}, which is not installed{hint}"
+            ) from exc
+        target = getattr(module, attribute, None) if attribute else module
+        if target is None or not callable(getattr(target, "handle", None)):
+            raise TaskTypeError(f"{self.name}: {self.implementation!r} has no handle() method")
+        return target() if isinstance(target, type) else target
+
+    def handler(self, data: dict[str, Any]) -> dict[str, Any]:
+        return self.model.handle(data)
+
+    @property
+    def batch_handler(self) -> Callable[[list[dict[str, Any]]], list[dict[str, Any]]] | None:
+        return getattr(self.model, "handle_batch", None)
+
+    def setup(self) -> None:
+        setup = getattr(self.model, "setup", None)
+        if setup is not None:
+            setup()
 
     @cached_property
     def class_prefix(self) -> str:
@@ -57,8 +101,22 @@ class TaskType:
 
     def validate(self, data: Any) -> dict[str, Any]:
         """The input serializer's validation without building a serializer per call (the way DRF
-        reuses a nested serializer); raises rest_framework's ValidationError."""
-        return dict(self._validator.run_validation(data))
+        reuses a nested serializer); raises rest_framework's ValidationError.
+
+        Input is hostile: a field that breaks on it (a ValueError from a conversion, a
+        RecursionError on deep nesting) has rejected it, so that is a ValidationError too, logged
+        so the field can be fixed, never a 500 or a lost batch."""
+        try:
+            return dict(self._validator.run_validation(data))
+        except serializers.ValidationError as exc:
+            if isinstance(exc.detail, dict):
+                raise
+            # Not an object at all (null, a list, a number): an error of the whole input, named so.
+            raise serializers.ValidationError({api_settings.NON_FIELD_ERRORS_KEY: exc.detail}) from None
+        except (ValueError, TypeError, ArithmeticError, RecursionError, UnicodeError) as exc:
+            extra = {"task_type": self.name, "error": repr(exc)}
+            logger.warning("input rejected by an error in validation", extra=extra)
+            raise serializers.ValidationError({api_settings.NON_FIELD_ERRORS_KEY: ["Invalid input."]}) from None
 
     def setting(self, name: str) -> int:
         """This type's TTL or timeout: its own value, else the global setting."""

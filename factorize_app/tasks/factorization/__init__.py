@@ -1,10 +1,7 @@
-"""Integer factorization, the seed's example workload (sympy, sped up by gmpy2)."""
-
-from typing import Any
+"""Integer factorization, the seed's example workload: its declaration (the model is in `model.py`)."""
 
 from django.conf import settings
 from rest_framework import serializers
-from sympy import factorint
 
 from factorize_app.tasks.fields import WholeNumberField
 from factorize_app.tasks.registry import TaskType
@@ -26,19 +23,11 @@ class FactorizationResult(serializers.Serializer):
     factorization_str = serializers.CharField(help_text='The same, as text: "2^3 3^1 73^1 233^1".')
 
 
-def factorize(data: dict[str, Any]) -> dict[str, Any]:
-    pairs = sorted(factorint(data["number"]).items())
-    return {
-        "factorization": [[int(prime), int(exponent)] for prime, exponent in pairs],
-        "factorization_str": " ".join(f"{prime}^{exponent}" for prime, exponent in pairs),
-    }
-
-
 TASK_TYPE = TaskType(
     name="factorization",
     path="factorize",
     description="Factor an integer into primes.",
     input_serializer=FactorizationInput,
     result_serializer=FactorizationResult,
-    handler=factorize,
+    implementation="factorize_app.tasks.factorization.model:Factorizer",
 )

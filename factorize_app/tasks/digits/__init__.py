@@ -1,0 +1,38 @@
+"""Handwritten digit recognition, a real scikit-learn model: its declaration. The model and its
+dependencies (`requirements.txt`: scikit-learn, numpy) are in `model.py`, imported only by workers
+of the digits queue; this module needs only the service's own requirements, so the web server
+always routes `/digits`."""
+
+from rest_framework import serializers
+
+from factorize_app.tasks.registry import TaskType
+
+PIXELS, GREY_LEVELS = 64, 16
+
+
+class DigitsInput(serializers.Serializer):
+    pixels = serializers.ListField(
+        child=serializers.IntegerField(min_value=0, max_value=GREY_LEVELS),
+        min_length=PIXELS,
+        max_length=PIXELS,
+        help_text="An 8x8 grey-level image, row by row: 64 integers from 0 (white) to 16 (black), "
+        "as in scikit-learn's bundled digits data.",
+    )
+
+
+class DigitsResult(serializers.Serializer):
+    digit = serializers.IntegerField(help_text="The digit the image most likely shows (0-9).")
+    probabilities = serializers.ListField(
+        child=serializers.FloatField(), help_text="The probability of each digit, 0 to 9."
+    )
+
+
+TASK_TYPE = TaskType(
+    name="digits",
+    path="digits",
+    description="Recognize a handwritten digit in an 8x8 image, with a scikit-learn classifier each worker loads once.",
+    input_serializer=DigitsInput,
+    result_serializer=DigitsResult,
+    implementation="factorize_app.tasks.digits.model:DigitsClassifier",
+    requirements="factorize_app/tasks/digits/requirements.txt",
+)

@@ -3,8 +3,13 @@
 RQ's default `Worker` forks a child per job, which would throw a warm model (and any CUDA
 context) away after every job; `SimpleWorker` keeps everything in one process. RQ also pays
 about twenty Redis round trips per job; this worker takes a batch of jobs in one round trip,
-runs them, and records the whole batch in one transaction, on RQ's own job hashes, registries
-and result streams, so the dashboard and `rq info` see every job as usual.
+runs them, and records them in a few transactions, on RQ's own job hashes, registries and
+result streams, so the dashboard and `rq info` see every job as usual.
+
+A batch never holds a result back: results are recorded in groups by time (RESULT_FLUSH_SECONDS
+after the first unrecorded one), not when the batch ends, and jobs taken but not yet started go
+back to the queue, for other workers, once the job running ahead of them has run long
+(HAND_BACK_AFTER). The size of the next batch follows the median cost of a type's recent jobs.
 
 Redis outages and write refusals (a full Redis, a read-only replica, failed persistence) are
 ridden out alike: a worker waits with backoff, keeps the results it computed until they are
@@ -15,8 +20,10 @@ heartbeating and recovers queued jobs lost in an outage (jobs.sweep_queue).
 
 from __future__ import annotations
 
+import collections
 import logging
 import signal
+import statistics
 import threading
 import time
 import traceback
@@ -42,6 +49,18 @@ RETRY_FIRST, RETRY_CAP = 0.5, 30.0
 # A write refusal is looked at more often: results waiting to be recorded should be recorded
 # within a few seconds of Redis taking writes again, well inside their lease.
 REFUSAL_RETRY_CAP = 5.0
+# Results finished within this long of each other are recorded in one transaction.
+RESULT_FLUSH_SECONDS = 0.05
+# Jobs of a type that has not run here yet: take a few, not a full batch, until its cost is known.
+FIRST_BATCH = 10
+# How often the lease keeper looks for results due to be recorded and jobs held up by a long one.
+KEEPER_CHECK = 0.025
+
+
+def hand_back_after() -> float:
+    """A job running this long hands the batch's unstarted jobs back to the queue: five times
+    the work a whole batch aims at (1 s by default)."""
+    return 5 * settings.WORKER_BATCH_SECONDS
 
 
 class _Trouble:
@@ -85,7 +104,7 @@ class WarmWorker(SimpleWorker):
         kwargs.setdefault("maintenance_interval", settings.WORKER_MAINTENANCE_INTERVAL)
         kwargs.setdefault("job_monitoring_interval", settings.WORKER_HEARTBEAT)
         super().__init__(*args, **kwargs)
-        self._seconds_per_job: dict[str, float] = {}
+        self._costs = CostEstimates()
 
     def bootstrap(self, *args, **kwargs) -> None:
         # Load models before registering, so a worker counts as live only once it is ready.
@@ -208,29 +227,58 @@ class WarmWorker(SimpleWorker):
     # --- internals --------------------------------------------------------------------------
 
     def _take(self) -> list[jobs.TakenJob]:
+        """A batch from the first listened-to queue that has jobs, sized for that queue's type;
+        a type with a batch handler may wait a few milliseconds to fill its batch."""
         self._beat_if_due()
-        names = self.queue_names()
-        # Aim a batch at WORKER_BATCH_SECONDS of work, judging by the slowest listened-to type.
-        per_job = max((self._seconds_per_job.get(name, 1.0) for name in names), default=1.0)
-        count = max(1, min(settings.WORKER_BATCH_SIZE, int(settings.WORKER_BATCH_SECONDS / max(per_job, 1e-6))))
-        return jobs.take_jobs(queue_names=names, worker_name=self.name, count=count, lease=self._lease)
+        for name in self.queue_names():
+            task_type = get_task_type(name)
+            count = self._batch_size(task_type)
+            taken = jobs.take_jobs(queue_names=[name], worker_name=self.name, count=count, lease=self._lease)
+            if taken:
+                return self._fill(task_type, taken, count)
+        return []
+
+    def _batch_size(self, task_type: TaskType) -> int:
+        """Aim a batch at WORKER_BATCH_SECONDS of this type's work, judged by its recent jobs."""
+        limit = min(settings.WORKER_BATCH_SIZE, task_type.max_batch_size or settings.WORKER_BATCH_SIZE)
+        per_job = self._costs.seconds_per_job(task_type.name)
+        if per_job is None:
+            return min(limit, FIRST_BATCH)
+        return max(1, min(limit, int(settings.WORKER_BATCH_SECONDS / max(per_job, 1e-6))))
+
+    def _fill(self, task_type: TaskType, taken: list[jobs.TakenJob], count: int) -> list[jobs.TakenJob]:
+        """Wait up to the type's max_batch_delay for more jobs to join a short batch, as model
+        servers do (one model call for more inputs): only for types with a batch handler."""
+        if task_type.batch_handler is None or not task_type.max_batch_delay or len(taken) >= count:
+            return taken
+        deadline = time.monotonic() + task_type.max_batch_delay
+        while len(taken) < count and (remaining := deadline - time.monotonic()) > 0:
+            time.sleep(min(remaining, 0.002))
+            taken += jobs.take_jobs(
+                queue_names=[task_type.name], worker_name=self.name, count=count - len(taken), lease=self._lease
+            )
+        return taken
 
     def _run_batch(self, taken: list[jobs.TakenJob]) -> int:
         task_type = get_task_type(taken[0].task_name)
-        outcomes: list[jobs.JobOutcome] = []
-        with _LeaseKeeper(self, taken):
+        batch = _Batch(self.name, taken)
+        with _LeaseKeeper(self, batch):
             if task_type.batch_handler is not None and len(taken) > 1:
-                outcomes = self._run_together(task_type, taken)
-            for job in taken[len(outcomes):]:
+                together = self._run_together(task_type, batch.start_all())
+                if together:
+                    batch.record(together)
+                else:
+                    batch.unstart(taken)  # the handler failed: run them one by one
+            while (job := batch.next_job()) is not None:
                 if self._stop_requested:
-                    break  # a warm stop: the running job has finished; hand the rest back
-                outcomes.append(self._run_one(task_type, job))
-            unstarted = taken[len(outcomes):]
+                    batch.unstart([job])  # a warm stop: the running job has finished; hand the rest back
+                    break
+                batch.record([self._run_one(task_type, job)])
             # Still under the lease keeper: jobs whose results wait for Redis stay leased to us.
-            _retrying(lambda: jobs.finish_jobs(worker_name=self.name, outcomes=outcomes, unstarted=unstarted))
-        self._learn(task_type, outcomes)
-        self._log_batch(task_type, outcomes, len(unstarted))
-        return len(outcomes)
+            batch.finish()
+        self._costs.learn(task_type.name, batch.outcomes)
+        self._log_batch(task_type, batch.outcomes, batch.handed_back)
+        return len(batch.outcomes)
 
     def _run_one(self, task_type: TaskType, job: jobs.TakenJob) -> jobs.JobOutcome:
         started = time.monotonic()
@@ -266,12 +314,6 @@ class WarmWorker(SimpleWorker):
         each = (time.monotonic() - started) / len(taken)
         pairs = zip(taken, results, strict=True)
         return [jobs.JobOutcome(job, jobs.FINISHED, each, result=result) for job, result in pairs]
-
-    def _learn(self, task_type: TaskType, outcomes: list[jobs.JobOutcome]) -> None:
-        if outcomes:
-            mean = sum(outcome.seconds for outcome in outcomes) / len(outcomes)
-            previous = self._seconds_per_job.get(task_type.name, mean)
-            self._seconds_per_job[task_type.name] = 0.5 * previous + 0.5 * mean
 
     def _log_batch(self, task_type: TaskType, outcomes: list[jobs.JobOutcome], handed_back: int) -> None:
         """One line per batch; one more per failed job (per finished job only at DEBUG level)."""
@@ -314,12 +356,142 @@ class WarmWorker(SimpleWorker):
             time.sleep(min(0.1, deadline - time.monotonic()))
 
 
+class CostEstimates:
+    """Seconds per job of each type: the median of its last jobs here, so one unusually fast (or
+    slow) job does not swing the next batch's size; None for a type that has not run yet."""
+
+    WINDOW = 32
+
+    def __init__(self) -> None:
+        self._recent: dict[str, collections.deque[float]] = {}
+
+    def learn(self, task_name: str, outcomes: list[jobs.JobOutcome]) -> None:
+        recent = self._recent.setdefault(task_name, collections.deque(maxlen=self.WINDOW))
+        recent.extend(outcome.seconds for outcome in outcomes)
+
+    def seconds_per_job(self, task_name: str) -> float | None:
+        recent = self._recent.get(task_name)
+        return statistics.median(recent) if recent else None
+
+
+class _Batch:
+    """The jobs of one batch as they move from taken to running to recorded, shared between the
+    work loop and the lease keeper (which may hand the unstarted ones back): results are
+    recorded by time, not when the batch ends."""
+
+    def __init__(self, worker_name: str, taken: list[jobs.TakenJob]) -> None:
+        self.worker_name = worker_name
+        self.outcomes: list[jobs.JobOutcome] = []
+        self.handed_back = 0
+        self._lock = threading.Lock()
+        self._unstarted = collections.deque(taken)
+        self._running: tuple[float, list[jobs.TakenJob]] | None = None  # since when, which jobs
+        self._unrecorded: list[jobs.JobOutcome] = []
+        self._first_unrecorded_at = 0.0
+
+    def next_job(self) -> jobs.TakenJob | None:
+        with self._lock:
+            if not self._unstarted:
+                return None
+            job = self._unstarted.popleft()
+            self._running = (time.monotonic(), [job])
+            return job
+
+    def start_all(self) -> list[jobs.TakenJob]:
+        """Every unstarted job at once (a batch handler's one call)."""
+        with self._lock:
+            running = list(self._unstarted)
+            self._unstarted.clear()
+            self._running = (time.monotonic(), running)
+            return running
+
+    def unstart(self, taken: list[jobs.TakenJob]) -> None:
+        with self._lock:
+            self._unstarted.extendleft(reversed(taken))
+            self._running = None
+
+    def record(self, outcomes: list[jobs.JobOutcome]) -> None:
+        """Keep the outcomes; record every unrecorded one once the oldest has waited long enough."""
+        with self._lock:
+            self._running = None
+            if not self._unrecorded:
+                self._first_unrecorded_at = time.monotonic()
+            self._unrecorded += outcomes
+            self.outcomes += outcomes
+            due = time.monotonic() - self._first_unrecorded_at >= RESULT_FLUSH_SECONDS
+        if due:
+            self._flush()
+
+    def finish(self) -> None:
+        """Record what is left and hand back what never started (a warm stop)."""
+        self._flush()
+        with self._lock:
+            unstarted = list(self._unstarted)
+            self._unstarted.clear()
+        if unstarted:
+            _retrying(lambda: jobs.finish_jobs(worker_name=self.worker_name, outcomes=[], unstarted=unstarted))
+            self.handed_back += len(unstarted)
+
+    def hand_back_if_held_up(self) -> None:
+        """The lease keeper's call: when the running job has run long, the jobs waiting behind it
+        go back to the front of their queue, for any worker; a failure leaves them here."""
+        with self._lock:
+            if self._running is None or not self._unstarted:
+                return
+            if time.monotonic() - self._running[0] < hand_back_after():
+                return
+            waiting = list(self._unstarted)
+            self._unstarted.clear()
+        try:
+            jobs.finish_jobs(worker_name=self.worker_name, outcomes=[], unstarted=waiting)
+        except jobs.QueueUnavailable:
+            self.unstart_behind(waiting)
+            return
+        self.handed_back += len(waiting)
+        logger.info("handed back jobs held up by a long one", extra={"jobs": len(waiting)})
+
+    def unstart_behind(self, taken: list[jobs.TakenJob]) -> None:
+        with self._lock:
+            self._unstarted.extendleft(reversed(taken))
+
+    def leased(self) -> list[jobs.TakenJob]:
+        """The jobs this worker still holds: unstarted, running, or done but not yet recorded."""
+        with self._lock:
+            running = self._running[1] if self._running else []
+            return [*self._unstarted, *running, *(outcome.job for outcome in self._unrecorded)]
+
+    def record_if_due(self) -> None:
+        """The lease keeper's call, while a job runs: one attempt, so that a Redis refusing writes
+        never stops the keeper renewing leases; what it could not record waits for the next."""
+        with self._lock:
+            due = self._unrecorded and time.monotonic() - self._first_unrecorded_at >= RESULT_FLUSH_SECONDS
+        if due:
+            self._flush(retry=False)
+
+    def _flush(self, retry: bool = True) -> None:
+        with self._lock:
+            outcomes, self._unrecorded = self._unrecorded, []
+        if not outcomes:
+            return
+        record = lambda: jobs.finish_jobs(worker_name=self.worker_name, outcomes=outcomes)  # noqa: E731
+        if retry:
+            _retrying(record)
+            return
+        try:
+            record()
+        except jobs.QueueUnavailable:
+            with self._lock:  # the work loop records them at the batch's end, or this tries again in a second
+                self._unrecorded = outcomes + self._unrecorded
+                self._first_unrecorded_at = time.monotonic() + 1.0
+
+
 class _LeaseKeeper:
     """Renews a running batch's lease (and the worker's registration) every heartbeat, in a
-    thread, so a long job keeps its jobs leased while a dead worker's expire within 3 beats."""
+    thread, so a long job keeps its jobs leased while a dead worker's expire within 3 beats;
+    between beats, hands back the jobs a long-running one holds up."""
 
-    def __init__(self, worker: WarmWorker, taken: list[jobs.TakenJob]) -> None:
-        self._worker, self._taken = worker, taken
+    def __init__(self, worker: WarmWorker, batch: _Batch) -> None:
+        self._worker, self._batch = worker, batch
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._renew, name="lease-keeper", daemon=True)
 
@@ -332,9 +504,15 @@ class _LeaseKeeper:
 
     def _renew(self) -> None:
         failing = False
-        while not self._stop.wait(settings.WORKER_HEARTBEAT):
+        next_beat = time.monotonic() + settings.WORKER_HEARTBEAT
+        while not self._stop.wait(KEEPER_CHECK):
+            self._batch.record_if_due()
+            self._batch.hand_back_if_held_up()
+            if time.monotonic() < next_beat:
+                continue
+            next_beat = time.monotonic() + settings.WORKER_HEARTBEAT
             try:
-                jobs.extend_lease(taken=self._taken, lease=self._worker._lease)
+                jobs.extend_lease(taken=self._batch.leased(), lease=self._worker._lease)
                 self._worker.heartbeat()
                 failing = False
             except Exception as exc:  # an outage: the next beat tries again (said once)

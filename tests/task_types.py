@@ -116,6 +116,8 @@ BATCHED = TaskType(
     input_serializer=NumberInput,
     result_serializer=DoubledResult,
     implementation="tests.task_types:Doubler",
+    max_batch_size=50,
+    max_batch_delay=0.3,  # long, so that a test's one-by-one submits surely share a batch
 )
 CRASHING = TaskType(
     name="crashing",

@@ -85,3 +85,54 @@ def test_a_warm_stop_finishes_the_running_job_and_hands_the_rest_of_the_batch_ba
     assert started.count == 0
     start_worker("sleepy")
     assert {wait_done(api, "/sleepy", seconds=1, tag=f"w{i}")["status"] for i in range(6)} == {"finished"}
+
+
+HARD_SEMIPRIME = 671998030559713968361666935769 * 282174488599599500573849980909  # minutes for sympy
+
+
+def test_jobs_held_up_by_a_slow_one_go_to_another_worker_and_finished_ones_show_at_once(api, redis_conn, start_worker):
+    """The issue's case: 30 easy numbers, a product of two 30-digit primes, 30 more, all taken by
+    one worker. The first 30 are seen done while the hard one runs; the last 30 go back to the
+    queue and a second worker finishes them, while the hard one is still running."""
+    first = start_worker("factorization")
+    for number in range(1000, 1050):  # teach the worker that factorizations are quick
+        wait_done(api, number=number)
+    easy_before, easy_after = list(range(2000, 2030)), list(range(3000, 3030))
+    response = api.post("/factorize/batch", {"numbers": [*easy_before, HARD_SEMIPRIME, *easy_after]}, format="json")
+    hard_id = response.json()["results"][30]["job_id"]
+    wait_until(lambda: Job.fetch(hard_id, connection=redis_conn).get_status() == "started", timeout=30)
+    wait_until(lambda: all(submit(api, number=n).json()["done"] for n in easy_before), timeout=10, what="the first 30")
+    second = start_worker("factorization")
+    wait_until(lambda: all(submit(api, number=n).json()["done"] for n in easy_after), timeout=60, what="the last 30")
+    assert Job.fetch(hard_id, connection=redis_conn).get_status() == "started"  # still running on the first
+    assert "handed back jobs held up by a long one" in first.log
+    finished_by = {
+        Job.fetch(submit(api, number=n).json()["job_id"], connection=redis_conn).worker_name for n in easy_after
+    }
+    assert len(finished_by) >= 1 and finished_by != {Job.fetch(hard_id, connection=redis_conn).worker_name}
+    first.stop(signal.SIGKILL)
+    second.stop()
+
+
+def test_a_batch_handler_waits_a_moment_to_fill_its_batch(api, start_worker):
+    """Jobs submitted one by one, a few milliseconds apart, while the worker idles: without the
+    type's max_batch_delay each would be its own batch of one."""
+    start_worker("batched")
+    for x in range(500, 520):
+        submit(api, "/batched", x=x)
+    results = [wait_done(api, "/batched", x=x) for x in range(500, 520)]
+    assert max(result["batch_size"] for result in results) > 1
+
+
+def test_the_batch_size_follows_the_median_cost_of_recent_jobs():
+    from factorize_app import jobs
+    from factorize_app.worker import CostEstimates
+
+    def outcome(seconds: float) -> jobs.JobOutcome:
+        return jobs.JobOutcome(job=None, status=jobs.FINISHED, seconds=seconds)
+
+    costs = CostEstimates()
+    assert costs.seconds_per_job("primes") is None  # never run here: no guess at all
+    costs.learn("primes", [outcome(0.01)] * 20)
+    costs.learn("primes", [outcome(0.000001)])  # one unusually fast job
+    assert costs.seconds_per_job("primes") == 0.01

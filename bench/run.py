@@ -11,6 +11,7 @@ import argparse
 import contextlib
 import os
 import platform
+import random
 import re
 import signal
 import socket
@@ -33,8 +34,10 @@ TASK_TYPES = ",".join(
     [
         "factorize_app.tasks.factorization.TASK_TYPE",
         "factorize_app.tasks.primes.TASK_TYPE",
+        "factorize_app.tasks.digits.TASK_TYPE",
         "bench.task_types.INCR",
         "bench.task_types.NAP",
+        "bench.task_types.DIGITS_ONE_BY_ONE",
     ]
 )
 SERVICE_ENV = {
@@ -351,6 +354,87 @@ def fairness(runs: int) -> None:
     results["fairness"] = {order: statistics.median(values) for order, values in waits.items()}
 
 
+def fairness_varied(runs: int, count: int = 300) -> None:
+    """Client B's one job behind client A's `count` jobs of varied cost (products of two random
+    8-digit primes, factored in 1-40 ms), one worker: B's wait against A's total."""
+    from sympy import nextprime
+
+    rng = random.Random(7)
+
+    def prime() -> int:
+        return nextprime(rng.randrange(10**7, 10**8 - 10**4))
+
+    waits, totals = [], []
+    for run in range(runs):
+        conn.flushdb()
+        numbers = [prime() * prime() for _ in range(count)]
+        port = free_port()
+        with service_server(port):
+            url = f"http://127.0.0.1:{port}/factorize"
+            procs = workers(1, "factorization", burst=False)
+            wait_for(lambda: int(conn.scard("rq:workers:factorization")) >= 1, 60, "the worker")
+            started = time.perf_counter()
+            requests.post(f"{url}/batch", json={"numbers": numbers}, headers={"Authorization": "Bearer a"}, timeout=60)
+            b_started = time.perf_counter()
+            answer = requests.post(url, json={"number": 408216 + run}, timeout=120,
+                                   headers={"Authorization": "Bearer b", "Prefer": "wait=60"}).json()  # fmt: skip
+            assert answer["done"], answer
+            waits.append(time.perf_counter() - b_started)
+            done = requests.post(f"{url}/batch", json={"numbers": numbers}, timeout=300,
+                                 headers={"Authorization": "Bearer a", "Prefer": "wait=60"}).json()  # fmt: skip
+            assert all(item["done"] for item in done["results"])
+            totals.append(time.perf_counter() - started)
+            stop(procs)
+    results["fairness_varied"] = {"count": count, "b_wait": statistics.median(waits), "a_total": statistics.median(totals)}
+
+
+def digits(count: int, samples: int) -> None:
+    """The digits model through one warm worker, with its batch handler and one image per call
+    (the same classifier), and a single job's submit-to-seen latency on an idle system."""
+    import numpy as np
+
+    from factorize_app import jobs
+    from factorize_app.tasks import get_task_type
+    from factorize_app.tasks.digits.model import held_out_split
+
+    images = held_out_split()[1]
+    rng = np.random.default_rng(3)
+    items = [
+        {"pixels": [int(v) for v in np.clip(images[i % len(images)] + rng.integers(-1, 2, 64), 0, 16)]}
+        for i in range(count)
+    ]
+    rates = {}
+    for name in ("digits", "bench_digits_single"):
+        conn.flushdb()
+        task_type = get_task_type(name)
+        procs = workers(1, name, burst=False)
+        wait_for(lambda name=name: int(conn.scard(f"rq:workers:{name}")) >= 1, 120, "the digits worker")
+        started = time.monotonic()
+        states = jobs.submit_many(task_type=task_type, items=items, wait=120)
+        rates[name] = count / (time.monotonic() - started)
+        assert all(state.done for state in states)
+        stop(procs)
+    conn.flushdb()
+    port = free_port()
+    with service_server(port):
+        url = f"http://127.0.0.1:{port}/digits"
+        procs = workers(1, "digits", burst=False)
+        wait_for(lambda: int(conn.scard("rq:workers:digits")) >= 1, 120, "the digits worker")
+        seen = []
+        for item in items[:samples]:
+            started = time.perf_counter()
+            body = requests.post(url, json=item, headers={"Prefer": "wait=10"}, timeout=30).json()
+            assert body["done"], body
+            seen.append(time.perf_counter() - started)
+        stop(procs)
+    results["digits"] = {
+        "count": count,
+        "batched": rates["digits"],
+        "single": rates["bench_digits_single"],
+        "latency_p50_ms": statistics.median(seen) * 1000,
+    }
+
+
 def batch_polls(runs: int, count: int = 1000) -> None:
     """Polls of `count` finished jobs: one POST per item (16 threads) against one batch POST."""
     conn.flushdb()
@@ -524,6 +608,19 @@ def report(args) -> str:
         lines += ["## Fairness: client B's wait behind client A's 1,000 jobs (one worker, 20 ms jobs)", "",
                   f"- QUEUE_ORDER=fair: {fair['fair'] * 1000:,.0f} ms",
                   f"- QUEUE_ORDER=fifo: {fair['fifo'] * 1000:,.0f} ms ({ratio(fair['fifo'], fair['fair'])} longer)", ""]  # fmt: skip
+    if "fairness_varied" in results:
+        fv = results["fairness_varied"]
+        lines += [f"## Fairness with varied costs: client B's one job behind client A's {fv['count']} "
+                  "(products of two 8-digit primes, one worker)", "",
+                  f"- B seen done after {fv['b_wait'] * 1000:,.0f} ms; A's {fv['count']} took {fv['a_total'] * 1000:,.0f} ms: "
+                  f"B waited {100 * fv['b_wait'] / fv['a_total']:.1f}% of A's total.", ""]  # fmt: skip
+    if "digits" in results:
+        dg = results["digits"]
+        lines += [f"## digits (scikit-learn), {dg['count']:,} images through one warm worker", "",
+                  f"- with its batch handler (one `predict_proba` per batch): {dg['batched']:,.0f} jobs/s",
+                  f"- one image per call, same classifier: {dg['single']:,.0f} jobs/s "
+                  f"(batch handler {ratio(dg['batched'], dg['single'])})",
+                  f"- one job, submit to result seen with `Prefer: wait=10`, idle: p50 {dg['latency_p50_ms']:.1f} ms", ""]  # fmt: skip
     if "batch_polls" in results:
         bp = results["batch_polls"]
         lines += ["## Polling many finished jobs", "",
@@ -554,7 +651,10 @@ def report(args) -> str:
     return "\n".join(lines)
 
 
-SCENARIOS = ["hot_path", "workers", "end_to_end", "latency", "scale", "warm", "fairness", "batch_polls"]
+SCENARIOS = [
+    "hot_path", "workers", "end_to_end", "latency", "scale", "warm", "fairness", "fairness_varied", "digits",
+    "batch_polls",
+]  # fmt: skip
 
 
 def main() -> None:
@@ -576,6 +676,8 @@ def main() -> None:
         "scale": lambda: scale(50, args.deep),
         "warm": lambda: warm_model(200),
         "fairness": lambda: fairness(args.runs),
+        "fairness_varied": lambda: fairness_varied(args.runs),
+        "digits": lambda: digits(2000, 20),
         "batch_polls": lambda: batch_polls(args.runs),
     }
     try:

@@ -1,6 +1,9 @@
-"""The benchmark's trivial job, registered only for `make bench` (TASK_TYPES): one INCR."""
+"""Task types registered only for `make bench` (TASK_TYPES): a trivial job (one INCR), a 20 ms nap,
+and the digits model without its batch handler."""
 
+import dataclasses
 import os
+import threading
 import time
 
 import redis
@@ -60,3 +63,33 @@ NAP = TaskType(
     result_serializer=NapResult,
     implementation="bench.task_types:Napper",
 )
+
+
+class DigitsOneByOne:
+    """The digits model without its batch handler: the same classifier called once per image."""
+
+    def __init__(self) -> None:
+        from factorize_app.tasks.digits.model import DigitsClassifier
+
+        self._model = DigitsClassifier()
+
+    def setup(self) -> None:
+        self._model.setup()
+
+    def handle(self, data: dict) -> dict:
+        return self._model.handle(data)
+
+
+def _digits_one_by_one():
+    from factorize_app.tasks.digits import TASK_TYPE
+
+    return dataclasses.replace(
+        TASK_TYPE,
+        name="bench_digits_single",
+        path="bench-digits-single",
+        implementation="bench.task_types:DigitsOneByOne",
+        _lock=threading.Lock(),
+    )
+
+
+DIGITS_ONE_BY_ONE = _digits_one_by_one()

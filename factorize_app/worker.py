@@ -240,7 +240,7 @@ class WarmWorker(SimpleWorker):
 
     def _batch_size(self, task_type: TaskType) -> int:
         """Aim a batch at WORKER_BATCH_SECONDS of this type's work, judged by its recent jobs."""
-        limit = min(settings.WORKER_BATCH_SIZE, task_type.max_batch_size or settings.WORKER_BATCH_SIZE)
+        limit = task_type.max_batch_size or settings.WORKER_BATCH_SIZE  # a model knows its own best batch
         per_job = self._costs.seconds_per_job(task_type.name)
         if per_job is None:
             return min(limit, FIRST_BATCH)

@@ -45,9 +45,10 @@ class TaskType:
     # The implementation's own pinned requirements (a path from the project root), if it has any
     # beyond the service's: installed only in the images and environments whose workers run it.
     requirements: str | None = None
-    # For an implementation with handle_batch: the most inputs in one call, and how long a worker
-    # may wait (seconds) for more jobs to fill a short batch, as model servers do (Triton's
-    # max_queue_delay_microseconds, Ray Serve's batch_wait_timeout_s).
+    # For an implementation with handle_batch: the most inputs in one call (instead of
+    # WORKER_BATCH_SIZE), and how long a worker may wait (seconds) for more jobs to fill a short
+    # batch, as model servers do (Triton's max_queue_delay_microseconds, Ray Serve's
+    # batch_wait_timeout_s).
     max_batch_size: int | None = None
     max_batch_delay: float = 0.01
     # None means "use the setting of the same name" (JOB_TTL, RESULT_TTL, ...).

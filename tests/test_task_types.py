@@ -58,3 +58,24 @@ def test_bad_registrations_fail_with_a_clear_error(settings, entries, message):
             task_types()
     finally:
         _registry.cache_clear()  # the settings fixture restores TASK_TYPES after the test
+
+
+def test_factorization_reports_its_stages_and_agrees_with_sympy():
+    from sympy import factorint, nextprime
+
+    factorizer = Factorizer()
+    for number in [2, 4, 408216, 2**64 + 1, 10**30, 3**40 * 7, 2**127 - 1, 1000003**3]:
+        expected = [[int(p), int(e)] for p, e in sorted(factorint(number).items())]
+        assert factorizer.handle({"number": number})["factorization"] == expected
+    reports = []
+    semiprime = nextprime(10**11) * nextprime(10**12)  # past trial division, found by Pollard rho
+    factorizer.handle({"number": semiprime}, progress=lambda fraction, message: reports.append(message))
+    assert reports[:2] == ["trial division", "Pollard rho"]
+
+
+def test_a_handler_that_ignores_progress_keeps_working():
+    from factorize_app.tasks import get_task_type
+
+    primes = get_task_type("primes")
+    primes.setup()
+    assert primes.handler({"n": 10}, progress=lambda fraction, message: None) == {"count": 4, "largest": 7}

@@ -10,6 +10,7 @@ dependencies (Cog's `predict.py:Predictor` idea).
 from __future__ import annotations
 
 import importlib
+import inspect
 import logging
 import threading
 from collections.abc import Callable, Mapping
@@ -23,6 +24,15 @@ from rest_framework import serializers
 from rest_framework.settings import api_settings
 
 logger = logging.getLogger("factorize_app.tasks")
+
+
+# What a handler may report while it runs: a fraction done (0..1, None when unknown) and a message.
+Progress = Callable[[float | None, str], None]
+
+
+@cache
+def _takes_progress(method: Callable[..., Any]) -> bool:
+    return "progress" in inspect.signature(method).parameters
 
 
 class ImplementationUnavailable(ImportError):
@@ -76,12 +86,27 @@ class TaskType:
             raise TaskTypeError(f"{self.name}: {self.implementation!r} has no handle() method")
         return target() if isinstance(target, type) else target
 
-    def handler(self, data: dict[str, Any]) -> dict[str, Any]:
+    def handler(self, data: dict[str, Any], progress: Progress | None = None) -> dict[str, Any]:
+        """The implementation's handle(); `progress(fraction or None, message)` is passed to one
+        that takes a `progress` argument, and a handler that ignores progress keeps working."""
+        if progress is not None and _takes_progress(self.model.handle):
+            return self.model.handle(data, progress=progress)
         return self.model.handle(data)
 
     @property
-    def batch_handler(self) -> Callable[[list[dict[str, Any]]], list[dict[str, Any]]] | None:
-        return getattr(self.model, "handle_batch", None)
+    def batch_handler(self) -> Callable[..., list[dict[str, Any]]] | None:
+        """handle_batch(inputs[, progress]), if the implementation has one; its progress is the
+        whole batch's, reported for every job in it."""
+        handle_batch = getattr(self.model, "handle_batch", None)
+        if handle_batch is None:
+            return None
+
+        def batch(inputs: list[dict[str, Any]], progress: Progress | None = None) -> list[dict[str, Any]]:
+            if progress is not None and _takes_progress(handle_batch):
+                return handle_batch(inputs, progress=progress)
+            return handle_batch(inputs)
+
+        return batch
 
     def setup(self) -> None:
         setup = getattr(self.model, "setup", None)

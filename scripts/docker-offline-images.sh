@@ -7,7 +7,8 @@
 # present locally or `docker pull` succeeds within PULL_TIMEOUT seconds;
 # otherwise build a stand-in from Debian bookworm packages:
 #   local/python:3.11-bookworm  python3 (3.11) + python3-venv, host CA bundle,
-#                               PIP_CERT set, `python` -> python3
+#                               PIP_CERT set, `python` -> python3; glibc, so pip
+#                               installs manylinux wheels (scikit-learn, numpy)
 #   local/redis:7-bookworm      Debian's redis-server/redis-tools, WORKDIR
 #                               /data, protected mode off (like the official
 #                               image), CMD redis-server
@@ -44,7 +45,7 @@ WORK_DIR=""
 
 log() { printf 'offline-images: %s\n' "$*" >&2; }
 
-usage() { sed -n '2,27p' "$0" | sed 's/^# \{0,1\}//' >&2; }
+usage() { sed -n '2,28p' "$0" | sed 's/^# \{0,1\}//' >&2; }
 
 cleanup() {
     local mnt

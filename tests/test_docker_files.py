@@ -15,8 +15,14 @@ from tests.conftest import ROOT
 
 BIN = Path(sys.executable).parent
 PROXY_FILE = "deploy/compose/proxy.yml"
-# Environment variables the compose file sets itself, or the image does (Dockerfile ENV).
-SET_BY_COMPOSE_OR_IMAGE = {"REDIS_URL", "DATABASE_URL", "STATIC_COLLECTED"}
+# Environment variables the compose file sets itself, or the image does (Dockerfile ENV): MODEL_DIR
+# is where the image's models were prepared at build, so a shell's own value must not reach in.
+SET_BY_COMPOSE_OR_IMAGE = {"REDIS_URL", "DATABASE_URL", "STATIC_COLLECTED", "MODEL_DIR"}
+PROFILES = {
+    "default": (),
+    "distributed": ("--profile", "distributed"),
+    "gpu": ("--profile", "gpu"),
+}
 # Read by the start scripts and gunicorn's settings rather than by project/settings.py.
 SERVER_SETTINGS = {"WEB_SERVER", "WEB_CONCURRENCY", "WEB_THREADS", "WEB_TIMEOUT", "WEB_KILL_TIMEOUT", "ACCESS_LOG"}
 
@@ -39,6 +45,15 @@ def app_services(config: dict) -> dict[str, dict]:
     return {name: service for name, service in config["services"].items() if name == "web" or "worker" in name}
 
 
+def shipped_task_types() -> list:
+    return [import_string(path) for path in settings.DEFAULT_TASK_TYPES]
+
+
+def dockerfile_env() -> set[str]:
+    text = (ROOT / "Dockerfile").read_text().replace("\\\n", " ")
+    return {name for line in re.findall(r"^ENV (.*)$", text, re.M) for name in re.findall(r"([A-Z_]+)=", line)}
+
+
 def settings_read_from_the_environment() -> set[str]:
     text = (ROOT / "project" / "settings.py").read_text()
     return set(re.findall(r'\benv_\w+\(\s*"([A-Z][A-Z0-9_]*)"', text))
@@ -57,13 +72,25 @@ def test_hadolint_is_clean():
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_dockerfile_builds_one_non_root_image_with_a_healthcheck():
+def test_dockerfile_builds_non_root_images_with_a_healthcheck():
     text = (ROOT / "Dockerfile").read_text()
     assert text.index("ARG PYTHON_IMAGE=python:3.11-slim") < text.index("FROM ${PYTHON_IMAGE}")
     assert "/opt/venv" in text
-    # requirements.txt is copied and installed before the rest of the source.
-    assert text.index("COPY requirements.txt") < text.index("pip install") < text.index("COPY . .")
+    # The slow layers first, the ones every image shares first of all: the service's requirements,
+    # then the models' (MODELS), then the source; only then the models' files are prepared.
+    order = [
+        "COPY requirements.txt",
+        "pip install --no-compile -r /tmp/requirements.txt",
+        "ARG MODELS=all",
+        "COPY --from=model-requirements /requirements",
+        "pip install --no-compile -r requirements.txt",
+        "COPY . .",
+        'python -m "factorize_app.tasks.$model.model"',
+    ]
+    positions = [text.index(step) for step in order]
+    assert positions == sorted(positions), order
     assert "collectstatic" in text
+    assert "MODEL_DIR=/app/models" in text
     assert "USER 10001" in text
     assert "EXPOSE 8080" in text
     assert "HEALTHCHECK" in text and "/healthz" in text
@@ -71,7 +98,29 @@ def test_dockerfile_builds_one_non_root_image_with_a_healthcheck():
 
 def test_dockerignore_keeps_local_state_out_of_the_context():
     ignored = set((ROOT / ".dockerignore").read_text().split())
-    assert {".git", ".venv", "**/__pycache__", "db.sqlite3", ".env"} <= ignored
+    assert {".git", ".venv", "**/__pycache__", "db.sqlite3", ".env", ".run", "models"} <= ignored
+    # The whole source tree goes in (packages with their data files: .lua scripts, templates).
+    assert not {"factorize_app", "project", "scripts", "*.lua"} & ignored
+
+
+def test_the_model_requirements_the_dockerfile_installs_are_the_task_types_own():
+    """The Dockerfile finds a model's requirements at factorize_app/tasks/<type>/requirements.txt and
+    runs factorize_app.tasks.<type>.model at build: every requirements file there belongs to the
+    type of that name, and every type that declares requirements keeps them there."""
+    tasks = ROOT / "factorize_app" / "tasks"
+    files = sorted(path.relative_to(ROOT).as_posix() for path in tasks.glob("*/requirements.txt"))
+    declared = sorted(task_type.requirements for task_type in shipped_task_types() if task_type.requirements)
+    assert files == declared == ["factorize_app/tasks/digits/requirements.txt"]
+    for task_type in shipped_task_types():
+        if task_type.requirements:
+            assert task_type.requirements == f"factorize_app/tasks/{task_type.name}/requirements.txt"
+            assert (tasks / task_type.name / "model.py").exists()
+    for line in (ROOT / declared[0]).read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            assert re.fullmatch(r"[A-Za-z0-9_.-]+==[0-9][A-Za-z0-9.]*", line), f"pinned with ==: {line}"
+    assert not {"scikit-learn", "numpy"} & {
+        line.split("==")[0].lower() for line in (ROOT / "requirements.txt").read_text().splitlines()
+    }, "a model's requirements stay out of the service's"
 
 
 def test_compose_file_is_valid_and_has_no_version_key():
@@ -107,7 +156,7 @@ def test_redis_has_a_maxmemory_well_under_its_container_limit():
     assert size_in_bytes(smaller["services"]["redis"]["deploy"]["resources"]["limits"]["memory"]) == 64 * 2**20
 
 
-@pytest.mark.parametrize("profile", [(), ("--profile", "distributed")], ids=["default", "distributed"])
+@pytest.mark.parametrize("profile", PROFILES.values(), ids=PROFILES.keys())
 def test_every_service_has_memory_and_pids_limits_and_rotated_logs(profile):
     services = compose_config(*profile)["services"]
     for name, service in services.items():
@@ -152,18 +201,62 @@ def test_worker_is_scalable():
     assert "container_name" not in worker
     assert "ports" not in worker
     assert worker["command"] == ["python", "manage.py", "rqworker"]
-    assert worker["image"] == config["services"]["web"]["image"], "one image for the web server and the workers"
 
 
-def test_the_image_is_named_after_the_compose_project():
-    """Two checkouts (or `-p` projects) on one engine build two images instead of overwriting one."""
-    first = compose_config(COMPOSE_PROJECT_NAME="first")["services"]
-    second = compose_config("-p", "second")["services"]
-    assert {s["image"] for s in app_services({"services": first}).values()} == {"first-app"}
-    assert {s["image"] for s in app_services({"services": second}).values()} == {"second-app"}
+def test_the_web_image_has_no_model_and_the_worker_for_every_queue_has_them_all():
+    """`docker compose up`: one worker for every queue, digits included, in an image with every
+    model's requirements; the web server's image is built with none."""
+    services = compose_config()["services"]
+    web, worker = services["web"], services["worker"]
+    assert web["build"]["args"]["MODELS"] == ""
+    assert worker["build"]["args"]["MODELS"] == "all"
+    assert worker["image"] == "factorize-worker" and web["image"] == "factorize-app"
+    assert worker["pull_policy"] == "missing", "built when missing, like the web's"
 
 
-@pytest.mark.parametrize("profile", [(), ("--profile", "distributed")], ids=["default", "distributed"])
+def test_distributed_workers_run_an_image_with_only_their_own_model():
+    """A model with requirements of its own gets an image built with only those (MODELS=<type>);
+    the other types' workers run the web server's image, which has no model's requirements."""
+    services = compose_config("--profile", "distributed")["services"]
+    for task_type in shipped_task_types():
+        service = services[f"worker-{task_type.name}"]
+        if task_type.requirements:
+            assert service["build"]["args"]["MODELS"] == task_type.name
+            assert service["image"] == f"factorize-worker-{task_type.name}"
+        else:
+            assert "build" not in service and service["image"] == services["web"]["image"]
+            assert service["pull_policy"] == "never", "the image the web service builds"
+    assert services["worker-digits"]["build"]["context"] == services["web"]["build"]["context"]
+
+
+def test_a_gpu_is_reserved_only_under_the_gpu_profile():
+    """Most real models want a GPU: `--profile gpu` shows how a model's worker reserves one; every
+    other configuration reserves none, so `docker compose up` runs on any host."""
+    for name in ("default", "distributed"):
+        for service in compose_config(*PROFILES[name])["services"].values():
+            assert "reservations" not in service.get("deploy", {}).get("resources", {}), name
+    services = compose_config("--profile", "gpu")["services"]
+    gpu = services["worker-digits-gpu"]
+    assert gpu["profiles"] == ["gpu"]
+    (device,) = gpu["deploy"]["resources"]["reservations"]["devices"]
+    assert device == {"driver": "nvidia", "count": 1, "capabilities": ["gpu"]}
+    assert gpu["command"] == ["python", "manage.py", "rqworker", "digits"]
+    distributed = compose_config("--profile", "distributed")["services"]["worker-digits"]
+    assert gpu["image"] == distributed["image"] and gpu["build"] == distributed["build"]
+    assert gpu["deploy"]["resources"]["limits"] == services["worker"]["deploy"]["resources"]["limits"]
+
+
+def test_the_images_are_named_after_the_compose_project():
+    """Two checkouts (or `-p` projects) on one engine build two sets of images instead of overwriting one."""
+    for project, config in (
+        ("first", compose_config("--profile", "distributed", COMPOSE_PROJECT_NAME="first")),
+        ("second", compose_config("-p", "second", "--profile", "distributed")),
+    ):
+        images = {s["image"] for s in app_services(config).values()}
+        assert images == {f"{project}-app", f"{project}-worker", f"{project}-worker-digits"}
+
+
+@pytest.mark.parametrize("profile", PROFILES.values(), ids=PROFILES.keys())
 def test_workers_are_health_checked_on_their_heartbeat(profile):
     for name, service in app_services(compose_config(*profile)).items():
         if name == "web":
@@ -186,6 +279,8 @@ def test_production_and_every_setting_pass_from_the_shell_into_the_containers():
         assert service["environment"]["LOG_FORMAT"] == "text"
         # Unset outside: unset inside (an empty value would override the settings' default).
         assert shipped["services"][name]["environment"]["JOB_TTL"] is None
+    set_here = dockerfile_env() | set(shipped["services"]["web"]["environment"])
+    assert set_here >= SET_BY_COMPOSE_OR_IMAGE, "set by the image or the compose file, as it claims"
     expected = (settings_read_from_the_environment() - SET_BY_COMPOSE_OR_IMAGE) | SERVER_SETTINGS
     assert {"PRODUCTION", "SECRET_KEY", "ALLOWED_HOSTS", "TRUSTED_PROXIES", "CLIENT_IP_HEADER"} <= expected
     for name, service in app_services(shipped).items():
@@ -218,8 +313,8 @@ def test_the_proxy_recipe_is_the_only_way_in_and_the_only_trusted_address():
 
 def test_distributed_profile_has_one_worker_service_per_task_type():
     services = compose_config("--profile", "distributed")["services"]
-    shipped = [import_string(path) for path in settings.DEFAULT_TASK_TYPES]
-    assert shipped
+    shipped = shipped_task_types()
+    assert {"factorization", "primes", "digits"} <= {task_type.name for task_type in shipped}
     for task_type in shipped:
         service = services[f"worker-{task_type.name}"]
         assert service["command"] == ["python", "manage.py", "rqworker", task_type.name]

@@ -98,6 +98,13 @@ def dockerfile() -> dict[str, str]:
     }
 
 
+def image_for(task_type: registry.TaskType) -> str:
+    """The image a type's workers run: the service's own, or for a model with requirements of its
+    own, an image built with just those (the Dockerfile's MODELS build argument)."""
+    service_image = KUSTOMIZATION["images"][0]["name"]
+    return f"{service_image}-worker-{task_type.name}" if task_type.requirements else service_image
+
+
 def names_read_by_the_service() -> set[str]:
     """Environment variables the settings read (env_str/env_int/... calls) and the start scripts use."""
     names = set(re.findall(r'\benv_\w+\(\s*"([A-Z][A-Z0-9_]*)"', (ROOT / "project" / "settings.py").read_text()))
@@ -286,10 +293,10 @@ def test_scale_to_zero_has_a_cooldown_and_a_warm_type_stays_up():
 
 def test_image_port_user_and_command_match_the_dockerfile():
     docker = dockerfile()
-    image_name = KUSTOMIZATION["images"][0]["name"]
+    image_names = {image["name"] for image in KUSTOMIZATION["images"]}
     for deployment in app_deployments():
         pod = deployment["spec"]["template"]["spec"]
-        assert container(deployment)["image"].split(":")[0] == image_name, "one image for web and workers"
+        assert container(deployment)["image"].split(":")[0] in image_names, "an image the kustomization sets"
         uid, gid = docker["user"].split(":")
         assert (pod["securityContext"]["runAsUser"], pod["securityContext"]["runAsGroup"]) == (int(uid), int(gid))
         assert pod["securityContext"]["runAsNonRoot"] is True
@@ -302,6 +309,28 @@ def test_image_port_user_and_command_match_the_dockerfile():
     service = one("Service", "web")
     assert service["spec"]["ports"][0]["targetPort"] == port["name"]
     assert service["spec"]["selector"] == one("Deployment", "web")["spec"]["template"]["metadata"]["labels"]
+
+
+def test_a_model_with_requirements_of_its_own_runs_its_own_image(deployed_settings):
+    """The web server and the types that need only the service's requirements run the service's
+    image; digits (scikit-learn) runs an image with its requirements, which no other pod carries."""
+    assert container(one("Deployment", "web"))["image"].split(":")[0] == KUSTOMIZATION["images"][0]["name"]
+    expected = {task_type.name: image_for(task_type) for task_type in task_types()}
+    assert expected["digits"] == "factorize-worker-digits" and expected["factorization"] == "factorize"
+    for name, image in expected.items():
+        assert container(one("Deployment", f"worker-{name}"))["image"].split(":")[0] == image, name
+    assert sorted(image["name"] for image in KUSTOMIZATION["images"]) == sorted({"factorize", *expected.values()})
+
+
+def test_the_digits_worker_shows_the_gpu_limit_commented_and_valid():
+    """Most real models want a GPU: the manifest shows the limit to uncomment, and with it
+    uncommented the Deployment is still a valid one."""
+    (text,) = [part for part in (DEPLOY / "workers.yaml").read_text().split("\n---\n") if "name: worker-digits" in part]
+    commented = re.compile(r"^(\s+)# (nvidia\.com/gpu: 1)$", re.M)
+    assert commented.search(text), "the GPU limit, commented"
+    uncommented = yaml.safe_load(commented.sub(r"\1\2", text))
+    assert container(uncommented)["resources"]["limits"]["nvidia.com/gpu"] == 1
+    kubernetes_validate.validate(uncommented, KUBERNETES_VERSIONS[-1], strict=True)
 
 
 def test_probes_hit_the_health_endpoints_with_an_allowed_host():
@@ -404,7 +433,10 @@ def test_kustomize_renders_valid_manifests_and_sets_the_image(tmp_path: Path):
                 "apiVersion": "kustomize.config.k8s.io/v1beta1",
                 "kind": "Kustomization",
                 "resources": [os.path.relpath(DEPLOY, overlay)],
-                "images": [{"name": "factorize", "newName": "registry.example.com/factorize", "newTag": "1.2.3"}],
+                "images": [
+                    {"name": name, "newName": f"registry.example.com/{name}", "newTag": "1.2.3"}
+                    for name in ("factorize", "factorize-worker-digits")
+                ],
             }
         )
     )
@@ -423,6 +455,7 @@ def test_kustomize_renders_valid_manifests_and_sets_the_image(tmp_path: Path):
         if document["kind"] in ("Deployment", "StatefulSet"):
             images[document["metadata"]["name"]] = document["spec"]["template"]["spec"]["containers"][0]["image"]
     assert images.pop("redis").startswith("redis:")
+    assert images.pop("worker-digits") == "registry.example.com/factorize-worker-digits:1.2.3"
     assert set(images.values()) == {"registry.example.com/factorize:1.2.3"}
 
 

@@ -2,7 +2,8 @@
 
 The tests of this module share one compose project and run in file order; each leaves the
 project running with the web server up. Images come from PYTHON_IMAGE / REDIS_IMAGE (the
-official ones, or the stand-ins of scripts/docker-offline-images.sh).
+official ones, or the stand-ins of scripts/docker-offline-images.sh). The images' sizes are
+printed (`[docker] image ...`).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -26,6 +28,8 @@ pytestmark = pytest.mark.docker
 
 COMPOSE_BIN = str(Path(sys.executable).parent / "docker-compose")
 ADMIN = ("admin", "not-a-real-secret-1")
+QUEUES = ("factorization", "primes", "digits")
+DIGITS_REQUIREMENTS = ROOT / "factorize_app" / "tasks" / "digits" / "requirements.txt"
 SEED = {
     "number": 408216,
     "factorization": [[2, 3], [3, 1], [73, 1], [233, 1]],
@@ -47,8 +51,14 @@ class ComposeProject:
         self.env.pop("SECRET_KEY", None)  # the fresh-clone case: development defaults
 
     def __call__(self, *args: str, check: bool = True, timeout: float = 600) -> str:
+        result = self.result(*args, timeout=timeout)
+        if check and result.returncode != 0:
+            pytest.fail(f"docker compose {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
+        return result.stdout
+
+    def result(self, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
         files = ["-f", "docker-compose.yml", "-f", "tests/docker/compose.offline.yml"]
-        result = subprocess.run(
+        return subprocess.run(
             [COMPOSE_BIN, "-p", self.name, *files, *args],
             cwd=ROOT,
             env=self.env,
@@ -56,9 +66,9 @@ class ComposeProject:
             text=True,
             timeout=timeout,
         )
-        if check and result.returncode != 0:
-            pytest.fail(f"docker compose {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
-        return result.stdout
+
+    def image(self, name: str) -> str:
+        return f"{self.name}-{name}"
 
     def up(self, *args: str) -> float:
         started = time.monotonic()
@@ -83,12 +93,15 @@ def compose() -> Iterator[ComposeProject]:
     project = ComposeProject(f"factorize-test-{os.getpid()}", free_port())
     try:
         started = time.monotonic()
-        project("build")
-        print(f"\n[docker] compose build: {time.monotonic() - started:.1f} s")
+        project("--profile", "distributed", "build")
+        print(f"\n[docker] compose build (web, worker, worker-digits): {time.monotonic() - started:.1f} s")
         print(f"[docker] compose up --wait: {project.up('--scale', 'worker=0'):.1f} s")
         yield project
     finally:
         project("--profile", "distributed", "down", "-v", "--remove-orphans", check=False)
+        # This run's own images (not the base images; the build cache stays for the next run).
+        images = [project.image(name) for name in ("app", "worker", "worker-digits")]
+        subprocess.run(["docker", "image", "rm", *images], capture_output=True)
 
 
 def test_seed_async_example_through_port_8123(compose):
@@ -121,7 +134,7 @@ def test_seed_polling_loop_converges(compose):
 
 def test_scaled_workers_share_a_burst_of_jobs(compose):
     compose.up("--scale", "worker=3")
-    wait_until(lambda: compose.workers() == {"factorization": 3, "primes": 3}, timeout=60, what="3 workers")
+    wait_until(lambda: compose.workers() == dict.fromkeys(QUEUES, 3), timeout=60, what="3 workers")
     ids = [compose.post("/primes", {"n": 1000 + i}).json()["job_id"] for i in range(30)]
     for i in range(30):
         compose.wait_done("/primes", {"n": 1000 + i})
@@ -129,9 +142,101 @@ def test_scaled_workers_share_a_burst_of_jobs(compose):
     assert len(names) >= 2, f"one worker took the whole burst: {names}"
 
 
+def digits_batch(count: int, start: int = 0) -> tuple[dict, list[int]]:
+    """Held-out images (never trained on) with noise added, and the digits they show; a `start`
+    of its own gives a test images no other one submitted (a finished result answers a repeat)."""
+    import numpy as np
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    digits = load_digits()
+    _, images, _, labels = train_test_split(
+        digits.data, digits.target, test_size=0.2, random_state=0, stratify=digits.target
+    )
+    images, labels = images[start : start + count], labels[start : start + count]
+    noisy = np.clip(images + np.random.default_rng(1).integers(-2, 3, size=images.shape), 0, 16)
+    return {"items": [{"pixels": [int(v) for v in image]} for image in noisy]}, [int(y) for y in labels]
+
+
+def classify(compose: ComposeProject, batch: dict, timeout: float = 120) -> list[dict]:
+    def done():
+        answer = requests.post(compose.url + "/digits/batch", json=batch, timeout=30).json()
+        return answer["results"] if all(item["done"] for item in answer["results"]) else None
+
+    return wait_until(done, timeout=timeout, interval=0.5, what="the digits batch")
+
+
+def test_the_worker_for_every_queue_answers_digits_jobs(compose):
+    """`docker compose up` serves every type, digits included: its worker's image has every model."""
+    compose.up("--scale", "worker=1")
+    wait_until(lambda: compose.workers() == dict.fromkeys(QUEUES, 1), timeout=60, what="a worker on every queue")
+    batch, labels = digits_batch(100)
+    results = classify(compose, batch)
+    correct = sum(result["digit"] == label for result, label in zip(results, labels, strict=True))
+    print(f"[docker] digits through compose: {correct} of 100 held-out noisy images right")
+    assert correct >= 90
+    (worker,) = container_ids(compose, "worker")
+    memory = subprocess.run(
+        ["docker", "stats", "--no-stream", "--format", "{{.MemUsage}}", worker], capture_output=True, text=True
+    ).stdout.strip()
+    print(f"[docker] worker (every model) memory after the digits batch: {memory}")
+
+
+def test_only_the_model_images_have_scikit_learn(compose):
+    """The web server and the other types' workers run an image without the model's requirements
+    (and the web server is up and routing /digits without them); the model's images have them."""
+    # (compose v2.40 on engine 20.10 exits 0 from `run` whatever the container's exit code: read
+    # its output, and the exit code of the image run directly.)
+    web = compose.result("run", "--rm", "web", "python", "-c", "import sklearn")
+    assert "No module named 'sklearn'" in web.stderr, web.stderr
+    direct = subprocess.run(["docker", "run", "--rm", compose.image("app"), "python", "-c", "import sklearn"],
+                            capture_output=True, text=True)  # fmt: skip
+    assert direct.returncode == 1 and "No module named 'sklearn'" in direct.stderr
+    assert compose.post("/digits", {"pixels": [0] * 64}).status_code in (200, 202)
+    pinned = next(line for line in DIGITS_REQUIREMENTS.read_text().splitlines() if line.startswith("scikit-learn=="))
+    for service in ("worker", "worker-digits"):
+        version = "import sklearn; print(sklearn.__version__)"
+        has = compose("--profile", "distributed", "run", "--rm", "--no-deps", service, "python", "-c", version)
+        assert f"scikit-learn=={has.strip()}" == pinned, service
+    other = compose.result("--profile", "distributed", "run", "--rm", "--no-deps", "worker-primes", "python", "-c",
+                           "import sklearn")  # fmt: skip
+    assert "No module named 'sklearn'" in other.stderr
+
+
+def image_size(image: str) -> int:
+    inspected = subprocess.run(["docker", "image", "inspect", "--format", "{{.Size}}", image], capture_output=True,
+                               text=True, check=True)  # fmt: skip
+    return int(inspected.stdout)
+
+
+def test_the_web_image_is_smaller_than_the_model_image(compose):
+    sizes = {name: image_size(compose.image(name)) for name in ("app", "worker", "worker-digits")}
+    for name, size in sizes.items():
+        print(f"[docker] image {compose.image(name)}: {size / 1e6:.0f} MB")
+    gap = sizes["worker-digits"] - sizes["app"]
+    print(f"[docker] the web image is smaller than the digits worker's by {gap / 1e6:.0f} MB")
+    assert sizes["app"] < sizes["worker-digits"]
+
+
+def test_an_unknown_model_fails_the_build_with_one_clear_line():
+    build = subprocess.run(
+        ["docker", "build", "-q", "--force-rm", "--network", "host", "--build-arg", "MODELS=digits nosuch",
+         "--build-arg", f"PYTHON_IMAGE={os.environ.get('PYTHON_IMAGE', 'python:3.11-slim')}", "."],
+        cwd=ROOT, capture_output=True, text=True, timeout=900,
+    )  # fmt: skip
+    assert build.returncode != 0
+    assert "MODELS: no factorize_app/tasks/nosuch/requirements.txt" in build.stdout + build.stderr
+
+
+def started_at(container: str) -> datetime:
+    inspected = subprocess.run(["docker", "inspect", "--format", "{{.State.StartedAt}}", container],
+                               capture_output=True, text=True, check=True)  # fmt: skip
+    return datetime.fromisoformat(inspected.stdout.strip()[:26].rstrip("Z") + "+00:00")
+
+
 def test_distributed_profile_routes_each_type_to_its_own_workers(compose):
     compose.up("--scale", "worker=0")
-    wait_until(lambda: compose.workers() == {"factorization": 0, "primes": 0}, timeout=60, what="workers to stop")
+    wait_until(lambda: compose.workers() == dict.fromkeys(QUEUES, 0), timeout=60, what="workers to stop")
     compose("--profile", "distributed", "up", "-d", "--wait", "worker-primes")
     assert compose.post("/factorize", {"number": 1000003 * 1009}).json()["status"] == "queued"
     assert compose.wait_done("/primes", {"n": 10**7})["count"] == 664579
@@ -139,7 +244,19 @@ def test_distributed_profile_routes_each_type_to_its_own_workers(compose):
     assert compose.post("/factorize", {"number": 1000003 * 1009}).json()["status"] == "queued"
     compose("--profile", "distributed", "up", "-d", "--wait", "worker-factorization")
     assert compose.wait_done("/factorize", {"number": 1000003 * 1009})["factorization_str"] == "1009^1 1000003^1"
-    compose("--profile", "distributed", "rm", "-sf", "worker-primes", "worker-factorization")
+    # Digits waits for its own worker, which runs its own image and starts warm: the model file
+    # was made at build, before the container started (no training at start).
+    batch, labels = digits_batch(20, start=100)
+    waiting = requests.post(compose.url + "/digits/batch", json=batch, timeout=30).json()["results"]
+    assert {item["status"] for item in waiting} == {"queued"}
+    compose("--profile", "distributed", "up", "-d", "--wait", "worker-digits")
+    results = classify(compose, batch)
+    assert sum(result["digit"] == label for result, label in zip(results, labels, strict=True)) >= 18
+    (worker,) = container_ids(compose, "worker-digits")
+    mtime = "import os; print(os.path.getmtime(os.environ['MODEL_DIR'] + '/digits-classifier.joblib'))"
+    trained = compose("exec", "-T", "worker-digits", "python", "-c", mtime)
+    assert datetime.fromtimestamp(float(trained), tz=UTC) < started_at(worker)
+    compose("--profile", "distributed", "rm", "-sf", "worker-primes", "worker-factorization", "worker-digits")
 
 
 def test_containers_run_as_a_non_root_user(compose):
@@ -295,6 +412,10 @@ def test_single_container_sync_mode_needs_no_redis():
         response = requests.post(f"http://127.0.0.1:{port}/factorize", json={"number": 408216}, timeout=10)
         assert response.status_code == 200
         assert response.json() == {"done": True, **SEED}
+        # The default image has every model: the synchronous mode answers digits too.
+        batch, labels = digits_batch(1, start=120)
+        digit = requests.post(f"http://127.0.0.1:{port}/digits", json=batch["items"][0], timeout=30)
+        assert digit.status_code == 200 and digit.json()["digit"] == labels[0], digit.text
     finally:
         subprocess.run(["docker", "rm", "-f", container], capture_output=True)
         subprocess.run(["docker", "rmi", "-f", tag], capture_output=True)

@@ -86,6 +86,7 @@ class DigitsClassifier:
 if __name__ == "__main__":  # at image build: train once, into MODEL_DIR
     import django
 
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "project.settings")
     django.setup()
     bundle = train()
     save(bundle, model_path())

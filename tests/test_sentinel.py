@@ -28,7 +28,7 @@ import requests
 from django.conf import settings
 from rq.worker import Worker
 
-from factorize_app import jobs
+from factorize_app.jobs import connection as jobs_connection
 from project.env import redis_sentinel_connection
 from tests.conftest import dead_redis_url, free_port, poll_until_done, wait_until, web_server
 
@@ -215,7 +215,7 @@ def test_settings_turn_redis_sentinels_into_django_rq_sentinel_settings():
 
 
 def test_blocking_client_follows_the_sentinels(sentinel_group: SentinelGroup, monkeypatch):
-    """_blocking_redis() on a Sentinel pool: a Sentinel pool of its own (longer timeout), same master."""
+    """blocking_client() on a Sentinel pool: a Sentinel pool of its own (longer timeout), same master."""
     connection = redis_sentinel_connection(
         f"redis://127.0.0.1:1/{DB}",
         sentinels=[("127.0.0.1", port) for port in sentinel_group.sentinel_ports],
@@ -226,10 +226,10 @@ def test_blocking_client_follows_the_sentinels(sentinel_group: SentinelGroup, mo
     monkeypatch.setattr(
         django_rq.settings, "QUEUES", {name: {**connection, "DEFAULT_TIMEOUT": 300} for name in settings.RQ_QUEUES}
     )
-    jobs._redis.cache_clear()
-    jobs._blocking_redis.cache_clear()
+    jobs_connection.redis_client.cache_clear()
+    jobs_connection.blocking_client.cache_clear()
     try:
-        client, blocking = jobs._redis(), jobs._blocking_redis()
+        client, blocking = jobs_connection.redis_client(), jobs_connection.blocking_client()
         assert isinstance(blocking.connection_pool, redis.sentinel.SentinelConnectionPool)
         assert blocking.connection_pool is not client.connection_pool
         kwargs = blocking.connection_pool.connection_kwargs
@@ -240,8 +240,8 @@ def test_blocking_client_follows_the_sentinels(sentinel_group: SentinelGroup, mo
         assert blocking.get("sentinel:probe") == b"1"
         assert int(blocking.connection_pool.get_master_address()[1]) == sentinel_group.master_port
     finally:
-        jobs._redis.cache_clear()
-        jobs._blocking_redis.cache_clear()
+        jobs_connection.redis_client.cache_clear()
+        jobs_connection.blocking_client.cache_clear()
 
 
 def test_web_and_worker_carry_on_through_a_sentinel_failover(

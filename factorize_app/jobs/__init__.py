@@ -1,0 +1,103 @@
+"""The job service: the one package that talks to RQ and Redis.
+
+The API and the worker call these functions with plain values and get plain values back; the
+names below are the whole of what they use. One room per side:
+
+- `client`: ids, submit-or-poll, status, the long poll, cancel (the web's per-job calls);
+- `monitoring`: load, queue stats, durations, memory, admission of new jobs, the readiness probe;
+- `worker_side`: what a worker does to Redis: take, lease, finish, wait for work;
+- `maintenance`: the workers' sweep of jobs lost in outages, and of dead workers;
+- `sync`: sync mode's process pool (no Redis);
+- `keys`: every Redis key name; `connection`: the Redis clients and the scripts (`*.lua`);
+- `errors`, `states`, `ids`: what can go wrong, the values handed out, job ids and inputs.
+"""
+
+from factorize_app.jobs.client import cancel, count_request, get_status, submit, submit_many
+from factorize_app.jobs.errors import (
+    FULL,
+    PERSISTENCE,
+    READ_ONLY,
+    REFUSAL_DETAILS,
+    JobNotCancellable,
+    JobNotFound,
+    QueueRefusesWrites,
+    QueueUnavailable,
+    SubmitRefused,
+    Throttled,
+    queue_error,
+    write_refusal,
+)
+from factorize_app.jobs.ids import job_id_for
+from factorize_app.jobs.maintenance import clean_stale_workers, sweep_queue
+from factorize_app.jobs.monitoring import (
+    admit_new_jobs,
+    job_durations,
+    load,
+    ping,
+    probe,
+    queue_stats,
+    redis_memory,
+    worker_liveness,
+)
+from factorize_app.jobs.states import (
+    DONE_STATUSES,
+    DURATION_BUCKETS,
+    FAILED,
+    FINISHED,
+    QUEUED,
+    STARTED,
+    JobState,
+    RateLimit,
+    describe_error,
+    fair_order,
+)
+from factorize_app.jobs.sync import compute
+from factorize_app.jobs.worker_side import JobOutcome, TakenJob, extend_lease, finish_jobs, take_jobs, wait_for_work
+
+__all__ = [
+    "DONE_STATUSES",
+    "DURATION_BUCKETS",
+    "FAILED",
+    "FINISHED",
+    "FULL",
+    "PERSISTENCE",
+    "QUEUED",
+    "READ_ONLY",
+    "REFUSAL_DETAILS",
+    "STARTED",
+    "JobNotCancellable",
+    "JobNotFound",
+    "JobOutcome",
+    "JobState",
+    "QueueRefusesWrites",
+    "QueueUnavailable",
+    "RateLimit",
+    "SubmitRefused",
+    "TakenJob",
+    "Throttled",
+    "admit_new_jobs",
+    "cancel",
+    "clean_stale_workers",
+    "compute",
+    "count_request",
+    "describe_error",
+    "extend_lease",
+    "fair_order",
+    "finish_jobs",
+    "get_status",
+    "job_durations",
+    "job_id_for",
+    "load",
+    "ping",
+    "probe",
+    "queue_error",
+    "queue_stats",
+    "redis_memory",
+    "submit",
+    "submit_many",
+    "sweep_queue",
+    "take_jobs",
+    "wait_for_work",
+    "worker_liveness",
+    "write_refusal",
+]

@@ -1,0 +1,291 @@
+"""The client's side of the queue: submit-or-poll, status, the long poll, cancel.
+
+A submit polls its inputs first (one script, `poll.lua`: status, input and cached outcome of
+each, the type's load, the client's rate-limit counter) and enqueues only the ones missing, in
+one transaction; polling a queued job keeps it alive (its TTL and its pending deadline are
+refreshed together). Load without scanning: RQ's queue list keeps the ids of expired jobs until
+a worker pops them, so its length over-counts; each task type therefore keeps a sorted set of
+its queued job ids scored by expiry deadline (the same deadline as the job hash's EXPIRE), and
+live queued jobs are the members whose deadline lies ahead.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+from django.conf import settings
+from rq.exceptions import NoSuchJobError
+from rq.job import Job, Retry
+
+from factorize_app.jobs import keys
+from factorize_app.jobs.connection import (
+    CLOCK_KEYS,
+    OUTAGE_GAP,
+    blocking_client,
+    lua,
+    redis_client,
+    rq_queue,
+    run_script,
+    script,
+)
+from factorize_app.jobs.errors import (
+    JobNotCancellable,
+    JobNotFound,
+    QueueUnavailable,
+    SubmitRefused,
+    Throttled,
+    translate_outages,
+    write_refusal,
+)
+from factorize_app.jobs.ids import description_for, input_of, job_id_for, queued_input, task_type_of
+from factorize_app.jobs.monitoring import admit_new_jobs
+from factorize_app.jobs.states import DONE_STATUSES, FINISHED, QUEUED, JobState, RateLimit, describe_error, fair_order
+from factorize_app.tasks import TaskType, run_task, task_types
+
+_POLL = lua("poll", clock_tick=True)
+_AFTER_ENQUEUE = lua("after_enqueue")
+# Wake-up tokens kept at most per type (see `worker_side.wait_for_work`).
+WAKE_TOKENS = 64
+
+
+@translate_outages
+def submit(
+    *,
+    task_type: TaskType,
+    data: dict[str, Any],
+    wait: float = 0,
+    client: str = "",
+    rate_limit: RateLimit | None = None,
+) -> JobState:
+    """Submit-or-poll: enqueue the job unless it is already queued, running or cached.
+
+    `client` names who asked, for fair order between clients. With `wait`, hold up to that many
+    seconds for the job to finish (a long poll). With `rate_limit`, count this request against
+    the client's allowance first (in the same round trip), raising Throttled when it is used up.
+    """
+    return submit_many(task_type=task_type, items=[data], wait=wait, client=client, rate_limit=rate_limit)[0]
+
+
+@translate_outages
+def submit_many(
+    *,
+    task_type: TaskType,
+    items: list[dict[str, Any]],
+    wait: float = 0,
+    client: str = "",
+    rate_limit: RateLimit | None = None,
+) -> list[JobState]:
+    """Submit-or-poll many inputs of one type, in order, in a handful of round trips: one poll of
+    them all, one transaction enqueueing the new ones, one poll again. With `wait`, hold until
+    every one is done or the time is up. New jobs are refused (SubmitRefused) when Redis refuses
+    writes or its memory is past the high-water mark; inputs already queued or done still answer."""
+    try:
+        states = _submit_batch(task_type, items, client, rate_limit)
+        return _wait_until_done(task_type, states, wait, lambda: _submit_batch(task_type, items, client))
+    except SubmitRefused:
+        raise
+    except redis.exceptions.RedisError as exc:
+        reason = write_refusal(exc)
+        if reason is None:
+            raise
+        raise SubmitRefused(reason, str(exc)) from exc
+
+
+@translate_outages
+def get_status(*, job_id: str, wait: float = 0, rate_limit: RateLimit | None = None) -> JobState:
+    """Poll a job by id; like a repeated submit, this keeps a queued job alive."""
+    task_type = task_type_of(job_id)
+    state = _status_once(task_type, job_id, rate_limit)
+    return _wait_until_done(task_type, [state], wait, lambda: [_status_once(task_type, job_id)])[0]
+
+
+@translate_outages
+def count_request(*, rate_limit: RateLimit) -> None:
+    """Count a request that touches no job against the client's allowance; raise Throttled."""
+    _poll_many(task_types()[0], [], rate_limit)
+
+
+@translate_outages
+def cancel(*, job_id: str) -> None:
+    """Cancel a queued job: it leaves the queue and its id is forgotten."""
+    task_type = task_type_of(job_id)
+    job = _fetch(job_id)
+    if job is None or input_of(task_type, job_id, job.description or "") is None:
+        raise JobNotFound(job_id)
+    status = job.get_status(refresh=False).value
+    if status != QUEUED:
+        raise JobNotCancellable(status)
+    job.cancel()
+    job.delete(remove_from_queue=True)
+    with redis_client().pipeline(transaction=False) as pipe:
+        pipe.zrem(keys.pending(task_type.name), job_id)
+        pipe.hdel(keys.queued_inputs(task_type.name), job_id)
+        pipe.execute()
+
+
+def enqueue(task_type: TaskType, new_jobs: dict[str, dict[str, Any]], client: str) -> None:
+    """Enqueue jobs found missing, in one transaction that fails if any of them appeared
+    meanwhile (another request enqueued it: the caller polls again and sees it)."""
+    job_ttl = task_type.setting("job_ttl")
+    queue = rq_queue(task_type.name)
+    job_keys = [keys.job(job_id) for job_id in new_jobs]
+    with redis_client().pipeline(transaction=True) as pipe:
+        try:
+            pipe.watch(*job_keys)
+            if pipe.exists(*job_keys):
+                return
+            redis_time, _ = pipe.time()
+            pipe.multi()
+            # Deadlines first, so a worker that starts a job at once removes its deadline for good.
+            pipe.zadd(keys.pending(task_type.name), {job_id: redis_time + job_ttl for job_id in new_jobs})
+            pipe.hset(
+                keys.queued_inputs(task_type.name),
+                mapping={job_id: queued_input(data, client) for job_id, data in new_jobs.items()},
+            )
+            for job_id, data in new_jobs.items():
+                queue.enqueue(
+                    run_task,
+                    task_type.name,
+                    data,
+                    job_id=job_id,
+                    ttl=job_ttl,
+                    result_ttl=task_type.setting("result_ttl"),
+                    failure_ttl=task_type.setting("failure_ttl"),
+                    job_timeout=task_type.setting("job_timeout"),
+                    description=description_for(task_type, data),
+                    # RQ re-queues a job whose worker died (its lease expired) while retries are
+                    # left; a handler's own exception is the job's answer and is not retried.
+                    retry=Retry(max=settings.JOB_MAX_RETRIES) if settings.JOB_MAX_RETRIES > 0 else None,
+                    pipeline=pipe,
+                )
+            fair_client = (client or "anonymous") if fair_order() else ""
+            name = task_type.name
+            script(_AFTER_ENQUEUE)(
+                keys=[keys.fair_ring(name), keys.fair_client(name, fair_client), keys.wake(name)],
+                args=[fair_client, WAKE_TOKENS, keys.JOB_PREFIX, *new_jobs],
+                client=pipe,
+            )
+            pipe.execute()
+        except redis.exceptions.WatchError:
+            return
+
+
+def _submit_batch(
+    task_type: TaskType, items: list[dict[str, Any]], client: str, rate_limit: RateLimit | None = None
+) -> list[JobState]:
+    ids = [job_id_for(task_type, data) for data in items]
+    inputs = dict(zip(ids, items, strict=True))
+    states: dict[str, JobState] = {}
+    for _attempt in range(5):
+        waiting = [job_id for job_id in inputs if job_id not in states]
+        load, snapshots = _poll_many(task_type, waiting, rate_limit)
+        rate_limit = None  # counted once
+        missing = []
+        for job_id, snapshot in zip(waiting, snapshots, strict=True):
+            state = _state(task_type, job_id, snapshot, inputs[job_id], load) if snapshot else None
+            if state is None:
+                missing.append(job_id)
+            else:
+                states[job_id] = state
+        if not missing:  # every answer carries the latest load
+            return [
+                states[job_id] if states[job_id].load == load else dataclasses.replace(states[job_id], load=load)
+                for job_id in ids
+            ]
+        admit_new_jobs()
+        enqueue(task_type, {job_id: inputs[job_id] for job_id in missing}, client)
+    raise QueueUnavailable(f"{len(missing)} jobs kept changing under concurrent requests; try again")
+
+
+def _status_once(task_type: TaskType, job_id: str, rate_limit: RateLimit | None = None) -> JobState:
+    load, (snapshot,) = _poll_many(task_type, [job_id], rate_limit)
+    data = input_of(task_type, job_id, snapshot.description) if snapshot else None
+    state = _state(task_type, job_id, snapshot, data, load) if data is not None else None
+    if state is None:
+        raise JobNotFound(job_id)
+    return state
+
+
+def _wait_until_done(
+    task_type: TaskType, states: list[JobState], seconds: float, poll: Callable[[], list[JobState]]
+) -> list[JobState]:
+    """Block on the jobs' RQ result streams (XREAD; every waiter wakes when a worker writes a
+    result), never spinning on Redis; then poll again. Re-polling at least every half JOB_TTL
+    keeps queued jobs alive while their client waits."""
+    deadline = time.monotonic() + min(seconds, settings.MAX_WAIT)
+    chunk = max(1.0, task_type.setting("job_ttl") / 2)
+    seen: dict[str, str] = {}
+    while not all(state.done for state in states):
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            break
+        streams = {keys.results(s.job_id): seen.get(s.job_id, "0-0") for s in states if not s.done}
+        block_ms = max(1, int(min(remaining, chunk) * 1000))
+        for stream, entries in blocking_client().xread(streams, count=10, block=block_ms) or []:
+            seen[stream.decode().removeprefix(keys.RESULTS_PREFIX)] = entries[-1][0]
+        states = poll()
+    return states
+
+
+@dataclass(frozen=True)
+class _Snapshot:
+    status: str
+    description: str
+    outcome: str
+
+
+def _poll_many(
+    task_type: TaskType, job_ids: list[str], rate_limit: RateLimit | None = None
+) -> tuple[int, list[_Snapshot | None]]:
+    """The type's load and a snapshot of each job (None: no such job), in one round trip."""
+    throttle_key, limit, window = "", 0, 0
+    if rate_limit is not None:
+        slot = int(time.time() // rate_limit.window)
+        throttle_key = keys.throttle(rate_limit.scope, rate_limit.client, slot)
+        limit, window = rate_limit.limit, rate_limit.window
+    name = task_type.name
+    script_keys = [keys.pending(name), keys.started(name), throttle_key, *CLOCK_KEYS]
+    args = [task_type.setting("job_ttl"), limit, window, OUTAGE_GAP, keys.JOB_PREFIX, *job_ids]
+    reply = run_script(_POLL, script_keys, args)
+    if reply[0] == b"throttled":
+        raise Throttled(max(1, int(reply[1])))
+    _, load, answers = reply
+    snapshots = [_Snapshot(*(field.decode() for field in answer)) if answer else None for answer in answers]
+    return int(load), snapshots
+
+
+def _state(task_type: TaskType, job_id: str, snapshot: _Snapshot, data: dict[str, Any], load: int) -> JobState | None:
+    """The client's view of a job; None if it vanished or its result expired meanwhile."""
+    result = error = None
+    if snapshot.status in DONE_STATUSES:
+        if snapshot.outcome:
+            outcome = json.loads(snapshot.outcome)  # not orjson: it reads integers beyond 64 bits as floats
+            result, error = outcome.get("result"), outcome.get("error")
+        else:
+            # Not cached by a worker (a job failed by RQ's abandoned-job cleanup, or polled in the
+            # instant between RQ's write and the worker's): read RQ's own result.
+            job = _fetch(job_id)
+            latest = job.latest_result() if job is not None else None
+            if latest is None:
+                # The hash outlived its result (or vanished): drop it so the input can run again.
+                if job is not None:
+                    job.delete()
+                return None
+            if snapshot.status == FINISHED:
+                result = latest.return_value
+            else:
+                error = describe_error(latest.exc_string, job.timeout)
+    return JobState(job_id, task_type.name, snapshot.status, data, result, error, load)
+
+
+def _fetch(job_id: str) -> Job | None:
+    try:
+        return Job.fetch(job_id, connection=redis_client())
+    except NoSuchJobError:
+        return None

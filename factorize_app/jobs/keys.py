@@ -1,0 +1,123 @@
+"""Every Redis key the job service reads or writes, named in this one place.
+
+RQ's own keys (job hashes, queue lists, registries, executions, workers, result streams) come
+from RQ's classes, never retyped, so they follow RQ. Ours live under `factorize:`. The Redis
+scripts build no key of their own: they get full keys as KEYS, or a prefix as ARGV where the
+key depends on a job id the script reads from Redis.
+"""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+from rq.executions import Execution
+from rq.job import Job
+from rq.queue import Queue
+from rq.registry import FailedJobRegistry, FinishedJobRegistry, StartedJobRegistry
+from rq.results import Result
+from rq.worker import Worker
+from rq.worker_registration import REDIS_WORKER_KEYS, WORKERS_BY_QUEUE_KEY
+
+# --- RQ's ---------------------------------------------------------------------------------
+
+JOB_PREFIX = Job.redis_job_namespace_prefix  # the job hash: status, description, TTLs, ...
+QUEUE_PREFIX = Queue.redis_queue_namespace_prefix  # the queue's list of job ids
+STARTED_PREFIX = StartedJobRegistry.key_template.format("")  # running executions, scored by lease end
+EXECUTION_PREFIX = Execution.key.fget(SimpleNamespace(composite_key=""))  # one hash per execution
+WORKER_PREFIX = Worker.redis_worker_namespace_prefix  # a worker's hash: heartbeat, state, counters
+ALL_WORKERS = REDIS_WORKER_KEYS  # the set of every registered worker's key
+RESULTS_PREFIX = Result.get_key("")  # a job's result stream
+
+
+def job(job_id: str) -> str:
+    return JOB_PREFIX + job_id
+
+
+def queue(name: str) -> str:
+    return QUEUE_PREFIX + name
+
+
+def started(name: str) -> str:
+    return STARTED_PREFIX + name
+
+
+def finished(name: str) -> str:
+    return FinishedJobRegistry.key_template.format(name)
+
+
+def failed(name: str) -> str:
+    return FailedJobRegistry.key_template.format(name)
+
+
+def execution(member: str) -> str:
+    """An execution's hash, by its member in the StartedJobRegistry ("<job id>:<execution id>")."""
+    return EXECUTION_PREFIX + member
+
+
+def worker(worker_name: str) -> str:
+    return WORKER_PREFIX + worker_name
+
+
+def workers_of(name: str) -> str:
+    """The set of the workers registered for a queue."""
+    return WORKERS_BY_QUEUE_KEY % name
+
+
+def results(job_id: str) -> str:
+    return Result.get_key(job_id)
+
+
+# --- ours ---------------------------------------------------------------------------------
+
+OURS = "factorize:"
+# Queued job ids of a type scored by expiry deadline: the live load without scanning.
+PENDING_PREFIX = OURS + "pending:"
+# Inputs of a type's queued jobs (id -> "<fair client> <input>"), kept without expiry until a
+# worker takes them (outage recovery).
+QUEUED_INPUTS_PREFIX = OURS + "queued:"
+# Submits push a token here to wake an idle worker of the type.
+WAKE_PREFIX = OURS + "wake:"
+# A type's job duration histogram.
+DURATION_PREFIX = OURS + "metrics:job_duration:"
+# Fair order: a type's round-robin ring of waiting clients, and each client's list of job ids.
+FAIR_PREFIX = OURS + "fair:"
+# A client's request counter for one rate-limit window.
+THROTTLE_PREFIX = OURS + "throttle:"
+# Redis time of the last script that served the queue, and the outages ("<start> <end>") found.
+CLOCK = OURS + "clock"
+OUTAGES = OURS + "outages"
+# Written by the readiness probe: refused exactly when submits would be.
+PROBE = OURS + "probe"
+
+
+def pending(name: str) -> str:
+    return PENDING_PREFIX + name
+
+
+def queued_inputs(name: str) -> str:
+    return QUEUED_INPUTS_PREFIX + name
+
+
+def wake(name: str) -> str:
+    return WAKE_PREFIX + name
+
+
+def durations(name: str) -> str:
+    return DURATION_PREFIX + name
+
+
+def fair_ring(name: str) -> str:
+    return f"{FAIR_PREFIX}{name}:ring"
+
+
+def fair_clients_prefix(name: str) -> str:
+    """The prefix of a type's per-client job lists (the take script appends the client)."""
+    return f"{FAIR_PREFIX}{name}:client:"
+
+
+def fair_client(name: str, client: str) -> str:
+    return fair_clients_prefix(name) + client
+
+
+def throttle(scope: str, client: str, slot: int) -> str:
+    return f"{THROTTLE_PREFIX}{scope}:{client}:{slot}"

@@ -1,0 +1,84 @@
+"""The workers' maintenance of the queue: jobs lost in an outage come back, dead workers go.
+
+Outages do not expire the queue: Redis expires a queued job JOB_TTL after its last poll by the
+wall clock, so an outage longer than that (clients cannot poll) would empty the queue. Every
+script that serves the queue (polls, takes, this sweep) ticks a clock in Redis
+(`clock_tick.lua`); a tick that finds the clock older than OUTAGE_GAP seconds records the gap
+as an outage. Each queued job's input is kept (without expiry) in a per-type hash until a worker
+takes it; the sweep (`sweep_queue`) re-enqueues the jobs that expired during a recorded outage,
+with a fresh JOB_TTL, and forgets the inputs of jobs that expired while the queue was looked
+after.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from factorize_app.jobs import keys
+from factorize_app.jobs.client import enqueue
+from factorize_app.jobs.connection import CLOCK_KEYS, OUTAGE_GAP, lua, redis_client, script
+from factorize_app.jobs.errors import translate_outages
+from factorize_app.jobs.ids import input_of
+from factorize_app.jobs.monitoring import beat_is_recent
+from factorize_app.tasks import task_types
+
+_TICK = lua("tick", clock_tick=True)
+_SWEEP = lua("sweep", clock_tick=True)
+
+
+@translate_outages
+def sweep_queue(*, limit: int = 1000) -> int:
+    """Re-enqueue the jobs that expired during outages, forget those that expired unpolled (at
+    most `limit` expired jobs of each type looked at). Answers how many came back."""
+    conn = redis_client()
+    script(_TICK)(keys=CLOCK_KEYS, args=[OUTAGE_GAP])  # records an outage that ends now, if any
+    outages = conn.lrange(keys.OUTAGES, 0, -1)
+    outage_start = min((float(entry.split()[0]) for entry in outages), default=None)
+    restored = 0
+    for task_type in task_types():
+        name = task_type.name
+        script_keys = [keys.pending(name), keys.queued_inputs(name), *CLOCK_KEYS]
+        args = ["" if outage_start is None else outage_start, task_type.setting("job_ttl"), limit, OUTAGE_GAP]
+        lost = script(_SWEEP)(keys=script_keys, args=[*args, keys.JOB_PREFIX])
+        by_client: dict[str, dict[str, dict[str, Any]]] = {}
+        for job_id, stored in lost:
+            client, _, text = stored.decode().partition(" ")
+            data = input_of(task_type, job_id.decode(), f"{name} {text}")
+            if data is not None:
+                by_client.setdefault(client, {})[job_id.decode()] = data
+        for client, new_jobs in by_client.items():
+            enqueue(task_type, new_jobs, client)
+            restored += len(new_jobs)
+    if outages:
+        conn.ltrim(keys.OUTAGES, len(outages), -1)
+    return restored
+
+
+@translate_outages
+def clean_stale_workers() -> list[str]:
+    """Unregister workers that stopped heartbeating (killed, lost with their node) more than
+    WORKER_LIVENESS ago, so RQ's and the dashboard's listings show live workers only. Their jobs
+    are recovered by RQ's registry cleanup when their lease runs out. Answers their names."""
+    conn = redis_client()
+    worker_keys = [key.decode() for key in conn.smembers(keys.ALL_WORKERS)]
+    if not worker_keys:
+        return []
+    now = int(conn.time()[0])
+    with conn.pipeline(transaction=False) as pipe:
+        for key in worker_keys:
+            pipe.hmget(key, "last_heartbeat", "death", "queues")
+        rows = pipe.execute()
+    stale = [
+        (key, queues)
+        for key, (beat, death, queues) in zip(worker_keys, rows, strict=True)
+        if death is None and (beat is None or not beat_is_recent(beat, now))
+    ]
+    with conn.pipeline(transaction=True) as pipe:
+        for key, queues in stale:
+            pipe.delete(key)
+            pipe.srem(keys.ALL_WORKERS, key)
+            for name in (queues or b"").decode().split(","):
+                if name:
+                    pipe.srem(keys.workers_of(name), key)
+        pipe.execute()
+    return [key.removeprefix(keys.WORKER_PREFIX) for key, _ in stale]

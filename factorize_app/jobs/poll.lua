@@ -1,0 +1,35 @@
+-- One round trip per poll of one job or a batch of them.
+-- KEYS: the type's pending set, its StartedJobRegistry, the client's rate-limit counter ('' for
+-- none), the clock, the outages.
+-- ARGV: JOB_TTL, the rate limit, its window, the outage gap, the job hash prefix, the job ids.
+-- First the client's rate-limit counter (a fixed window). Then, per job: refresh a queued job's
+-- TTL and its pending deadline together, atomically, so a job a worker has just started (and
+-- PERSISTed) is never given an expiry; answer its status, its input (kept in the description)
+-- and the outcome the worker cached as JSON. Last, the type's load (live queued + running).
+-- Every write may be refused (a full or read-only Redis): the poll still answers; the rate limit
+-- then fails open.
+local now = clock_tick(KEYS[4], KEYS[5], ARGV[4])
+if KEYS[3] ~= '' then
+  local hits = redis.pcall('INCR', KEYS[3])
+  if type(hits) == 'number' then
+    if hits == 1 then redis.pcall('EXPIRE', KEYS[3], ARGV[3]) end
+    if hits > tonumber(ARGV[2]) then return {'throttled', redis.call('TTL', KEYS[3])} end
+  end
+end
+local ttl = tonumber(ARGV[1])
+local job_prefix = ARGV[5]
+local answers = {}
+for i = 6, #ARGV do
+  local key = job_prefix .. ARGV[i]
+  local fields = redis.call('HMGET', key, 'status', 'description', 'factorize_outcome')
+  if fields[1] then
+    if fields[1] == 'queued' then
+      redis.pcall('EXPIRE', key, ttl)
+      redis.pcall('ZADD', KEYS[1], now + ttl, ARGV[i])
+    end
+    answers[#answers + 1] = {fields[1], fields[2] or '', fields[3] or ''}
+  else
+    answers[#answers + 1] = false
+  end
+end
+return {'ok', redis.call('ZCOUNT', KEYS[1], '(' .. now, '+inf') + redis.call('ZCARD', KEYS[2]), answers}

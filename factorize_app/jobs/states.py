@@ -1,0 +1,63 @@
+"""The job service's vocabulary, shared by its client and worker sides: job statuses, what a
+client sees of a job (JobState), a client's allowance (RateLimit), the queue order, the
+duration histogram's buckets and the one-line description of a failure."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from django.conf import settings
+from rq.job import JobStatus as RQStatus
+
+# Plain strings: RQ's JobStatus enum hashes by member name, so it does not mix with str in sets.
+QUEUED, STARTED, FINISHED, FAILED = "queued", "started", "finished", "failed"
+DONE_STATUSES = {FINISHED, FAILED, RQStatus.STOPPED.value, RQStatus.CANCELED.value}
+# Upper bounds (seconds) of the job duration histogram's buckets.
+DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
+
+
+@dataclass(frozen=True)
+class JobState:
+    """What a client sees of one job."""
+
+    job_id: str | None
+    task_name: str
+    status: str
+    input: dict[str, Any]
+    result: dict[str, Any] | None = None
+    error: str | None = None
+    load: int | None = None
+
+    @property
+    def done(self) -> bool:
+        return self.status in DONE_STATUSES
+
+
+@dataclass(frozen=True)
+class RateLimit:
+    """A client's allowance: `limit` requests per `window` seconds, counted under `scope`."""
+
+    scope: str
+    client: str
+    limit: int
+    window: int
+
+
+def fair_order() -> bool:
+    """Serve clients in turn (QUEUE_ORDER=fair) rather than first come, first served."""
+    return settings.QUEUE_ORDER == "fair"
+
+
+def describe_error(exc_string: str | None, timeout: int | None) -> str:
+    """A failure in one line for clients and logs, from RQ's traceback string."""
+    lines = [line for line in (exc_string or "").strip().splitlines() if line.strip()]
+    last = lines[-1].strip() if lines else "the job failed"
+    if "JobTimeoutException" in last:
+        return f"timed out after {timeout} s" if timeout else "timed out"
+    if "AbandonedJobError" in (exc_string or ""):
+        attempts = settings.JOB_MAX_RETRIES + 1
+        return f"abandoned: the worker running it died ({attempts} attempt{'s' if attempts > 1 else ''})"
+    # "package.module.ValueError: message" -> "ValueError: message"
+    head, sep, message = last.partition(": ")
+    return f"{head.rsplit('.', 1)[-1]}{sep}{message}" if sep else last

@@ -1,0 +1,60 @@
+"""Sync mode (EXECUTION_MODE=sync): jobs run at once, in a pool of processes, with no queue and
+no Redis."""
+
+from __future__ import annotations
+
+import atexit
+import multiprocessing
+import multiprocessing.pool
+import threading
+from typing import Any
+
+from django.conf import settings
+
+from factorize_app.jobs.states import FAILED, FINISHED, JobState
+from factorize_app.tasks import TaskType, run_task
+
+
+def compute(*, task_type: TaskType, data: dict[str, Any]) -> JobState:
+    """Run the handler now, with no queue and no Redis, within the type's job timeout.
+
+    Handlers run in a small pool of processes that keep their models loaded (a thread cannot be
+    stopped; a process can): a job that overruns its timeout is failed, and the pool replaced.
+    """
+    pool = _sync_pool()
+    timeout = task_type.setting("job_timeout")
+    try:
+        result = pool.apply_async(run_task, (task_type.name, data)).get(timeout)
+    except multiprocessing.TimeoutError:
+        _replace_sync_pool(pool)
+        return JobState(None, task_type.name, FAILED, data, error=f"timed out after {timeout} s")
+    except Exception as exc:  # a handler error is the job's failure, reported to the client
+        return JobState(None, task_type.name, FAILED, data, error=f"{type(exc).__name__}: {exc}")
+    return JobState(None, task_type.name, FINISHED, data, result=result)
+
+
+_sync_lock = threading.Lock()
+_sync_pools: list[multiprocessing.pool.Pool] = []
+
+
+def _sync_pool() -> multiprocessing.pool.Pool:
+    with _sync_lock:
+        if not _sync_pools:
+            context = multiprocessing.get_context("spawn")  # no fork of a threaded server
+            pool = context.Pool(settings.SYNC_PROCESSES, initializer=_start_sync_process)
+            atexit.register(pool.terminate)
+            _sync_pools.append(pool)
+        return _sync_pools[0]
+
+
+def _replace_sync_pool(pool: multiprocessing.pool.Pool) -> None:
+    with _sync_lock:
+        if _sync_pools and _sync_pools[0] is pool:
+            _sync_pools.clear()
+    pool.terminate()  # stops the overrunning handler (and fails any other job it was running)
+
+
+def _start_sync_process() -> None:
+    import django
+
+    django.setup()  # each type's setup() runs on its first job (run_task), then stays warm

@@ -1,0 +1,186 @@
+"""The worker's side of the queue: batches taken, leased, recorded, and the wake-ups in between.
+
+A worker takes a batch in one round trip (`take.lua`), each job STARTED exactly as RQ's own
+worker leaves it; keeps the batch leased while it runs (`extend_lease.lua`); and records it in
+one transaction, as RQ records jobs, plus the JSON polls answer and the duration histogram.
+Idle, it blocks on the wake-up tokens submits push. Its maintenance is in `maintenance`.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+from rq.results import Result
+from rq.utils import now as rq_now
+from rq.utils import utcformat
+from rq.worker import WorkerStatus
+
+from factorize_app.jobs import keys
+from factorize_app.jobs.connection import CLOCK_KEYS, OUTAGE_GAP, blocking_client, lua, redis_client, script
+from factorize_app.jobs.errors import translate_outages
+from factorize_app.jobs.ids import input_of, queued_input
+from factorize_app.jobs.states import DURATION_BUCKETS, FAILED, FINISHED, QUEUED, describe_error, fair_order
+from factorize_app.tasks import get_task_type
+
+_TAKE = lua("take", clock_tick=True)
+_EXTEND_LEASE = lua("extend_lease")
+
+
+@dataclass(frozen=True)
+class TakenJob:
+    """A job a worker has taken: it is STARTED in RQ's terms and leased to that worker."""
+
+    job_id: str
+    task_name: str
+    input: dict[str, Any] | None  # None: not a job this service enqueued (no readable input)
+    timeout: int
+    result_ttl: int
+    failure_ttl: int
+    execution: str  # its member in RQ's StartedJobRegistry: "<job id>:<execution id>"
+
+
+@dataclass(frozen=True)
+class JobOutcome:
+    job: TakenJob
+    status: str  # FINISHED or FAILED
+    seconds: float
+    result: Any = None
+    exc_string: str | None = None
+    timed_out: bool = False
+
+
+@translate_outages
+def take_jobs(*, queue_names: list[str], worker_name: str, count: int, lease: int) -> list[TakenJob]:
+    """Take up to `count` queued jobs from the first of `queue_names` that has any, in one round trip.
+
+    Each taken job is STARTED exactly as RQ's own worker leaves it (status, worker name, an
+    execution in the StartedJobRegistry), so the dashboard and `rq info` see it running, and a
+    worker that dies mid-batch leaves every unfinished job in the registry, whose lease expiry
+    RQ's registry cleanup turns into a retry or an AbandonedJobError failure.
+    """
+    execution_id = uuid.uuid4().hex
+    script_keys = [keys.worker(worker_name), *CLOCK_KEYS]
+    args = [count, lease, worker_name, utcformat(rq_now()), execution_id, int(fair_order()), OUTAGE_GAP]
+    args += [keys.JOB_PREFIX, keys.EXECUTION_PREFIX]
+    for name in queue_names:
+        script_keys += [
+            keys.queue(name),
+            keys.workers_of(name),
+            keys.started(name),
+            keys.pending(name),
+            keys.queued_inputs(name),
+            keys.fair_ring(name),
+        ]
+        args += [name, keys.fair_clients_prefix(name)]
+    reply = script(_TAKE)(keys=script_keys, args=args)
+    if not reply:
+        return []
+    name, rows = reply[0].decode(), reply[1:]
+    task_type = get_task_type(name)
+    taken = []
+    for job_id, description, timeout, result_ttl, failure_ttl in rows:
+        job_id = job_id.decode()
+        taken.append(
+            TakenJob(
+                job_id=job_id,
+                task_name=name,
+                input=input_of(task_type, job_id, description.decode()),
+                timeout=int(timeout or task_type.setting("job_timeout")),
+                result_ttl=int(result_ttl or task_type.setting("result_ttl")),
+                failure_ttl=int(failure_ttl or task_type.setting("failure_ttl")),
+                execution=f"{job_id}:{execution_id}",
+            )
+        )
+    return taken
+
+
+@translate_outages
+def extend_lease(*, taken: list[TakenJob], lease: int) -> None:
+    """Keep a running batch's jobs leased (the worker's heartbeat, while it works on them)."""
+    if not taken:
+        return
+    script_keys = [key for job in taken for key in (keys.started(job.task_name), keys.execution(job.execution))]
+    script(_EXTEND_LEASE)(keys=script_keys, args=[lease, *(job.execution for job in taken)])
+
+
+@translate_outages
+def finish_jobs(*, worker_name: str, outcomes: list[JobOutcome], unstarted: list[TakenJob] = ()) -> None:
+    """Record a batch in one transaction: each outcome as RQ records it (status, result stream,
+    finished/failed registry, TTLs, worker counters), the JSON that polls answer, the duration
+    histogram; and hand `unstarted` jobs (a warm stop came mid-batch) back to the queue's front.
+    """
+    ended_at = utcformat(rq_now())
+    histogram: dict[tuple[str, str], float] = {}
+    working_time = 0.0
+    counts = {FINISHED: 0, FAILED: 0}
+    with redis_client().pipeline(transaction=True) as pipe:
+        for outcome in outcomes:
+            job = outcome.job
+            finished = outcome.status == FINISHED
+            ttl = job.result_ttl if finished else job.failure_ttl
+            if finished:
+                cached = {"result": outcome.result}
+            else:
+                cached = {"error": describe_error(outcome.exc_string, job.timeout)}
+            key = keys.job(job.job_id)
+            fields = {"status": outcome.status, "ended_at": ended_at, "factorize_outcome": json.dumps(cached)}
+            pipe.hset(key, mapping=fields)
+            pipe.expire(key, ttl)
+            entry = Result(
+                job_id=job.job_id,
+                type=Result.Type.SUCCESSFUL if finished else Result.Type.FAILED,
+                connection=redis_client(),
+                return_value=outcome.result if finished else None,
+                exc_string=None if finished else (outcome.exc_string or ""),
+                worker_name=worker_name,
+                execution_id=job.execution.rpartition(":")[2],
+            )
+            pipe.xadd(keys.results(job.job_id), entry.serialize(), maxlen=10)
+            pipe.expire(keys.results(job.job_id), ttl)
+            registry = keys.finished(job.task_name) if finished else keys.failed(job.task_name)
+            pipe.zadd(registry, {job.job_id: time.time() + ttl})
+            _end_execution(pipe, job)
+            counts[outcome.status] += 1
+            working_time += outcome.seconds
+            bucket = next((f"{bound}" for bound in DURATION_BUCKETS if outcome.seconds <= bound), "+Inf")
+            for field, value in ((f"{outcome.status}:{bucket}", 1), (f"{outcome.status}:sum", outcome.seconds)):
+                histogram[(job.task_name, field)] = histogram.get((job.task_name, field), 0) + value
+        for job in reversed(unstarted):
+            _end_execution(pipe, job)
+            job_ttl = get_task_type(job.task_name).setting("job_ttl")
+            key = keys.job(job.job_id)
+            pipe.hset(key, mapping={"status": QUEUED, "worker_name": ""})
+            pipe.expire(key, job_ttl)
+            pipe.zadd(keys.pending(job.task_name), {job.job_id: time.time() + job_ttl})
+            pipe.lpush(keys.queue(job.task_name), job.job_id)
+            if job.input is not None:
+                pipe.hset(keys.queued_inputs(job.task_name), job.job_id, queued_input(job.input, ""))
+        worker_key = keys.worker(worker_name)
+        pipe.hset(worker_key, "state", WorkerStatus.IDLE.value)
+        for (task_name, field), value in histogram.items():
+            pipe.hincrbyfloat(keys.durations(task_name), field, value)
+        pipe.hincrby(worker_key, "successful_job_count", counts[FINISHED])
+        pipe.hincrby(worker_key, "failed_job_count", counts[FAILED])
+        pipe.hincrbyfloat(worker_key, "total_working_time", working_time)
+        pipe.execute()
+
+
+def _end_execution(pipe: redis.client.Pipeline, job: TakenJob) -> None:
+    pipe.zrem(keys.started(job.task_name), job.execution)
+    pipe.delete(keys.execution(job.execution))
+
+
+@translate_outages
+def wait_for_work(*, queue_names: list[str], timeout: float) -> None:
+    """Block until a submit signals new work on one of the queues, or `timeout` passes.
+
+    Workers take jobs with a script, which cannot block; submits push a wake-up token instead.
+    Jobs that reach a queue some other way (RQ's retries, the dashboard) are found at the latest
+    when the timeout runs out.
+    """
+    blocking_client().blpop([keys.wake(name) for name in queue_names], timeout=timeout)

@@ -251,7 +251,7 @@ def test_lean_lane_errors_are_counted(live_url, session):
 
 
 def _valid_input(task_type) -> dict:
-    examples = {"number": 408216, "n": 1000, "tag": "hostile", "seconds": 0, "x": 3}
+    examples = {"number": 408216, "n": 1000, "tag": "hostile", "seconds": 0, "x": 3, "pixels": [8] * 64}
     return {field: examples[field] for field in task_type.input_fields}
 
 

@@ -423,14 +423,14 @@ class _Batch:
             self._flush()
 
     def finish(self) -> None:
-        """Record what is left and hand back what never started (a warm stop)."""
-        self._flush()
+        """Record what is left, hand back what never started (a warm stop), and mark the worker
+        idle, in one transaction."""
         with self._lock:
+            outcomes, self._unrecorded = self._unrecorded, []
             unstarted = list(self._unstarted)
             self._unstarted.clear()
-        if unstarted:
-            _retrying(lambda: jobs.finish_jobs(worker_name=self.worker_name, outcomes=[], unstarted=unstarted))
-            self.handed_back += len(unstarted)
+        _retrying(lambda: jobs.finish_jobs(worker_name=self.worker_name, outcomes=outcomes, unstarted=unstarted))
+        self.handed_back += len(unstarted)
 
     def hand_back_if_held_up(self) -> None:
         """The lease keeper's call: when the running job has run long, the jobs waiting behind it
@@ -443,7 +443,7 @@ class _Batch:
             waiting = list(self._unstarted)
             self._unstarted.clear()
         try:
-            jobs.finish_jobs(worker_name=self.worker_name, outcomes=[], unstarted=waiting)
+            jobs.finish_jobs(worker_name=self.worker_name, outcomes=[], unstarted=waiting, batch_done=False)
         except jobs.QueueUnavailable:
             self.unstart_behind(waiting)
             return
@@ -473,7 +473,7 @@ class _Batch:
             outcomes, self._unrecorded = self._unrecorded, []
         if not outcomes:
             return
-        record = lambda: jobs.finish_jobs(worker_name=self.worker_name, outcomes=outcomes)  # noqa: E731
+        record = lambda: jobs.finish_jobs(worker_name=self.worker_name, outcomes=outcomes, batch_done=False)  # noqa: E731
         if retry:
             _retrying(record)
             return

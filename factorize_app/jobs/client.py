@@ -50,8 +50,6 @@ from factorize_app.tasks import TaskType, run_task, task_types
 
 _POLL = lua("poll", clock_tick=True)
 _AFTER_ENQUEUE = lua("after_enqueue")
-# Wake-up tokens kept at most per type (see `worker_side.wait_for_work`).
-WAKE_TOKENS = 64
 
 
 @translate_outages
@@ -168,7 +166,7 @@ def enqueue(task_type: TaskType, new_jobs: dict[str, dict[str, Any]], client: st
             name = task_type.name
             script(_AFTER_ENQUEUE)(
                 keys=[keys.fair_ring(name), keys.fair_client(name, fair_client), keys.wake(name)],
-                args=[fair_client, WAKE_TOKENS, keys.JOB_PREFIX, *new_jobs],
+                args=[fair_client, keys.WAKE_TOKENS, keys.JOB_PREFIX, *new_jobs],
                 client=pipe,
             )
             pipe.execute()

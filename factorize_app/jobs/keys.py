@@ -77,6 +77,7 @@ PENDING_PREFIX = OURS + "pending:"
 QUEUED_INPUTS_PREFIX = OURS + "queued:"
 # Submits push a token here to wake an idle worker of the type.
 WAKE_PREFIX = OURS + "wake:"
+WAKE_TOKENS = 64  # the most tokens a wake-up list holds: more would wake no one
 # A type's job duration histogram.
 DURATION_PREFIX = OURS + "metrics:job_duration:"
 # Fair order: a type's round-robin ring of waiting clients, and each client's list of job ids.

@@ -109,10 +109,14 @@ def extend_lease(*, taken: list[TakenJob], lease: int) -> None:
 
 
 @translate_outages
-def finish_jobs(*, worker_name: str, outcomes: list[JobOutcome], unstarted: list[TakenJob] = ()) -> None:
-    """Record a batch in one transaction: each outcome as RQ records it (status, result stream,
+def finish_jobs(
+    *, worker_name: str, outcomes: list[JobOutcome], unstarted: list[TakenJob] = (), batch_done: bool = True
+) -> None:
+    """Record outcomes in one transaction: each as RQ records it (status, result stream,
     finished/failed registry, TTLs, worker counters), the JSON that polls answer, the duration
-    histogram; and hand `unstarted` jobs (a warm stop came mid-batch) back to the queue's front.
+    histogram; and hand `unstarted` jobs (a warm stop, or jobs held up by a long one) back to the
+    queue's front, waking an idle worker for them. `batch_done`: the worker is idle again (a
+    batch records its results in several transactions while it runs).
     """
     ended_at = utcformat(rq_now())
     histogram: dict[tuple[str, str], float] = {}
@@ -160,8 +164,12 @@ def finish_jobs(*, worker_name: str, outcomes: list[JobOutcome], unstarted: list
             pipe.lpush(keys.queue(job.task_name), job.job_id)
             if job.input is not None:
                 pipe.hset(keys.queued_inputs(job.task_name), job.job_id, queued_input(job.input, ""))
+        for name in {job.task_name for job in unstarted}:
+            pipe.lpush(keys.wake(name), 1)
+            pipe.ltrim(keys.wake(name), 0, keys.WAKE_TOKENS - 1)
         worker_key = keys.worker(worker_name)
-        pipe.hset(worker_key, "state", WorkerStatus.IDLE.value)
+        if batch_done:
+            pipe.hset(worker_key, "state", WorkerStatus.IDLE.value)
         for (task_name, field), value in histogram.items():
             pipe.hincrbyfloat(keys.durations(task_name), field, value)
         pipe.hincrby(worker_key, "successful_job_count", counts[FINISHED])

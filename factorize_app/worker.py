@@ -21,6 +21,7 @@ heartbeating and recovers queued jobs lost in an outage (jobs.sweep_queue).
 from __future__ import annotations
 
 import collections
+import contextlib
 import logging
 import signal
 import statistics
@@ -38,6 +39,7 @@ from rq.worker import DequeueStrategy, SimpleWorker, WorkerStatus
 
 from factorize_app import jobs
 from factorize_app.tasks import TaskType, ensure_setup, get_task_type
+from factorize_app.tasks.registry import Progress
 
 logger = logging.getLogger("factorize_app.worker")
 
@@ -55,6 +57,9 @@ RESULT_FLUSH_SECONDS = 0.05
 FIRST_BATCH = 10
 # How often the lease keeper looks for results due to be recorded and jobs held up by a long one.
 KEEPER_CHECK = 0.025
+# A running job's progress is written at most this often, however often its handler reports.
+PROGRESS_INTERVAL = 0.25
+PROGRESS_MESSAGE_MAX = 200
 
 
 def hand_back_after() -> float:
@@ -264,7 +269,8 @@ class WarmWorker(SimpleWorker):
         batch = _Batch(self.name, taken)
         with _LeaseKeeper(self, batch):
             if task_type.batch_handler is not None and len(taken) > 1:
-                together = self._run_together(task_type, batch.start_all())
+                running = batch.start_all()
+                together = self._run_together(task_type, running, batch.reporter(running))
                 if together:
                     batch.record(together)
                 else:
@@ -273,27 +279,29 @@ class WarmWorker(SimpleWorker):
                 if self._stop_requested:
                     batch.unstart([job])  # a warm stop: the running job has finished; hand the rest back
                     break
-                batch.record([self._run_one(task_type, job)])
+                batch.record([self._run_one(task_type, job, batch.reporter([job]))])
             # Still under the lease keeper: jobs whose results wait for Redis stay leased to us.
             batch.finish()
         self._costs.learn(task_type.name, batch.outcomes)
         self._log_batch(task_type, batch.outcomes, batch.handed_back)
         return len(batch.outcomes)
 
-    def _run_one(self, task_type: TaskType, job: jobs.TakenJob) -> jobs.JobOutcome:
+    def _run_one(self, task_type: TaskType, job: jobs.TakenJob, progress: Progress) -> jobs.JobOutcome:
         started = time.monotonic()
         try:
             if job.input is None:
                 raise ValueError(f"job {job.job_id} has no input this service can read")
             with self.death_penalty_class(job.timeout, JobTimeoutException, job_id=job.job_id):
-                result = task_type.handler(job.input)
+                result = task_type.handler(job.input, progress=progress)
         except JobTimeoutException:
             return jobs.JobOutcome(job, jobs.FAILED, time.monotonic() - started, exc_string="JobTimeoutException")
         except Exception:  # the job's failure, recorded for its client; the worker carries on
             return jobs.JobOutcome(job, jobs.FAILED, time.monotonic() - started, exc_string=traceback.format_exc())
         return jobs.JobOutcome(job, jobs.FINISHED, time.monotonic() - started, result=result)
 
-    def _run_together(self, task_type: TaskType, taken: list[jobs.TakenJob]) -> list[jobs.JobOutcome]:
+    def _run_together(
+        self, task_type: TaskType, taken: list[jobs.TakenJob], progress: Progress
+    ) -> list[jobs.JobOutcome]:
         """One call of the type's batch handler for every job (one model call for K inputs).
 
         If it raises or times out, nothing is recorded and the jobs run one by one, so a bad
@@ -305,7 +313,7 @@ class WarmWorker(SimpleWorker):
         try:
             time_limit = sum(job.timeout for job in taken)
             with self.death_penalty_class(time_limit, JobTimeoutException, job_id=taken[0].job_id):
-                results = task_type.batch_handler([job.input for job in taken])
+                results = task_type.batch_handler([job.input for job in taken], progress=progress)
             if len(results) != len(taken):
                 raise ValueError(f"batch handler returned {len(results)} results for {len(taken)} inputs")
         except Exception:
@@ -388,6 +396,34 @@ class _Batch:
         self._running: tuple[float, list[jobs.TakenJob]] | None = None  # since when, which jobs
         self._unrecorded: list[jobs.JobOutcome] = []
         self._first_unrecorded_at = 0.0
+        self._progress: dict[str, dict] = {}  # job id -> latest report not yet written
+        self._progress_written_at = 0.0
+
+    def reporter(self, running: list[jobs.TakenJob]) -> Progress:
+        """The `progress` callable a handler gets: it only remembers the latest report (no I/O);
+        the lease keeper writes it, at most every PROGRESS_INTERVAL. For a batch handler, the
+        report is every job's of the batch."""
+
+        def progress(fraction: float | None = None, message: str = "") -> None:
+            value = {
+                "fraction": None if fraction is None else min(1.0, max(0.0, float(fraction))),
+                "message": str(message)[:PROGRESS_MESSAGE_MAX],
+            }
+            with self._lock:
+                for job in running:
+                    self._progress[job.job_id] = value
+
+        return progress
+
+    def write_progress_if_due(self) -> None:
+        """The lease keeper's call: one attempt, one round trip for every job with news."""
+        with self._lock:
+            if not self._progress or time.monotonic() - self._progress_written_at < PROGRESS_INTERVAL:
+                return
+            progress, self._progress = self._progress, {}
+            self._progress_written_at = time.monotonic()
+        with contextlib.suppress(jobs.QueueUnavailable):  # progress is a hint: the next report tries again
+            jobs.report_progress(progress=progress)
 
     def next_job(self) -> jobs.TakenJob | None:
         with self._lock:
@@ -507,6 +543,7 @@ class _LeaseKeeper:
         next_beat = time.monotonic() + settings.WORKER_HEARTBEAT
         while not self._stop.wait(KEEPER_CHECK):
             self._batch.record_if_due()
+            self._batch.write_progress_if_due()
             self._batch.hand_back_if_held_up()
             if time.monotonic() < next_beat:
                 continue

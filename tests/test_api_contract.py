@@ -28,13 +28,22 @@ def test_seed_async_example_exact_json(live_url, start_worker):
         "job_id": job_id,
         "status": "queued",
         "error": None,
+        "progress": None,
     }
     assert first.headers["Location"] == f"/jobs/{job_id}"
     assert int(first.headers["Retry-After"]) >= 1
 
     start_worker("factorization")
     done = poll_until_done(lambda: requests.post(f"{live_url}/factorize", json={"number": 408216}))
-    assert done == {"done": True, **SEED_RESULT, "load": 0, "job_id": job_id, "status": "finished", "error": None}
+    assert done == {
+        "done": True,
+        **SEED_RESULT,
+        "load": 0,
+        "job_id": job_id,
+        "status": "finished",
+        "error": None,
+        "progress": None,
+    }
 
 
 def test_seed_polling_client_converges(live_url, start_worker):

@@ -96,6 +96,7 @@ def test_a_failed_job_is_done_with_a_one_line_error(api, start_worker):
         "job_id": body["job_id"],
         "status": "failed",
         "error": "ValueError: cannot handle bad",
+        "progress": None,
     }
     assert submit(api, "/failing", tag="bad").status_code == 200
 

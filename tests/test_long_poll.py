@@ -1,8 +1,9 @@
 """`Prefer: wait=N`: a poll that holds until the job is done, or N seconds, capped by MAX_WAIT."""
 
+import signal
 import threading
 
-from tests.conftest import submit
+from tests.conftest import submit, wait_done, wait_until
 
 
 def test_wait_returns_the_result_as_soon_as_the_job_finishes(api, start_worker):
@@ -85,3 +86,24 @@ def test_hundreds_of_waiters_do_not_starve_other_requests(live_url):
     for waiter in waiters:
         waiter.join(60)
     assert returned == [202] * 200
+
+
+def test_a_hard_number_shows_its_progress_while_it_runs(api, start_worker):
+    """The factorization handler reports its stages; a poll shows the latest, throttled by the
+    worker; primes reports nothing and shows null."""
+    from sympy import nextprime
+
+    hard = nextprime(10**19) * nextprime(3 * 10**20)  # a 41-digit semiprime: seconds of ECM
+    worker = start_worker("factorization", "primes")
+    submit(api, number=hard)
+    seen = wait_until(
+        lambda: (api.post("/factorize", {"number": hard}, format="json").json().get("progress") or {}).get("fraction")
+        is not None
+        and api.post("/factorize", {"number": hard}, format="json").json(),
+        timeout=60,
+        what="ECM progress",
+    )
+    assert seen["status"] == "started" and seen["progress"]["message"].startswith("ECM, curve ")
+    assert 0 <= seen["progress"]["fraction"] < 1
+    assert wait_done(api, "/primes", n=100)["progress"] is None
+    worker.stop(signal.SIGKILL)

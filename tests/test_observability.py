@@ -52,7 +52,9 @@ def test_schema_documents_every_operation_with_its_shapes(api):
         status = schema["components"]["schemas"][
             post["responses"]["202"]["content"]["application/json"]["schema"]["$ref"].split("/")[-1]
         ]
-        expected = {"done", *task_type.input_fields, *task_type.result_fields, "load", "job_id", "status", "error"}
+        expected = {
+            "done", *task_type.input_fields, *task_type.result_fields, "load", "job_id", "status", "error", "progress"
+        }
         assert set(status["properties"]) == expected
         batch = paths[f"/{task_type.path}/batch"]["post"]
         assert set(batch["responses"]) == {"200", "400", "429", "503"}

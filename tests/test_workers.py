@@ -34,6 +34,7 @@ def test_a_worker_for_primes_only_never_takes_a_factorization_job(api, redis_con
         "job_id": wait_done(api, "/primes", n=10**7)["job_id"],
         "status": "finished",
         "error": None,
+        "progress": None,
     }
     for n in range(2, 40):
         wait_done(api, "/primes", n=n)

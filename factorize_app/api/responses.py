@@ -13,7 +13,8 @@ from factorize_app.tasks import TaskType
 
 
 def status_body(task_type: TaskType, state: JobState) -> dict[str, Any]:
-    """`{"done", <input fields>, <result fields or null>, "load", "job_id", "status", "error"}`."""
+    """`{"done", <input fields>, <result fields or null>, "load", "job_id", "status", "error",
+    "progress"}`."""
     result = state.result or {}
     return {
         "done": state.done,
@@ -23,6 +24,7 @@ def status_body(task_type: TaskType, state: JobState) -> dict[str, Any]:
         "job_id": state.job_id,
         "status": state.status,
         "error": state.error,
+        "progress": state.progress,
     }
 
 
@@ -59,7 +61,7 @@ def sync_response(task_type: TaskType, state: JobState) -> Response:
     body = {
         name: value
         for name, value in status_body(task_type, state).items()
-        if name not in ("load", "job_id", "status", "error")
+        if name not in ("load", "job_id", "status", "error", "progress")
     }
     if state.error:
         body["error"] = state.error

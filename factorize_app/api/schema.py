@@ -136,9 +136,19 @@ def status_serializer(task_type: TaskType) -> type[serializers.Serializer]:
         ),
         "status": serializers.ChoiceField(choices=STATUSES),
         "error": serializers.CharField(allow_null=True, help_text="One line, when the job failed."),
+        "progress": ProgressSerializer(
+            allow_null=True, help_text="While the job runs, what its handler last reported; else null."
+        ),
     }
     name = task_type.class_prefix + "Status"
     return type(name, (serializers.Serializer,), fields)
+
+
+class ProgressSerializer(serializers.Serializer):
+    fraction = serializers.FloatField(
+        allow_null=True, min_value=0, max_value=1, help_text="Done so far, 0 to 1; null if unknown."
+    )
+    message = serializers.CharField(help_text="What the handler is doing, e.g. `ECM, curve 31 of up to 415`.")
 
 
 class InvalidItemSerializer(serializers.Serializer):

@@ -52,7 +52,15 @@ from factorize_app.jobs.states import (
     fair_order,
 )
 from factorize_app.jobs.sync import compute
-from factorize_app.jobs.worker_side import JobOutcome, TakenJob, extend_lease, finish_jobs, take_jobs, wait_for_work
+from factorize_app.jobs.worker_side import (
+    JobOutcome,
+    TakenJob,
+    extend_lease,
+    finish_jobs,
+    report_progress,
+    take_jobs,
+    wait_for_work,
+)
 
 __all__ = [
     "DONE_STATUSES",
@@ -84,6 +92,7 @@ __all__ = [
     "extend_lease",
     "fair_order",
     "finish_jobs",
+    "report_progress",
     "get_status",
     "job_durations",
     "job_id_for",

@@ -45,7 +45,16 @@ from factorize_app.jobs.errors import (
 )
 from factorize_app.jobs.ids import description_for, input_of, job_id_for, queued_input, task_type_of
 from factorize_app.jobs.monitoring import admit_new_jobs
-from factorize_app.jobs.states import DONE_STATUSES, FINISHED, QUEUED, JobState, RateLimit, describe_error, fair_order
+from factorize_app.jobs.states import (
+    DONE_STATUSES,
+    FINISHED,
+    QUEUED,
+    STARTED,
+    JobState,
+    RateLimit,
+    describe_error,
+    fair_order,
+)
 from factorize_app.tasks import TaskType, run_task, task_types
 
 _POLL = lua("poll", clock_tick=True)
@@ -236,6 +245,7 @@ class _Snapshot:
     status: str
     description: str
     outcome: str
+    progress: str  # JSON the worker wrote while the job runs, or ""
 
 
 def _poll_many(
@@ -279,7 +289,9 @@ def _state(task_type: TaskType, job_id: str, snapshot: _Snapshot, data: dict[str
                 result = latest.return_value
             else:
                 error = describe_error(latest.exc_string, job.timeout)
-    return JobState(job_id, task_type.name, snapshot.status, data, result, error, load)
+    # A finished job's last progress is of no interest; a stale write after its end is ignored.
+    progress = json.loads(snapshot.progress) if snapshot.progress and snapshot.status == STARTED else None
+    return JobState(job_id, task_type.name, snapshot.status, data, result, error, load, progress)
 
 
 def _fetch(job_id: str) -> Job | None:

@@ -5,7 +5,7 @@
 -- First the client's rate-limit counter (a fixed window). Then, per job: refresh a queued job's
 -- TTL and its pending deadline together, atomically, so a job a worker has just started (and
 -- PERSISTed) is never given an expiry; answer its status, its input (kept in the description)
--- and the outcome the worker cached as JSON. Last, the type's load (live queued + running).
+-- the outcome the worker cached as JSON, and a running job's progress. Last, the type's load (live queued + running).
 -- Every write may be refused (a full or read-only Redis): the poll still answers; the rate limit
 -- then fails open.
 local now = clock_tick(KEYS[4], KEYS[5], ARGV[4])
@@ -21,13 +21,13 @@ local job_prefix = ARGV[5]
 local answers = {}
 for i = 6, #ARGV do
   local key = job_prefix .. ARGV[i]
-  local fields = redis.call('HMGET', key, 'status', 'description', 'factorize_outcome')
+  local fields = redis.call('HMGET', key, 'status', 'description', 'factorize_outcome', 'factorize_progress')
   if fields[1] then
     if fields[1] == 'queued' then
       redis.pcall('EXPIRE', key, ttl)
       redis.pcall('ZADD', KEYS[1], now + ttl, ARGV[i])
     end
-    answers[#answers + 1] = {fields[1], fields[2] or '', fields[3] or ''}
+    answers[#answers + 1] = {fields[1], fields[2] or '', fields[3] or '', fields[4] or ''}
   else
     answers[#answers + 1] = false
   end

@@ -28,6 +28,8 @@ class JobState:
     result: dict[str, Any] | None = None
     error: str | None = None
     load: int | None = None
+    # While it runs, what its handler last reported: {"fraction": 0..1 or None, "message": str}.
+    progress: dict[str, Any] | None = None
 
     @property
     def done(self) -> bool:

@@ -28,6 +28,7 @@ from factorize_app.jobs.states import DURATION_BUCKETS, FAILED, FINISHED, QUEUED
 from factorize_app.tasks import get_task_type
 
 _TAKE = lua("take", clock_tick=True)
+PROGRESS_FIELD = "factorize_progress"  # in the job hash, read by poll.lua
 _EXTEND_LEASE = lua("extend_lease")
 
 
@@ -134,6 +135,7 @@ def finish_jobs(
             key = keys.job(job.job_id)
             fields = {"status": outcome.status, "ended_at": ended_at, "factorize_outcome": json.dumps(cached)}
             pipe.hset(key, mapping=fields)
+            pipe.hdel(key, PROGRESS_FIELD)
             pipe.expire(key, ttl)
             entry = Result(
                 job_id=job.job_id,
@@ -159,6 +161,7 @@ def finish_jobs(
             job_ttl = get_task_type(job.task_name).setting("job_ttl")
             key = keys.job(job.job_id)
             pipe.hset(key, mapping={"status": QUEUED, "worker_name": ""})
+            pipe.hdel(key, PROGRESS_FIELD)
             pipe.expire(key, job_ttl)
             pipe.zadd(keys.pending(job.task_name), {job.job_id: time.time() + job_ttl})
             pipe.lpush(keys.queue(job.task_name), job.job_id)
@@ -181,6 +184,16 @@ def finish_jobs(
 def _end_execution(pipe: redis.client.Pipeline, job: TakenJob) -> None:
     pipe.zrem(keys.started(job.task_name), job.execution)
     pipe.delete(keys.execution(job.execution))
+
+
+@translate_outages
+def report_progress(*, progress: dict[str, dict[str, Any]]) -> None:
+    """Write running jobs' latest progress (job id -> {"fraction", "message"}) in one round trip;
+    the worker calls it at most a few times a second per job, whatever its handler reports."""
+    with redis_client().pipeline(transaction=False) as pipe:
+        for job_id, value in progress.items():
+            pipe.hset(keys.job(job_id), PROGRESS_FIELD, json.dumps(value))
+        pipe.execute()
 
 
 @translate_outages

@@ -435,6 +435,32 @@ def digits(count: int, samples: int) -> None:
     }
 
 
+def stop_latency(samples: int) -> None:
+    """DELETE of a running job to `canceled` seen by its poller (median), one warm worker; each
+    job a hard semiprime that would run for seconds."""
+    from sympy import nextprime
+
+    conn.flushdb()
+    port = free_port()
+    with service_server(port):
+        url = f"http://127.0.0.1:{port}"
+        procs = workers(1, "factorization", burst=False)
+        wait_for(lambda: int(conn.scard("rq:workers:factorization")) >= 1, 60, "the worker")
+        seen = []
+        for i in range(samples):
+            number = nextprime(10**19 + 10**6 * i) * nextprime(3 * 10**20 + 10**6 * i)
+            job_id = requests.post(f"{url}/factorize", json={"number": number}, timeout=30).json()["job_id"]
+            wait_for(lambda job_id=job_id: requests.get(f"{url}/jobs/{job_id}", timeout=30).json()["status"] == "started",
+                     60, "the job to start")  # fmt: skip
+            started = time.perf_counter()
+            assert requests.delete(f"{url}/jobs/{job_id}", timeout=30).status_code == 202
+            while requests.get(f"{url}/jobs/{job_id}", timeout=30).json()["status"] != "canceled":
+                time.sleep(0.005)
+            seen.append(time.perf_counter() - started)
+        stop(procs)
+    results["stop_latency"] = {"samples": samples, "p50_ms": statistics.median(seen) * 1000, "max_ms": max(seen) * 1000}
+
+
 def batch_polls(runs: int, count: int = 1000) -> None:
     """Polls of `count` finished jobs: one POST per item (16 threads) against one batch POST."""
     conn.flushdb()
@@ -556,6 +582,78 @@ def warm_model(jobs_count: int) -> None:
 # --- report --------------------------------------------------------------------------------
 
 
+def process_rss(pid: int) -> int:
+    """Resident bytes of a process and its descendants (a server's worker processes)."""
+    total, pending = 0, [pid]
+    while pending:
+        current = pending.pop()
+        with contextlib.suppress(FileNotFoundError):
+            status = Path(f"/proc/{current}/status").read_text()
+            total += int(re.search(r"^VmRSS:\s+(\d+) kB", status, re.M).group(1)) * 1024
+            pending.extend(int(c) for c in Path(f"/proc/{current}/task/{current}/children").read_text().split())
+    return total
+
+
+def listening_pid(port: int) -> int:
+    """The main process of the server on `port` (the one whose parent is not a holder too)."""
+    inode = next(fields[9] for fields in (line.split() for line in Path("/proc/net/tcp").read_text().splitlines()[1:])
+                 if fields[1].endswith(f":{port:04X}") and fields[3] == "0A")  # fmt: skip
+    holders = set()
+    for proc in Path("/proc").iterdir():
+        with contextlib.suppress(FileNotFoundError, PermissionError):
+            if proc.name.isdigit() and any(os.readlink(fd) == f"socket:[{inode}]" for fd in (proc / "fd").iterdir()):
+                holders.add(int(proc.name))
+    parent = lambda pid: int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])  # noqa: E731
+    return next(pid for pid in holders if parent(pid) not in holders)
+
+
+def streams(runs: int, seconds: int, count: int = 1000) -> None:
+    """The hot poll's req/s with `count` event streams open (each on a queued job of its own)
+    against the same poll with none open; the server's memory per open stream."""
+    import select
+
+    conn.flushdb()
+    port = free_port()
+    threads = "1024"  # per process (the default 256 holds 2 x 192 streams; see README, "Event streams")
+    with service_server(port, WEB_THREADS=threads):
+        base = f"http://127.0.0.1:{port}"
+        url = f"{base}/factorize"
+        requests.post(url, json={"number": 408216}, timeout=10)
+        finish(workers(1, "factorization"))
+        assert requests.post(url, json={"number": 408216}, timeout=10).status_code == 200
+        alone = median_of([wrk(url, seconds) for _ in range(runs)])
+        items = [{"tag": f"stream{i}"} for i in range(count)]
+        ids = [r["job_id"] for r in requests.post(f"{base}/bench-nap/batch", json={"items": items}, timeout=60)
+               .json()["results"]]  # fmt: skip
+        rss_before = process_rss(listening_pid(port))
+        sockets = []
+        for job_id in ids:
+            sock = socket.create_connection(("127.0.0.1", port), timeout=30)
+            sock.sendall(f"GET /jobs/{job_id} HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n\r\n"
+                         .encode())  # fmt: skip
+            sockets.append(sock)
+        received = {sock: b"" for sock in sockets}
+        deadline = time.monotonic() + 120
+        while not all(b"event: status" in data for data in received.values()) and time.monotonic() < deadline:
+            for sock in select.select(sockets, [], [], 0.5)[0]:
+                received[sock] += sock.recv(65536)
+        held = sum(b"event: status" in data and data.startswith(b"HTTP/1.1 200") for data in received.values())
+        time.sleep(2)
+        rss_after = process_rss(listening_pid(port))
+        beside = median_of([wrk(url, seconds) for _ in range(runs)])
+        healthz = requests.get(f"{base}/healthz", timeout=10).status_code
+        for sock in select.select(sockets, [], [], 0)[0]:
+            received[sock] += sock.recv(65536)
+        still_open = sum(1 for data in received.values() if b'"done":true' not in data)
+        for sock in sockets:
+            sock.close()
+    results["streams"] = {
+        "count": count, "held": held, "still_open": still_open, "threads": threads, "healthz": healthz,
+        "alone": alone, "beside": beside, "rss_per_stream": (rss_after - rss_before) / max(1, held),
+        "rss_before": rss_before, "rss_after": rss_after,
+    }  # fmt: skip
+
+
 def machine() -> str:
     cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                 if line.startswith("model name")), platform.processor())  # fmt: skip
@@ -621,6 +719,11 @@ def report(args) -> str:
                   f"- one image per call, same classifier: {dg['single']:,.0f} jobs/s "
                   f"(batch handler {ratio(dg['batched'], dg['single'])})",
                   f"- one job, submit to result seen with `Prefer: wait=10`, idle: p50 {dg['latency_p50_ms']:.1f} ms", ""]  # fmt: skip
+    if "stop_latency" in results:
+        sl = results["stop_latency"]
+        lines += ["## Stopping a running job", "",
+                  f"DELETE of a running factorization to `canceled` seen by a poller, {sl['samples']} jobs, one warm worker: "
+                  f"median {sl['p50_ms']:.0f} ms, at most {sl['max_ms']:.0f} ms (the worker keeps its PID and model).", ""]  # fmt: skip
     if "batch_polls" in results:
         bp = results["batch_polls"]
         lines += ["## Polling many finished jobs", "",
@@ -648,12 +751,26 @@ def report(args) -> str:
                   f"{warm['jobs']} × `setup()` would be ≈ {warm['jobs'] * warm['setup_s']:.0f} s.",
                   f"- The same count through a worker started for them (Python and Django start-up and its one `setup()` "
                   f"included): {warm['worker_s']:.2f} s.", ""]  # fmt: skip
+    if "streams" in results:
+        st = results["streams"]
+        alone, beside = st["alone"], st["beside"]
+        cost = 100 * (1 - beside["rps"] / alone["rps"]) if alone["rps"] else 0
+        lines += [f"## Event streams: the hot poll beside {st['count']:,} open streams (`wrk -t2 -c32 -d{args.seconds}s`)", "",
+                  "| | req/s | p50 ms | p99 ms | non-2xx |", "|---|---|---|---|---|",
+                  f"| no stream open | {alone['rps']:,.0f} | {alone['p50']:.2f} | {alone['p99']:.2f} | {alone['errors']:.0f} |",
+                  f"| {st['held']:,} streams open | {beside['rps']:,.0f} ({ratio(beside['rps'], alone['rps'])}) | "
+                  f"{beside['p50']:.2f} | {beside['p99']:.2f} | {beside['errors']:.0f} |", "",
+                  f"- cost of the open streams to the hot poll: {cost:.1f}% (goal: under 10%); /healthz answered "
+                  f"{st['healthz']}; {st['still_open']:,} streams still open after the run.",
+                  f"- server memory (2 processes, WEB_THREADS={st['threads']}): {st['rss_before'] / 2**20:,.0f} MiB "
+                  f"before, {st['rss_after'] / 2**20:,.0f} MiB with the streams open: "
+                  f"{st['rss_per_stream'] / 1024:,.0f} KiB per stream.", ""]  # fmt: skip
     return "\n".join(lines)
 
 
 SCENARIOS = [
-    "hot_path", "workers", "end_to_end", "latency", "scale", "warm", "fairness", "fairness_varied", "digits",
-    "batch_polls",
+    "hot_path", "workers", "end_to_end", "latency", "scale", "warm", "fairness", "fairness_varied", "digits", "stop_latency",
+    "batch_polls", "streams",
 ]  # fmt: skip
 
 
@@ -678,7 +795,9 @@ def main() -> None:
         "fairness": lambda: fairness(args.runs),
         "fairness_varied": lambda: fairness_varied(args.runs),
         "digits": lambda: digits(2000, 20),
+        "stop_latency": lambda: stop_latency(20),
         "batch_polls": lambda: batch_polls(args.runs),
+        "streams": lambda: streams(args.runs, args.seconds),
     }
     try:
         for name in args.only:

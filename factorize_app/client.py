@@ -41,6 +41,7 @@ import requests
 DEFAULT_URL = "http://localhost:8123"
 RANDOM_MAX = 2**20  # --random draws from 2..RANDOM_MAX, as the original example's client did
 MIN_ROUND = 1.0  # seconds: a round that finished nothing is stretched to this long
+WATCH_WAIT = 1  # --watch: the longest a poll is held, so progress is seen within a second
 CONNECT_TIMEOUT = 10.0
 READ_MARGIN = 30.0  # seconds a held request may take beyond its Prefer: wait
 PLAIN_PROGRESS_EVERY = 10.0  # seconds between `progress:` lines when stderr is not a terminal
@@ -267,11 +268,26 @@ class Progress:
             self.stream.flush()
             self.shown = 0
 
+    def note(self, line: str) -> None:
+        """A line on stderr (--watch's progress), the bar stepping aside."""
+        self.clear()
+        print(line, file=self.stream, flush=True)
+
     def emit(self, line: str) -> None:
         """A result on stdout; the bar steps aside when both share the terminal (redrawn by update)."""
         if sys.stdout.isatty():
             self.clear()
         print(line, flush=True)
+
+
+def progress_line(item: Item, answer: dict[str, Any]) -> str | None:
+    """`<N>: <what its handler reports> (<percent>)` for a running item that reports progress."""
+    progress = answer.get("progress")
+    if not isinstance(progress, dict):
+        return None
+    fraction = progress.get("fraction")
+    done = f" ({100 * fraction:.0f}%)" if isinstance(fraction, (int, float)) else ""
+    return f"{item.token}: {progress.get('message') or 'running'}{done}"
 
 
 def result_line(item: Item, answer: dict[str, Any]) -> tuple[str, str]:
@@ -298,6 +314,9 @@ def run(args: argparse.Namespace, numbers: list[str]) -> int:
     started = time.monotonic()
     pending = list(range(len(items)))
     submitted = False
+    watched: dict[int, str] = {}  # --watch: each running item's last progress line shown
+    # Watching, the server holds a poll at most a second, so progress shows as it changes.
+    wait = min(args.wait, WATCH_WAIT) if args.watch else args.wait
     try:
         while pending:
             round_started, before = time.monotonic(), len(pending)
@@ -306,12 +325,15 @@ def run(args: argparse.Namespace, numbers: list[str]) -> int:
             for index, chunk in enumerate(chunks):
                 # Hold on the oldest chunk, once every chunk has been submitted at least once.
                 hold = index == 0 and (submitted or len(chunks) == 1)
-                answers = client.post([items[i].value for i in chunk], args.wait if hold else 0)
+                answers = client.post([items[i].value for i in chunk], wait if hold else 0)
                 for i, answer in zip(chunk, answers, strict=True):
                     if answer.get("done"):
                         items[i].outcome, line = result_line(items[i], answer)
                         outcomes[items[i].outcome] += 1
                         progress.emit(line)
+                    elif args.watch and (line := progress_line(items[i], answer)) and watched.get(i) != line:
+                        watched[i] = line
+                        progress.note(line)
                 progress.update(outcomes.total())
             submitted = True
             pending = [i for i in pending if items[i].outcome is None]
@@ -400,6 +422,11 @@ def build_parser() -> argparse.ArgumentParser:
         "once it has answered (default 3); a service that never answered ends the run at once",
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar or progress lines on stderr")
+    parser.add_argument(
+        "--watch",
+        action="store_true",
+        help="print each running job's progress on stderr as its handler reports it (polls every second)",
+    )
     parser.add_argument(
         "--token",
         default=os.environ.get("FACTORIZE_TOKEN"),

@@ -57,6 +57,8 @@ RESULT_FLUSH_SECONDS = 0.05
 FIRST_BATCH = 10
 # How often the lease keeper looks for results due to be recorded and jobs held up by a long one.
 KEEPER_CHECK = 0.025
+# How often a busy worker looks for requests to stop its running jobs (well within the 1 s promised).
+STOP_CHECK = 0.2
 # A running job's progress is written at most this often, however often its handler reports.
 PROGRESS_INTERVAL = 0.25
 PROGRESS_MESSAGE_MAX = 200
@@ -110,6 +112,24 @@ class WarmWorker(SimpleWorker):
         kwargs.setdefault("job_monitoring_interval", settings.WORKER_HEARTBEAT)
         super().__init__(*args, **kwargs)
         self._costs = CostEstimates()
+
+    def interrupt(self, job_id: str, reason: str) -> None:
+        """Stop the running job `job_id` in this process (the lease keeper's call, from its thread):
+        SIGUSR2 makes the main thread raise JobStopped inside the handler, between two Python
+        bytecodes, so the model stays loaded and the worker takes its next job. A handler deep in
+        one long C call stops when that call returns."""
+        self._interrupt = (job_id, reason)
+        signal.pthread_kill(threading.main_thread().ident, signal.SIGUSR2)
+
+    def _on_interrupt(self, signum, frame) -> None:
+        wanted = getattr(self, "_interrupt", None)
+        if wanted is not None and wanted[0] == getattr(self, "_interruptible", None):
+            self._interrupt = None
+            raise JobStopped(wanted[1])
+
+    def _install_signal_handlers(self) -> None:
+        super()._install_signal_handlers()
+        signal.signal(signal.SIGUSR2, self._on_interrupt)
 
     def bootstrap(self, *args, **kwargs) -> None:
         # Load models before registering, so a worker counts as live only once it is ready.
@@ -270,16 +290,18 @@ class WarmWorker(SimpleWorker):
         with _LeaseKeeper(self, batch):
             if task_type.batch_handler is not None and len(taken) > 1:
                 running = batch.start_all()
-                together = self._run_together(task_type, running, batch.reporter(running))
+                batch.record([ended for job in running if (ended := _ended_before_start(job))], ran=False)
+                running = [job for job in running if not _ended_before_start(job)]
+                together = self._run_together(task_type, running, batch.reporter(running)) if running else []
                 if together:
-                    batch.record(together)
+                    batch.record(batch.stopped_meanwhile(together))
                 else:
-                    batch.unstart(taken)  # the handler failed: run them one by one
+                    batch.unstart(running)  # the handler failed: run them one by one
             while (job := batch.next_job()) is not None:
                 if self._stop_requested:
                     batch.unstart([job])  # a warm stop: the running job has finished; hand the rest back
                     break
-                batch.record([self._run_one(task_type, job, batch.reporter([job]))])
+                batch.record([_ended_before_start(job) or self._run_one(task_type, job, batch.reporter([job]))])
             # Still under the lease keeper: jobs whose results wait for Redis stay leased to us.
             batch.finish()
         self._costs.learn(task_type.name, batch.outcomes)
@@ -292,7 +314,13 @@ class WarmWorker(SimpleWorker):
             if job.input is None:
                 raise ValueError(f"job {job.job_id} has no input this service can read")
             with self.death_penalty_class(job.timeout, JobTimeoutException, job_id=job.job_id):
-                result = task_type.handler(job.input, progress=progress)
+                self._interruptible = job.job_id
+                try:
+                    result = task_type.handler(job.input, progress=progress)
+                finally:
+                    self._interruptible = None
+        except JobStopped as stopped:
+            return jobs.JobOutcome(job, jobs.CANCELED, time.monotonic() - started, exc_string=stopped.reason)
         except JobTimeoutException:
             return jobs.JobOutcome(job, jobs.FAILED, time.monotonic() - started, exc_string="JobTimeoutException")
         except Exception:  # the job's failure, recorded for its client; the worker carries on
@@ -397,6 +425,7 @@ class _Batch:
         self._unrecorded: list[jobs.JobOutcome] = []
         self._first_unrecorded_at = 0.0
         self._progress: dict[str, dict] = {}  # job id -> latest report not yet written
+        self._stop_wanted: dict[str, str] = {}  # running job id -> why it is to stop
         self._progress_written_at = 0.0
 
     def reporter(self, running: list[jobs.TakenJob]) -> Progress:
@@ -425,6 +454,41 @@ class _Batch:
         with contextlib.suppress(jobs.QueueUnavailable):  # progress is a hint: the next report tries again
             jobs.report_progress(progress=progress)
 
+    def running(self) -> list[jobs.TakenJob]:
+        with self._lock:
+            return list(self._running[1]) if self._running else []
+
+    def stop(self, job_id: str, reason: str) -> bool:
+        """A stop asked for one of this batch's jobs: an unstarted one ends canceled at once; a
+        running one is remembered, and True says to interrupt it (a job alone in its handler
+        call; one of a batch handler's call ends canceled when the call returns)."""
+        with self._lock:
+            for job in self._unstarted:
+                if job.job_id == job_id:
+                    self._unstarted.remove(job)
+                    self._add_unrecorded([jobs.JobOutcome(job, jobs.CANCELED, 0.0, exc_string=reason)])
+                    return False
+            running = self._running[1] if self._running else []
+            if any(job.job_id == job_id for job in running):
+                self._stop_wanted[job_id] = reason
+                return len(running) == 1
+            return False
+
+    def stops_pending(self) -> dict[str, str]:
+        """Stops asked for the job still running alone (to interrupt again if the last signal
+        came between two handler calls)."""
+        with self._lock:
+            running = self._running[1] if self._running else []
+            if len(running) != 1:
+                return {}
+            return {job_id: reason for job_id, reason in self._stop_wanted.items() if job_id == running[0].job_id}
+
+    def stopped_meanwhile(self, outcomes: list[jobs.JobOutcome]) -> list[jobs.JobOutcome]:
+        """A batch handler's outcomes, with the jobs stopped during its call ended canceled."""
+        with self._lock:
+            wanted = self._stop_wanted
+            return [_canceled(o, wanted[o.job.job_id]) if o.job.job_id in wanted else o for o in outcomes]
+
     def next_job(self) -> jobs.TakenJob | None:
         with self._lock:
             if not self._unstarted:
@@ -446,17 +510,25 @@ class _Batch:
             self._unstarted.extendleft(reversed(taken))
             self._running = None
 
-    def record(self, outcomes: list[jobs.JobOutcome]) -> None:
-        """Keep the outcomes; record every unrecorded one once the oldest has waited long enough."""
+    def record(self, outcomes: list[jobs.JobOutcome], *, ran: bool = True) -> None:
+        """Keep the outcomes (of the jobs that were running, unless `ran` is False); record every
+        unrecorded one once the oldest has waited long enough."""
         with self._lock:
-            self._running = None
-            if not self._unrecorded:
-                self._first_unrecorded_at = time.monotonic()
-            self._unrecorded += outcomes
-            self.outcomes += outcomes
+            if ran:
+                self._running = None
+            self._add_unrecorded(outcomes)
             due = time.monotonic() - self._first_unrecorded_at >= RESULT_FLUSH_SECONDS
         if due:
             self._flush()
+
+    def _add_unrecorded(self, outcomes: list[jobs.JobOutcome]) -> None:
+        """Under the lock."""
+        if not outcomes:
+            return
+        if not self._unrecorded:
+            self._first_unrecorded_at = time.monotonic()
+        self._unrecorded += outcomes
+        self.outcomes += outcomes
 
     def finish(self) -> None:
         """Record what is left, hand back what never started (a warm stop), and mark the worker
@@ -521,6 +593,29 @@ class _Batch:
                 self._first_unrecorded_at = time.monotonic() + 1.0
 
 
+class JobStopped(BaseException):
+    """Raised in the main thread inside a running handler that was asked to stop. Not an
+    Exception, so a handler's own `except Exception` does not swallow it."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def _canceled(outcome: jobs.JobOutcome, reason: str) -> jobs.JobOutcome:
+    return jobs.JobOutcome(outcome.job, jobs.CANCELED, outcome.seconds, exc_string=reason)
+
+
+def _ended_before_start(job: jobs.TakenJob) -> jobs.JobOutcome | None:
+    """A taken job that must not run: stopped before it was taken (its worker died after the
+    request), or past its Cancel-After deadline while it waited."""
+    if job.stop:
+        return jobs.JobOutcome(job, jobs.CANCELED, 0.0, exc_string=job.stop)
+    if job.deadline is not None and time.time() > job.deadline:
+        return jobs.JobOutcome(job, jobs.ABORTED, 0.0, exc_string=jobs.ABORTED_ERROR)
+    return None
+
+
 class _LeaseKeeper:
     """Renews a running batch's lease (and the worker's registration) every heartbeat, in a
     thread, so a long job keeps its jobs leased while a dead worker's expire within 3 beats;
@@ -538,12 +633,30 @@ class _LeaseKeeper:
         self._stop.set()
         self._thread.join()
 
+    def _stop_what_is_asked(self) -> None:
+        """Stop requests (DELETE of a running job) and passed deadlines of this batch's jobs."""
+        try:
+            asked = jobs.take_stop_requests(worker_name=self._worker.name)
+        except jobs.QueueUnavailable:
+            asked = set()
+        wanted = {job_id: jobs.CANCELED_ERROR for job_id in asked} | self._batch.stops_pending()
+        for job in self._batch.running():
+            if job.deadline is not None and time.time() > job.deadline:
+                wanted.setdefault(job.job_id, jobs.DEADLINE_CANCELED_ERROR)
+        for job_id, reason in wanted.items():
+            if self._batch.stop(job_id, reason):
+                self._worker.interrupt(job_id, reason)
+
     def _renew(self) -> None:
         failing = False
         next_beat = time.monotonic() + settings.WORKER_HEARTBEAT
+        next_stop_check = 0.0
         while not self._stop.wait(KEEPER_CHECK):
             self._batch.record_if_due()
             self._batch.write_progress_if_due()
+            if time.monotonic() >= next_stop_check:
+                next_stop_check = time.monotonic() + STOP_CHECK
+                self._stop_what_is_asked()
             self._batch.hand_back_if_held_up()
             if time.monotonic() < next_beat:
                 continue

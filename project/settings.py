@@ -302,6 +302,16 @@ WORKER_BATCH_SECONDS = float(env_str("WORKER_BATCH_SECONDS", "0.2"))
 WORKER_HEARTBEAT = env_int("WORKER_HEARTBEAT", 5)
 WORKER_MAINTENANCE_INTERVAL = env_int("WORKER_MAINTENANCE_INTERVAL", 10)
 
+# Event streams (`GET /jobs/<id>` with `Accept: text/event-stream`): a comment at least this often
+# keeps proxies from closing an idle stream and finds clients that left.
+EVENT_STREAM_KEEPALIVE = float(env_str("EVENT_STREAM_KEEPALIVE", "15"))
+# A finished job's events are kept this long (at most its result's TTL), for clients reconnecting
+# with Last-Event-ID after the end.
+EVENT_STREAM_RETENTION = env_int("EVENT_STREAM_RETENTION", 600)
+# Each open stream holds one of a web process's WEB_THREADS threads: beyond this many per process,
+# a stream is refused (503) so that ordinary polls always find a free thread.
+EVENT_STREAMS_MAX = env_int("EVENT_STREAMS_MAX", max(1, env_int("WEB_THREADS", 640) - 64))  # serve.sh's default
+
 # django-rq: one connection for every queue; the queues themselves are derived from TASK_TYPES
 # when the app loads (factorize_app.apps), so a task type is declared in one place only.
 # High availability: with REDIS_SENTINELS ("host:port,host:port") set, the sentinels name the

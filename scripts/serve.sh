@@ -3,11 +3,12 @@
 #
 # Threads, not processes, carry concurrent requests: a poll spends its time waiting on Redis
 # (and a `Prefer: wait` poll holds its thread while blocked in Redis, GIL released), so
-# WEB_CONCURRENCY processes (default 2) with WEB_THREADS threads each (default 256) serve
+# WEB_CONCURRENCY processes (default 2) with WEB_THREADS threads each (default 640: room for
+# 1,000 event streams on a machine beside the polls) serve
 # hundreds of waiting clients without starving other requests.
 set -eu
 cd "$(dirname "$0")/.."
-: "${HOST:=0.0.0.0}" "${PORT:=8080}" "${WEB_CONCURRENCY:=2}" "${WEB_THREADS:=256}" "${ACCESS_LOG:=0}"
+: "${HOST:=0.0.0.0}" "${PORT:=8080}" "${WEB_CONCURRENCY:=2}" "${WEB_THREADS:=640}" "${ACCESS_LOG:=0}"
 export HOST PORT WEB_CONCURRENCY WEB_THREADS ACCESS_LOG
 # A worker that has not stopped WEB_KILL_TIMEOUT seconds after a stop signal is killed (granian
 # otherwise waits for it forever when a stop signal reaches its workers and master together).

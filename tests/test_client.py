@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -268,3 +269,14 @@ def test_the_client_runs_without_django_or_the_project(live_url, start_worker):
     )
     assert result.returncode == 0, result.stderr
     assert lines(result.stdout) == [SEED_LINE]
+
+
+def test_watch_prints_a_running_jobs_progress(live_url, start_worker):
+    from sympy import nextprime
+
+    hard = nextprime(10**19) * nextprime(3 * 10**20)  # seconds of ECM, reporting its curves
+    worker = start_worker("factorization")
+    result = run_client(live_url, "--watch", "--timeout", "8", str(hard))
+    assert result.returncode == 2  # out of time, as asked: the job is still running
+    assert f"{hard}: ECM, curve " in result.stderr and "%)" in result.stderr, result.stderr
+    worker.stop(signal.SIGKILL)

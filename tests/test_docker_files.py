@@ -164,7 +164,7 @@ def test_every_service_has_memory_and_pids_limits_and_rotated_logs(profile):
         assert size_in_bytes(limits["memory"]) >= 128 * 2**20, name
         assert limits["pids"] >= 32, name
         assert service["logging"] == {"driver": "json-file", "options": {"max-size": "10m", "max-file": "3"}}, name
-    assert services["web"]["deploy"]["resources"]["limits"]["pids"] > 2 * 256, "every server thread is a pid"
+    assert services["web"]["deploy"]["resources"]["limits"]["pids"] > 2 * 640, "every server thread is a pid"
     for name, service in app_services(compose_config(*profile)).items():
         if name != "web":
             assert service["deploy"]["resources"]["limits"]["cpus"] == 1, "a runaway job cannot starve the rest"

@@ -124,8 +124,9 @@ def test_cancel_a_queued_job(api, redis_conn, start_worker):
     job_id = submit(api, number=4242).json()["job_id"]
     assert current_load(api) == 1
     assert api.delete(f"/jobs/{job_id}").status_code == 204
-    assert api.get(f"/jobs/{job_id}").status_code == 404
-    assert api.delete(f"/jobs/{job_id}").status_code == 404
+    cancelled = api.get(f"/jobs/{job_id}")  # pollers see what happened; it is not forgotten
+    assert cancelled.status_code == 200 and cancelled.json()["status"] == "canceled"
+    assert api.delete(f"/jobs/{job_id}").status_code == 409
     assert redis_conn.llen("rq:queue:factorization") == 0
     assert current_load(api) == 0
     # Done jobs cannot be cancelled.
@@ -171,6 +172,8 @@ def test_queues_endpoint_counts_each_task_type(api, start_worker):
         "started": 0,
         "finished": 0,
         "failed": 0,
+        "canceled": 0,
+        "aborted": 0,
         "workers": 0,
     }
     assert stats["primes"]["finished"] == 1

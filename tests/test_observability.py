@@ -64,7 +64,8 @@ def test_schema_documents_every_operation_with_its_shapes(api):
         assert len(item["oneOf"]) == 2  # the status body, or an invalid item's errors
     assert set(paths["/jobs/{id}"]) == {"get", "delete"}
     assert set(paths["/jobs/{id}"]["get"]["responses"]) == {"200", "202", "404", "429", "503"}
-    assert set(paths["/jobs/{id}"]["delete"]["responses"]) == {"204", "404", "409", "429", "503"}
+    assert set(paths["/jobs/{id}"]["delete"]["responses"]) == {"202", "204", "404", "409", "429", "503"}
+    assert set(paths["/jobs/{id}/retry"]["post"]["responses"]) == {"200", "202", "404", "409", "429", "503"}
     assert paths["/queues"]["get"]["responses"]["200"]["content"]["application/json"]["schema"]["type"] == "array"
     number = schema["components"]["schemas"]["FactorizationInput"]["properties"]["number"]
     assert {option["type"] for option in number["oneOf"]} == {"integer", "string"}

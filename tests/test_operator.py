@@ -138,7 +138,7 @@ def serve_and_stop(tmp_path: Path, **env: str) -> str:
 
 @pytest.mark.parametrize("server", ["granian", "gunicorn"])
 def test_the_web_server_warns_once_per_start_and_logs_only_json(tmp_path, server):
-    """Two server processes, one warning; granian's "256 threads seems quite high" is gone, and
+    """Two server processes, one warning; granian's "threads seems quite high" warning is gone, and
     the servers' own lines are JSON like ours."""
     events = json_lines(serve_and_stop(tmp_path, WEB_SERVER=server, ACCESS_LOG="1"))
     warnings = [e for e in events if e["level"] in ("WARNING", "ERROR", "CRITICAL")]

@@ -15,7 +15,15 @@ from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
 from factorize_app.api.metrics import REFUSED_SUBMITS
-from factorize_app.jobs import FULL, JobNotCancellable, JobNotFound, QueueRefusesWrites, QueueUnavailable, SubmitRefused
+from factorize_app.jobs import (
+    FULL,
+    JobNotCancellable,
+    JobNotFound,
+    JobNotRetryable,
+    QueueRefusesWrites,
+    QueueUnavailable,
+    SubmitRefused,
+)
 
 RETRY_AFTER_OUTAGE = "5"
 # A full Redis makes room as results expire, or when an operator raises maxmemory: not in 5 s.
@@ -70,7 +78,7 @@ def exception_handler(exc, context):
         return Response(body, status=status.HTTP_503_SERVICE_UNAVAILABLE, headers=headers)
     if isinstance(exc, JobNotFound):
         return Response({"detail": "No job with this id."}, status=status.HTTP_404_NOT_FOUND)
-    if isinstance(exc, JobNotCancellable):
+    if isinstance(exc, (JobNotCancellable, JobNotRetryable)):
         return Response({"detail": str(exc), "status": exc.status}, status=status.HTTP_409_CONFLICT)
     return drf_exception_handler(exc, context)
 

@@ -173,8 +173,10 @@ def _plain_api_client(environ) -> bool:
     return (
         "HTTP_COOKIE" not in environ
         and "HTTP_PREFER" not in environ
+        and "HTTP_CANCEL_AFTER" not in environ  # a deadline for the job: DRF reads it
         and "HTTP_AUTHORIZATION" not in environ
         and "text/html" not in accept
+        and "event-stream" not in accept  # a live event stream: the stream view answers it
         and ("json" in accept or "*/*" in accept)
         and (not settings.SECURE_SSL_REDIRECT or _is_secure(environ))  # else Django redirects it
         and not settings.DISALLOWED_USER_AGENTS

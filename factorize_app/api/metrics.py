@@ -57,7 +57,7 @@ class QueueCollector:
         )
         workers = GaugeMetricFamily("factorize_queue_workers", "Live workers listening to a queue.", labels=["queue"])
         for entry in stats:
-            for state in ("queued", "started", "finished", "failed"):
+            for state in ("queued", "started", "finished", "failed", "canceled", "aborted"):
                 queue_jobs.add_metric([entry["name"], state], entry[state])
             workers.add_metric([entry["name"]], entry["workers"])
         yield queue_jobs

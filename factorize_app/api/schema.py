@@ -24,7 +24,7 @@ from rest_framework import serializers
 from factorize_app.tasks import TaskType, task_types
 from factorize_app.tasks.fields import WholeNumberField
 
-STATUSES = ["queued", "started", "finished", "failed"]
+STATUSES = ["queued", "started", "finished", "failed", "canceled", "aborted"]
 
 
 class WholeNumberFieldSchema(OpenApiSerializerFieldExtension):
@@ -58,6 +58,8 @@ class QueueStatsSerializer(serializers.Serializer):
     started = serializers.IntegerField()
     finished = serializers.IntegerField()
     failed = serializers.IntegerField()
+    canceled = serializers.IntegerField(help_text="Cancelled (DELETE) or stopped at their deadline while running.")
+    aborted = serializers.IntegerField(help_text="Their Cancel-After deadline passed before they started.")
     workers = serializers.IntegerField(help_text="Live workers listening to this queue.")
 
 
@@ -100,6 +102,14 @@ POLL_HEADERS = [
         "Retry-After", OpenApiTypes.INT, OpenApiParameter.HEADER, response=[202], description="Seconds to wait."
     ),
 ]
+CANCEL_AFTER = OpenApiParameter(
+    "Cancel-After",
+    OpenApiTypes.STR,
+    OpenApiParameter.HEADER,
+    description="A deadline for the job this submit creates: `30`, `30s`, `5m`, `1h30m` (at least 1 s). Still "
+    "queued then, it ends `aborted` and never runs; running, it is stopped and ends `canceled`. A later "
+    "submit of the same input polls the job and does not move its deadline.",
+)
 JOB_ID = OpenApiParameter(
     "id",
     OpenApiTypes.STR,
@@ -189,7 +199,7 @@ def task_view_schema(task_type: TaskType):
             "is done or N seconds pass.",
             request=batch_serializer(task_type),
             responses={200: batch_answer_serializer(task_type), 400: VALIDATION_ERROR, 429: THROTTLED, 503: OUTAGE},
-            parameters=PREFER_WAIT,
+            parameters=[*PREFER_WAIT, CANCEL_AFTER],
         ),
         create=extend_schema(
             operation_id=f"{task_type.name}_submit",
@@ -203,9 +213,26 @@ def task_view_schema(task_type: TaskType):
                 429: THROTTLED,
                 503: OUTAGE,
             },
-            parameters=[*POLL_HEADERS, *PREFER_WAIT],
+            parameters=[*POLL_HEADERS, *PREFER_WAIT, CANCEL_AFTER],
         ),
     )
+
+
+LAST_EVENT_ID = OpenApiParameter(
+    "Last-Event-ID",
+    OpenApiTypes.STR,
+    OpenApiParameter.HEADER,
+    description="With `Accept: text/event-stream`: the id of the last event seen; the stream resumes after it.",
+)
+EVENT_STREAM = OpenApiResponse(
+    OpenApiTypes.STR,
+    description=(
+        "With `Accept: text/event-stream`: server-sent events, each `event: status`, an `id:` and the job's "
+        "status body (as the JSON answer) as `data:`, at once and on every change; the stream ends after the "
+        "done event. `: keep-alive` comments at least every 15 s. 204 on a reconnect (Last-Event-ID) after the "
+        "end; 503 when the server holds too many streams."
+    ),
+)
 
 
 def job_view_schema():
@@ -218,9 +245,10 @@ def job_view_schema():
         retrieve=extend_schema(
             operation_id="job_status",
             summary="Poll a job by id",
-            parameters=[JOB_ID, *POLL_HEADERS, *PREFER_WAIT],
+            parameters=[JOB_ID, *POLL_HEADERS, *PREFER_WAIT, LAST_EVENT_ID],
             responses={
-                200: OpenApiResponse(any_status, description="Done."),
+                (200, "application/json"): OpenApiResponse(any_status, description="Done."),
+                (200, "text/event-stream"): EVENT_STREAM,
                 202: OpenApiResponse(any_status, description="Queued or running."),
                 404: NOT_FOUND,
                 429: THROTTLED,
@@ -229,12 +257,27 @@ def job_view_schema():
         ),
         destroy=extend_schema(
             operation_id="job_cancel",
-            summary="Cancel a queued job",
+            summary="Cancel a queued job, or stop a running one",
             parameters=[JOB_ID],
             responses={
-                204: OpenApiResponse(description="Cancelled: it will not run."),
+                204: OpenApiResponse(description="Cancelled: it will not run; polls answer `canceled`."),
+                202: OpenApiResponse(any_status, description="Running: its worker stops it within a second."),
                 404: NOT_FOUND,
-                409: OpenApiResponse(ConflictSerializer, description="Already running or done."),
+                409: OpenApiResponse(ConflictSerializer, description="Already done."),
+                429: THROTTLED,
+                503: OUTAGE,
+            },
+        ),
+        retry=extend_schema(
+            operation_id="job_retry",
+            summary="Queue a failed, canceled or aborted job again, under the same id",
+            parameters=[JOB_ID],
+            request=None,
+            responses={
+                200: OpenApiResponse(any_status, description="Done already (it ran at once)."),
+                202: OpenApiResponse(any_status, description="Queued again."),
+                404: NOT_FOUND,
+                409: OpenApiResponse(ConflictSerializer, description="Queued, running or finished."),
                 429: THROTTLED,
                 503: OUTAGE,
             },

@@ -10,10 +10,18 @@ from rest_framework.response import Response
 
 from factorize_app import jobs
 from factorize_app.api.clients import client_name
+from factorize_app.api.deadline import requested_cancel_after
 from factorize_app.api.prefer import preference_applied, requested_wait
-from factorize_app.api.responses import batch_item_body, invalid_item_body, status_response, sync_response
+from factorize_app.api.responses import (
+    batch_item_body,
+    invalid_item_body,
+    status_body,
+    status_response,
+    sync_response,
+)
 from factorize_app.api.schema import job_view_schema, queue_view_schema, task_view_schema
 from factorize_app.api.serializers import batch_serializer
+from factorize_app.api.streams import JOB_RENDERERS, open_stream, wants_stream
 from factorize_app.api.throttling import ClientRateThrottle
 from factorize_app.tasks import TaskType, get_task_type
 
@@ -73,12 +81,16 @@ class TaskViewSet(viewsets.GenericViewSet):
         return Response({"results": results}, headers=preference_applied(wait))
 
     def perform_submit(self, data: dict, wait: int | None) -> jobs.JobState:
-        client = client_name(self.request.META)
-        return jobs.submit(task_type=self.task_type, data=dict(data), wait=wait or 0, client=client)
+        client, cancel_after = client_name(self.request.META), requested_cancel_after(self.request)
+        return jobs.submit(
+            task_type=self.task_type, data=dict(data), wait=wait or 0, client=client, cancel_after=cancel_after
+        )
 
     def perform_submit_many(self, items: list[dict], wait: int | None) -> list[jobs.JobState]:
-        client = client_name(self.request.META)
-        return jobs.submit_many(task_type=self.task_type, items=items, wait=wait or 0, client=client)
+        client, cancel_after = client_name(self.request.META), requested_cancel_after(self.request)
+        return jobs.submit_many(
+            task_type=self.task_type, items=items, wait=wait or 0, client=client, cancel_after=cancel_after
+        )
 
     def perform_compute(self, data: dict) -> jobs.JobState:
         return jobs.compute(task_type=self.task_type, data=dict(data))
@@ -90,15 +102,28 @@ class JobViewSet(viewsets.ViewSet):
 
     lookup_value_regex = r"[A-Za-z0-9_-]+"
     throttle_classes = [ClientRateThrottle]
+    renderer_classes = JOB_RENDERERS  # and text/event-stream: GET streams the job's changes
 
     def retrieve(self, request, pk: str):
+        if wants_stream(request):
+            return open_stream(request, pk)
         wait = requested_wait(request)
         state = jobs.get_status(job_id=pk, wait=wait or 0)
         return status_response(get_task_type(state.task_name), state, wait)
 
     def destroy(self, request, pk: str):
-        jobs.cancel(job_id=pk)
-        return Response(status=status.HTTP_204_NO_CONTENT)
+        """Cancel a queued job (204) or ask a running one to stop (202, its status: it ends
+        `canceled` within a second); 409 for a job already done."""
+        state = jobs.cancel(job_id=pk)
+        if state.status == jobs.CANCELED:
+            return Response(status=status.HTTP_204_NO_CONTENT)
+        return Response(status_body(get_task_type(state.task_name), state), status=status.HTTP_202_ACCEPTED)
+
+    @action(detail=True, methods=["post"])
+    def retry(self, request, pk: str):
+        """Queue a failed, canceled or aborted job again under the same id; 409 for any other."""
+        state = jobs.retry(job_id=pk, client=client_name(request.META))
+        return status_response(get_task_type(state.task_name), state, None)
 
 
 @queue_view_schema()

@@ -7,12 +7,13 @@ names below are the whole of what they use. One room per side:
 - `monitoring`: load, queue stats, durations, memory, admission of new jobs, the readiness probe;
 - `worker_side`: what a worker does to Redis: take, lease, finish, wait for work;
 - `maintenance`: the workers' sweep of jobs lost in outages, and of dead workers;
+- `events`: each job's event stream (appended on every change) and the web's one reader of them;
 - `sync`: sync mode's process pool (no Redis);
 - `keys`: every Redis key name; `connection`: the Redis clients and the scripts (`*.lua`);
 - `errors`, `states`, `ids`: what can go wrong, the values handed out, job ids and inputs.
 """
 
-from factorize_app.jobs.client import cancel, count_request, get_status, submit, submit_many
+from factorize_app.jobs.client import cancel, count_request, get_status, retry, submit, submit_many
 from factorize_app.jobs.errors import (
     FULL,
     PERSISTENCE,
@@ -20,6 +21,7 @@ from factorize_app.jobs.errors import (
     REFUSAL_DETAILS,
     JobNotCancellable,
     JobNotFound,
+    JobNotRetryable,
     QueueRefusesWrites,
     QueueUnavailable,
     SubmitRefused,
@@ -27,6 +29,15 @@ from factorize_app.jobs.errors import (
     queue_error,
     write_refusal,
 )
+from factorize_app.jobs.events import (
+    EventWatch,
+    JobEvent,
+    events_after,
+    latest_event,
+    state_after,
+    valid_event_id,
+)
+from factorize_app.jobs.events import watch as watch_events
 from factorize_app.jobs.ids import job_id_for
 from factorize_app.jobs.maintenance import clean_stale_workers, sweep_queue
 from factorize_app.jobs.monitoring import (
@@ -40,11 +51,17 @@ from factorize_app.jobs.monitoring import (
     worker_liveness,
 )
 from factorize_app.jobs.states import (
+    ABORTED,
+    ABORTED_ERROR,
+    CANCELED,
+    CANCELED_ERROR,
+    DEADLINE_CANCELED_ERROR,
     DONE_STATUSES,
     DURATION_BUCKETS,
     FAILED,
     FINISHED,
     QUEUED,
+    RETRYABLE,
     STARTED,
     JobState,
     RateLimit,
@@ -59,11 +76,18 @@ from factorize_app.jobs.worker_side import (
     finish_jobs,
     report_progress,
     take_jobs,
+    take_stop_requests,
     wait_for_work,
 )
 
 __all__ = [
+    "ABORTED",
+    "ABORTED_ERROR",
+    "CANCELED",
+    "CANCELED_ERROR",
+    "DEADLINE_CANCELED_ERROR",
     "DONE_STATUSES",
+    "RETRYABLE",
     "DURATION_BUCKETS",
     "FAILED",
     "FINISHED",
@@ -73,7 +97,10 @@ __all__ = [
     "READ_ONLY",
     "REFUSAL_DETAILS",
     "STARTED",
+    "EventWatch",
+    "JobEvent",
     "JobNotCancellable",
+    "JobNotRetryable",
     "JobNotFound",
     "JobOutcome",
     "JobState",
@@ -89,10 +116,16 @@ __all__ = [
     "compute",
     "count_request",
     "describe_error",
+    "events_after",
+    "latest_event",
+    "state_after",
+    "valid_event_id",
+    "watch_events",
     "extend_lease",
     "fair_order",
     "finish_jobs",
     "report_progress",
+    "take_stop_requests",
     "get_status",
     "job_durations",
     "job_id_for",
@@ -101,6 +134,7 @@ __all__ = [
     "probe",
     "queue_error",
     "queue_stats",
+    "retry",
     "redis_memory",
     "submit",
     "submit_many",

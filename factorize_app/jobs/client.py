@@ -22,8 +22,10 @@ import redis
 from django.conf import settings
 from rq.exceptions import NoSuchJobError
 from rq.job import Job, Retry
+from rq.utils import now as rq_now
+from rq.utils import utcformat
 
-from factorize_app.jobs import keys
+from factorize_app.jobs import events, keys
 from factorize_app.jobs.connection import (
     CLOCK_KEYS,
     OUTAGE_GAP,
@@ -37,6 +39,7 @@ from factorize_app.jobs.connection import (
 from factorize_app.jobs.errors import (
     JobNotCancellable,
     JobNotFound,
+    JobNotRetryable,
     QueueUnavailable,
     SubmitRefused,
     Throttled,
@@ -46,9 +49,12 @@ from factorize_app.jobs.errors import (
 from factorize_app.jobs.ids import description_for, input_of, job_id_for, queued_input, task_type_of
 from factorize_app.jobs.monitoring import admit_new_jobs
 from factorize_app.jobs.states import (
+    ABORTED_ERROR,
+    CANCELED,
+    CANCELED_ERROR,
     DONE_STATUSES,
     FINISHED,
-    QUEUED,
+    RETRYABLE,
     STARTED,
     JobState,
     RateLimit,
@@ -59,6 +65,9 @@ from factorize_app.tasks import TaskType, run_task, task_types
 
 _POLL = lua("poll", clock_tick=True)
 _AFTER_ENQUEUE = lua("after_enqueue")
+_CANCEL = lua("cancel")
+_ABORTED_OUTCOME = json.dumps({"error": ABORTED_ERROR})
+_CANCELED_OUTCOME = json.dumps({"error": CANCELED_ERROR})
 
 
 @translate_outages
@@ -69,14 +78,19 @@ def submit(
     wait: float = 0,
     client: str = "",
     rate_limit: RateLimit | None = None,
+    cancel_after: int | None = None,
 ) -> JobState:
     """Submit-or-poll: enqueue the job unless it is already queued, running or cached.
 
     `client` names who asked, for fair order between clients. With `wait`, hold up to that many
     seconds for the job to finish (a long poll). With `rate_limit`, count this request against
     the client's allowance first (in the same round trip), raising Throttled when it is used up.
+    With `cancel_after`, a job this submit creates is cancelled that many seconds from now (a
+    later submit of the same input polls it and does not move its deadline).
     """
-    return submit_many(task_type=task_type, items=[data], wait=wait, client=client, rate_limit=rate_limit)[0]
+    return submit_many(
+        task_type=task_type, items=[data], wait=wait, client=client, rate_limit=rate_limit, cancel_after=cancel_after
+    )[0]
 
 
 @translate_outages
@@ -87,13 +101,14 @@ def submit_many(
     wait: float = 0,
     client: str = "",
     rate_limit: RateLimit | None = None,
+    cancel_after: int | None = None,
 ) -> list[JobState]:
     """Submit-or-poll many inputs of one type, in order, in a handful of round trips: one poll of
     them all, one transaction enqueueing the new ones, one poll again. With `wait`, hold until
     every one is done or the time is up. New jobs are refused (SubmitRefused) when Redis refuses
     writes or its memory is past the high-water mark; inputs already queued or done still answer."""
     try:
-        states = _submit_batch(task_type, items, client, rate_limit)
+        states = _submit_batch(task_type, items, client, rate_limit, cancel_after)
         return _wait_until_done(task_type, states, wait, lambda: _submit_batch(task_type, items, client))
     except SubmitRefused:
         raise
@@ -119,24 +134,49 @@ def count_request(*, rate_limit: RateLimit) -> None:
 
 
 @translate_outages
-def cancel(*, job_id: str) -> None:
-    """Cancel a queued job: it leaves the queue and its id is forgotten."""
+def cancel(*, job_id: str) -> JobState:
+    """Cancel a job: a queued one at once (it leaves the queue and ends `canceled`); a running one
+    is asked to stop (its worker interrupts the handler within a second, and it ends `canceled`).
+    Answers the job's state; JobNotCancellable for a job already done."""
     task_type = task_type_of(job_id)
-    job = _fetch(job_id)
-    if job is None or input_of(task_type, job_id, job.description or "") is None:
+    state = get_status(job_id=job_id)  # JobNotFound for an id this service did not make
+    name = task_type.name
+    reply = script(_CANCEL)(
+        keys=[keys.job(job_id), keys.queue(name), keys.pending(name), keys.queued_inputs(name), keys.canceled(name)],
+        args=[job_id, task_type.setting("failure_ttl"), utcformat(rq_now()), keys.STOP_PREFIX, _CANCELED_OUTCOME,
+              CANCELED_ERROR],  # fmt: skip
+    )
+    answer = reply[0].decode()
+    if answer == "missing":
         raise JobNotFound(job_id)
-    status = job.get_status(refresh=False).value
-    if status != QUEUED:
-        raise JobNotCancellable(status)
-    job.cancel()
-    job.delete(remove_from_queue=True)
-    with redis_client().pipeline(transaction=False) as pipe:
-        pipe.zrem(keys.pending(task_type.name), job_id)
-        pipe.hdel(keys.queued_inputs(task_type.name), job_id)
+    if answer == "done":
+        raise JobNotCancellable(reply[1].decode())
+    if answer == "canceled":
+        ttl = events.done_ttl(task_type.setting("failure_ttl"))
+        events.record(job_id, CANCELED, ttl=ttl, outcome=_CANCELED_OUTCOME)
+    return get_status(job_id=job_id) if answer == "canceled" else state
+
+
+@translate_outages
+def retry(*, job_id: str, client: str = "") -> JobState:
+    """Queue a job that ended failed, canceled or aborted again, under the same id (its input is
+    its id's): its old outcome is dropped and it is submitted afresh."""
+    task_type = task_type_of(job_id)
+    state = get_status(job_id=job_id)
+    if state.status not in RETRYABLE:
+        raise JobNotRetryable(state.status)
+    name = task_type.name
+    with redis_client().pipeline(transaction=True) as pipe:
+        pipe.delete(keys.job(job_id), keys.results(job_id), keys.events(job_id))  # a clean start
+        for registry in (keys.failed(name), keys.canceled(name), keys.aborted(name)):
+            pipe.zrem(registry, job_id)
         pipe.execute()
+    return submit(task_type=task_type, data=state.input, client=client)
 
 
-def enqueue(task_type: TaskType, new_jobs: dict[str, dict[str, Any]], client: str) -> None:
+def enqueue(
+    task_type: TaskType, new_jobs: dict[str, dict[str, Any]], client: str, cancel_after: int | None = None
+) -> None:
     """Enqueue jobs found missing, in one transaction that fails if any of them appeared
     meanwhile (another request enqueued it: the caller polls again and sees it)."""
     job_ttl = task_type.setting("job_ttl")
@@ -171,6 +211,9 @@ def enqueue(task_type: TaskType, new_jobs: dict[str, dict[str, Any]], client: st
                     retry=Retry(max=settings.JOB_MAX_RETRIES) if settings.JOB_MAX_RETRIES > 0 else None,
                     pipeline=pipe,
                 )
+            if cancel_after is not None:
+                for job_id in new_jobs:
+                    pipe.hset(keys.job(job_id), keys.DEADLINE_FIELD, redis_time + cancel_after)
             fair_client = (client or "anonymous") if fair_order() else ""
             name = task_type.name
             script(_AFTER_ENQUEUE)(
@@ -184,7 +227,11 @@ def enqueue(task_type: TaskType, new_jobs: dict[str, dict[str, Any]], client: st
 
 
 def _submit_batch(
-    task_type: TaskType, items: list[dict[str, Any]], client: str, rate_limit: RateLimit | None = None
+    task_type: TaskType,
+    items: list[dict[str, Any]],
+    client: str,
+    rate_limit: RateLimit | None = None,
+    cancel_after: int | None = None,
 ) -> list[JobState]:
     ids = [job_id_for(task_type, data) for data in items]
     inputs = dict(zip(ids, items, strict=True))
@@ -206,7 +253,7 @@ def _submit_batch(
                 for job_id in ids
             ]
         admit_new_jobs()
-        enqueue(task_type, {job_id: inputs[job_id] for job_id in missing}, client)
+        enqueue(task_type, {job_id: inputs[job_id] for job_id in missing}, client, cancel_after)
     raise QueueUnavailable(f"{len(missing)} jobs kept changing under concurrent requests; try again")
 
 
@@ -258,8 +305,9 @@ def _poll_many(
         throttle_key = keys.throttle(rate_limit.scope, rate_limit.client, slot)
         limit, window = rate_limit.limit, rate_limit.window
     name = task_type.name
-    script_keys = [keys.pending(name), keys.started(name), throttle_key, *CLOCK_KEYS]
-    args = [task_type.setting("job_ttl"), limit, window, OUTAGE_GAP, keys.JOB_PREFIX, *job_ids]
+    script_keys = [keys.pending(name), keys.started(name), throttle_key, *CLOCK_KEYS, keys.aborted(name)]
+    args = [task_type.setting("job_ttl"), limit, window, OUTAGE_GAP, keys.JOB_PREFIX, task_type.setting("failure_ttl")]
+    args += [_ABORTED_OUTCOME, *job_ids]
     reply = run_script(_POLL, script_keys, args)
     if reply[0] == b"throttled":
         raise Throttled(max(1, int(reply[1])))

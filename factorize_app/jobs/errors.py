@@ -42,9 +42,15 @@ class JobNotFound(LookupError):
     pass
 
 
+class JobNotRetryable(Exception):
+    def __init__(self, status: str):
+        super().__init__(f"only failed, canceled or aborted jobs can be retried; this job is {status}")
+        self.status = status
+
+
 class JobNotCancellable(Exception):
     def __init__(self, status: str):
-        super().__init__(f"only queued jobs can be cancelled; this job is {status}")
+        super().__init__(f"only queued or running jobs can be cancelled; this job is {status}")
         self.status = status
 
 

@@ -13,7 +13,7 @@ from types import SimpleNamespace
 from rq.executions import Execution
 from rq.job import Job
 from rq.queue import Queue
-from rq.registry import FailedJobRegistry, FinishedJobRegistry, StartedJobRegistry
+from rq.registry import CanceledJobRegistry, FailedJobRegistry, FinishedJobRegistry, StartedJobRegistry
 from rq.results import Result
 from rq.worker import Worker
 from rq.worker_registration import REDIS_WORKER_KEYS, WORKERS_BY_QUEUE_KEY
@@ -47,6 +47,20 @@ def finished(name: str) -> str:
 
 def failed(name: str) -> str:
     return FailedJobRegistry.key_template.format(name)
+
+
+def canceled(name: str) -> str:
+    return CanceledJobRegistry.key_template.format(name)
+
+
+def aborted(name: str) -> str:
+    """Jobs whose deadline passed before they started, scored by expiry, as RQ's registries."""
+    return ABORTED_PREFIX + name
+
+
+def stop_requests(worker_name: str) -> str:
+    """The ids of the running jobs a worker is asked to stop (DELETE, a passed deadline)."""
+    return STOP_PREFIX + worker_name
 
 
 def execution(member: str) -> str:
@@ -84,11 +98,20 @@ DURATION_PREFIX = OURS + "metrics:job_duration:"
 FAIR_PREFIX = OURS + "fair:"
 # A client's request counter for one rate-limit window.
 THROTTLE_PREFIX = OURS + "throttle:"
+ABORTED_PREFIX = OURS + "aborted:"
+STOP_PREFIX = OURS + "stop:"
+# Fields of ours in RQ's job hash (fields, not keys; read by poll.lua and take.lua by these names).
+STOP_FIELD = "factorize_stop"  # why the job is to stop: "canceled", or the deadline's reason
+DEADLINE_FIELD = "factorize_deadline"  # Unix time after which it is cancelled (Cancel-After)
 # Redis time of the last script that served the queue, and the outages ("<start> <end>") found.
 CLOCK = OURS + "clock"
 OUTAGES = OURS + "outages"
 # Written by the readiness probe: refused exactly when submits would be.
 PROBE = OURS + "probe"
+# A job's event stream (a Redis Stream: one entry per change, read by event-stream responses),
+# and a web process's wake-up stream (its dispatcher's blocking read returns when a stream is added).
+EVENTS_PREFIX = OURS + "events:"
+EVENTS_WAKE_PREFIX = OURS + "events-wake:"
 
 
 def pending(name: str) -> str:
@@ -122,3 +145,11 @@ def fair_client(name: str, client: str) -> str:
 
 def throttle(scope: str, client: str, slot: int) -> str:
     return f"{THROTTLE_PREFIX}{scope}:{client}:{slot}"
+
+
+def events(job_id: str) -> str:
+    return EVENTS_PREFIX + job_id
+
+
+def events_wake(process: str) -> str:
+    return EVENTS_WAKE_PREFIX + process

@@ -18,7 +18,7 @@ from typing import Any
 
 import redis
 from django.conf import settings
-from rq.registry import FailedJobRegistry, FinishedJobRegistry
+from rq.registry import CanceledJobRegistry, FailedJobRegistry, FinishedJobRegistry
 from rq.utils import utcparse
 
 from factorize_app.jobs import keys
@@ -38,7 +38,7 @@ def load(*, task_type: TaskType) -> int:
 
 @translate_outages
 def queue_stats() -> list[dict[str, Any]]:
-    """Per task type: queued, started, finished and failed jobs, and live workers."""
+    """Per task type: queued, started, finished, failed, canceled and aborted jobs, and live workers."""
     stats = []
     for task_type in task_types():
         queue = rq_queue(task_type.name)
@@ -50,10 +50,20 @@ def queue_stats() -> list[dict[str, Any]]:
                 "started": started,
                 "finished": FinishedJobRegistry(queue=queue).count,  # RQ's counts clean up first
                 "failed": FailedJobRegistry(queue=queue).count,
+                "canceled": CanceledJobRegistry(queue=queue).count,
+                "aborted": _live_count(keys.aborted(task_type.name)),
                 "workers": workers,
             }
         )
     return stats
+
+
+def _live_count(registry: str) -> int:
+    """Members of a registry scored by expiry whose time has not come (as RQ's count cleans up)."""
+    with redis_client().pipeline(transaction=False) as pipe:
+        pipe.zremrangebyscore(registry, 0, time.time())
+        pipe.zcard(registry)
+        return int(pipe.execute()[1])
 
 
 def counts(task_type: TaskType, with_workers: bool = False) -> tuple[int, ...]:

@@ -1,7 +1,8 @@
 -- One round trip per poll of one job or a batch of them.
 -- KEYS: the type's pending set, its StartedJobRegistry, the client's rate-limit counter ('' for
--- none), the clock, the outages.
--- ARGV: JOB_TTL, the rate limit, its window, the outage gap, the job hash prefix, the job ids.
+-- none), the clock, the outages, its aborted registry.
+-- ARGV: JOB_TTL, the rate limit, its window, the outage gap, the job hash prefix, FAILURE_TTL, an
+-- aborted job's outcome JSON, the job ids. A queued job past its Cancel-After deadline ends aborted here: it never runs.
 -- First the client's rate-limit counter (a fixed window). Then, per job: refresh a queued job's
 -- TTL and its pending deadline together, atomically, so a job a worker has just started (and
 -- PERSISTed) is never given an expiry; answer its status, its input (kept in the description)
@@ -18,10 +19,19 @@ if KEYS[3] ~= '' then
 end
 local ttl = tonumber(ARGV[1])
 local job_prefix = ARGV[5]
+local failure_ttl, aborted_outcome = tonumber(ARGV[6]), ARGV[7]
 local answers = {}
-for i = 6, #ARGV do
+for i = 8, #ARGV do
   local key = job_prefix .. ARGV[i]
-  local fields = redis.call('HMGET', key, 'status', 'description', 'factorize_outcome', 'factorize_progress')
+  local fields = redis.call('HMGET', key, 'status', 'description', 'factorize_outcome', 'factorize_progress',
+    'factorize_deadline')
+  if fields[1] == 'queued' and fields[5] and now > tonumber(fields[5]) then
+    redis.pcall('HSET', key, 'status', 'aborted', 'factorize_outcome', aborted_outcome)
+    redis.pcall('EXPIRE', key, failure_ttl)
+    redis.pcall('ZREM', KEYS[1], ARGV[i])
+    redis.pcall('ZADD', KEYS[6], now + failure_ttl, ARGV[i])
+    fields[1], fields[3] = 'aborted', aborted_outcome
+  end
   if fields[1] then
     if fields[1] == 'queued' then
       redis.pcall('EXPIRE', key, ttl)

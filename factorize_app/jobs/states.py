@@ -12,7 +12,16 @@ from rq.job import JobStatus as RQStatus
 
 # Plain strings: RQ's JobStatus enum hashes by member name, so it does not mix with str in sets.
 QUEUED, STARTED, FINISHED, FAILED = "queued", "started", "finished", "failed"
-DONE_STATUSES = {FINISHED, FAILED, RQStatus.STOPPED.value, RQStatus.CANCELED.value}
+# Stopped on request (DELETE, or its Cancel-After deadline while running): RQ's own word.
+CANCELED = RQStatus.CANCELED.value
+# Its Cancel-After deadline passed while it was still queued: it never ran.
+ABORTED = "aborted"
+ABORTED_ERROR = "aborted: its Cancel-After deadline passed before it started"
+CANCELED_ERROR = "canceled"
+DEADLINE_CANCELED_ERROR = "canceled: its Cancel-After deadline passed"
+DONE_STATUSES = {FINISHED, FAILED, RQStatus.STOPPED.value, CANCELED, ABORTED}
+# A job in one of these may be retried (POST /jobs/<id>/retry).
+RETRYABLE = {FAILED, CANCELED, ABORTED}
 # Upper bounds (seconds) of the job duration histogram's buckets.
 DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
 

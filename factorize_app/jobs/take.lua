@@ -10,7 +10,8 @@
 -- ARGV: count, lease, the worker's name, the start stamp, the execution id, fair ('1' or '0'), the
 -- outage gap, the job hash prefix, the execution hash prefix; then per queue: its name and the
 -- prefix of its clients' lists.
--- Answers {queue name, {id, description, timeout, result_ttl, failure_ttl}...} or false.
+-- Answers {queue name, {id, description, timeout, result_ttl, failure_ttl, stop, deadline}...} or
+-- false (stop and deadline: a stop request made before the job was taken, its Cancel-After).
 local now = clock_tick(KEYS[2], KEYS[3], ARGV[7])
 local count, lease, worker, stamp, execution_id = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3], ARGV[4], ARGV[5]
 local fair = ARGV[6] == '1'
@@ -19,7 +20,8 @@ local taken
 
 local function start(queue, id)
   local key = job_prefix .. id
-  local job = redis.call('HMGET', key, 'status', 'description', 'timeout', 'result_ttl', 'failure_ttl')
+  local job = redis.call('HMGET', key, 'status', 'description', 'timeout', 'result_ttl', 'failure_ttl',
+    'factorize_stop', 'factorize_deadline')
   if job[1] ~= 'queued' then return end
   local execution = id .. ':' .. execution_id
   local execution_key = execution_prefix .. execution
@@ -31,7 +33,7 @@ local function start(queue, id)
   redis.call('ZADD', queue.started, now + lease, execution)
   redis.call('ZREM', queue.pending, id)
   redis.call('HDEL', queue.inputs, id)
-  taken[#taken + 1] = {id, job[2] or '', job[3] or '', job[4] or '', job[5] or ''}
+  taken[#taken + 1] = {id, job[2] or '', job[3] or '', job[4] or '', job[5] or '', job[6] or '', job[7] or ''}
 end
 
 for n = 0, (#KEYS - 3) / 6 - 1 do

@@ -20,16 +20,35 @@ from rq.utils import now as rq_now
 from rq.utils import utcformat
 from rq.worker import WorkerStatus
 
-from factorize_app.jobs import keys
+from factorize_app.jobs import events, keys
 from factorize_app.jobs.connection import CLOCK_KEYS, OUTAGE_GAP, blocking_client, lua, redis_client, script
 from factorize_app.jobs.errors import translate_outages
-from factorize_app.jobs.ids import input_of, queued_input
-from factorize_app.jobs.states import DURATION_BUCKETS, FAILED, FINISHED, QUEUED, describe_error, fair_order
+from factorize_app.jobs.ids import input_of, queued_input, task_type_of
+from factorize_app.jobs.states import (
+    ABORTED,
+    CANCELED,
+    DURATION_BUCKETS,
+    FAILED,
+    FINISHED,
+    QUEUED,
+    STARTED,
+    describe_error,
+    fair_order,
+)
 from factorize_app.tasks import get_task_type
 
 _TAKE = lua("take", clock_tick=True)
 PROGRESS_FIELD = "factorize_progress"  # in the job hash, read by poll.lua
+# Where each outcome is recorded: RQ's registries (ours for aborted, which RQ has no word for).
+_REGISTRIES = {FINISHED: keys.finished, FAILED: keys.failed, CANCELED: keys.canceled, ABORTED: keys.aborted}
+_RESULT_TYPES = {
+    FINISHED: Result.Type.SUCCESSFUL,
+    FAILED: Result.Type.FAILED,
+    CANCELED: Result.Type.STOPPED,
+    ABORTED: Result.Type.STOPPED,
+}
 _EXTEND_LEASE = lua("extend_lease")
+_PROGRESS = lua("progress")
 
 
 @dataclass(frozen=True)
@@ -43,12 +62,14 @@ class TakenJob:
     result_ttl: int
     failure_ttl: int
     execution: str  # its member in RQ's StartedJobRegistry: "<job id>:<execution id>"
+    stop: str = ""  # a stop asked for before it was taken (its worker died): it is not run
+    deadline: float | None = None  # Unix time of its Cancel-After deadline
 
 
 @dataclass(frozen=True)
 class JobOutcome:
     job: TakenJob
-    status: str  # FINISHED or FAILED
+    status: str  # FINISHED, FAILED, CANCELED (stopped) or ABORTED (its deadline passed before it ran)
     seconds: float
     result: Any = None
     exc_string: str | None = None
@@ -84,7 +105,7 @@ def take_jobs(*, queue_names: list[str], worker_name: str, count: int, lease: in
     name, rows = reply[0].decode(), reply[1:]
     task_type = get_task_type(name)
     taken = []
-    for job_id, description, timeout, result_ttl, failure_ttl in rows:
+    for job_id, description, timeout, result_ttl, failure_ttl, stop, deadline in rows:
         job_id = job_id.decode()
         taken.append(
             TakenJob(
@@ -95,9 +116,24 @@ def take_jobs(*, queue_names: list[str], worker_name: str, count: int, lease: in
                 result_ttl=int(result_ttl or task_type.setting("result_ttl")),
                 failure_ttl=int(failure_ttl or task_type.setting("failure_ttl")),
                 execution=f"{job_id}:{execution_id}",
+                stop=stop.decode(),
+                deadline=float(deadline) if deadline else None,
             )
         )
+    _append_started(task_type, taken)
     return taken
+
+
+def _append_started(task_type, taken: list[TakenJob]) -> None:
+    """Each taken job's `started` event, in one round trip after the take. The take stands even
+    if this fails (events are a push of what polls also see; a stream resyncs by polling)."""
+    try:
+        with redis_client().pipeline(transaction=False) as pipe:
+            for job in taken:
+                events.append(pipe, job.job_id, STARTED, ttl=events.running_ttl(task_type))
+            pipe.execute()
+    except redis.exceptions.RedisError:
+        pass
 
 
 @translate_outages
@@ -122,7 +158,7 @@ def finish_jobs(
     ended_at = utcformat(rq_now())
     histogram: dict[tuple[str, str], float] = {}
     working_time = 0.0
-    counts = {FINISHED: 0, FAILED: 0}
+    counts = {FINISHED: 0, FAILED: 0, CANCELED: 0, ABORTED: 0}
     with redis_client().pipeline(transaction=True) as pipe:
         for outcome in outcomes:
             job = outcome.job
@@ -135,11 +171,13 @@ def finish_jobs(
             key = keys.job(job.job_id)
             fields = {"status": outcome.status, "ended_at": ended_at, "factorize_outcome": json.dumps(cached)}
             pipe.hset(key, mapping=fields)
-            pipe.hdel(key, PROGRESS_FIELD)
+            pipe.hdel(key, PROGRESS_FIELD, keys.STOP_FIELD)
             pipe.expire(key, ttl)
+            outcome_json = fields["factorize_outcome"]
+            events.append(pipe, job.job_id, outcome.status, ttl=events.done_ttl(ttl), outcome=outcome_json)
             entry = Result(
                 job_id=job.job_id,
-                type=Result.Type.SUCCESSFUL if finished else Result.Type.FAILED,
+                type=_RESULT_TYPES[outcome.status],
                 connection=redis_client(),
                 return_value=outcome.result if finished else None,
                 exc_string=None if finished else (outcome.exc_string or ""),
@@ -148,8 +186,7 @@ def finish_jobs(
             )
             pipe.xadd(keys.results(job.job_id), entry.serialize(), maxlen=10)
             pipe.expire(keys.results(job.job_id), ttl)
-            registry = keys.finished(job.task_name) if finished else keys.failed(job.task_name)
-            pipe.zadd(registry, {job.job_id: time.time() + ttl})
+            pipe.zadd(_REGISTRIES[outcome.status](job.task_name), {job.job_id: time.time() + ttl})
             _end_execution(pipe, job)
             counts[outcome.status] += 1
             working_time += outcome.seconds
@@ -163,6 +200,7 @@ def finish_jobs(
             pipe.hset(key, mapping={"status": QUEUED, "worker_name": ""})
             pipe.hdel(key, PROGRESS_FIELD)
             pipe.expire(key, job_ttl)
+            events.append(pipe, job.job_id, QUEUED, ttl=job_ttl)
             pipe.zadd(keys.pending(job.task_name), {job.job_id: time.time() + job_ttl})
             pipe.lpush(keys.queue(job.task_name), job.job_id)
             if job.input is not None:
@@ -187,13 +225,26 @@ def _end_execution(pipe: redis.client.Pipeline, job: TakenJob) -> None:
 
 
 @translate_outages
+def take_stop_requests(*, worker_name: str) -> set[str]:
+    """The ids of running jobs this worker has been asked to stop since it last looked."""
+    with redis_client().pipeline(transaction=True) as pipe:
+        pipe.smembers(keys.stop_requests(worker_name))
+        pipe.delete(keys.stop_requests(worker_name))
+        members, _ = pipe.execute()
+    return {member.decode() for member in members}
+
+
+@translate_outages
 def report_progress(*, progress: dict[str, dict[str, Any]]) -> None:
     """Write running jobs' latest progress (job id -> {"fraction", "message"}) in one round trip;
     the worker calls it at most a few times a second per job, whatever its handler reports."""
-    with redis_client().pipeline(transaction=False) as pipe:
-        for job_id, value in progress.items():
-            pipe.hset(keys.job(job_id), PROGRESS_FIELD, json.dumps(value))
-        pipe.execute()
+    if not progress:
+        return
+    script_keys = [key for job_id in progress for key in (keys.job(job_id), keys.events(job_id))]
+    args: list[Any] = [PROGRESS_FIELD, events.EVENTS_MAXLEN]
+    for job_id, value in progress.items():
+        args += [json.dumps(value), events.running_ttl(task_type_of(job_id))]
+    script(_PROGRESS)(keys=script_keys, args=args)  # only for jobs still started: see progress.lua
 
 
 @translate_outages

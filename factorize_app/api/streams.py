@@ -1,0 +1,180 @@
+"""`GET /jobs/<id>` with `Accept: text/event-stream`: the job's status, pushed as it changes.
+
+Server-sent events: an `event: status` with the full status body (what `GET /jobs/<id>` answers)
+at once, then one per change (started, each progress report, done) read from the job's event
+stream through the process's one dispatcher; the response ends after the done event. Each event's
+`id:` is its stream entry id: a client reconnecting with `Last-Event-ID` gets the events it missed,
+then the live tail (and 204, which tells EventSource to stop, once it has seen the end). A comment
+every EVENT_STREAM_KEEPALIVE seconds keeps idle connections open and finds clients that left.
+
+While open, the response polls the job every half JOB_TTL, as a polling client would: that keeps
+a queued job alive, refreshes `load`, and notices a change nobody pushed (RQ's own failing of a
+job whose worker died). Each stream holds a server thread (WSGI), so a process serves at most
+EVENT_STREAMS_MAX of them and answers 503 beyond, leaving threads for polls.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from django.conf import settings
+from django.http import HttpResponse, StreamingHttpResponse
+from rest_framework import status
+from rest_framework.renderers import BaseRenderer, JSONRenderer
+from rest_framework.response import Response
+from rest_framework.settings import api_settings
+
+from factorize_app import jobs
+from factorize_app.api.responses import status_body
+from factorize_app.tasks import get_task_type
+
+EVENT_STREAM = "text/event-stream"
+KEEP_ALIVE = b": keep-alive\n\n"
+
+
+class EventStreamRenderer(BaseRenderer):
+    """Lets DRF's content negotiation accept `text/event-stream` for the job view, which then
+    answers with a stream of its own; anything else it would render (an error) is rendered as JSON
+    by `open_stream` first switching the request to JSON."""
+
+    media_type = EVENT_STREAM
+    format = "event-stream"
+    charset = "utf-8"
+
+    def render(self, data: Any, accepted_media_type: str | None = None, renderer_context=None) -> bytes:
+        return JSONRenderer().render(data)
+
+
+# The job view's renderers: the API's own, and the event stream's.
+JOB_RENDERERS = [*api_settings.DEFAULT_RENDERER_CLASSES, EventStreamRenderer]
+
+
+def wants_stream(request) -> bool:
+    """The request negotiated to `text/event-stream` (its Accept header, or ?format=event-stream)."""
+    return getattr(request, "accepted_media_type", "") == EVENT_STREAM
+
+
+class _Slots:
+    """Open streams in this process, bounded by EVENT_STREAMS_MAX."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.open = 0
+
+    def take(self) -> bool:
+        with self._lock:
+            if self.open >= settings.EVENT_STREAMS_MAX:
+                return False
+            self.open += 1
+            return True
+
+    def give_back(self) -> None:
+        with self._lock:
+            self.open -= 1
+
+
+SLOTS = _Slots()
+
+
+def open_stream(request, job_id: str) -> HttpResponse | Response:
+    """The event-stream response for a job, or the usual error answer (404 JSON, 503 JSON)."""
+    # Errors below (an unknown job, Redis down) are answered as JSON, not as an event stream.
+    request.accepted_renderer, request.accepted_media_type = JSONRenderer(), JSONRenderer.media_type
+    after = jobs.valid_event_id(request.META.get("HTTP_LAST_EVENT_ID"))
+    latest = jobs.latest_event(job_id=job_id) if after is None else None
+    state = jobs.get_status(job_id=job_id)  # after reading the latest event: nothing between is lost
+    if after is None:
+        latest_id = latest.event_id if latest else None
+        first, cursor = [(state, latest_id)], latest_id or "0-0"
+    else:
+        missed = jobs.events_after(job_id=job_id, after=after)
+        if not missed and state.done:
+            latest = jobs.latest_event(job_id=job_id)
+            if latest is not None and latest.status == state.status:
+                return HttpResponse(status=status.HTTP_204_NO_CONTENT)  # it has seen the end
+        first, cursor = [], after
+        for event in missed:
+            state = jobs.state_after(state, event)
+            first.append((state, event.event_id))
+            cursor = event.event_id
+            if state.done:
+                break
+        if not missed and state.done:  # its stream has expired: the end, without an id
+            first.append((state, None))
+    if not SLOTS.take():
+        return Response(
+            {"detail": "Too many open event streams on this server; poll instead, or try again shortly."},
+            status=status.HTTP_503_SERVICE_UNAVAILABLE,
+            headers={"Retry-After": "5"},
+        )
+    response = StreamingHttpResponse(_EventStream(job_id, state, first, cursor), content_type=EVENT_STREAM)
+    response["Cache-Control"] = "no-cache"
+    response["X-Accel-Buffering"] = "no"  # nginx: pass each event on at once
+    return response
+
+
+class _EventStream:
+    """The response body: an iterable whose close() (called by the server when the response ends
+    or the client leaves) releases the dispatcher's watch and the process's slot."""
+
+    def __init__(self, job_id: str, state: jobs.JobState, first: list, cursor: str) -> None:
+        self.job_id, self.state, self.first, self.cursor = job_id, state, first, cursor
+        self._watch: jobs.EventWatch | None = None
+        self._closed = False
+
+    def __iter__(self) -> Iterator[bytes]:
+        task_type = get_task_type(self.state.task_name)
+        sent = None
+        for state, event_id in self.first:
+            yield _format(status_body(task_type, state), event_id)
+            sent = state
+        if sent is not None and sent.done:
+            return
+        self._watch = jobs.watch_events(job_id=self.job_id, after=self.cursor)
+        base = self.state
+        keepalive = settings.EVENT_STREAM_KEEPALIVE
+        resync = max(1.0, task_type.setting("job_ttl") / 2)
+        next_keepalive, next_poll = time.monotonic() + keepalive, time.monotonic() + resync
+        while True:
+            for event in self._watch.wait(min(next_keepalive, next_poll) - time.monotonic()):
+                base = jobs.state_after(base, event)
+                yield _format(status_body(task_type, base), event.event_id)
+                next_keepalive = time.monotonic() + keepalive
+                if base.done:
+                    return
+            now = time.monotonic()
+            if now >= next_poll:
+                next_poll = now + resync
+                try:
+                    polled = jobs.get_status(job_id=self.job_id)  # keeps a queued job alive
+                except (jobs.JobNotFound, jobs.QueueUnavailable):
+                    return  # gone, or Redis is: the client reconnects (and gets a 404 or a 503)
+                changed = polled.status != base.status
+                base = polled if changed else dataclasses.replace(base, load=polled.load)
+                if changed:  # a change nobody pushed: sent without an id (it is no stream entry)
+                    yield _format(status_body(task_type, polled), None)
+                    next_keepalive = now + keepalive
+                    if polled.done:
+                        return
+            if now >= next_keepalive:
+                yield KEEP_ALIVE
+                next_keepalive = now + keepalive
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._watch is not None:
+            self._watch.close()
+        SLOTS.give_back()
+
+
+def _format(body: dict[str, Any], event_id: str | None) -> bytes:
+    data = json.dumps(body, separators=(",", ":"))  # one line; integers of any size stay exact
+    head = f"event: status\nid: {event_id}\n" if event_id else "event: status\n"
+    return f"{head}data: {data}\n\n".encode()

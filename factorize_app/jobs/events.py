@@ -1,0 +1,280 @@
+"""Each job's event stream: what changed, pushed by whoever changed it, read without polling.
+
+Every change of a job (taken by a worker, its progress, its end, handed back to the queue,
+cancelled) is appended to a Redis Stream of its own (`keys.events`), in the same round trip as
+the change itself; the stream is capped (MAXLEN ~ EVENTS_MAXLEN) and expires like the job. An
+entry carries what a status body needs beyond the job's input: the status, the outcome JSON
+(once done) and the progress JSON (while it runs), so a client reconnecting with Last-Event-ID
+is answered exactly from the entries after it; entry ids are the event ids.
+
+A web process reads every stream it serves with one blocking XREAD, in one dispatcher thread
+(`watch`), which wakes the responses waiting on them: 1,000 open streams cost one Redis
+connection, and an idle one costs nothing.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import json
+import logging
+import os
+import re
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+
+import redis
+from django.conf import settings
+
+from factorize_app.jobs import keys
+from factorize_app.jobs.connection import blocking_client, redis_client
+from factorize_app.jobs.errors import translate_outages
+from factorize_app.jobs.states import STARTED, JobState
+from factorize_app.tasks import TaskType
+
+logger = logging.getLogger("factorize_app.jobs")
+
+# Entries a job's stream keeps (about: Redis trims whole nodes). Progress comes at most a few
+# times a second, so this is several seconds of it, and every status change of a short job.
+EVENTS_MAXLEN = 50
+# Longest the dispatcher blocks before reading its set of streams again (a stream added while it
+# blocks wakes it at once, through its wake-up stream).
+DISPATCH_BLOCK_SECONDS = 5
+_EVENT_ID = re.compile(r"^[0-9]{1,20}-[0-9]{1,20}$")
+
+
+@dataclass(frozen=True)
+class JobEvent:
+    """One entry of a job's stream."""
+
+    event_id: str
+    status: str
+    outcome: str  # JSON {"result": ...} or {"error": ...} once done, else ""
+    progress: str  # JSON {"fraction", "message"} while started, else ""
+
+
+def append(pipe: redis.client.Pipeline, job_id: str, status: str, *, ttl: int, outcome: str = "", progress: str = ""):
+    """Queue the append of one event (and its stream's expiry) on a pipeline the caller runs.
+
+    The entry's fields are also written by `progress.lua` (status, outcome, progress)."""
+    key = keys.events(job_id)
+    pipe.xadd(
+        key,
+        {"status": status, "outcome": outcome, "progress": progress},
+        maxlen=EVENTS_MAXLEN,
+        approximate=True,
+    )
+    pipe.expire(key, max(1, int(ttl)))
+
+
+def running_ttl(task_type: TaskType) -> int:
+    """A running job's stream outlives its longest run and a queued wait after it (a retry)."""
+    return int(task_type.setting("job_timeout")) + int(task_type.setting("job_ttl"))
+
+
+def done_ttl(result_ttl: int) -> int:
+    """A finished job's stream is kept for reconnecting clients, at most as long as its result."""
+    return max(1, min(int(result_ttl), settings.EVENT_STREAM_RETENTION))
+
+
+def valid_event_id(text: str | None) -> str | None:
+    """A Last-Event-ID as sent by a client, if it is a stream entry id; else None."""
+    text = (text or "").strip()
+    return text if _EVENT_ID.match(text) else None
+
+
+def event_id_key(event_id: str) -> tuple[int, int]:
+    milliseconds, _, sequence = event_id.partition("-")
+    return int(milliseconds), int(sequence)
+
+
+@translate_outages
+def latest_event(*, job_id: str) -> JobEvent | None:
+    """The job's newest event, None if its stream is empty or gone."""
+    entries = redis_client().xrevrange(keys.events(job_id), count=1)
+    return _event(entries[0]) if entries else None
+
+
+@translate_outages
+def events_after(*, job_id: str, after: str) -> list[JobEvent]:
+    """The job's events newer than `after`, oldest first (what a reconnecting client missed)."""
+    return [_event(entry) for entry in redis_client().xrange(keys.events(job_id), min=f"({after}", max="+")]
+
+
+def state_after(state: JobState, event: JobEvent) -> JobState:
+    """The job's state as of `event`, from a state of the same job (its input, its load)."""
+    result = error = None
+    if event.outcome:
+        outcome = json.loads(event.outcome)  # not orjson: it reads integers beyond 64 bits as floats
+        result, error = outcome.get("result"), outcome.get("error")
+    progress = json.loads(event.progress) if event.progress and event.status == STARTED else None
+    return dataclasses.replace(state, status=event.status, result=result, error=error, progress=progress)
+
+
+class EventWatch:
+    """One response's view of a job's stream, fed by the dispatcher: the events newer than the
+    last one it was given, in order, each once."""
+
+    def __init__(self, dispatcher: _Dispatcher, job_id: str, after: str) -> None:
+        self.job_id = job_id
+        self._dispatcher = dispatcher
+        self._after = event_id_key(after)
+        self._pending: collections.deque[JobEvent] = collections.deque()
+        self._ready = threading.Condition()
+        self._closed = False
+
+    def deliver(self, events: list[JobEvent]) -> None:
+        with self._ready:
+            for event in events:
+                key = event_id_key(event.event_id)
+                if key > self._after:
+                    self._pending.append(event)
+                    self._after = key
+            if self._pending:
+                self._ready.notify_all()
+
+    def wait(self, timeout: float) -> list[JobEvent]:
+        """The events that arrived, waiting up to `timeout` seconds for the first one."""
+        with self._ready:
+            if not self._pending:
+                self._ready.wait(max(0.0, timeout))
+            events = list(self._pending)
+            self._pending.clear()
+            return events
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._dispatcher.unwatch(self)
+
+
+class _Dispatcher:
+    """The web process's one reader of event streams: a thread blocked in one XREAD over every
+    watched job's stream (from the oldest id any of its watchers still needs) and the process's
+    wake-up stream, handing what it reads to the watchers of each job."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._watches: dict[str, set[EventWatch]] = {}
+        self._cursors: dict[str, str] = {}  # job id -> the id to read after
+        self._wake_key = keys.events_wake(uuid.uuid4().hex)
+        self._has_work = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def watch(self, job_id: str, after: str) -> EventWatch:
+        watch = EventWatch(self, job_id, after)
+        with self._lock:
+            watchers = self._watches.setdefault(job_id, set())
+            watchers.add(watch)
+            cursor = self._cursors.get(job_id)
+            wake = cursor is None or event_id_key(after) < event_id_key(cursor)
+            if wake:
+                self._cursors[job_id] = after
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="event-dispatcher", daemon=True)
+                self._thread.start()
+        self._has_work.set()
+        if wake:
+            self._wake()
+        return watch
+
+    def unwatch(self, watch: EventWatch) -> None:
+        with self._lock:
+            watchers = self._watches.get(watch.job_id)
+            if watchers is None:
+                return
+            watchers.discard(watch)
+            if not watchers:
+                del self._watches[watch.job_id]
+                self._cursors.pop(watch.job_id, None)
+
+    @property
+    def watched(self) -> int:
+        """How many responses are watching (for tests and logs)."""
+        with self._lock:
+            return sum(len(watchers) for watchers in self._watches.values())
+
+    def _wake(self) -> None:
+        """Make the dispatcher's blocked XREAD return, so it reads the new stream too. A refused
+        write (Redis full or read-only) only delays that to the end of the current block."""
+        try:
+            with redis_client().pipeline(transaction=False) as pipe:
+                pipe.xadd(self._wake_key, {"w": 1}, maxlen=1)
+                pipe.expire(self._wake_key, DISPATCH_BLOCK_SECONDS * 4)
+                pipe.execute()
+        except redis.exceptions.RedisError:
+            pass
+
+    def _run(self) -> None:
+        failing = False
+        while True:
+            with self._lock:
+                streams = {keys.events(job_id): cursor for job_id, cursor in self._cursors.items()}
+                if not streams:
+                    self._has_work.clear()
+            if not streams:
+                self._has_work.wait()
+                continue
+            streams[self._wake_key] = "$"
+            try:
+                reply = blocking_client().xread(streams, block=DISPATCH_BLOCK_SECONDS * 1000)
+                if failing:
+                    logger.info("event streams: Redis answers again")
+                failing = False
+            except redis.exceptions.RedisError as exc:
+                if not failing:
+                    logger.warning("event streams: cannot read from Redis", extra={"error": str(exc)})
+                failing = True
+                time.sleep(1.0)  # the responses' own polls notice a lasting outage and close
+                continue
+            for stream, entries in reply or []:
+                name = stream.decode()
+                if name == self._wake_key or not entries:
+                    continue
+                job_id = name.removeprefix(keys.EVENTS_PREFIX)
+                events = [_event(entry) for entry in entries]
+                with self._lock:
+                    # Unless a new watcher moved the cursor back meanwhile (it reads from there next).
+                    if self._cursors.get(job_id) == streams[name]:
+                        self._cursors[job_id] = events[-1].event_id
+                    watchers = list(self._watches.get(job_id, ()))
+                for watch in watchers:
+                    watch.deliver(events)
+
+
+_dispatcher: _Dispatcher | None = None
+_dispatcher_pid = 0
+_dispatcher_lock = threading.Lock()
+
+
+def dispatcher() -> _Dispatcher:
+    """This process's dispatcher (a forked child gets its own)."""
+    global _dispatcher, _dispatcher_pid
+    with _dispatcher_lock:
+        if _dispatcher is None or _dispatcher_pid != os.getpid():
+            _dispatcher, _dispatcher_pid = _Dispatcher(), os.getpid()
+        return _dispatcher
+
+
+def watch(*, job_id: str, after: str) -> EventWatch:
+    """Watch a job's stream for events newer than `after`; close() the watch when done."""
+    return dispatcher().watch(job_id, after)
+
+
+def _event(entry) -> JobEvent:
+    event_id, fields = entry
+    return JobEvent(
+        event_id=event_id.decode(),
+        status=fields.get(b"status", b"").decode(),
+        outcome=fields.get(b"outcome", b"").decode(),
+        progress=fields.get(b"progress", b"").decode(),
+    )
+
+
+def record(job_id: str, status: str, *, ttl: int, outcome: str = "") -> None:
+    """Append one event in a round trip of its own (a change made by a script, e.g. a cancel)."""
+    with redis_client().pipeline(transaction=False) as pipe:
+        append(pipe, job_id, status, ttl=ttl, outcome=outcome)
+        pipe.execute()

@@ -25,5 +25,6 @@ TASK_TYPES = DEFAULT_TASK_TYPES + [
     "tests.task_types.SLEEPY",
     "tests.task_types.FAILING",
     "tests.task_types.BATCHED",
+    "tests.task_types.SLOW_BATCH",
     "tests.task_types.CRASHING",
 ]

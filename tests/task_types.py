@@ -72,6 +72,14 @@ class Doubler:
         return [{"double": 2 * data["x"], "batch_size": len(inputs)} for data in inputs]
 
 
+class SlowDoubler(Doubler):
+    """A batch handler that takes a while, so a job can be stopped during its one call."""
+
+    def handle_batch(self, inputs: list[dict]) -> list[dict]:
+        time.sleep(2)
+        return super().handle_batch(inputs)
+
+
 class Killer:
     def handle(self, data: dict) -> dict:
         """Kills the worker process running it, as a segfault or the OOM killer would."""
@@ -118,6 +126,15 @@ BATCHED = TaskType(
     implementation="tests.task_types:Doubler",
     max_batch_size=50,
     max_batch_delay=0.3,  # long, so that a test's one-by-one submits surely share a batch
+)
+SLOW_BATCH = TaskType(
+    name="slow_batch",
+    path="slow-batch",
+    description="Double numbers, two seconds a batch.",
+    input_serializer=NumberInput,
+    result_serializer=DoubledResult,
+    implementation="tests.task_types:SlowDoubler",
+    max_batch_delay=0.5,  # the test's four submits share one batch
 )
 CRASHING = TaskType(
     name="crashing",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import time
 
 import pytest
@@ -72,3 +73,25 @@ def test_retry_queues_a_failed_job_again_under_the_same_id(api, start_worker):
     assert wait_done(api, "/failing", tag="again")["status"] == "failed"  # it ran again, and failed again
     finished = wait_done(api, number=97)
     assert api.post(f"/jobs/{finished['job_id']}/retry").status_code == 409
+
+
+def test_a_stop_asked_while_its_worker_is_dead_is_not_lost(api, redis_conn, start_worker):
+    """The stop request stays on the job: when RQ's cleanup queues it again after its lease ran
+    out, the next worker ends it canceled instead of running it."""
+    doomed = start_worker("factorization")
+    job_id = submit(api, number=HARD).json()["job_id"]
+    wait_until(lambda: status_of(api, job_id)["status"] == "started", timeout=30, what="the hard job to start")
+    doomed.stop(signal.SIGKILL)
+    assert api.delete(f"/jobs/{job_id}").status_code == 202  # still started: nobody knows it died yet
+    start_worker("factorization")
+    ended = wait_until(lambda: (body := status_of(api, job_id))["done"] and body, timeout=60, what="the cancel")
+    assert (ended["status"], ended["error"]) == ("canceled", "canceled")
+
+
+def test_a_batch_handler_job_stopped_mid_call_ends_canceled_and_the_others_finish(api, start_worker):
+    start_worker("slow_batch")
+    jobs_ = [api.post("/slow-batch", {"x": x}, format="json").json()["job_id"] for x in range(4)]
+    wait_until(lambda: status_of(api, jobs_[1])["status"] == "started", timeout=30, what="the batch to start")
+    assert api.delete(f"/jobs/{jobs_[1]}").status_code == 202
+    ended = [wait_until(lambda j=j: (b := status_of(api, j))["done"] and b, timeout=30) for j in jobs_]
+    assert [body["status"] for body in ended] == ["finished", "canceled", "finished", "finished"]

@@ -13,7 +13,9 @@ from factorize_app.tasks.registry import _registry
 
 def test_queues_and_urls_derive_from_the_registry():
     names = [t.name for t in task_types()]
-    assert names == ["factorization", "primes", "digits", "slow_setup", "sleepy", "failing", "batched", "crashing"]
+    assert names == [
+        "factorization", "primes", "digits", "slow_setup", "sleepy", "failing", "batched", "slow_batch", "crashing"
+    ]
     assert sorted(settings.RQ_QUEUES) == sorted(names)
     for task_type in task_types():
         assert reverse(f"{task_type.name}-list") == f"/{task_type.path}"

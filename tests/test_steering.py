@@ -43,17 +43,21 @@ def test_delete_of_a_queued_job_cancels_it_and_pollers_see_it(api):
     assert api.get("/queues").json()[0]["canceled"] == 1
 
 
-def test_cancel_after_aborts_a_queued_job_and_stops_a_running_one(api, start_worker):
+def test_cancel_after_aborts_a_queued_job_and_stops_a_running_one(api, redis_conn, start_worker):
     queued = api.post("/factorize", {"number": 4711}, format="json", HTTP_CANCEL_AFTER="1s").json()["job_id"]
     again = api.post("/factorize", {"number": 4711}, format="json", HTTP_CANCEL_AFTER="1h")  # polls: no new deadline
     assert again.json()["job_id"] == queued
     aborted = wait_until(lambda: (body := status_of(api, queued))["done"] and body, timeout=10, what="the abort")
     assert aborted["status"] == "aborted" and aborted["error"].startswith("aborted:")
+    (event,) = [fields for _, fields in redis_conn.xrange(f"factorize:events:{queued}")]
+    assert event[b"status"] == b"aborted"  # pushed to open streams at once
+    assert redis_conn.zscore("rq:canceled:factorization", queued)  # the dashboard counts it
     start_worker("sleepy")
     running = api.post("/sleepy", {"seconds": 2.9, "tag": "late"}, format="json", HTTP_CANCEL_AFTER="1").json()
     ended = wait_until(lambda: (body := status_of(api, running["job_id"]))["done"] and body, timeout=10)
     assert ended["status"] == "canceled" and "deadline" in ended["error"]
-    assert api.get("/queues").json()[0]["aborted"] == 1
+    factorization = api.get("/queues").json()[0]
+    assert (factorization["aborted"], factorization["canceled"]) == (1, 0)
 
 
 @pytest.mark.parametrize("value", ["", "soon", "0", "-5", "1.5", "1d", "9" * 5000, "1h99999999m", "٣"])

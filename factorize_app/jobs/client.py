@@ -305,9 +305,11 @@ def _poll_many(
         throttle_key = keys.throttle(rate_limit.scope, rate_limit.client, slot)
         limit, window = rate_limit.limit, rate_limit.window
     name = task_type.name
-    script_keys = [keys.pending(name), keys.started(name), throttle_key, *CLOCK_KEYS, keys.aborted(name)]
-    args = [task_type.setting("job_ttl"), limit, window, OUTAGE_GAP, keys.JOB_PREFIX, task_type.setting("failure_ttl")]
-    args += [_ABORTED_OUTCOME, *job_ids]
+    script_keys = [keys.pending(name), keys.started(name), throttle_key, *CLOCK_KEYS]
+    script_keys += [keys.aborted(name), keys.canceled(name)]
+    failure_ttl = task_type.setting("failure_ttl")
+    args = [task_type.setting("job_ttl"), limit, window, OUTAGE_GAP, keys.JOB_PREFIX, failure_ttl, _ABORTED_OUTCOME]
+    args += [keys.EVENTS_PREFIX, events.EVENTS_MAXLEN, events.done_ttl(failure_ttl), *job_ids]
     reply = run_script(_POLL, script_keys, args)
     if reply[0] == b"throttled":
         raise Throttled(max(1, int(reply[1])))

@@ -43,6 +43,7 @@ def queue_stats() -> list[dict[str, Any]]:
     for task_type in task_types():
         queue = rq_queue(task_type.name)
         queued, started, workers = counts(task_type, with_workers=True)
+        aborted = _live_count(keys.aborted(task_type.name))
         stats.append(
             {
                 "name": task_type.name,
@@ -50,8 +51,9 @@ def queue_stats() -> list[dict[str, Any]]:
                 "started": started,
                 "finished": FinishedJobRegistry(queue=queue).count,  # RQ's counts clean up first
                 "failed": FailedJobRegistry(queue=queue).count,
-                "canceled": CanceledJobRegistry(queue=queue).count,
-                "aborted": _live_count(keys.aborted(task_type.name)),
+                # RQ's canceled registry holds the aborted jobs too (its dashboard counts them there).
+                "canceled": max(0, CanceledJobRegistry(queue=queue).count - aborted),
+                "aborted": aborted,
                 "workers": workers,
             }
         )

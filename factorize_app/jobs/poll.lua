@@ -2,7 +2,9 @@
 -- KEYS: the type's pending set, its StartedJobRegistry, the client's rate-limit counter ('' for
 -- none), the clock, the outages, its aborted registry.
 -- ARGV: JOB_TTL, the rate limit, its window, the outage gap, the job hash prefix, FAILURE_TTL, an
--- aborted job's outcome JSON, the job ids. A queued job past its Cancel-After deadline ends aborted here: it never runs.
+-- aborted job's outcome JSON, the event streams' prefix, their MAXLEN and retention, the job ids.
+-- An abort is appended to the job's event stream (events.append's fields) and to RQ's canceled
+-- registry too (KEYS[7]), so the dashboard counts it. A queued job past its Cancel-After deadline ends aborted here: it never runs.
 -- First the client's rate-limit counter (a fixed window). Then, per job: refresh a queued job's
 -- TTL and its pending deadline together, atomically, so a job a worker has just started (and
 -- PERSISTed) is never given an expiry; answer its status, its input (kept in the description)
@@ -20,8 +22,9 @@ end
 local ttl = tonumber(ARGV[1])
 local job_prefix = ARGV[5]
 local failure_ttl, aborted_outcome = tonumber(ARGV[6]), ARGV[7]
+local events_prefix, events_maxlen, events_ttl = ARGV[8], ARGV[9], ARGV[10]
 local answers = {}
-for i = 8, #ARGV do
+for i = 11, #ARGV do
   local key = job_prefix .. ARGV[i]
   local fields = redis.call('HMGET', key, 'status', 'description', 'factorize_outcome', 'factorize_progress',
     'factorize_deadline')
@@ -30,6 +33,11 @@ for i = 8, #ARGV do
     redis.pcall('EXPIRE', key, failure_ttl)
     redis.pcall('ZREM', KEYS[1], ARGV[i])
     redis.pcall('ZADD', KEYS[6], now + failure_ttl, ARGV[i])
+    redis.pcall('ZADD', KEYS[7], now + failure_ttl, ARGV[i])
+    local stream = events_prefix .. ARGV[i]
+    redis.pcall('XADD', stream, 'MAXLEN', '~', events_maxlen, '*', 'status', 'aborted', 'outcome', aborted_outcome,
+      'progress', '')
+    redis.pcall('EXPIRE', stream, events_ttl)
     fields[1], fields[3] = 'aborted', aborted_outcome
   end
   if fields[1] then

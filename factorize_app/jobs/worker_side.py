@@ -187,6 +187,8 @@ def finish_jobs(
             pipe.xadd(keys.results(job.job_id), entry.serialize(), maxlen=10)
             pipe.expire(keys.results(job.job_id), ttl)
             pipe.zadd(_REGISTRIES[outcome.status](job.task_name), {job.job_id: time.time() + ttl})
+            if outcome.status == ABORTED:  # RQ has no word for it: its dashboard counts it as canceled
+                pipe.zadd(keys.canceled(job.task_name), {job.job_id: time.time() + ttl})
             _end_execution(pipe, job)
             counts[outcome.status] += 1
             working_time += outcome.seconds

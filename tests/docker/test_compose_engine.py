@@ -115,10 +115,19 @@ def test_seed_async_example_through_port_8123(compose):
         "job_id": job_id,
         "status": "queued",
         "error": None,
+        "progress": None,
     }
     compose.up("--scale", "worker=1")
     done = compose.wait_done("/factorize", {"number": 408216})
-    assert done == {"done": True, **SEED, "load": 0, "job_id": job_id, "status": "finished", "error": None}
+    assert done == {
+        "done": True,
+        **SEED,
+        "load": 0,
+        "job_id": job_id,
+        "status": "finished",
+        "error": None,
+        "progress": None,
+    }
 
 
 def test_seed_polling_loop_converges(compose):

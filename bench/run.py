@@ -610,12 +610,11 @@ def listening_pid(port: int) -> int:
 def streams(runs: int, seconds: int, count: int = 1000) -> None:
     """The hot poll's req/s with `count` event streams open (each on a queued job of its own)
     against the same poll with none open; the server's memory per open stream."""
-    import select
+    import selectors
 
     conn.flushdb()
     port = free_port()
-    threads = "1024"  # per process (the default 256 holds 2 x 192 streams; see README, "Event streams")
-    with service_server(port, WEB_THREADS=threads):
+    with service_server(port):  # the shipped WEB_THREADS (640 per process: 2 x 576 streams)
         base = f"http://127.0.0.1:{port}"
         url = f"{base}/factorize"
         requests.post(url, json={"number": 408216}, timeout=10)
@@ -633,22 +632,29 @@ def streams(runs: int, seconds: int, count: int = 1000) -> None:
                          .encode())  # fmt: skip
             sockets.append(sock)
         received = {sock: b"" for sock in sockets}
+        readable = selectors.DefaultSelector()  # epoll: select() takes no descriptor above 1023
+        for sock in sockets:
+            readable.register(sock, selectors.EVENT_READ)
+
+        def read(timeout: float) -> None:
+            for key, _ in readable.select(timeout):
+                received[key.fileobj] += key.fileobj.recv(65536)
+
         deadline = time.monotonic() + 120
         while not all(b"event: status" in data for data in received.values()) and time.monotonic() < deadline:
-            for sock in select.select(sockets, [], [], 0.5)[0]:
-                received[sock] += sock.recv(65536)
+            read(0.5)
         held = sum(b"event: status" in data and data.startswith(b"HTTP/1.1 200") for data in received.values())
         time.sleep(2)
         rss_after = process_rss(listening_pid(port))
         beside = median_of([wrk(url, seconds) for _ in range(runs)])
         healthz = requests.get(f"{base}/healthz", timeout=10).status_code
-        for sock in select.select(sockets, [], [], 0)[0]:
-            received[sock] += sock.recv(65536)
+        read(0)
         still_open = sum(1 for data in received.values() if b'"done":true' not in data)
+        readable.close()
         for sock in sockets:
             sock.close()
     results["streams"] = {
-        "count": count, "held": held, "still_open": still_open, "threads": threads, "healthz": healthz,
+        "count": count, "held": held, "still_open": still_open, "threads": "640 (the default)", "healthz": healthz,
         "alone": alone, "beside": beside, "rss_per_stream": (rss_after - rss_before) / max(1, held),
         "rss_before": rss_before, "rss_after": rss_after,
     }  # fmt: skip

@@ -125,6 +125,13 @@ def workers(count: int, *queues: str, burst: bool = True, **env: str) -> list[su
             for _ in range(count)]  # fmt: skip
 
 
+def warm_worker(queue: str, timeout: float = 120, **env: str) -> list[subprocess.Popen]:
+    """One worker for `queue`, returned once it has registered (its model loaded)."""
+    procs = workers(1, queue, burst=False, **env)
+    wait_for(lambda: int(conn.scard(f"rq:workers:{queue}")) >= 1, timeout, f"the {queue} worker")
+    return procs
+
+
 def finish(processes: list[subprocess.Popen]) -> None:
     """Wait for burst workers to empty their queues and exit."""
     for process in processes:
@@ -341,8 +348,7 @@ def fairness(runs: int) -> None:
             port = free_port()
             with service_server(port, QUEUE_ORDER=order):
                 url = f"http://127.0.0.1:{port}/bench-nap"
-                procs = workers(1, "bench_nap", burst=False, QUEUE_ORDER=order)
-                wait_for(lambda: int(conn.scard("rq:workers:bench_nap")) >= 1, 60, "the worker")
+                procs = warm_worker("bench_nap", QUEUE_ORDER=order)
                 a_items = {"items": [{"tag": f"a{i}"} for i in range(1000)]}
                 requests.post(f"{url}/batch", json=a_items, headers={"Authorization": "Bearer client-a"}, timeout=60)
                 started = time.perf_counter()
@@ -371,8 +377,7 @@ def fairness_varied(runs: int, count: int = 300) -> None:
         port = free_port()
         with service_server(port):
             url = f"http://127.0.0.1:{port}/factorize"
-            procs = workers(1, "factorization", burst=False)
-            wait_for(lambda: int(conn.scard("rq:workers:factorization")) >= 1, 60, "the worker")
+            procs = warm_worker("factorization")
             started = time.perf_counter()
             requests.post(f"{url}/batch", json={"numbers": numbers}, headers={"Authorization": "Bearer a"}, timeout=60)
             b_started = time.perf_counter()
@@ -407,8 +412,7 @@ def digits(count: int, samples: int) -> None:
     for name in ("digits", "bench_digits_single"):
         conn.flushdb()
         task_type = get_task_type(name)
-        procs = workers(1, name, burst=False)
-        wait_for(lambda name=name: int(conn.scard(f"rq:workers:{name}")) >= 1, 120, "the digits worker")
+        procs = warm_worker(name)
         started = time.monotonic()
         states = jobs.submit_many(task_type=task_type, items=items, wait=120)
         rates[name] = count / (time.monotonic() - started)
@@ -418,8 +422,7 @@ def digits(count: int, samples: int) -> None:
     port = free_port()
     with service_server(port):
         url = f"http://127.0.0.1:{port}/digits"
-        procs = workers(1, "digits", burst=False)
-        wait_for(lambda: int(conn.scard("rq:workers:digits")) >= 1, 120, "the digits worker")
+        procs = warm_worker("digits")
         seen = []
         for item in items[:samples]:
             started = time.perf_counter()
@@ -444,8 +447,7 @@ def stop_latency(samples: int) -> None:
     port = free_port()
     with service_server(port):
         url = f"http://127.0.0.1:{port}"
-        procs = workers(1, "factorization", burst=False)
-        wait_for(lambda: int(conn.scard("rq:workers:factorization")) >= 1, 60, "the worker")
+        procs = warm_worker("factorization")
         seen = []
         for i in range(samples):
             number = nextprime(10**19 + 10**6 * i) * nextprime(3 * 10**20 + 10**6 * i)
@@ -497,8 +499,7 @@ def latency(samples: int) -> None:
     port = free_port()
     with service_server(port):
         url = f"http://127.0.0.1:{port}/factorize"
-        procs = workers(1, "factorization", burst=False)
-        wait_for(lambda: int(conn.scard("rq:workers:factorization")) >= 1, 60, "the worker")
+        procs = warm_worker("factorization")
 
         def with_wait(n: int) -> float:
             started = time.perf_counter()
@@ -564,8 +565,7 @@ def warm_model(jobs_count: int) -> None:
     finish(workers(1, "primes"))
     cold = time.monotonic() - started
     conn.flushdb()
-    procs = workers(1, "primes", burst=False)
-    wait_for(lambda: int(conn.scard("rq:workers:primes")) >= 1, 60, "the worker to load its model")
+    procs = warm_worker("primes")
     started = time.monotonic()
     states = jobs.submit_many(task_type=primes, items=[{"n": 2000 + i} for i in range(jobs_count)], wait=60)
     warm = time.monotonic() - started

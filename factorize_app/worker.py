@@ -290,8 +290,9 @@ class WarmWorker(SimpleWorker):
         with _LeaseKeeper(self, batch):
             if task_type.batch_handler is not None and len(taken) > 1:
                 running = batch.start_all()
-                batch.record([ended for job in running if (ended := _ended_before_start(job))], ran=False)
-                running = [job for job in running if not _ended_before_start(job)]
+                ended = {job.job_id: outcome for job in running if (outcome := _ended_before_start(job))}
+                batch.record(list(ended.values()), ran=False)
+                running = [job for job in running if job.job_id not in ended]
                 together = self._run_together(task_type, running, batch.reporter(running)) if running else []
                 if together:
                     batch.record(batch.stopped_meanwhile(together))

@@ -310,3 +310,29 @@ def test_failed_admin_logins_lock_the_address_out(client, django_user_model, set
         "/admin/login/", {"username": "admin", "password": "right-password-1234"}, REMOTE_ADDR="192.0.2.7"
     )
     assert other.status_code == 302
+
+
+# --- The watch-and-steer surface: streams, Last-Event-ID, Cancel-After, retry --------------------
+
+
+@pytest.mark.parametrize("lane", LANES)
+def test_hostile_stream_retry_and_deadline_requests(live_url, session, lane):
+    job_id = send(session, "POST", f"{live_url}/factorize", lane, json={"number": 4343}).json()["job_id"]
+    ids = [job_id, "x" * 10_000, "../../etc/passwd", "factorization-" + "0" * 32, "%00"]
+    last_event_ids = ["", "0-0", "9" * 5000, "1-" + "9" * 30, "-1", "a-b", "1-1 X: y", "\u00ff" * 100]
+    for hostile in ids:
+        response = send(session, "POST", f"{live_url}/jobs/{hostile}/retry", lane)
+        assert_json_answer(response, f"POST /jobs/{hostile[:40]}/retry")
+        assert response.status_code in (404, 409), response.status_code
+    for value in last_event_ids:
+        headers = {"Accept": "text/event-stream", "Last-Event-ID": value.encode("latin-1", "replace").decode("latin-1")}
+        for hostile in ids[1:]:
+            response = send(session, "GET", f"{live_url}/jobs/{hostile}", lane, headers=headers)
+            assert_json_answer(response, f"stream /jobs/{hostile[:40]} Last-Event-ID {value[:20]!r}")
+            assert response.status_code == 404
+    for value in ["9" * 5000, "1h" * 100, "0", "-1", "1e3", "\u00b2"]:
+        header = {"Cancel-After": value.encode().decode("latin-1")}
+        for path, body in (("/factorize", {"number": 4344}), ("/factorize/batch", {"numbers": [4345, None]})):
+            response = send(session, "POST", live_url + path, lane, json=body, headers=header)
+            assert_json_answer(response, f"POST {path} Cancel-After {value[:20]!r}")
+            assert response.status_code == 400 and "Cancel-After" in response.json()

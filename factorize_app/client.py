@@ -127,7 +127,8 @@ class BatchClient:
         self.reached = False  # once the service has answered, a lost connection is retried
         self.session = requests.Session()
         self.session.headers.update({"Accept": "application/json", "User-Agent": PROG})
-        if token:  # the service serves clients in turn, telling them apart by token (else by address)
+        self.has_token = bool(token)
+        if token:  # an API key: the service serves clients in turn by key (else by address)
             self.session.headers["Authorization"] = f"Bearer {token}"
 
     def remaining(self) -> float:
@@ -180,6 +181,9 @@ class BatchClient:
                     half = len(values) // 2
                     self.max_batch = half
                     return self.post(values[:half], wait) + self.post(values[half:])
+                if code == 401:
+                    hint = "check --token or FACTORIZE_TOKEN" if self.has_token else "give one with --token"
+                    raise ClientError(f"the service wants a valid API key (401): {describe(response)} ({hint})")
                 if code == 404:
                     raise ClientError(f"{self.endpoint} does not exist (404): is this a factorize service?")
                 if code < 500:
@@ -430,7 +434,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--token",
         default=os.environ.get("FACTORIZE_TOKEN"),
-        help="an API token naming you to the service's fair queueing (default: $FACTORIZE_TOKEN)",
+        help="your API key (`manage.py create_api_key` or the admin makes one), needed where the service "
+        "requires keys and counted per key in its fair order and limits (default: $FACTORIZE_TOKEN)",
     )
     return parser
 

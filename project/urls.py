@@ -6,6 +6,7 @@ from django.urls import include, path, re_path
 from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 
+from factorize_app.api import auth_schema  # noqa: F401  (the schema's authentication extensions)
 from factorize_app.api.exceptions import read_only
 from factorize_app.api.health import healthz, readyz
 from factorize_app.api.metrics import metrics_view
@@ -24,6 +25,7 @@ urlpatterns = [
     path("api/docs/", read_only(SpectacularSwaggerView.as_view(url_name="schema")), name="docs"),
     path("api/redoc/", read_only(SpectacularRedocView.as_view(url_name="schema")), name="redoc"),
     path("admin/", admin.site.urls),
+    path("api-auth/", include("rest_framework.urls")),  # the browsable API's log in (django-axes guards it)
     path("django-rq/", include("django_rq.urls")),
     to_slash("api/schema", "schema"),
     to_slash("api/docs", "docs"),

@@ -12,7 +12,7 @@ import time
 
 from django.http import HttpResponse
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from factorize_app import jobs
@@ -41,6 +41,7 @@ class QueueCollector:
             stats = jobs.queue_stats()
             durations = jobs.job_durations()
             used_memory, maxmemory = jobs.redis_memory()
+            webhook_counts = jobs.webhook_delivery_counts()
         except jobs.QueueUnavailable:
             up.add_metric([], 0)
             yield up
@@ -76,6 +77,15 @@ class QueueCollector:
             histogram.add_metric([task_name, status], buckets, sum_value=fields.get("sum", 0.0))
         yield histogram
 
+        deliveries = CounterMetricFamily(
+            "factorize_webhook_deliveries",
+            "Webhook delivery attempts by event and outcome: delivered, retried (another attempt is due), failed.",
+            labels=["event", "outcome"],
+        )
+        for (event, outcome), count in sorted(webhook_counts.items()):
+            deliveries.add_metric([event, outcome], count)
+        yield deliveries
+
 
 def _registry() -> CollectorRegistry:
     if "PROMETHEUS_MULTIPROC_DIR" in os.environ:
@@ -87,6 +97,14 @@ def _registry() -> CollectorRegistry:
 
 
 def metrics_view(request) -> HttpResponse:
+    from django.conf import settings
+
+    if settings.METRICS_REQUIRE_API_KEY:
+        from factorize_app.api.authentication import key_or_staff_refusal
+
+        refusal = key_or_staff_refusal(request)
+        if refusal is not None:
+            return refusal
     registry = _registry()
     collector = QueueCollector()
     registry.register(collector)

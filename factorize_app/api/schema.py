@@ -180,6 +180,19 @@ def batch_answer_serializer(task_type: TaskType) -> type[serializers.Serializer]
     return type(name, (serializers.Serializer,), {"results": item})
 
 
+def submit_serializer(task_type: TaskType) -> type[serializers.Serializer]:
+    """A submit's body: the task type's input and, beside it (not part of the input), the
+    optional webhook subscription. Named as the input, whose component it documents."""
+    return _with_webhook(task_type.input_serializer)
+
+
+@cache
+def _with_webhook(serializer: type[serializers.Serializer]) -> type[serializers.Serializer]:
+    from factorize_app.api.webhooks import WebhookSerializer
+
+    return type(serializer.__name__, (serializer, WebhookSerializer), {"__doc__": serializer.__doc__})
+
+
 def task_view_schema(task_type: TaskType):
     """The schema of a task type's endpoints: GET (what it is), POST (submit-or-poll) and its batch."""
     from factorize_app.api.serializers import batch_serializer
@@ -205,7 +218,7 @@ def task_view_schema(task_type: TaskType):
             operation_id=f"{task_type.name}_submit",
             summary=f"Submit or poll a {task_type.name} job",
             description=f"{task_type.description} Posting the same input again is the poll.",
-            request=task_type.input_serializer,
+            request=submit_serializer(task_type),
             responses={
                 200: OpenApiResponse(body, description="Done: finished (with the result) or failed (with `error`)."),
                 202: OpenApiResponse(body, description="Queued or running: poll again after `Retry-After`."),
@@ -241,6 +254,8 @@ def job_view_schema():
         serializers=[status_serializer(task_type) for task_type in task_types()],
         resource_type_field_name=None,
     )
+    from factorize_app.api.webhooks import WebhooksSerializer
+
     return extend_schema_view(
         retrieve=extend_schema(
             operation_id="job_status",
@@ -267,6 +282,14 @@ def job_view_schema():
                 429: THROTTLED,
                 503: OUTAGE,
             },
+        ),
+        webhooks=extend_schema(
+            operation_id="job_webhooks",
+            summary="The delivery state of a job's webhooks",
+            description="The caller's own subscriptions (a staff user's: every one) with each delivery's state: "
+            "`pending`, `delivered` or `failed`, its attempts and the last answer or error.",
+            parameters=[JOB_ID],
+            responses={200: WebhooksSerializer, 404: NOT_FOUND, 429: THROTTLED, 503: OUTAGE},
         ),
         retry=extend_schema(
             operation_id="job_retry",
@@ -298,4 +321,19 @@ def queue_view_schema():
 def document_paths_without_slash(result, generator, request, public):
     """Routes take both spellings; document the one the original example's clients use."""
     result["paths"] = {path.rstrip("/") or "/": item for path, item in result["paths"].items()}
+    return result
+
+
+def document_authentication_errors(result, generator, request, public):
+    """Every API operation may answer 401 (a bad API key, or none when REQUIRE_API_KEY is on) and
+    429 over a client's caps; written once here rather than in each view's responses."""
+    error = {"$ref": "#/components/schemas/Error"}
+    unauthorized = {
+        "description": "A bad API key (always), or none when REQUIRE_API_KEY is on; see WWW-Authenticate.",
+        "content": {"application/json": {"schema": error}},
+    }
+    for item in result["paths"].values():
+        for operation in item.values():
+            if isinstance(operation, dict) and "responses" in operation:
+                operation["responses"].setdefault("401", unauthorized)
     return result

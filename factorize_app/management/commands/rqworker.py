@@ -1,13 +1,19 @@
 """django-rq's `rqworker`, except that naming no queue means every task type whose
-implementation can run here, and a named type that cannot is refused in one line."""
+implementation can run here (and the webhooks worker beside them, in a child process), a named
+type that cannot is refused in one line, and `rqworker webhooks` runs the webhooks worker."""
 
 import logging
+import os
+import subprocess
+import sys
+import threading
 
 from django.core.management.base import CommandError
 from django_rq.management.commands import rqworker
 
 from factorize_app.apps import warn_about_insecure_settings
 from factorize_app.tasks import ImplementationUnavailable, UnknownTaskType, get_task_type, task_types
+from factorize_app.webhooks import worker as webhooks_worker
 
 logger = logging.getLogger("factorize_app.worker")
 
@@ -20,7 +26,16 @@ class Command(rqworker.Command):
 
     def handle(self, *args, **options):
         warn_about_insecure_settings()
-        return super().handle(*(self.check_named(args) if args else self.runnable()), **options)
+        if webhooks_worker.QUEUE in args:
+            if len(args) > 1:
+                raise CommandError(f"`{webhooks_worker.QUEUE}` has a worker of its own: name it alone")
+            level = "DEBUG" if options["verbosity"] >= 2 else "WARNING" if options["verbosity"] == 0 else "INFO"
+            return webhooks_worker.run(burst=options["burst"], name=options["name"], logging_level=level)
+        if args:
+            return super().handle(*self.check_named(args), **options)
+        names = self.runnable()
+        with WebhooksChild(burst=options["burst"]):  # deliveries never run in a model worker's process
+            return super().handle(*names, **options)
 
     @staticmethod
     def check_named(names: tuple[str, ...]) -> tuple[str, ...]:
@@ -46,3 +61,46 @@ class Command(rqworker.Command):
         if not names:
             raise CommandError("no task type's requirements are installed here")
         return names
+
+
+class WebhooksChild:
+    """`rqworker webhooks` as a child process of plain `rqworker`, started again if it dies, and
+    stopped with its parent (it also stops by itself when the parent is gone)."""
+
+    RESTART_DELAY = 1.0
+
+    def __init__(self, *, burst: bool) -> None:
+        self.burst = burst
+        self.process: subprocess.Popen | None = None
+        self.stopping = threading.Event()
+        self.watcher = threading.Thread(target=self._keep_running, name="webhooks-child", daemon=True)
+
+    def __enter__(self):
+        self.process = self._start()
+        if not self.burst:
+            self.watcher.start()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.stopping.set()
+        if self.process is not None:
+            if not self.burst and self.process.poll() is None:
+                self.process.terminate()
+            try:
+                self.process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+    def _start(self) -> subprocess.Popen:
+        args = [sys.executable, sys.argv[0], "rqworker", webhooks_worker.QUEUE, *(["--burst"] if self.burst else [])]
+        env = {**os.environ, webhooks_worker.PARENT_ENV: str(os.getpid())}
+        return subprocess.Popen(args, env=env)
+
+    def _keep_running(self) -> None:
+        while not self.stopping.is_set():
+            code = self.process.wait()
+            if self.stopping.wait(self.RESTART_DELAY):
+                return
+            logger.warning("the webhooks worker exited: starting it again", extra={"exit_code": code})
+            self.process = self._start()

@@ -1,0 +1,102 @@
+"""Webhooks on the API: the two submit fields (`webhook`, `webhook_events_filter`), taken out of
+the body before the task type sees it (they are not part of the input, so not of the job id),
+the subscription after the submit, and the answer of `GET /jobs/<id>/webhooks`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from rest_framework import serializers
+from rest_framework.exceptions import ValidationError
+
+from factorize_app import jobs
+from factorize_app.api.responses import status_body
+from factorize_app.tasks import TaskType
+from factorize_app.webhooks.urls import WebhookRefused, target
+
+FIELDS = ("webhook", "webhook_events_filter")
+
+
+class WebhookSerializer(serializers.Serializer):
+    webhook = serializers.CharField(
+        required=False,
+        max_length=2000,
+        help_text="Where to POST the job's status body (plus `event`) as it changes, signed as Standard "
+        "Webhooks specify. An http(s) URL whose host is in the service's WEBHOOK_ALLOWED_HOSTS.",
+    )
+    webhook_events_filter = serializers.ListField(
+        child=serializers.ChoiceField(choices=jobs.WEBHOOK_EVENTS),
+        required=False,
+        allow_empty=False,
+        max_length=len(jobs.WEBHOOK_EVENTS),
+        help_text="Which events to deliver: `start`, `progress` (at most one per 500 ms), `completed` "
+        '(any end). Default `["completed"]`.',
+    )
+
+    def validate_webhook(self, url: str) -> str:
+        if settings.EXECUTION_MODE == "sync":
+            raise ValidationError("webhooks need the job queue (EXECUTION_MODE=sync answers at once).")
+        if not settings.WEBHOOK_SECRET:
+            raise ValidationError("webhooks are off here: the service has no WEBHOOK_SECRET to sign them.")
+        try:
+            target(url)
+        except WebhookRefused as exc:
+            raise ValidationError(str(exc)) from None
+        return url
+
+    def validate(self, attrs):
+        if "webhook_events_filter" in attrs and "webhook" not in attrs:
+            raise ValidationError({"webhook": ["`webhook_events_filter` needs a `webhook`."]})
+        return attrs
+
+
+class SubscriptionDeliverySerializer(serializers.Serializer):
+    webhook_id = serializers.CharField(help_text="The `webhook-id` header of every attempt of this delivery.")
+    event = serializers.CharField(help_text="`start`, `progress` or `completed`.")
+    status = serializers.CharField(help_text="`pending`, `delivered` or `failed`.")
+    attempts = serializers.IntegerField()
+    last_status = serializers.IntegerField(allow_null=True, help_text="The receiver's last HTTP status.")
+    last_error = serializers.CharField(allow_null=True, help_text="Why the last attempt failed.")
+    created = serializers.FloatField(help_text="Unix time.")
+    updated = serializers.FloatField(help_text="Unix time of the last attempt.")
+
+
+class SubscriptionSerializer(serializers.Serializer):
+    url = serializers.CharField()
+    events = serializers.ListField(child=serializers.CharField(), help_text="Its `webhook_events_filter`.")
+    state = serializers.CharField(
+        help_text="`pending`: a delivery under way or events to come; else its last delivery's outcome; "
+        "expired: the job vanished unseen; done: none of its events came.",
+    )
+    deliveries = SubscriptionDeliverySerializer(many=True)
+
+
+class WebhooksSerializer(serializers.Serializer):
+    job_id = serializers.CharField()
+    subscriptions = SubscriptionSerializer(many=True)
+
+
+def take_webhook(data: Any) -> tuple[Any, dict[str, Any] | None]:
+    """`data` without the webhook fields, and the validated subscription request (None if none);
+    a ValidationError naming `webhook` (or the filter) when it is refused."""
+    if not isinstance(data, dict) or not any(name in data for name in FIELDS):
+        return data, None
+    rest = {name: value for name, value in data.items() if name not in FIELDS}
+    serializer = WebhookSerializer(data={name: data[name] for name in FIELDS if name in data})
+    serializer.is_valid(raise_exception=True)
+    fields = serializer.validated_data
+    return rest, {"url": fields["webhook"], "events": fields.get("webhook_events_filter", jobs.DEFAULT_WEBHOOK_EVENTS)}
+
+
+def subscribe(task_type: TaskType, state: jobs.JobState, webhook: dict[str, Any], *, owner: str) -> None:
+    """Subscribe after the submit; a job already done gets its `completed` delivery at once."""
+    done_body = {**status_body(task_type, state), "event": "completed"} if state.done else None
+    jobs.subscribe_webhook(
+        job_id=state.job_id, url=webhook["url"], events=list(webhook["events"]), owner=owner, done_body=done_body
+    )
+
+
+def webhooks_body(*, job_id: str, owner: str | None) -> dict[str, Any]:
+    """`GET /jobs/<id>/webhooks`: the subscriptions of `owner` (every one's for None) and their deliveries."""
+    return {"job_id": job_id, "subscriptions": jobs.webhook_subscriptions(job_id=job_id, owner=owner)}

@@ -1,0 +1,134 @@
+"""The webhooks worker (`manage.py rqworker webhooks`): RQ's SimpleWorker on the queue `webhooks`,
+running each delivery's attempt in a bounded pool of threads, plus a dispatcher thread.
+
+The dispatcher turns the events of jobs with subscriptions into deliveries and queues again the
+deliveries due (retries, attempts whose worker died). Only one worker across replicas dispatches
+(a lease in Redis, lost within seconds with its holder); every one of them delivers. Model
+workers never send a webhook: their only part is the event each change of a job appends anyway.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+import time
+from typing import Any
+
+from django.conf import settings
+from rq.queue import Queue
+from rq.worker import SimpleWorker
+
+from factorize_app import jobs
+from factorize_app.jobs.connection import redis_client
+from factorize_app.tasks import get_task_type
+from factorize_app.webhooks import delivery
+
+logger = logging.getLogger("factorize_app.webhooks")
+
+QUEUE = "webhooks"
+# Longest the dispatcher blocks for new events: a retry falls due at most this late.
+DISPATCH_BLOCK_MS = 500
+# How often it looks for watched jobs that vanished or waited too long.
+STALE_CHECK_SECONDS = 10.0
+# The environment variable by which plain `rqworker` tells its webhooks child who its parent is
+# (the child stops when that process is gone, e.g. SIGKILLed).
+PARENT_ENV = "FACTORIZE_WEBHOOKS_PARENT"
+
+
+def status_body_at(job_id: str, event: jobs.JobEvent, name: str) -> dict[str, Any] | None:
+    """What a delivery carries: the job's status body (as `GET /jobs/<id>` answers) as of the
+    event, plus `"event"`; None if the job is gone."""
+    try:
+        state = jobs.get_status(job_id=job_id)
+    except jobs.JobNotFound:
+        return None
+    state = jobs.state_after(state, event)
+    return {**jobs.status_body(get_task_type(state.task_name), state), "event": name}
+
+
+class WebhookWorker(SimpleWorker):
+    """Serves the queue `webhooks` only: a delivery's RQ job claims an attempt and hands it to the
+    pool, so the worker takes the next delivery at once while slow receivers are waited on."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("maintenance_interval", settings.WORKER_MAINTENANCE_INTERVAL)
+        kwargs.setdefault("job_monitoring_interval", settings.WORKER_HEARTBEAT)
+        super().__init__(*args, **kwargs)
+        if self.queue_names() != [QUEUE]:
+            raise ValueError(f"the webhooks worker serves the queue {QUEUE!r} only")
+        self._stopping = threading.Event()
+        self._dispatcher: threading.Thread | None = None
+        self._pool: delivery.AttemptPool | None = None
+
+    @property
+    def dequeue_timeout(self) -> int:
+        """Heartbeat while idle every WORKER_HEARTBEAT (RQ's default blocks for minutes), so that
+        `manage.py workerhealth` judges this worker like the others."""
+        return max(1, settings.WORKER_HEARTBEAT)
+
+    def dequeue_job_and_maintain_ttl(self, timeout: int | None, max_idle_time: int | None = None):
+        """Take a delivery only with a free thread to run it (heartbeating while all are busy)."""
+        while not self._pool.reserve(timeout=max(1, settings.WORKER_HEARTBEAT)):
+            self.heartbeat()
+            if self._stop_requested:
+                return None
+        return super().dequeue_job_and_maintain_ttl(timeout, max_idle_time)
+
+    def work(self, burst: bool = False, *args, **kwargs) -> bool:
+        self._pool = delivery.AttemptPool(settings.WEBHOOK_CONCURRENCY)
+        delivery.use_pool(self._pool)
+        if not burst:  # a burst only drains what is queued
+            self._dispatcher = threading.Thread(target=self._dispatch, name="webhook-dispatcher", daemon=True)
+            self._dispatcher.start()
+        try:
+            return super().work(burst, *args, **kwargs)
+        finally:
+            self._stopping.set()
+            self._pool.shutdown()
+            delivery.use_pool(None)
+            if self._dispatcher is not None:
+                self._dispatcher.join(timeout=DISPATCH_BLOCK_MS / 1000 + 5)
+
+    def _dispatch(self) -> None:
+        lease = jobs.DispatcherLease()
+        dispatcher = jobs.WebhookDispatcher()
+        parent = int(os.environ.get(PARENT_ENV, "0") or 0)
+        stale_check, failing, holding = 0.0, False, False
+        while not self._stopping.is_set():
+            if parent and os.getppid() != parent:
+                logger.warning("the worker that started this webhooks worker is gone: stopping")
+                os.kill(os.getpid(), signal.SIGTERM)
+                return
+            try:
+                if not lease.hold():
+                    if holding:
+                        logger.info("another webhooks worker dispatches now")
+                    holding = False
+                    self._stopping.wait(1.0)
+                    continue
+                if not holding:
+                    logger.info("dispatching webhooks", extra={"worker": self.name})
+                holding = True
+                dispatcher.requeue_due()
+                if time.monotonic() - stale_check > STALE_CHECK_SECONDS:
+                    stale_check = time.monotonic()
+                    dispatcher.forget_stale()
+                dispatcher.dispatch(block_ms=DISPATCH_BLOCK_MS, body_for=status_body_at)
+                if failing:
+                    logger.info("webhooks dispatcher: Redis answers again")
+                failing = False
+            except Exception as exc:  # noqa: BLE001 (an outage, or a bug: the loop must go on)
+                if not failing:
+                    logger.warning("webhooks dispatcher: cannot dispatch", extra={"error": repr(exc)})
+                failing = True
+                self._stopping.wait(1.0)
+        lease.release()
+
+
+def run(*, burst: bool = False, name: str | None = None, logging_level: str = "INFO") -> None:
+    """`manage.py rqworker webhooks`."""
+    connection = redis_client()
+    worker = WebhookWorker([Queue(QUEUE, connection=connection)], connection=connection, name=name)
+    worker.work(burst=burst, logging_level=logging_level)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import platform
 import random
@@ -52,6 +53,10 @@ SERVICE_ENV = {
     # Every request comes from 127.0.0.1: rates high enough never to bite, but still counted.
     "THROTTLE_SUBMIT": "1000000/second",
     "THROTTLE_POLL": "1000000/second",
+    # The scenarios queue up to 100,000 jobs of one client: no cap on a client's queued jobs.
+    "MAX_QUEUED_PER_CLIENT": "0",
+    # The clients' API keys (fairness, the hot path with a key) live in the bench's own database.
+    "DATABASE_URL": f"sqlite:///{ROOT / '.run' / 'bench.sqlite3'}",
 }
 POST_LUA = 'wrk.method = "POST"\nwrk.body = \'{"number": 408216}\'\nwrk.headers["Content-Type"] = "application/json"\n'
 CACHED_KEY = "bench:cached"
@@ -149,18 +154,28 @@ def stop(processes: list[subprocess.Popen]) -> None:
 def django_setup() -> None:
     os.environ.update({k: v for k, v in SERVICE_ENV.items() if k != "PATH"})
     sys.path.insert(0, str(ROOT))
+    (ROOT / ".run").mkdir(exist_ok=True)
     import django
+    from django.core.management import call_command
 
     django.setup()
+    call_command("migrate", verbosity=0)
+
+
+def api_key(name: str) -> dict[str, str]:
+    """The Authorization header of a new API key (invented tokens are refused: a client is a key)."""
+    from factorize_app.models import ApiKey
+
+    return {"Authorization": f"Bearer {ApiKey.create_key(name=name)[1]}"}
 
 
 # --- measurement helpers -------------------------------------------------------------------
 
 
-def wrk(url: str, seconds: int, connections: int = 32) -> dict[str, float]:
+def wrk(url: str, seconds: int, connections: int = 32, headers: dict[str, str] | None = None) -> dict[str, float]:
     script = ROOT / ".run" / "bench-post.lua"
     script.parent.mkdir(exist_ok=True)
-    script.write_text(POST_LUA)
+    script.write_text(POST_LUA + "".join(f'wrk.headers["{name}"] = "{value}"\n' for name, value in (headers or {}).items()))
     out = subprocess.run(
         ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(script), url],
         capture_output=True, text=True, check=True,
@@ -194,6 +209,7 @@ def hot_path(runs: int, seconds: int) -> None:
     """req/s and latency of POST {"number": 408216} answered from a cached result, at 32 connections."""
     conn.flushdb()
     ours = {}
+    keyed = api_key("hot path")
     for access_log in ("1", "0"):
         port = free_port()
         with service_server(port, ACCESS_LOG=access_log):
@@ -205,12 +221,15 @@ def hot_path(runs: int, seconds: int) -> None:
                 assert done.status_code == 200, done.text
                 conn.set(CACHED_KEY, done.content)
             ours[access_log] = median_of([wrk(url, seconds) for _ in range(runs)])
+            if access_log == "0":  # the same poll with an API key: its cost is the key's check
+                assert requests.post(url, json={"number": 408216}, headers=keyed, timeout=10).status_code == 200
+                ours["key"] = median_of([wrk(url, seconds, headers=keyed) for _ in range(runs)])
     port = free_port()
     peer_cmd = [str(BIN / "uvicorn"), "bench.peers.fastapi_app:app", "--host", "127.0.0.1", "--port", str(port),
                 "--workers", "2", "--no-access-log", "--log-level", "warning"]  # fmt: skip
     with running(peer_cmd, ready=answers(f"http://127.0.0.1:{port}/docs")):
         peer = median_of([wrk(f"http://127.0.0.1:{port}/factorize", seconds) for _ in range(runs)])
-    results["hot_path"] = {"ours": ours["0"], "ours_logged": ours["1"], "fastapi": peer}
+    results["hot_path"] = {"ours": ours["0"], "ours_logged": ours["1"], "ours_key": ours["key"], "fastapi": peer}
 
 
 def drain_rate(count: int, processes: int, enqueue: Callable[[int], None], start: Callable[[int], list]) -> float:
@@ -350,10 +369,10 @@ def fairness(runs: int) -> None:
                 url = f"http://127.0.0.1:{port}/bench-nap"
                 procs = warm_worker("bench_nap", QUEUE_ORDER=order)
                 a_items = {"items": [{"tag": f"a{i}"} for i in range(1000)]}
-                requests.post(f"{url}/batch", json=a_items, headers={"Authorization": "Bearer client-a"}, timeout=60)
+                requests.post(f"{url}/batch", json=a_items, headers=api_key("client a"), timeout=60)
                 started = time.perf_counter()
                 answer = requests.post(url, json={"tag": "b"}, timeout=120,
-                                       headers={"Authorization": "Bearer client-b", "Prefer": "wait=60"}).json()  # fmt: skip
+                                       headers={**api_key("client b"), "Prefer": "wait=60"}).json()  # fmt: skip
                 assert answer["done"], answer
                 waits[order].append(time.perf_counter() - started)
                 stop(procs)
@@ -375,18 +394,19 @@ def fairness_varied(runs: int, count: int = 300) -> None:
         conn.flushdb()
         numbers = [prime() * prime() for _ in range(count)]
         port = free_port()
+        a, b = api_key("client a"), api_key("client b")
         with service_server(port):
             url = f"http://127.0.0.1:{port}/factorize"
             procs = warm_worker("factorization")
             started = time.perf_counter()
-            requests.post(f"{url}/batch", json={"numbers": numbers}, headers={"Authorization": "Bearer a"}, timeout=60)
+            requests.post(f"{url}/batch", json={"numbers": numbers}, headers=a, timeout=60)
             b_started = time.perf_counter()
             answer = requests.post(url, json={"number": 408216 + run}, timeout=120,
-                                   headers={"Authorization": "Bearer b", "Prefer": "wait=60"}).json()  # fmt: skip
+                                   headers={**b, "Prefer": "wait=60"}).json()  # fmt: skip
             assert answer["done"], answer
             waits.append(time.perf_counter() - b_started)
             done = requests.post(f"{url}/batch", json={"numbers": numbers}, timeout=300,
-                                 headers={"Authorization": "Bearer a", "Prefer": "wait=60"}).json()  # fmt: skip
+                                 headers={**a, "Prefer": "wait=60"}).json()  # fmt: skip
             assert all(item["done"] for item in done["results"])
             totals.append(time.perf_counter() - started)
             stop(procs)
@@ -513,11 +533,24 @@ def latency(samples: int) -> None:
                 time.sleep(1)
             return time.perf_counter() - started
 
+        def with_stream(n: int) -> float:
+            started = time.perf_counter()
+            job_id = requests.post(url, json={"number": n}, timeout=30).json()["job_id"]
+            stream = requests.get(f"http://127.0.0.1:{port}/jobs/{job_id}", headers={"Accept": "text/event-stream"},
+                                  stream=True, timeout=30)  # fmt: skip
+            for line in stream.iter_lines():
+                if line.startswith(b"data: ") and json.loads(line[6:])["done"]:
+                    break
+            stream.close()
+            return time.perf_counter() - started
+
         waits = [with_wait(2 * 10**6 + i) for i in range(samples)]
+        streamed = [with_stream(4 * 10**6 + i) for i in range(samples)]
         polls = [with_polling(3 * 10**6 + i) for i in range(samples)]
         stop(procs)
     results["latency"] = {
         "wait_p50_ms": statistics.median(waits) * 1000,
+        "stream_p50_ms": statistics.median(streamed) * 1000,
         "poll_p50_ms": statistics.median(polls) * 1000,
     }
 
@@ -660,6 +693,113 @@ def streams(runs: int, seconds: int, count: int = 1000) -> None:
     }  # fmt: skip
 
 
+def webhook_latency(samples: int) -> None:
+    """Job done (its terminal event, in Redis time) to its completion webhook received by a
+    receiver on loopback, one job at a time: one warm worker, one webhooks worker."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    conn.flushdb()
+    received: dict[str, float] = {}
+    arrived = threading.Condition()
+
+    class Receiver(BaseHTTPRequestHandler):
+        def do_POST(self):
+            at = time.time()
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            self.send_response(204)
+            self.end_headers()
+            with arrived:
+                received[json.loads(body)["job_id"]] = at
+                arrived.notify_all()
+
+        def log_message(self, *args):
+            pass
+
+    receiver = ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
+    threading.Thread(target=receiver.serve_forever, daemon=True).start()
+    hook = f"http://127.0.0.1:{receiver.server_port}/hook"
+    env = {"WEBHOOK_SECRET": "whsec_" + "QmVuY2ggd2ViaG9vayBrZXksIDMyIGJ5dGVzIGxvbmc=",
+           "WEBHOOK_ALLOWED_HOSTS": f"127.0.0.1:{receiver.server_port}"}  # fmt: skip
+    port = free_port()
+    with service_server(port, **env):
+        url = f"http://127.0.0.1:{port}/factorize"
+        procs = warm_worker("factorization", **env) + warm_worker("webhooks", **env)
+        seen = []
+        for i in range(samples):
+            job_id = requests.post(url, json={"number": 5 * 10**6 + i, "webhook": hook}, timeout=30).json()["job_id"]
+            with arrived:
+                arrived.wait_for(lambda job_id=job_id: job_id in received, timeout=30)
+            (done_id, _), = conn.xrevrange(f"factorize:events:{job_id}", count=1)
+            seen.append(received[job_id] - int(done_id.decode().split("-")[0]) / 1000)
+        stop(procs)
+    receiver.shutdown()
+    results["webhooks"] = {"samples": samples, "p50_ms": statistics.median(seen) * 1000, "max_ms": max(seen) * 1000}
+
+
+def fair_drain(sizes: tuple[int, ...] = (20_000, 50_000)) -> None:
+    """Two clients' N trivial jobs each, queued first, drained by 2 workers: fair order against FIFO."""
+    from django.conf import settings
+
+    from factorize_app import jobs
+    from factorize_app.tasks import get_task_type
+
+    incr_type = get_task_type("bench_incr")
+    timings: dict[tuple[str, int], float] = {}
+    for size in sizes:
+        for order in ("fifo", "fair"):
+            conn.flushdb()
+            settings.QUEUE_ORDER = order
+            for start in range(0, size, 1000):
+                for client in ("a", "b"):
+                    items = [{"i": f"{client}{i}"} for i in range(start, min(size, start + 1000))]
+                    jobs.submit_many(task_type=incr_type, items=items, client=f"bench-{client}")
+            started = time.monotonic()
+            procs = workers(2, "bench_incr", QUEUE_ORDER=order)
+            try:
+                total = 2 * size
+                wait_for(lambda total=total: int(conn.get(COUNTER) or 0) >= total, 900, f"{total} jobs to drain")
+                timings[(order, size)] = time.monotonic() - started
+            finally:
+                stop(procs)
+            print(f"  fair drain {order} 2x{size}: {timings[(order, size)]:.1f} s", flush=True)
+    settings.QUEUE_ORDER = "fair"
+    results["fair_drain"] = {"sizes": sizes, "timings": timings}
+
+
+def take_cost(depths: tuple[int, ...] = (1_000, 1_000_000), samples: int = 2000) -> None:
+    """The take script's time for one job with `depth` jobs of two clients queued (fair order),
+    measured from this process (one round trip each)."""
+    from factorize_app import jobs
+    from factorize_app.jobs import keys
+    from factorize_app.tasks import get_task_type
+
+    name = get_task_type("bench_incr").name
+    medians = {}
+    for depth in depths:
+        conn.flushdb()
+        for start in range(0, depth, 20_000):  # RQ's list, each client's list, the job hashes
+            with conn.pipeline(transaction=False) as pipe:
+                for i in range(start, min(depth, start + 20_000)):
+                    client = "bench-a" if i % 2 else "bench-b"
+                    job_id = f"{name}-{i:032x}"
+                    pipe.hset(keys.job(job_id), mapping={"status": "queued", "factorize_client": client,
+                                                         "description": f"{name} {{\"i\": {i}}}"})  # fmt: skip
+                    pipe.rpush(keys.queue(name), job_id)
+                    pipe.rpush(keys.fair_client(name, client), job_id)
+                pipe.execute()
+        conn.zadd(keys.fair_waiting(name), {"bench-a": 0, "bench-b": 0})
+        conn.sadd(keys.workers_of(name), keys.worker("bench-taker"))
+        times = []
+        for _ in range(samples):
+            started = time.perf_counter()
+            taken = jobs.take_jobs(queue_names=[name], worker_name="bench-taker", count=1, lease=60)
+            times.append(time.perf_counter() - started)
+            assert len(taken) == 1
+        medians[depth] = statistics.median(times) * 1e6
+        print(f"  take at {depth:,} queued: {medians[depth]:.0f} µs", flush=True)
+    results["take_cost"] = medians
+
+
 def machine() -> str:
     cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                 if line.startswith("model name")), platform.processor())  # fmt: skip
@@ -677,7 +817,7 @@ def report(args) -> str:
         "",
     ]
     if "hot_path" in results:
-        ours, logged, peer = (results["hot_path"][key] for key in ("ours", "ours_logged", "fastapi"))
+        ours, logged, keyed, peer = (results["hot_path"][key] for key in ("ours", "ours_logged", "ours_key", "fastapi"))
         lines += [
             f"## Hot path: `wrk -t2 -c32 -d{args.seconds}s`, POST {{\"number\": 408216}}, result cached",
             "",
@@ -685,6 +825,7 @@ def report(args) -> str:
             "|---|---|---|---|---|",
             f"| ours (scripts/serve.sh as shipped: granian, lean lane, no access log) | {ours['rps']:,.0f} ({ratio(ours['rps'], peer['rps'])}) | {ours['p50']:.2f} | {ours['p99']:.2f} | {ours['errors']:.0f} |",
             f"| ours with ACCESS_LOG=1 (one log line per request) | {logged['rps']:,.0f} ({ratio(logged['rps'], peer['rps'])}) | {logged['p50']:.2f} | {logged['p99']:.2f} | {logged['errors']:.0f} |",
+            f"| ours with an API key (`Authorization: Bearer`) | {keyed['rps']:,.0f} ({ratio(keyed['rps'], peer['rps'])}; {ratio(keyed['rps'], ours['rps'])} of ours without) | {keyed['p50']:.2f} | {keyed['p99']:.2f} | {keyed['errors']:.0f} |",
             f"| FastAPI on uvicorn, 2 workers, no access log | {peer['rps']:,.0f} | {peer['p50']:.2f} | {peer['p99']:.2f} | {peer['errors']:.0f} |",
             "",
         ]  # fmt: skip
@@ -739,6 +880,8 @@ def report(args) -> str:
         lat = results["latency"]
         lines += ["## Latency: submit to result seen, idle system", "",
                   f"- `Prefer: wait=10`: p50 {lat['wait_p50_ms']:.1f} ms",
+                  f"- the event stream (POST, then `GET /jobs/<id>` as `text/event-stream` to the done event): "
+                  f"p50 {lat['stream_p50_ms']:.1f} ms",
                   f"- the seed's 1-second polling: p50 {lat['poll_p50_ms']:.1f} ms "
                   f"({ratio(lat['poll_p50_ms'], lat['wait_p50_ms'])} slower)", ""]  # fmt: skip
     if "scale" in results:
@@ -757,6 +900,27 @@ def report(args) -> str:
                   f"{warm['jobs']} × `setup()` would be ≈ {warm['jobs'] * warm['setup_s']:.0f} s.",
                   f"- The same count through a worker started for them (Python and Django start-up and its one `setup()` "
                   f"included): {warm['worker_s']:.2f} s.", ""]  # fmt: skip
+    if "fair_drain" in results:
+        fd = results["fair_drain"]
+        t = fd["timings"]
+        lines += ["## Fair order at depth: two clients' trivial jobs queued, then drained by 2 workers", "",
+                  "| jobs per client | FIFO s | fair s | fair / FIFO |", "|---|---|---|---|"]  # fmt: skip
+        for size in fd["sizes"]:
+            lines.append(f"| {size:,} | {t[('fifo', size)]:.1f} | {t[('fair', size)]:.1f} | "
+                         f"{ratio(t[('fair', size)], t[('fifo', size)])} |")  # fmt: skip
+        lines.append("")
+    if "take_cost" in results:
+        tc = results["take_cost"]
+        depths = sorted(tc)
+        lines += ["## The take of one job, by queue depth (fair order, two clients; one round trip, median)", "",
+                  *(f"- {depth:,} queued: {tc[depth]:.0f} µs" for depth in depths),
+                  f"- {depths[-1]:,} against {depths[0]:,}: {ratio(tc[depths[-1]], tc[depths[0]])}", ""]  # fmt: skip
+    if "webhooks" in results:
+        wh = results["webhooks"]
+        lines += ["## Completion webhooks: job done to webhook received", "",
+                  f"{wh['samples']} factorizations one at a time, a receiver on loopback, one warm worker and one "
+                  f"webhooks worker: median {wh['p50_ms']:.1f} ms, at most {wh['max_ms']:.1f} ms (signed, "
+                  "from the job's terminal event in Redis to the receiver's read).", ""]  # fmt: skip
     if "streams" in results:
         st = results["streams"]
         alone, beside = st["alone"], st["beside"]
@@ -776,7 +940,7 @@ def report(args) -> str:
 
 SCENARIOS = [
     "hot_path", "workers", "end_to_end", "latency", "scale", "warm", "fairness", "fairness_varied", "digits", "stop_latency",
-    "batch_polls", "streams",
+    "batch_polls", "streams", "webhooks", "fair_drain", "take_cost",
 ]  # fmt: skip
 
 
@@ -804,6 +968,9 @@ def main() -> None:
         "stop_latency": lambda: stop_latency(20),
         "batch_polls": lambda: batch_polls(args.runs),
         "streams": lambda: streams(args.runs, args.seconds),
+        "webhooks": lambda: webhook_latency(50),
+        "fair_drain": lambda: fair_drain(),
+        "take_cost": lambda: take_cost(),
     }
     try:
         for name in args.only:

@@ -62,6 +62,8 @@ STOP_CHECK = 0.2
 # A running job's progress is written at most this often, however often its handler reports.
 PROGRESS_INTERVAL = 0.25
 PROGRESS_MESSAGE_MAX = 200
+# Why a running job is stopped when its client gives the worker back (it is queued again).
+YIELDED = "handed back: another client's job waited for a worker"
 
 
 def hand_back_after() -> float:
@@ -190,6 +192,7 @@ class WarmWorker(SimpleWorker):
         super().run_maintenance_tasks()
         for name in jobs.clean_stale_workers():
             logger.info("unregistered a worker that stopped heartbeating", extra={"worker": name})
+        jobs.recount_running()
         restored = jobs.sweep_queue()
         if restored:
             logger.info("queued jobs lost in a Redis outage enqueued again", extra={"jobs": restored})
@@ -258,10 +261,17 @@ class WarmWorker(SimpleWorker):
         for name in self.queue_names():
             task_type = get_task_type(name)
             count = self._batch_size(task_type)
-            taken = jobs.take_jobs(queue_names=[name], worker_name=self.name, count=count, lease=self._lease)
+            taken = jobs.take_jobs(
+                queue_names=[name], worker_name=self.name, count=count, lease=self._lease, estimates=self._estimates
+            )
             if taken:
                 return self._fill(task_type, taken, count)
         return []
+
+    @property
+    def _estimates(self) -> dict[str, float]:
+        """Seconds per job of each type as seen here: what fair order charges a client per job taken."""
+        return {name: per_job for name in self.queue_names() if (per_job := self._costs.seconds_per_job(name))}
 
     def _batch_size(self, task_type: TaskType) -> int:
         """Aim a batch at WORKER_BATCH_SECONDS of this type's work, judged by its recent jobs."""
@@ -280,7 +290,11 @@ class WarmWorker(SimpleWorker):
         while len(taken) < count and (remaining := deadline - time.monotonic()) > 0:
             time.sleep(min(remaining, 0.002))
             taken += jobs.take_jobs(
-                queue_names=[task_type.name], worker_name=self.name, count=count - len(taken), lease=self._lease
+                queue_names=[task_type.name],
+                worker_name=self.name,
+                count=count - len(taken),
+                lease=self._lease,
+                estimates=self._estimates,
             )
         return taken
 
@@ -305,9 +319,10 @@ class WarmWorker(SimpleWorker):
                 batch.record([_ended_before_start(job) or self._run_one(task_type, job, batch.reporter([job]))])
             # Still under the lease keeper: jobs whose results wait for Redis stay leased to us.
             batch.finish()
-        self._costs.learn(task_type.name, batch.outcomes)
-        self._log_batch(task_type, batch.outcomes, batch.handed_back)
-        return len(batch.outcomes)
+        ended = [outcome for outcome in batch.outcomes if outcome.status != jobs.QUEUED]
+        self._costs.learn(task_type.name, ended)
+        self._log_batch(task_type, ended, batch.handed_back + len(batch.outcomes) - len(ended))
+        return len(ended)
 
     def _run_one(self, task_type: TaskType, job: jobs.TakenJob, progress: Progress) -> jobs.JobOutcome:
         started = time.monotonic()
@@ -321,6 +336,8 @@ class WarmWorker(SimpleWorker):
                 finally:
                     self._interruptible = None
         except JobStopped as stopped:
+            if stopped.reason == YIELDED:  # queued again, for later: not a failure, not a retry
+                return jobs.JobOutcome(job, jobs.QUEUED, time.monotonic() - started)
             return jobs.JobOutcome(job, jobs.CANCELED, time.monotonic() - started, exc_string=stopped.reason)
         except JobTimeoutException:
             return jobs.JobOutcome(job, jobs.FAILED, time.monotonic() - started, exc_string="JobTimeoutException")
@@ -458,6 +475,13 @@ class _Batch:
     def running(self) -> list[jobs.TakenJob]:
         with self._lock:
             return list(self._running[1]) if self._running else []
+
+    def running_alone(self) -> tuple[jobs.TakenJob | None, float]:
+        """The job running alone in its handler call, and since when (monotonic); None if none."""
+        with self._lock:
+            if self._running is None or len(self._running[1]) != 1:
+                return None, 0.0
+            return self._running[1][0], self._running[0]
 
     def stop(self, job_id: str, reason: str) -> bool:
         """A stop asked for one of this batch's jobs: an unstarted one ends canceled at once; a
@@ -644,9 +668,26 @@ class _LeaseKeeper:
         for job in self._batch.running():
             if job.deadline is not None and time.time() > job.deadline:
                 wanted.setdefault(job.job_id, jobs.DEADLINE_CANCELED_ERROR)
+        for job_id, reason in self._yield_if_fair().items():
+            wanted.setdefault(job_id, reason)  # a cancel asked meanwhile wins
         for job_id, reason in wanted.items():
             if self._batch.stop(job_id, reason):
                 self._worker.interrupt(job_id, reason)
+
+    def _yield_if_fair(self) -> dict[str, str]:
+        """A job running alone for long is handed back when its client holds more than its fair
+        share of the type's workers while another client's job waits (jobs.yield_worker)."""
+        running, since = self._batch.running_alone()
+        if running is None or time.monotonic() - since < hand_back_after():
+            return {}
+        try:
+            started_at = time.time() - (time.monotonic() - since)
+            if jobs.yield_worker(worker_name=self._worker.name, job=running, started_at=started_at):
+                logger.info("giving the worker back to another client", extra={"job_id": running.job_id})
+                return {running.job_id: YIELDED}
+        except jobs.QueueUnavailable:
+            pass
+        return {}
 
     def _renew(self) -> None:
         failing = False

@@ -118,7 +118,8 @@ MIDDLEWARE = [
     "axes.middleware.AxesMiddleware",  # last, as django-axes asks
 ]
 
-# Staff log in on the admin's login page only (the API authenticates nobody); django-axes locks a
+# Passwords are tried only on the login pages (the admin's, the browsable API's; the API itself takes
+# API keys, never passwords); django-axes locks a
 # client address out of it for ADMIN_LOGIN_LOCKOUT_MINUTES after ADMIN_LOGIN_FAILURE_LIMIT
 # failed logins, counting addresses exactly as the rate limits do (TRUSTED_PROXIES).
 AUTHENTICATION_BACKENDS = ["axes.backends.AxesStandaloneBackend", "django.contrib.auth.backends.ModelBackend"]
@@ -187,13 +188,31 @@ REST_FRAMEWORK = {
         "rest_framework.parsers.FormParser",
         "rest_framework.parsers.MultiPartParser",
     ],
-    # The API authenticates nobody: no client needs a login to submit, and Basic or session
-    # authentication would make every endpoint a password-guessing target for staff accounts
-    # (staff log in on the admin's login page only, throttled by django-axes).
-    "DEFAULT_AUTHENTICATION_CLASSES": [],
+    # API keys (Authorization: Bearer), and the session of a user logged in on the admin's or the
+    # browsable API's login page (CSRF-checked). No Basic authentication: passwords are tried on
+    # those login pages only, throttled by django-axes, never on every endpoint.
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "factorize_app.api.authentication.ApiKeyAuthentication",
+        "factorize_app.api.authentication.SessionCookieAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["factorize_app.api.authentication.ApiKeyRequired"],
     "EXCEPTION_HANDLER": "factorize_app.api.exceptions.exception_handler",
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
 }
+
+# --- API keys (factorize_app.api.authentication) -------------------------------------------
+# A presented key is always checked (a bad one is a 401). REQUIRE_API_KEY=1: every API request
+# needs a valid key or a logged-in user (401 otherwise); /healthz and /readyz stay open, and
+# /metrics needs a key or a staff login only with METRICS_REQUIRE_API_KEY=1.
+REQUIRE_API_KEY = env_bool("REQUIRE_API_KEY", False)
+METRICS_REQUIRE_API_KEY = env_bool("METRICS_REQUIRE_API_KEY", False)
+# Each web process caches key lookups (valid and refused) this long: a revoked key keeps working
+# for up to this many seconds. 0: every request with a key reads the database.
+API_KEY_CACHE_SECONDS = env_int("API_KEY_CACHE_SECONDS", 5)
+# Uses (use count, last used) are counted in memory and written per key at most this often.
+API_KEY_USE_FLUSH_SECONDS = env_int("API_KEY_USE_FLUSH_SECONDS", 30)
+if API_KEY_CACHE_SECONDS < 0 or API_KEY_USE_FLUSH_SECONDS < 1:
+    raise ImproperlyConfigured("API_KEY_CACHE_SECONDS must be 0 or more, API_KEY_USE_FLUSH_SECONDS 1 or more.")
 
 SPECTACULAR_SETTINGS = {
     "TITLE": "Factorize job queue",
@@ -210,6 +229,7 @@ SPECTACULAR_SETTINGS = {
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
         "factorize_app.api.schema.document_paths_without_slash",
+        "factorize_app.api.schema.document_authentication_errors",
     ],
 }
 
@@ -269,15 +289,66 @@ POLL_RETRY_AFTER = env_int("POLL_RETRY_AFTER", 1)
 SYNC_PROCESSES = env_int("SYNC_PROCESSES", 1)
 # Most items in one `POST /<type>/batch`.
 MAX_BATCH = env_int("MAX_BATCH", 1000)
-# fair: workers serve the clients of a task type in turn (a client is its API token, else its
-# address), so one client's 10,000 jobs do not hold up everyone else's; fifo: first come, first served.
+# fair: workers serve the clients of a task type by least worker time used (a client is its API
+# key, else its address), so one client's 10,000 jobs do not hold up everyone else's, and a client
+# holding more than its share of workers gives one back to a waiting client; fifo: first come, first served.
 QUEUE_ORDER = env_str("QUEUE_ORDER", "fair")
 if QUEUE_ORDER not in ("fair", "fifo"):
     raise ImproperlyConfigured(f"QUEUE_ORDER must be fair or fifo, got {QUEUE_ORDER!r}.")
-# Requests per client address (DRF's rate syntax: "N/second", "N/minute", ...; empty: no limit).
+# Per client (its API key, else its address) and task type, in fair order: at most this many
+# jobs queued (a submit beyond it is a 429 naming the limit) and running (more wait their turn;
+# 0: no cap of its own, the fair share of workers still applies). API keys may override both.
+MAX_QUEUED_PER_CLIENT = env_int("MAX_QUEUED_PER_CLIENT", 10000)
+MAX_RUNNING_PER_CLIENT = env_int("MAX_RUNNING_PER_CLIENT", 0)
+# Per client and web process: requests held open at once (long polls, event streams); beyond
+# it a request answers at once (its Prefer: wait is not applied; a stream sends its state and ends).
+MAX_HELD_PER_CLIENT = env_int("MAX_HELD_PER_CLIENT", 32)
+# The key of job ids' HMAC (ids no one can compute from a guessed input); empty: derived from
+# SECRET_KEY. Changing either changes every id (queued jobs keep theirs; new submits get new ones).
+JOB_ID_KEY = env_str("JOB_ID_KEY", "")
+# Requests per client (DRF's rate syntax: "N/second", "N/minute", ...; empty: no limit).
 # Submits are POSTs (a repeated POST is also the seed's poll); polls are GETs of jobs and queues.
-THROTTLE_SUBMIT = env_str("THROTTLE_SUBMIT", "100/second")
+# Each item of a batch counts as one submit: the default window is a minute, so that a batch of
+# MAX_BATCH fits in it (6000/minute is the 100 a second of a steady client).
+THROTTLE_SUBMIT = env_str("THROTTLE_SUBMIT", "6000/minute")
 THROTTLE_POLL = env_str("THROTTLE_POLL", "200/second")
+# Completion webhooks (`"webhook": "<url>"` on a submit). Deliveries are signed as Standard
+# Webhooks specify with WEBHOOK_SECRET (`whsec_<base64 key>`; empty: webhooks are refused), sent
+# only to the hosts of WEBHOOK_ALLOWED_HOSTS (comma-separated `host` or `host:port`; empty:
+# webhooks are off), each attempt within WEBHOOK_TIMEOUT seconds, retried after the delays of
+# WEBHOOK_RETRY_DELAYS (seconds, comma-separated, jittered) and then recorded failed. The webhooks
+# worker sends up to WEBHOOK_CONCURRENCY at once; delivery records are kept WEBHOOK_RETENTION s.
+
+
+def _webhook_secret(raw: str) -> str:
+    """A malformed secret refuses the start: every delivery would be signed with the wrong key."""
+    import base64
+
+    key = raw.removeprefix("whsec_")
+    try:
+        valid = raw.startswith("whsec_") and len(base64.b64decode(key + "=" * (-len(key) % 4), validate=True)) >= 16
+    except ValueError:
+        valid = False
+    if raw and not valid:
+        raise ImproperlyConfigured(
+            "WEBHOOK_SECRET must be `whsec_` and a base64 key of 16+ bytes, e.g. whsec_$(openssl rand -base64 32)."
+        )
+    return raw
+
+
+def _seconds_list(name: str, default: list[str]) -> list[float]:
+    try:
+        return [float(item) for item in env_list(name, default)]
+    except ValueError:
+        raise ImproperlyConfigured(f"{name} must be comma-separated seconds, e.g. 1,5,30.") from None
+
+
+WEBHOOK_SECRET = _webhook_secret(env_str("WEBHOOK_SECRET", ""))
+WEBHOOK_ALLOWED_HOSTS = [host.lower() for host in env_list("WEBHOOK_ALLOWED_HOSTS", [])]
+WEBHOOK_TIMEOUT = float(env_str("WEBHOOK_TIMEOUT", "10"))
+WEBHOOK_RETRY_DELAYS = _seconds_list("WEBHOOK_RETRY_DELAYS", ["1", "5", "30", "120", "600"])
+WEBHOOK_CONCURRENCY = env_int("WEBHOOK_CONCURRENCY", 16)
+WEBHOOK_RETENTION = env_int("WEBHOOK_RETENTION", 86400)
 # Behind a reverse proxy, the request header carrying the client's address, as the proxy sets it
 # (e.g. X-Real-IP, or X-Forwarded-For to which each proxy appends the address it saw), believed
 # only on connections from TRUSTED_PROXIES (addresses or CIDR networks, e.g. 172.16.0.0/12).

@@ -11,6 +11,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -45,13 +46,25 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+# The service subprocesses' database (admin users, API keys, sessions): one SQLite file per test
+# run, migrated once (service_database), as scripts/start-web.sh migrates before serving.
+SERVICE_DATABASE = Path(tempfile.mkdtemp(prefix="factorize-tests-")) / "service.sqlite3"
+
+
 def service_env(redis_url: str | None = None, **overrides: str) -> dict[str, str]:
     """The environment of a service subprocess; tests.settings reads its Redis from TEST_REDIS_URL."""
     env = {**os.environ, "DJANGO_SETTINGS_MODULE": "tests.settings", "PYTHONUNBUFFERED": "1"}
     env["PATH"] = f"{Path(PYTHON).parent}{os.pathsep}{env.get('PATH', '')}"  # the virtualenv's servers
     env["TEST_REDIS_URL"] = redis_url or settings.REDIS_URL
+    env["DATABASE_URL"] = f"sqlite:///{SERVICE_DATABASE}"
     env.update(overrides)
     return env
+
+
+@pytest.fixture(scope="session", autouse=True)
+def service_database() -> Path:
+    subprocess.run([PYTHON, "manage.py", "migrate", "--noinput", "-v0"], cwd=ROOT, env=service_env(), check=True)
+    return SERVICE_DATABASE
 
 
 @pytest.fixture(scope="session")

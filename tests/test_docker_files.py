@@ -42,7 +42,9 @@ def compose_config(*args: str, files: tuple[str, ...] = ("docker-compose.yml",),
 
 
 def app_services(config: dict) -> dict[str, dict]:
-    return {name: service for name, service in config["services"].items() if name == "web" or "worker" in name}
+    return {
+        name: service for name, service in config["services"].items() if name in ("web", "webhooks") or "worker" in name
+    }
 
 
 def shipped_task_types() -> list:
@@ -320,6 +322,20 @@ def test_distributed_profile_has_one_worker_service_per_task_type():
         assert service["command"] == ["python", "manage.py", "rqworker", task_type.name]
         assert service["profiles"] == ["distributed"]
         assert "container_name" not in service
+
+
+def test_the_webhooks_worker_has_a_service_of_its_own_in_the_service_image():
+    services = compose_config("--profile", "distributed")["services"]
+    webhooks = services["webhooks"]
+    assert webhooks["command"] == ["python", "manage.py", "rqworker", "webhooks"]
+    assert webhooks["profiles"] == ["distributed"]
+    assert webhooks["image"] == services["web"]["image"], "no model: the service's own image"
+    assert webhooks["healthcheck"]["test"] == ["CMD", "python", "manage.py", "workerhealth"]
+    limits = services["worker-factorization"]["deploy"]["resources"]["limits"]
+    assert webhooks["deploy"]["resources"]["limits"] == limits
+    assert {"WEBHOOK_SECRET", "WEBHOOK_ALLOWED_HOSTS", "WEBHOOK_TIMEOUT"} <= set(webhooks["environment"])
+    # Without the profile, the every-queue `worker` sends them (`rqworker` runs the webhooks worker too).
+    assert "webhooks" not in compose_config()["services"]
 
 
 @pytest.mark.parametrize("name", [".env.example"])

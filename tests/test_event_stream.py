@@ -179,7 +179,7 @@ def test_hundreds_of_open_streams_while_polls_and_healthz_answer(start_worker, r
     """One server process holds hundreds of streams (one dispatcher, one blocking Redis
     connection); a poll and /healthz answer beside them; a worker's results reach every one."""
     count = 300
-    with web_server(WEB_THREADS="400") as url:
+    with web_server(WEB_THREADS="400", MAX_HELD_PER_CLIENT="1000") as url:  # one client (127.0.0.1), many streams
         items = [{"seconds": 0, "tag": f"many{i}"} for i in range(count)]
         results = requests.post(f"{url}/sleepy/batch", json={"items": items}, timeout=30).json()["results"]
         ids = [result["job_id"] for result in results]

@@ -1,13 +1,19 @@
 """Fair queues: workers serve a task type's clients in turn; QUEUE_ORDER=fifo keeps first come, first served."""
 
+import pytest
 from rq.registry import FinishedJobRegistry
 
+from factorize_app.models import ApiKey
 from tests.conftest import wait_done
 
+pytestmark = pytest.mark.django_db
 
-def _batch(api, token: str, tags: list[str]) -> None:
+
+def _batch(api, client: str, tags: list[str]) -> None:
+    """One client's jobs, sent with an API key of its own."""
     items = [{"seconds": 0.02, "tag": tag} for tag in tags]
-    response = api.post("/sleepy/batch", {"items": items}, format="json", HTTP_AUTHORIZATION=f"Bearer {token}")
+    auth = {"HTTP_AUTHORIZATION": f"Bearer {ApiKey.create_key(name=client)[1]}"}
+    response = api.post("/sleepy/batch", {"items": items}, format="json", **auth)
     assert response.status_code == 200 and {r["status"] for r in response.json()["results"]} == {"queued"}
 
 

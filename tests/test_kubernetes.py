@@ -79,8 +79,8 @@ def container(deployment: dict) -> dict:
 
 
 def app_deployments() -> list[dict]:
-    """The Deployments that run the project's image: the web server and the workers."""
-    return [one("Deployment", "web"), *worker_deployments()]
+    """The Deployments that run the project's image: the web server, the workers, the webhooks worker."""
+    return [one("Deployment", "web"), *worker_deployments(), one("Deployment", "webhooks")]
 
 
 def worker_deployments() -> list[dict]:
@@ -344,6 +344,22 @@ def test_probes_hit_the_health_endpoints_with_an_allowed_host():
         assert http["port"] == web["ports"][0]["name"]
         hosts = [header["value"] for header in http.get("httpHeaders", []) if header["name"] == "Host"]
         assert hosts and hosts[0] in allowed, f"{probe}: the pod IP is not in ALLOWED_HOSTS; send an allowed Host"
+
+
+def test_the_webhooks_worker_has_a_deployment_of_its_own_probed_on_its_heartbeat():
+    deployment = one("Deployment", "webhooks")
+    webhooks = container(deployment)
+    assert webhooks["command"] == ["python", "manage.py", "rqworker", "webhooks"]
+    assert webhooks["image"] == KUSTOMIZATION["images"][0]["name"] + ":latest", "no model: the service's image"
+    for probe in ("startupProbe", "livenessProbe"):
+        assert webhooks[probe]["exec"]["command"] == ["python", "manage.py", "workerhealth"]
+    assert webhooks["resources"]["limits"]["memory"] and webhooks["securityContext"]["readOnlyRootFilesystem"]
+    # SIGTERM waits for the attempts under way: each ends within 2 x WEBHOOK_TIMEOUT.
+    assert deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] > 2 * int(
+        config()["WEBHOOK_TIMEOUT"]
+    )
+    assert "WEBHOOK_SECRET" in secret() and "WEBHOOK_SECRET" not in config()
+    assert "WEBHOOK_ALLOWED_HOSTS" in config()
 
 
 def test_env_names_are_ones_the_service_reads():

@@ -81,7 +81,8 @@ def test_a_warm_stop_finishes_the_running_job_and_hands_the_rest_of_the_batch_ba
     statuses = [submit(api, "/sleepy", seconds=1, tag=f"w{i}").json()["status"] for i in range(6)]
     assert statuses.count("finished") in (1, 2)
     assert set(statuses) <= {"finished", "queued"}
-    assert redis_conn.llen("rq:queue:sleepy") == statuses.count("queued")
+    # Handed back to RQ's list (an id taken in fair order may also linger there until it reaches the head).
+    assert len(set(redis_conn.lrange("rq:queue:sleepy", 0, -1))) == statuses.count("queued")
     assert started.count == 0
     start_worker("sleepy")
     assert {wait_done(api, "/sleepy", seconds=1, tag=f"w{i}")["status"] for i in range(6)} == {"finished"}

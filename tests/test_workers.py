@@ -51,11 +51,15 @@ def test_a_failing_job_does_not_stop_the_worker(api, start_worker):
     assert worker.process.poll() is None
 
 
-def test_rqworker_without_queue_names_listens_to_every_task_type(redis_conn, start_worker):
-    start_worker()
-    (worker,) = Worker.all(connection=redis_conn)
-    assert set(worker.queue_names()) == {task_type.name for task_type in task_types()}
-    assert {"factorization", "primes", "sleepy"} <= set(worker.queue_names())
+def test_rqworker_without_queue_names_listens_to_every_task_type_and_delivers_webhooks(redis_conn, start_worker):
+    started = start_worker()
+    wait_until(lambda: len(Worker.all(connection=redis_conn)) == 2, what="the webhooks worker beside it")
+    by_queues = {tuple(worker.queue_names()): worker for worker in Worker.all(connection=redis_conn)}
+    model_worker = by_queues[tuple(task_type.name for task_type in task_types())]
+    assert {"factorization", "primes", "sleepy"} <= set(model_worker.queue_names())
+    assert model_worker.pid == started.process.pid
+    # Deliveries never run in a model worker's process: the webhooks queue has one of its own.
+    assert by_queues[("webhooks",)].pid != started.process.pid
 
 
 def test_a_killed_worker_stops_counting_within_three_heartbeats_and_leaves_the_listing(api, redis_conn, start_worker):

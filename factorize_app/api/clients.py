@@ -1,11 +1,8 @@
 """Who is asking: a client's address (a trusted proxy's header, else the connection) and its name."""
 
-import hashlib
 import ipaddress
 
 from django.conf import settings
-
-_AUTH_SCHEMES = ("bearer ", "token ")
 
 
 def client_address(meta) -> str:
@@ -32,14 +29,12 @@ def client_address(meta) -> str:
 
 
 def client_name(meta) -> str:
-    """A client for fair queueing: its API token when it sends one (hashed: never stored as
-    sent), else its address."""
-    authorization = meta.get("HTTP_AUTHORIZATION", "")
-    if authorization.lower().startswith(_AUTH_SCHEMES):
-        token = authorization.split(" ", 1)[1].strip()
-        if token:
-            return "token-" + hashlib.sha256(token.encode()).hexdigest()[:24]
-    return "address-" + client_address(meta)
+    """A client for fair queueing and limits: its verified identity's name (`key-<pk>` for an API
+    key, else `address-<ip>`; see factorize_app.api.authentication). Raises InvalidApiKey for a
+    bad key (DRF's authentication has refused such requests before any view runs)."""
+    from factorize_app.api.authentication import identify  # it imports client_address from here
+
+    return identify(meta).name
 
 
 def request_client_address(request) -> str:

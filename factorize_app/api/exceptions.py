@@ -10,19 +10,21 @@ from django.conf import settings
 from django.core.exceptions import RequestDataTooBig, TooManyFieldsSent, TooManyFilesSent
 from django.http import JsonResponse
 from django.views.decorators.csrf import csrf_exempt
-from rest_framework import status
+from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
 from factorize_app.api.metrics import REFUSED_SUBMITS
 from factorize_app.jobs import (
     FULL,
+    ClientLimitExceeded,
     JobNotCancellable,
     JobNotFound,
     JobNotRetryable,
     QueueRefusesWrites,
     QueueUnavailable,
     SubmitRefused,
+    Throttled,
 )
 
 RETRY_AFTER_OUTAGE = "5"
@@ -80,6 +82,11 @@ def exception_handler(exc, context):
         return Response({"detail": "No job with this id."}, status=status.HTTP_404_NOT_FOUND)
     if isinstance(exc, (JobNotCancellable, JobNotRetryable)):
         return Response({"detail": str(exc), "status": exc.status}, status=status.HTTP_409_CONFLICT)
+    if isinstance(exc, ClientLimitExceeded):
+        body = {"detail": str(exc), "limit": exc.limit, "max": exc.cap}
+        return Response(body, status=status.HTTP_429_TOO_MANY_REQUESTS, headers={"Retry-After": "1"})
+    if isinstance(exc, Throttled):  # a batch's items, counted after DRF's throttle let the request in
+        exc = exceptions.Throttled(wait=exc.retry_after)
     return drf_exception_handler(exc, context)
 
 

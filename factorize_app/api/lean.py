@@ -17,7 +17,10 @@ these requests, and how the lane matches it:
 - CommonMiddleware: `DISALLOWED_USER_AGENTS` and `PREPEND_WWW` (the lane stands aside when set).
 - RequestBodyLimitMiddleware: the lane reads at most MAX_BODY bytes, below MAX_REQUEST_BYTES.
 - DRF: the same throttle (counted in the poll's round trip), the same validation
-  (`TaskType.validate`), no authentication (the API has none), JSON only by content type.
+  (`TaskType.validate`), JSON only by content type. The same authentication: an API key this
+  process has already verified (its cache of key lookups), whose identity then counts for fair
+  order, limits and ownership as in the views; a key not in the cache, a bad one, or none when
+  REQUIRE_API_KEY is on, falls through to DRF (which looks it up, or answers 401).
 - Session, CSRF and messages: requests with a cookie never take the lane.
 """
 
@@ -36,7 +39,8 @@ from django.http.request import split_domain_port, validate_host
 from rest_framework.exceptions import ValidationError
 
 from factorize_app import jobs
-from factorize_app.api.clients import client_name
+from factorize_app.api.access import limits_of, reading_owner
+from factorize_app.api.authentication import ClientIdentity, cached_identity
 from factorize_app.api.metrics import LATENCY, REQUESTS
 from factorize_app.api.middleware import declared_length
 from factorize_app.api.responses import status_answer
@@ -95,7 +99,8 @@ class LeanPollApp:
         if settings.EXECUTION_MODE == "async" and _plain_api_client(environ):
             started = time.perf_counter()
             try:
-                answer = self._answer(environ)
+                identity = cached_identity(environ)
+                answer = self._answer(environ, identity) if identity is not None else None
             except Exception:  # a bug or a hostile input nothing else caught: Django answers and counts it
                 logger.exception("lean lane: falling through to Django", extra={"path": environ.get("PATH_INFO")})
                 answer = None
@@ -112,18 +117,18 @@ class LeanPollApp:
                 return [payload]
         return self.django_app(environ, start_response)
 
-    def _answer(self, environ) -> tuple[str, int, dict[str, Any], list[tuple[str, str]]] | None:
+    def _answer(self, environ, identity: ClientIdentity) -> tuple[str, int, dict[str, Any], list] | None:
         method, path = environ["REQUEST_METHOD"], environ.get("PATH_INFO", "")
         try:
             if method == "POST" and path in self.submit_paths:
-                return self._submit(environ, self.submit_paths[path])
+                return self._submit(environ, self.submit_paths[path], identity)
             if method == "GET" and path.startswith("/jobs/"):
-                return self._status(environ, path.removeprefix("/jobs/").rstrip("/"))
-        except (jobs.QueueUnavailable, jobs.JobNotFound, jobs.Throttled):
+                return self._status(environ, path.removeprefix("/jobs/").rstrip("/"), identity)
+        except (jobs.QueueUnavailable, jobs.JobNotFound, jobs.Throttled, jobs.ClientLimitExceeded):
             return None  # Django answers these with the documented error bodies
         return None
 
-    def _submit(self, environ, task_type: TaskType):
+    def _submit(self, environ, task_type: TaskType, identity: ClientIdentity):
         if not environ.get("CONTENT_TYPE", "").startswith("application/json"):
             return None
         length = declared_length(environ)
@@ -131,6 +136,8 @@ class LeanPollApp:
             return None
         body = environ["wsgi.input"].read(length)
         environ["wsgi.input"] = io.BytesIO(body)  # for Django, if it answers after all
+        if b'"webhook' in body:
+            return None  # a webhook subscription is DRF's (api/webhooks.py)
         validated = _VALIDATED.get(task_type.name, body)
         if validated is None:
             validated = _validate(task_type, body)
@@ -138,12 +145,17 @@ class LeanPollApp:
                 return None  # Django answers with the parse or validation error
             _VALIDATED.put(task_type.name, body, validated)
         state = jobs.submit(
-            task_type=task_type, data=validated, client=client_name(environ), rate_limit=rate_limit(SUBMIT, environ)
+            task_type=task_type,
+            data=validated,
+            client=identity.name,
+            rate_limit=rate_limit(SUBMIT, environ, client=identity.name),
+            limits=limits_of(identity),
         )
         return f"{task_type.name}-list", *_answer_parts(task_type, state)
 
-    def _status(self, environ, job_id: str):
-        state = jobs.get_status(job_id=job_id, rate_limit=rate_limit(POLL, environ))
+    def _status(self, environ, job_id: str, identity: ClientIdentity):
+        limit = rate_limit(POLL, environ, client=identity.name)
+        state = jobs.get_status(job_id=job_id, rate_limit=limit, owner=reading_owner(identity))
         return "job-detail", *_answer_parts(get_task_type(state.task_name), state)
 
 
@@ -174,7 +186,6 @@ def _plain_api_client(environ) -> bool:
         "HTTP_COOKIE" not in environ
         and "HTTP_PREFER" not in environ
         and "HTTP_CANCEL_AFTER" not in environ  # a deadline for the job: DRF reads it
-        and "HTTP_AUTHORIZATION" not in environ
         and "text/html" not in accept
         and "event-stream" not in accept  # a live event stream: the stream view answers it
         and ("json" in accept or "*/*" in accept)

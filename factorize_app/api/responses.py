@@ -8,24 +8,8 @@ from rest_framework import status
 from rest_framework.response import Response
 
 from factorize_app.api.prefer import preference_applied
-from factorize_app.jobs import JobState
+from factorize_app.jobs import JobState, status_body
 from factorize_app.tasks import TaskType
-
-
-def status_body(task_type: TaskType, state: JobState) -> dict[str, Any]:
-    """`{"done", <input fields>, <result fields or null>, "load", "job_id", "status", "error",
-    "progress"}`."""
-    result = state.result or {}
-    return {
-        "done": state.done,
-        **state.input,
-        **{name: result.get(name) for name in task_type.result_fields},
-        "load": state.load,
-        "job_id": state.job_id,
-        "status": state.status,
-        "error": state.error,
-        "progress": state.progress,
-    }
 
 
 def batch_item_body(task_type: TaskType, state: JobState) -> dict[str, Any]:

@@ -10,7 +10,9 @@ every EVENT_STREAM_KEEPALIVE seconds keeps idle connections open and finds clien
 While open, the response polls the job every half JOB_TTL, as a polling client would: that keeps
 a queued job alive, refreshes `load`, and notices a change nobody pushed (RQ's own failing of a
 job whose worker died). Each stream holds a server thread (WSGI), so a process serves at most
-EVENT_STREAMS_MAX of them and answers 503 beyond, leaving threads for polls.
+EVENT_STREAMS_MAX of them and answers 503 beyond, leaving threads for polls; and a client at its
+MAX_HELD_PER_CLIENT gets the job's state and the end of the stream at once (with a `retry:` for
+its reconnection), not a held one.
 """
 
 from __future__ import annotations
@@ -30,11 +32,14 @@ from rest_framework.response import Response
 from rest_framework.settings import api_settings
 
 from factorize_app import jobs
+from factorize_app.api.holds import HELD
 from factorize_app.api.responses import status_body
 from factorize_app.tasks import get_task_type
 
 EVENT_STREAM = "text/event-stream"
 KEEP_ALIVE = b": keep-alive\n\n"
+# What a stream answered at once (its client holds too many) tells EventSource: reconnect in 5 s.
+RECONNECT_LATER = b"retry: 5000\n\n"
 
 
 class EventStreamRenderer(BaseRenderer):
@@ -52,6 +57,13 @@ class EventStreamRenderer(BaseRenderer):
 
 # The job view's renderers: the API's own, and the event stream's.
 JOB_RENDERERS = [*api_settings.DEFAULT_RENDERER_CLASSES, EventStreamRenderer]
+
+
+def errors_as_json(request) -> None:
+    """An error answers as JSON even to a request that negotiated an event stream (say, a 401
+    before the view runs): the stream's renderer would label a JSON body text/event-stream."""
+    if isinstance(getattr(request, "accepted_renderer", None), EventStreamRenderer):
+        request.accepted_renderer, request.accepted_media_type = JSONRenderer(), JSONRenderer.media_type
 
 
 def wants_stream(request) -> bool:
@@ -81,13 +93,14 @@ class _Slots:
 SLOTS = _Slots()
 
 
-def open_stream(request, job_id: str) -> HttpResponse | Response:
-    """The event-stream response for a job, or the usual error answer (404 JSON, 503 JSON)."""
+def open_stream(request, job_id: str, *, client: str, owner: str = "") -> HttpResponse | Response:
+    """The event-stream response for a job, or the usual error answer (404 JSON, 503 JSON), for
+    `client` (held as one of its requests); with `owner`, a job it does not own is a 404."""
     # Errors below (an unknown job, Redis down) are answered as JSON, not as an event stream.
     request.accepted_renderer, request.accepted_media_type = JSONRenderer(), JSONRenderer.media_type
     after = jobs.valid_event_id(request.META.get("HTTP_LAST_EVENT_ID"))
     latest = jobs.latest_event(job_id=job_id) if after is None else None
-    state = jobs.get_status(job_id=job_id)  # after reading the latest event: nothing between is lost
+    state = jobs.get_status(job_id=job_id, owner=owner)  # after the latest event: nothing between is lost
     if after is None:
         latest_id = latest.event_id if latest else None
         first, cursor = [(state, latest_id)], latest_id or "0-0"
@@ -112,7 +125,12 @@ def open_stream(request, job_id: str) -> HttpResponse | Response:
             status=status.HTTP_503_SERVICE_UNAVAILABLE,
             headers={"Retry-After": "5"},
         )
-    response = StreamingHttpResponse(_EventStream(job_id, state, first, cursor), content_type=EVENT_STREAM)
+    held = HELD.take(client)
+    if not held:
+        SLOTS.give_back()
+        first = first or [(state, None)]
+    stream = _EventStream(job_id, state, first, cursor, client=client if held else None)
+    response = StreamingHttpResponse(stream, content_type=EVENT_STREAM)
     response["Cache-Control"] = "no-cache"
     response["X-Accel-Buffering"] = "no"  # nginx: pass each event on at once
     return response
@@ -122,8 +140,9 @@ class _EventStream:
     """The response body: an iterable whose close() (called by the server when the response ends
     or the client leaves) releases the dispatcher's watch and the process's slot."""
 
-    def __init__(self, job_id: str, state: jobs.JobState, first: list, cursor: str) -> None:
+    def __init__(self, job_id: str, state: jobs.JobState, first: list, cursor: str, *, client: str | None) -> None:
         self.job_id, self.state, self.first, self.cursor = job_id, state, first, cursor
+        self.client = client  # the holder of this stream; None: answered at once, not held
         self._watch: jobs.EventWatch | None = None
         self._closed = False
 
@@ -134,6 +153,9 @@ class _EventStream:
             yield _format(status_body(task_type, state), event_id)
             sent = state
         if sent is not None and sent.done:
+            return
+        if self.client is None:
+            yield RECONNECT_LATER
             return
         self._watch = jobs.watch_events(job_id=self.job_id, after=self.cursor)
         base = self.state
@@ -171,7 +193,9 @@ class _EventStream:
         self._closed = True
         if self._watch is not None:
             self._watch.close()
-        SLOTS.give_back()
+        if self.client is not None:
+            SLOTS.give_back()
+            HELD.give_back(self.client)
 
 
 def _format(body: dict[str, Any], event_id: str | None) -> bytes:

@@ -10,19 +10,20 @@ from django.conf import settings
 from rest_framework.throttling import SimpleRateThrottle
 
 from factorize_app import jobs
-from factorize_app.api.clients import client_address
+from factorize_app.api.authentication import client_identity, identify
 
 SUBMIT, POLL = "submit", "poll"
 _SETTINGS = {SUBMIT: "THROTTLE_SUBMIT", POLL: "THROTTLE_POLL"}
 
 
-def rate_limit(scope: str, meta) -> jobs.RateLimit | None:
-    """The allowance of the client behind `meta` (a WSGI environ or request.META) in `scope`."""
+def rate_limit(scope: str, meta, *, client: str | None = None) -> jobs.RateLimit | None:
+    """The allowance in `scope` of the client behind `meta` (a WSGI environ or request.META),
+    counted per identity (its API key, else its address), or of `client` (an identity's name)."""
     rate = getattr(settings, _SETTINGS[scope])
     if not rate or settings.EXECUTION_MODE == "sync":
         return None
     limit, window = SimpleRateThrottle.parse_rate(None, rate)
-    return jobs.RateLimit(scope=scope, client=client_address(meta), limit=limit, window=window)
+    return jobs.RateLimit(scope=scope, client=client or identify(meta).name, limit=limit, window=window)
 
 
 def scope_of(method: str) -> str:
@@ -37,7 +38,7 @@ class ClientRateThrottle(SimpleRateThrottle):
         self.retry_after: int | None = None
 
     def allow_request(self, request, view) -> bool:
-        limit = rate_limit(scope_of(request.method), request.META)
+        limit = rate_limit(scope_of(request.method), request.META, client=client_identity(request).name)
         if limit is None:
             return True
         try:

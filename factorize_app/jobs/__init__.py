@@ -13,12 +13,13 @@ names below are the whole of what they use. One room per side:
 - `errors`, `states`, `ids`: what can go wrong, the values handed out, job ids and inputs.
 """
 
-from factorize_app.jobs.client import cancel, count_request, get_status, retry, submit, submit_many
+from factorize_app.jobs.client import cancel, count_request, get_status, is_owner, retry, submit, submit_many
 from factorize_app.jobs.errors import (
     FULL,
     PERSISTENCE,
     READ_ONLY,
     REFUSAL_DETAILS,
+    ClientLimitExceeded,
     JobNotCancellable,
     JobNotFound,
     JobNotRetryable,
@@ -39,7 +40,7 @@ from factorize_app.jobs.events import (
 )
 from factorize_app.jobs.events import watch as watch_events
 from factorize_app.jobs.ids import job_id_for
-from factorize_app.jobs.maintenance import clean_stale_workers, sweep_queue
+from factorize_app.jobs.maintenance import clean_stale_workers, recount_running, sweep_queue
 from factorize_app.jobs.monitoring import (
     admit_new_jobs,
     job_durations,
@@ -63,12 +64,22 @@ from factorize_app.jobs.states import (
     QUEUED,
     RETRYABLE,
     STARTED,
+    ClientLimits,
     JobState,
     RateLimit,
     describe_error,
     fair_order,
+    status_body,
 )
 from factorize_app.jobs.sync import compute
+from factorize_app.jobs.webhooks import DEFAULT_EVENTS as DEFAULT_WEBHOOK_EVENTS
+from factorize_app.jobs.webhooks import WEBHOOK_EVENTS, Delivery, DispatcherLease
+from factorize_app.jobs.webhooks import Dispatcher as WebhookDispatcher
+from factorize_app.jobs.webhooks import claim as claim_delivery
+from factorize_app.jobs.webhooks import delivery_counts as webhook_delivery_counts
+from factorize_app.jobs.webhooks import record_attempt as record_delivery_attempt
+from factorize_app.jobs.webhooks import subscribe as subscribe_webhook
+from factorize_app.jobs.webhooks import subscriptions as webhook_subscriptions
 from factorize_app.jobs.worker_side import (
     JobOutcome,
     TakenJob,
@@ -78,6 +89,7 @@ from factorize_app.jobs.worker_side import (
     take_jobs,
     take_stop_requests,
     wait_for_work,
+    yield_worker,
 )
 
 __all__ = [
@@ -97,6 +109,8 @@ __all__ = [
     "READ_ONLY",
     "REFUSAL_DETAILS",
     "STARTED",
+    "ClientLimitExceeded",
+    "ClientLimits",
     "EventWatch",
     "JobEvent",
     "JobNotCancellable",
@@ -112,6 +126,9 @@ __all__ = [
     "Throttled",
     "admit_new_jobs",
     "cancel",
+    "is_owner",
+    "recount_running",
+    "yield_worker",
     "clean_stale_workers",
     "compute",
     "count_request",
@@ -138,9 +155,20 @@ __all__ = [
     "redis_memory",
     "submit",
     "submit_many",
+    "status_body",
     "sweep_queue",
     "take_jobs",
     "wait_for_work",
     "worker_liveness",
     "write_refusal",
+    "DEFAULT_WEBHOOK_EVENTS",
+    "WEBHOOK_EVENTS",
+    "Delivery",
+    "DispatcherLease",
+    "WebhookDispatcher",
+    "claim_delivery",
+    "record_delivery_attempt",
+    "subscribe_webhook",
+    "webhook_delivery_counts",
+    "webhook_subscriptions",
 ]

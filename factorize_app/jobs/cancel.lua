@@ -1,20 +1,32 @@
--- DELETE of a job, atomically by its status: a queued job is cancelled at once (it leaves its
--- queue, and polls see it canceled); a running one gets a stop request its worker acts on (and
--- that outlives the worker: the job is not run again after a crash); any other is left alone.
--- KEYS: the job hash, the type's RQ list, its pending set, its stored inputs, its canceled
+-- DELETE of a job, atomically by its status and its owners. For an owner (ARGV[7]; '' acts for
+-- staff, for everyone): while other owners still want the job, only this owner's interest is
+-- withdrawn (it owns the job no more); else a queued job is cancelled at once (it leaves its client's list and the pending
+-- set, and polls see it canceled; its id leaves RQ's list when it reaches the head); a running
+-- one gets a stop request its worker acts on (and that outlives the worker: the job is not run
+-- again after a crash); any other is left alone. To a client that does not own it, a job does
+-- not exist.
+-- KEYS: the job hash, its owners, the type's pending set, its stored inputs, its canceled
 -- registry. ARGV: the job id, the failure TTL, the end stamp, the stop requests' key prefix, a
--- canceled job's outcome JSON, the stop's reason.
--- Answers {'canceled'}, {'stopping'}, {'missing'} or {'done', status}.
+-- canceled job's outcome JSON, the stop's reason, the caller, the prefix of the type's clients' lists.
+-- Answers {'canceled'}, {'stopping'}, {'withdrawn'}, {'missing'} or {'done', status}.
 local status = redis.call('HGET', KEYS[1], 'status')
 if not status then return {'missing'} end
+local caller = ARGV[7]
+if caller ~= '' then
+  if redis.call('SISMEMBER', KEYS[2], caller) == 0 then return {'missing'} end
+  if (status == 'queued' or status == 'started') and redis.call('SCARD', KEYS[2]) > 1 then
+    redis.call('SREM', KEYS[2], caller)
+    return {'withdrawn'}
+  end
+end
 if status == 'queued' then
   local t = redis.call('TIME')
   local now = tonumber(t[1]) + tonumber(t[2]) / 1e6
   local ttl = tonumber(ARGV[2])
+  local client = redis.call('HGET', KEYS[1], 'factorize_client')
   redis.call('HSET', KEYS[1], 'status', 'canceled', 'ended_at', ARGV[3], 'factorize_outcome', ARGV[5])
-  redis.call('HDEL', KEYS[1], 'factorize_fair')
   redis.call('EXPIRE', KEYS[1], ttl)
-  redis.call('LREM', KEYS[2], 0, ARGV[1])
+  if client then redis.call('LREM', ARGV[8] .. client, 0, ARGV[1]) end -- a client's list is bounded by its cap
   redis.call('ZREM', KEYS[3], ARGV[1])
   redis.call('HDEL', KEYS[4], ARGV[1])
   redis.call('ZADD', KEYS[5], now + ttl, ARGV[1])

@@ -1,4 +1,8 @@
-"""The client's side of the queue: submit-or-poll, status, the long poll, cancel.
+"""The client's side of the queue: submit-or-poll, status, the long poll, cancel, owners.
+
+The clients that submitted a job are its owners (dedup makes several): only they may cancel or
+retry it, and a caller may ask that a job it does not own be answered as missing (with API keys,
+a read by id). A client's queued jobs of a type are capped (MAX_QUEUED_PER_CLIENT, or its key's own).
 
 A submit polls its inputs first (one script, `poll.lua`: status, input and cached outcome of
 each, the type's load, the client's rate-limit counter) and enqueues only the ones missing, in
@@ -37,6 +41,7 @@ from factorize_app.jobs.connection import (
     script,
 )
 from factorize_app.jobs.errors import (
+    ClientLimitExceeded,
     JobNotCancellable,
     JobNotFound,
     JobNotRetryable,
@@ -56,6 +61,7 @@ from factorize_app.jobs.states import (
     FINISHED,
     RETRYABLE,
     STARTED,
+    ClientLimits,
     JobState,
     RateLimit,
     describe_error,
@@ -79,17 +85,25 @@ def submit(
     client: str = "",
     rate_limit: RateLimit | None = None,
     cancel_after: int | None = None,
+    limits: ClientLimits | None = None,
 ) -> JobState:
     """Submit-or-poll: enqueue the job unless it is already queued, running or cached.
 
-    `client` names who asked, for fair order between clients. With `wait`, hold up to that many
+    `client` names who asked, for fair order between clients and as an owner of the job;
+    `limits` are its own caps (ClientLimitExceeded beyond the queued one). With `wait`, hold up to that many
     seconds for the job to finish (a long poll). With `rate_limit`, count this request against
     the client's allowance first (in the same round trip), raising Throttled when it is used up.
     With `cancel_after`, a job this submit creates is cancelled that many seconds from now (a
     later submit of the same input polls it and does not move its deadline).
     """
     return submit_many(
-        task_type=task_type, items=[data], wait=wait, client=client, rate_limit=rate_limit, cancel_after=cancel_after
+        task_type=task_type,
+        items=[data],
+        wait=wait,
+        client=client,
+        rate_limit=rate_limit,
+        cancel_after=cancel_after,
+        limits=limits,
     )[0]
 
 
@@ -102,13 +116,16 @@ def submit_many(
     client: str = "",
     rate_limit: RateLimit | None = None,
     cancel_after: int | None = None,
+    limits: ClientLimits | None = None,
 ) -> list[JobState]:
     """Submit-or-poll many inputs of one type, in order, in a handful of round trips: one poll of
     them all, one transaction enqueueing the new ones, one poll again. With `wait`, hold until
     every one is done or the time is up. New jobs are refused (SubmitRefused) when Redis refuses
-    writes or its memory is past the high-water mark; inputs already queued or done still answer."""
+    writes or its memory is past the high-water mark; inputs already queued or done still answer.
+    With `rate_limit`, the request counts its `cost` against the client's allowance, in the first
+    round trip."""
     try:
-        states = _submit_batch(task_type, items, client, rate_limit, cancel_after)
+        states = _submit_batch(task_type, items, client, rate_limit, cancel_after, limits or ClientLimits())
         return _wait_until_done(task_type, states, wait, lambda: _submit_batch(task_type, items, client))
     except SubmitRefused:
         raise
@@ -120,35 +137,48 @@ def submit_many(
 
 
 @translate_outages
-def get_status(*, job_id: str, wait: float = 0, rate_limit: RateLimit | None = None) -> JobState:
-    """Poll a job by id; like a repeated submit, this keeps a queued job alive."""
+def get_status(
+    *, job_id: str, wait: float = 0, rate_limit: RateLimit | None = None, owner: str = ""
+) -> JobState:
+    """Poll a job by id; like a repeated submit, this keeps a queued job alive. With `owner`, a
+    job that client does not own is JobNotFound (its id tells nothing)."""
     task_type = task_type_of(job_id)
-    state = _status_once(task_type, job_id, rate_limit)
-    return _wait_until_done(task_type, [state], wait, lambda: [_status_once(task_type, job_id)])[0]
+    state = _status_once(task_type, job_id, rate_limit, owner)
+    return _wait_until_done(task_type, [state], wait, lambda: [_status_once(task_type, job_id, owner=owner)])[0]
+
+
+@translate_outages
+def is_owner(*, job_id: str, client: str) -> bool:
+    """Whether `client` submitted the job (one of its owners)."""
+    return bool(redis_client().sismember(keys.owners(job_id), client))
 
 
 @translate_outages
 def count_request(*, rate_limit: RateLimit) -> None:
-    """Count a request that touches no job against the client's allowance; raise Throttled."""
+    """Count a request that touches no job against the client's allowance (its `cost`); raise Throttled."""
     _poll_many(task_types()[0], [], rate_limit)
 
 
 @translate_outages
-def cancel(*, job_id: str) -> JobState:
-    """Cancel a job: a queued one at once (it leaves the queue and ends `canceled`); a running one
-    is asked to stop (its worker interrupts the handler within a second, and it ends `canceled`).
-    Answers the job's state; JobNotCancellable for a job already done."""
+def cancel(*, job_id: str, client: str = "", staff: bool = False) -> JobState | None:
+    """Cancel a job for its owner `client` (or for everyone, by `staff`): a queued one at once (it
+    leaves the queue and ends `canceled`); a running one is asked to stop (its worker interrupts
+    the handler within a second, and it ends `canceled`). While other owners still want it, only
+    this owner's interest is withdrawn, and None is answered. Else answers the job's state;
+    JobNotFound for a job the client does not own, JobNotCancellable for a job already done."""
     task_type = task_type_of(job_id)
     state = get_status(job_id=job_id)  # JobNotFound for an id this service did not make
     name = task_type.name
     reply = script(_CANCEL)(
-        keys=[keys.job(job_id), keys.queue(name), keys.pending(name), keys.queued_inputs(name), keys.canceled(name)],
+        keys=[keys.job(job_id), keys.owners(job_id), keys.pending(name), keys.queued_inputs(name), keys.canceled(name)],
         args=[job_id, task_type.setting("failure_ttl"), utcformat(rq_now()), keys.STOP_PREFIX, _CANCELED_OUTCOME,
-              CANCELED_ERROR],  # fmt: skip
+              CANCELED_ERROR, "" if staff else (client or "anonymous"), keys.fair_clients_prefix(name)],  # fmt: skip
     )
     answer = reply[0].decode()
     if answer == "missing":
         raise JobNotFound(job_id)
+    if answer == "withdrawn":
+        return None
     if answer == "done":
         raise JobNotCancellable(reply[1].decode())
     if answer == "canceled":
@@ -158,11 +188,12 @@ def cancel(*, job_id: str) -> JobState:
 
 
 @translate_outages
-def retry(*, job_id: str, client: str = "") -> JobState:
+def retry(*, job_id: str, client: str = "", staff: bool = False, limits: ClientLimits | None = None) -> JobState:
     """Queue a job that ended failed, canceled or aborted again, under the same id (its input is
-    its id's): its old outcome is dropped and it is submitted afresh."""
+    its id's), for one of its owners (or `staff`): its old outcome is dropped and it is submitted
+    afresh, `client` its owner."""
     task_type = task_type_of(job_id)
-    state = get_status(job_id=job_id)
+    state = get_status(job_id=job_id, owner="" if staff else (client or "anonymous"))
     if state.status not in RETRYABLE:
         raise JobNotRetryable(state.status)
     name = task_type.name
@@ -171,14 +202,25 @@ def retry(*, job_id: str, client: str = "") -> JobState:
         for registry in (keys.failed(name), keys.canceled(name), keys.aborted(name)):
             pipe.zrem(registry, job_id)
         pipe.execute()
-    return submit(task_type=task_type, data=state.input, client=client)
+    return submit(task_type=task_type, data=state.input, client=client, limits=limits)
+
+
+def owners_ttl(task_type: TaskType) -> int:
+    """A job's owners outlive it: its wait, its run and its kept outcome."""
+    kept = max(task_type.setting("result_ttl"), task_type.setting("failure_ttl"))
+    return task_type.setting("job_ttl") + task_type.setting("job_timeout") + kept
 
 
 def enqueue(
-    task_type: TaskType, new_jobs: dict[str, dict[str, Any]], client: str, cancel_after: int | None = None
+    task_type: TaskType,
+    new_jobs: dict[str, dict[str, Any]],
+    client: str,
+    cancel_after: int | None = None,
+    limits: ClientLimits | None = None,
 ) -> None:
     """Enqueue jobs found missing, in one transaction that fails if any of them appeared
-    meanwhile (another request enqueued it: the caller polls again and sees it)."""
+    meanwhile (another request enqueued it: the caller polls again and sees it). `client` is
+    their first owner."""
     job_ttl = task_type.setting("job_ttl")
     queue = rq_queue(task_type.name)
     job_keys = [keys.job(job_id) for job_id in new_jobs]
@@ -214,11 +256,22 @@ def enqueue(
             if cancel_after is not None:
                 for job_id in new_jobs:
                     pipe.hset(keys.job(job_id), keys.DEADLINE_FIELD, redis_time + cancel_after)
+            for job_id in new_jobs:  # a job made anew has only this client for owner
+                pipe.delete(keys.owners(job_id))
+                pipe.sadd(keys.owners(job_id), client or "anonymous")
+                pipe.expire(keys.owners(job_id), owners_ttl(task_type))
             fair_client = (client or "anonymous") if fair_order() else ""
             name = task_type.name
+            own_cap = "" if limits is None or limits.max_running is None else limits.max_running
             script(_AFTER_ENQUEUE)(
-                keys=[keys.fair_ring(name), keys.fair_client(name, fair_client), keys.wake(name)],
-                args=[fair_client, keys.WAKE_TOKENS, keys.JOB_PREFIX, *new_jobs],
+                keys=[
+                    keys.fair_waiting(name),
+                    keys.fair_used(name),
+                    keys.fair_client(name, fair_client),
+                    keys.wake(name),
+                    keys.fair_caps(name),
+                ],
+                args=[fair_client, keys.WAKE_TOKENS, keys.JOB_PREFIX, own_cap, *new_jobs],
                 client=pipe,
             )
             pipe.execute()
@@ -232,13 +285,15 @@ def _submit_batch(
     client: str,
     rate_limit: RateLimit | None = None,
     cancel_after: int | None = None,
+    limits: ClientLimits | None = None,
 ) -> list[JobState]:
     ids = [job_id_for(task_type, data) for data in items]
     inputs = dict(zip(ids, items, strict=True))
     states: dict[str, JobState] = {}
+    owner = client or "anonymous"
     for _attempt in range(5):
         waiting = [job_id for job_id in inputs if job_id not in states]
-        load, snapshots = _poll_many(task_type, waiting, rate_limit)
+        load, snapshots = _poll_many(task_type, waiting, rate_limit, claim=owner)
         rate_limit = None  # counted once
         missing = []
         for job_id, snapshot in zip(waiting, snapshots, strict=True):
@@ -253,12 +308,27 @@ def _submit_batch(
                 for job_id in ids
             ]
         admit_new_jobs()
-        enqueue(task_type, {job_id: inputs[job_id] for job_id in missing}, client, cancel_after)
+        _check_queued_cap(task_type, client, len(missing), limits or ClientLimits())
+        enqueue(task_type, {job_id: inputs[job_id] for job_id in missing}, client, cancel_after, limits)
     raise QueueUnavailable(f"{len(missing)} jobs kept changing under concurrent requests; try again")
 
 
-def _status_once(task_type: TaskType, job_id: str, rate_limit: RateLimit | None = None) -> JobState:
-    load, (snapshot,) = _poll_many(task_type, [job_id], rate_limit)
+def _check_queued_cap(task_type: TaskType, client: str, adding: int, limits: ClientLimits) -> None:
+    """ClientLimitExceeded when `adding` more queued jobs would pass the client's cap (fair order
+    keeps each client's queued jobs in a list of its own; checked before the enqueue, so
+    concurrent submits of one client may pass it by a request's worth)."""
+    cap = limits.queued
+    if not fair_order() or cap <= 0:
+        return
+    queued = redis_client().llen(keys.fair_client(task_type.name, client or "anonymous"))
+    if queued + adding > cap:
+        raise ClientLimitExceeded("MAX_QUEUED_PER_CLIENT", cap)
+
+
+def _status_once(
+    task_type: TaskType, job_id: str, rate_limit: RateLimit | None = None, owner: str = ""
+) -> JobState:
+    load, (snapshot,) = _poll_many(task_type, [job_id], rate_limit, check=owner)
     data = input_of(task_type, job_id, snapshot.description) if snapshot else None
     state = _state(task_type, job_id, snapshot, data, load) if data is not None else None
     if state is None:
@@ -296,11 +366,18 @@ class _Snapshot:
 
 
 def _poll_many(
-    task_type: TaskType, job_ids: list[str], rate_limit: RateLimit | None = None
+    task_type: TaskType,
+    job_ids: list[str],
+    rate_limit: RateLimit | None = None,
+    *,
+    claim: str = "",
+    check: str = "",
 ) -> tuple[int, list[_Snapshot | None]]:
-    """The type's load and a snapshot of each job (None: no such job), in one round trip."""
-    throttle_key, limit, window = "", 0, 0
+    """The type's load and a snapshot of each job (None: no such job, or, with `check`, not that
+    client's), in one round trip; `claim` makes a client an owner of each job that exists."""
+    throttle_key, limit, window, cost = "", 0, 0, 0
     if rate_limit is not None:
+        cost = rate_limit.cost
         slot = int(time.time() // rate_limit.window)
         throttle_key = keys.throttle(rate_limit.scope, rate_limit.client, slot)
         limit, window = rate_limit.limit, rate_limit.window
@@ -309,7 +386,8 @@ def _poll_many(
     script_keys += [keys.aborted(name), keys.canceled(name)]
     failure_ttl = task_type.setting("failure_ttl")
     args = [task_type.setting("job_ttl"), limit, window, OUTAGE_GAP, keys.JOB_PREFIX, failure_ttl, _ABORTED_OUTCOME]
-    args += [keys.EVENTS_PREFIX, events.EVENTS_MAXLEN, events.done_ttl(failure_ttl), *job_ids]
+    args += [keys.EVENTS_PREFIX, events.EVENTS_MAXLEN, events.done_ttl(failure_ttl)]
+    args += [keys.OWNERS_PREFIX, claim, check, owners_ttl(task_type), cost, *job_ids]
     reply = run_script(_POLL, script_keys, args)
     if reply[0] == b"throttled":
         raise Throttled(max(1, int(reply[1])))

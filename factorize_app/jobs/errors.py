@@ -62,6 +62,14 @@ class Throttled(Exception):
         self.retry_after = retry_after
 
 
+class ClientLimitExceeded(Exception):
+    """A submit would take the client past one of its caps (`limit` names the setting)."""
+
+    def __init__(self, limit: str, cap: int):
+        super().__init__(f"over {limit}: at most {cap} jobs of this type per client; wait for some to finish")
+        self.limit, self.cap = limit, cap
+
+
 def write_refusal(exc: BaseException) -> str | None:
     """The reason a Redis error refuses a write (FULL, READ_ONLY, PERSISTENCE), or None.
 

@@ -1,16 +1,23 @@
 """Job ids and inputs: one id per (task type, validated input), and the input read back.
 
-The id is the type's name and a digest of the canonical JSON of the input: the same input
-gives the same id, the basis of dedup and of polling by resubmitting. A job's input is kept in
-its RQ description ("<type> <canonical JSON>"), and is only believed when it digests to the id.
+The id is the type's name and a keyed digest (HMAC-SHA256) of the canonical JSON of the input:
+the same input gives the same id within a deployment, the basis of dedup and of polling by
+resubmitting, but no one without the server's key can compute the id of a guessed input (and so
+learn whether someone submitted it, or read its result). The key is JOB_ID_KEY, else one derived
+from SECRET_KEY. A job's input is kept in its RQ description ("<type> <canonical JSON>"), and is
+only believed when it digests to the id.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import hmac
 import json
 import re
 from typing import Any
+
+from django.conf import settings
 
 from factorize_app.jobs.errors import JobNotFound
 from factorize_app.tasks import TaskType, UnknownTaskType, get_task_type
@@ -24,7 +31,17 @@ def canonical(data: dict[str, Any]) -> str:
 
 def job_id_for(task_type: TaskType, data: dict[str, Any]) -> str:
     """Same type and same validated input, same id: the basis of dedup and polling."""
-    return f"{task_type.name}-{hashlib.sha256(canonical(data).encode()).hexdigest()[:32]}"
+    digest = hmac.new(_id_key(settings.JOB_ID_KEY, settings.SECRET_KEY), canonical(data).encode(), hashlib.sha256)
+    return f"{task_type.name}-{digest.hexdigest()[:32]}"
+
+
+@functools.lru_cache(maxsize=4)
+def _id_key(job_id_key: str, secret_key: str) -> bytes:
+    """JOB_ID_KEY, or a key of its own derived from SECRET_KEY (never SECRET_KEY itself, which
+    signs sessions: a digest made with it must not be reusable elsewhere)."""
+    if job_id_key:
+        return job_id_key.encode()
+    return hashlib.sha256(b"factorize_app.jobs.ids:" + secret_key.encode()).digest()
 
 
 def description_for(task_type: TaskType, data: dict[str, Any]) -> str:

@@ -94,8 +94,12 @@ WAKE_PREFIX = OURS + "wake:"
 WAKE_TOKENS = 64  # the most tokens a wake-up list holds: more would wake no one
 # A type's job duration histogram.
 DURATION_PREFIX = OURS + "metrics:job_duration:"
-# Fair order: a type's round-robin ring of waiting clients, and each client's list of job ids.
+# Fair order, per type: each client's list of queued job ids; the clients with jobs waiting,
+# scored by the worker time they have used (their turn comes by least use); that use; the jobs
+# each runs; their caps; and the workers running one long job (whose client may have to give one back).
 FAIR_PREFIX = OURS + "fair:"
+# The clients that submitted a job: its owners (who may cancel, retry and, with keys, read it).
+OWNERS_PREFIX = OURS + "owners:"
 # A client's request counter for one rate-limit window.
 THROTTLE_PREFIX = OURS + "throttle:"
 ABORTED_PREFIX = OURS + "aborted:"
@@ -130,8 +134,33 @@ def durations(name: str) -> str:
     return DURATION_PREFIX + name
 
 
-def fair_ring(name: str) -> str:
-    return f"{FAIR_PREFIX}{name}:ring"
+def fair_waiting(name: str) -> str:
+    """Sorted set: the clients with queued jobs of a type, scored by worker seconds used."""
+    return f"{FAIR_PREFIX}{name}:waiting"
+
+
+def fair_used(name: str) -> str:
+    """Hash: client -> worker seconds charged (a virtual clock: a returning client starts level)."""
+    return f"{FAIR_PREFIX}{name}:used"
+
+
+def fair_running(name: str) -> str:
+    """Hash: client -> jobs of the type it has running."""
+    return f"{FAIR_PREFIX}{name}:running"
+
+
+def fair_caps(name: str) -> str:
+    """Hash: client -> its own cap on running jobs (an API key's override)."""
+    return f"{FAIR_PREFIX}{name}:caps"
+
+
+def fair_holders(name: str) -> str:
+    """Hash: worker name -> "<client> <start>" while it runs one of the client's jobs for long."""
+    return f"{FAIR_PREFIX}{name}:holders"
+
+
+def owners(job_id: str) -> str:
+    return OWNERS_PREFIX + job_id
 
 
 def fair_clients_prefix(name: str) -> str:
@@ -153,3 +182,36 @@ def events(job_id: str) -> str:
 
 def events_wake(process: str) -> str:
     return EVENTS_WAKE_PREFIX + process
+
+
+# --- webhooks (jobs.webhooks) -------------------------------------------------------------
+
+WEBHOOKS = OURS + "webhooks:"
+# A job's subscriptions (subscription id -> JSON: url, events, owner, cursor, state).
+WEBHOOK_SUBSCRIPTIONS_PREFIX = WEBHOOKS + "subscriptions:"
+# A job's deliveries, in order (a list of delivery ids), and one delivery's hash.
+WEBHOOK_JOB_DELIVERIES_PREFIX = WEBHOOKS + "job-deliveries:"
+WEBHOOK_DELIVERY_PREFIX = WEBHOOKS + "delivery:"
+# Jobs with a subscription still waiting for events, scored by when the wait is given up.
+WEBHOOK_WATCHED = WEBHOOKS + "watched"
+# Every pending delivery, scored by when the dispatcher looks at it next: a retry's due time, an
+# attempt's lease end (its worker died), a queued delivery's grace (lost between pop and start).
+WEBHOOK_DUE = WEBHOOKS + "due"
+# The dispatcher's lease (one across replicas) and its wake-up stream (a new subscription).
+WEBHOOK_DISPATCHER = WEBHOOKS + "dispatcher"
+WEBHOOK_WAKE = WEBHOOKS + "wake"
+# Delivery outcomes for /metrics ("<event> <outcome>" -> count).
+WEBHOOK_METRICS = OURS + "metrics:webhook_deliveries"
+WEBHOOK_QUEUE = "webhooks"  # the RQ queue the webhooks worker serves
+
+
+def webhook_subscriptions(job_id: str) -> str:
+    return WEBHOOK_SUBSCRIPTIONS_PREFIX + job_id
+
+
+def webhook_job_deliveries(job_id: str) -> str:
+    return WEBHOOK_JOB_DELIVERIES_PREFIX + job_id
+
+
+def webhook_delivery(delivery_id: str) -> str:
+    return WEBHOOK_DELIVERY_PREFIX + delivery_id

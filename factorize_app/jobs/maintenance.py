@@ -24,6 +24,7 @@ from factorize_app.tasks import task_types
 
 _TICK = lua("tick", clock_tick=True)
 _SWEEP = lua("sweep", clock_tick=True)
+_RECOUNT = lua("recount")
 
 
 @translate_outages
@@ -52,6 +53,14 @@ def sweep_queue(*, limit: int = 1000) -> int:
     if outages:
         conn.ltrim(keys.OUTAGES, len(outages), -1)
     return restored
+
+
+@translate_outages
+def recount_running() -> None:
+    """Count each client's running jobs afresh (fair order's running caps), from RQ's registries."""
+    for task_type in task_types():
+        name = task_type.name
+        script(_RECOUNT)(keys=[keys.started(name), keys.fair_running(name)], args=[keys.JOB_PREFIX])
 
 
 @translate_outages

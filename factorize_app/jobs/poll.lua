@@ -1,21 +1,25 @@
 -- One round trip per poll of one job or a batch of them.
 -- KEYS: the type's pending set, its StartedJobRegistry, the client's rate-limit counter ('' for
--- none), the clock, the outages, its aborted registry.
+-- none), the clock, the outages, its aborted registry, its canceled registry.
 -- ARGV: JOB_TTL, the rate limit, its window, the outage gap, the job hash prefix, FAILURE_TTL, an
--- aborted job's outcome JSON, the event streams' prefix, their MAXLEN and retention, the job ids.
+-- aborted job's outcome JSON, the event streams' prefix, their MAXLEN and retention, the owners'
+-- key prefix, the client claiming the jobs ('' for none: a submit makes its client an owner), the
+-- client who must own them ('' for none: with API keys, a job read by id), the owners' TTL, what
+-- the request costs against the rate limit (a batch: one per item), then the job ids.
 -- An abort is appended to the job's event stream (events.append's fields) and to RQ's canceled
 -- registry too (KEYS[7]), so the dashboard counts it. A queued job past its Cancel-After deadline ends aborted here: it never runs.
 -- First the client's rate-limit counter (a fixed window). Then, per job: refresh a queued job's
 -- TTL and its pending deadline together, atomically, so a job a worker has just started (and
 -- PERSISTed) is never given an expiry; answer its status, its input (kept in the description)
--- the outcome the worker cached as JSON, and a running job's progress. Last, the type's load (live queued + running).
+-- the outcome the worker cached as JSON, and a running job's progress; a job the checked client
+-- does not own is answered as missing. Last, the type's load (live queued + running).
 -- Every write may be refused (a full or read-only Redis): the poll still answers; the rate limit
 -- then fails open.
 local now = clock_tick(KEYS[4], KEYS[5], ARGV[4])
 if KEYS[3] ~= '' then
-  local hits = redis.pcall('INCR', KEYS[3])
+  local hits = redis.pcall('INCRBY', KEYS[3], ARGV[15])
   if type(hits) == 'number' then
-    if hits == 1 then redis.pcall('EXPIRE', KEYS[3], ARGV[3]) end
+    if hits <= tonumber(ARGV[15]) then redis.pcall('EXPIRE', KEYS[3], ARGV[3]) end
     if hits > tonumber(ARGV[2]) then return {'throttled', redis.call('TTL', KEYS[3])} end
   end
 end
@@ -23,8 +27,9 @@ local ttl = tonumber(ARGV[1])
 local job_prefix = ARGV[5]
 local failure_ttl, aborted_outcome = tonumber(ARGV[6]), ARGV[7]
 local events_prefix, events_maxlen, events_ttl = ARGV[8], ARGV[9], ARGV[10]
+local owners_prefix, claim, check, owners_ttl = ARGV[11], ARGV[12], ARGV[13], ARGV[14]
 local answers = {}
-for i = 11, #ARGV do
+for i = 16, #ARGV do
   local key = job_prefix .. ARGV[i]
   local fields = redis.call('HMGET', key, 'status', 'description', 'factorize_outcome', 'factorize_progress',
     'factorize_deadline')
@@ -39,6 +44,12 @@ for i = 11, #ARGV do
       'progress', '')
     redis.pcall('EXPIRE', stream, events_ttl)
     fields[1], fields[3] = 'aborted', aborted_outcome
+  end
+  if fields[1] and claim ~= '' then
+    redis.pcall('SADD', owners_prefix .. ARGV[i], claim)
+    redis.pcall('EXPIRE', owners_prefix .. ARGV[i], owners_ttl)
+  elseif fields[1] and check ~= '' and redis.call('SISMEMBER', owners_prefix .. ARGV[i], check) == 0 then
+    fields[1] = false
   end
   if fields[1] then
     if fields[1] == 'queued' then

@@ -10,6 +10,8 @@ from typing import Any
 from django.conf import settings
 from rq.job import JobStatus as RQStatus
 
+from factorize_app.tasks import TaskType
+
 # Plain strings: RQ's JobStatus enum hashes by member name, so it does not mix with str in sets.
 QUEUED, STARTED, FINISHED, FAILED = "queued", "started", "finished", "failed"
 # Stopped on request (DELETE, or its Cancel-After deadline while running): RQ's own word.
@@ -47,12 +49,42 @@ class JobState:
 
 @dataclass(frozen=True)
 class RateLimit:
-    """A client's allowance: `limit` requests per `window` seconds, counted under `scope`."""
+    """A client's allowance: `limit` requests per `window` seconds, counted under `scope`; `cost`
+    is what the request at hand counts (a batch's items)."""
 
     scope: str
     client: str
     limit: int
     window: int
+    cost: int = 1
+
+
+@dataclass(frozen=True)
+class ClientLimits:
+    """A client's own caps (an API key's overrides); None: the settings' defaults."""
+
+    max_queued: int | None = None
+    max_running: int | None = None
+
+    @property
+    def queued(self) -> int:
+        return settings.MAX_QUEUED_PER_CLIENT if self.max_queued is None else self.max_queued
+
+
+def status_body(task_type: TaskType, state: JobState) -> dict[str, Any]:
+    """What a client is told of a job, however it asks (a poll, a stream, a webhook): `{"done",
+    <input fields>, <result fields or null>, "load", "job_id", "status", "error", "progress"}`."""
+    result = state.result or {}
+    return {
+        "done": state.done,
+        **state.input,
+        **{name: result.get(name) for name in task_type.result_fields},
+        "load": state.load,
+        "job_id": state.job_id,
+        "status": state.status,
+        "error": state.error,
+        "progress": state.progress,
+    }
 
 
 def fair_order() -> bool:

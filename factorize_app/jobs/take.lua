@@ -1,73 +1,126 @@
 -- A worker takes a batch from the first listed queue that has jobs: up to `count` of them, fewer
--- to share a burst between the queue's registered workers. In FIFO order it pops RQ's list; in
--- fair order it serves the type's clients in turn, one job each, from their own lists (removing
--- the id from RQ's list too), and first any queued job at the head of RQ's list that waits in no
--- client's list (RQ's own re-queues). Ids whose job is no longer queued (expired, cancelled,
--- listed twice) are skipped. The rest start as RQ's worker starts them, each with an execution
--- leased for `lease` seconds in the StartedJobRegistry.
+-- to share a burst between the queue's registered workers. In FIFO order it pops RQ's list. In
+-- fair order it serves the type's waiting clients by least worker time used (each job taken
+-- charges its client the worker's estimate of a job's cost; the worker settles the difference
+-- when the job ends), skipping a client at its cap on running jobs; and first any queued job at
+-- the head of RQ's list that waits in no client's list (RQ's own re-queues). A job taken from a
+-- client's list stays in RQ's list until it reaches the head, where it is dropped as no longer
+-- queued: each id enters and leaves RQ's list once, so a take costs the same however long the
+-- queue (no LREM scan). Ids whose job is no longer queued (expired, cancelled, listed twice) are
+-- skipped. The rest start as RQ's worker starts them, each with an execution leased for `lease`
+-- seconds in the StartedJobRegistry.
 -- KEYS: the worker's hash, the clock, the outages; then per queue, in order: its RQ list, its
--- workers set, its StartedJobRegistry, its pending set, its stored inputs, its fair ring.
+-- workers set, its StartedJobRegistry, its pending set, its stored inputs, its waiting clients,
+-- their use, their running jobs, their caps.
 -- ARGV: count, lease, the worker's name, the start stamp, the execution id, fair ('1' or '0'), the
--- outage gap, the job hash prefix, the execution hash prefix; then per queue: its name and the
--- prefix of its clients' lists.
--- Answers {queue name, {id, description, timeout, result_ttl, failure_ttl, stop, deadline}...} or
--- false (stop and deadline: a stop request made before the job was taken, its Cancel-After).
+-- outage gap, the job hash prefix, the execution hash prefix; then per queue: its name, the
+-- prefix of its clients' lists, the estimated seconds of one job, the default cap on a client's
+-- running jobs (0: none).
+-- Answers {queue name, {id, description, timeout, result_ttl, failure_ttl, stop, deadline, client}...}
+-- or false (stop and deadline: a stop request made before the job was taken, its Cancel-After).
 local now = clock_tick(KEYS[2], KEYS[3], ARGV[7])
 local count, lease, worker, stamp, execution_id = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3], ARGV[4], ARGV[5]
 local fair = ARGV[6] == '1'
 local job_prefix, execution_prefix = ARGV[8], ARGV[9]
+local CLOCK = ':clock' -- the use of the client served last, in the use hash (no client is named so)
+local SCAN = 256 -- clients at their cap looked past at most, per take
 local taken
 
-local function start(queue, id)
+local function start(queue, id, job, client)
   local key = job_prefix .. id
-  local job = redis.call('HMGET', key, 'status', 'description', 'timeout', 'result_ttl', 'failure_ttl',
-    'factorize_stop', 'factorize_deadline')
-  if job[1] ~= 'queued' then return end
   local execution = id .. ':' .. execution_id
   local execution_key = execution_prefix .. execution
   redis.call('HSET', key, 'status', 'started', 'started_at', stamp, 'last_heartbeat', stamp, 'worker_name', worker)
-  redis.call('HDEL', key, 'factorize_fair')
   redis.call('PERSIST', key)
   redis.call('HSET', execution_key, 'job_id', id, 'created_at', now, 'last_heartbeat', now, 'worker_name', worker)
   redis.call('EXPIRE', execution_key, lease)
   redis.call('ZADD', queue.started, now + lease, execution)
   redis.call('ZREM', queue.pending, id)
   redis.call('HDEL', queue.inputs, id)
-  taken[#taken + 1] = {id, job[2] or '', job[3] or '', job[4] or '', job[5] or '', job[6] or '', job[7] or ''}
+  if client ~= '' then redis.call('HINCRBY', queue.running, client, 1) end
+  taken[#taken + 1] = {id, job[2] or '', job[3] or '', job[4] or '', job[5] or '', job[6] or '', job[7] or '', client}
 end
 
-for n = 0, (#KEYS - 3) / 6 - 1 do
-  local k, a = 3 + 6 * n, 9 + 2 * n
+local function fields(id)
+  return redis.call('HMGET', job_prefix .. id, 'status', 'description', 'timeout', 'result_ttl', 'failure_ttl',
+    'factorize_stop', 'factorize_deadline', 'factorize_client')
+end
+
+-- The waiting client with the least use that is under its cap on running jobs.
+local function next_client(queue)
+  for offset = 0, SCAN - 1, 16 do
+    local clients = redis.call('ZRANGE', queue.waiting, offset, offset + 15)
+    if #clients == 0 then return nil end
+    for _, client in ipairs(clients) do
+      local cap = tonumber(redis.call('HGET', queue.caps, client)) or queue.cap
+      if cap <= 0 or (tonumber(redis.call('HGET', queue.running, client)) or 0) < cap then return client end
+    end
+  end
+  return nil
+end
+
+-- Serve RQ's head if it is a job no client's list holds; drop heads no longer queued.
+local function serve_head(queue)
+  while true do
+    local head = redis.call('LINDEX', queue.list, 0)
+    if not head then return false end
+    local job = fields(head)
+    if job[1] ~= 'queued' then
+      redis.call('LPOP', queue.list)
+    elseif not job[8] or not redis.call('ZSCORE', queue.waiting, job[8]) then
+      redis.call('LPOP', queue.list)
+      start(queue, head, job, '')
+      return true
+    else
+      return false -- a client's job: its turn comes through its client's list
+    end
+  end
+end
+
+local function serve_client(queue)
+  local client = next_client(queue)
+  if not client then return false end
+  local list = queue.clients .. client
+  local id = redis.call('LPOP', list)
+  local score = tonumber(redis.call('ZSCORE', queue.waiting, client))
+  local job = id and fields(id)
+  local used = score
+  if job and job[1] == 'queued' and job[8] == client then
+    used = tonumber(redis.call('HINCRBYFLOAT', queue.used, client, queue.estimate))
+    redis.call('HSET', queue.used, CLOCK, score)
+    start(queue, id, job, client)
+  end
+  if redis.call('LLEN', list) == 0 then
+    redis.call('ZREM', queue.waiting, client)
+  else
+    redis.call('ZADD', queue.waiting, used, client)
+  end
+  return true
+end
+
+for n = 0, (#KEYS - 3) / 9 - 1 do
+  local k, a = 3 + 9 * n, 9 + 4 * n
   local queue = {
     list = KEYS[k + 1], workers = KEYS[k + 2], started = KEYS[k + 3], pending = KEYS[k + 4],
-    inputs = KEYS[k + 5], ring = KEYS[k + 6], name = ARGV[a + 1], clients = ARGV[a + 2],
+    inputs = KEYS[k + 5], waiting = KEYS[k + 6], used = KEYS[k + 7], running = KEYS[k + 8], caps = KEYS[k + 9],
+    name = ARGV[a + 1], clients = ARGV[a + 2], estimate = tonumber(ARGV[a + 3]), cap = tonumber(ARGV[a + 4]),
   }
   taken = {queue.name}
-  local waiting = redis.call('LLEN', queue.list)
+  local waiting = redis.call('ZCARD', queue.pending)
+  if waiting == 0 and redis.call('LLEN', queue.list) > 0 then waiting = 1 end -- RQ's own re-queues
   local want = math.min(count, math.ceil(waiting / math.max(redis.call('SCARD', queue.workers), 1)))
   if fair then
-    while #taken <= want do
-      local head = redis.call('LINDEX', queue.list, 0)
-      if not head then break end
-      local fields = redis.call('HMGET', job_prefix .. head, 'status', 'factorize_fair')
-      local client = nil
-      if fields[1] == 'queued' and fields[2] == '1' then client = redis.call('LPOP', queue.ring) end
-      if client then
-        local client_list = queue.clients .. client
-        local id = redis.call('LPOP', client_list)
-        if redis.call('LLEN', client_list) > 0 then redis.call('RPUSH', queue.ring, client) end
-        if id then
-          redis.call('LREM', queue.list, 1, id)
-          start(queue, id)
-        end
-      else
-        redis.call('LPOP', queue.list)
-        start(queue, head)
-      end
+    local tries = 0
+    while #taken <= want and tries < want + SCAN do
+      tries = tries + 1
+      if not serve_head(queue) and not serve_client(queue) then break end
     end
   else
     while #taken == 1 and redis.call('LLEN', queue.list) > 0 do
-      for _, id in ipairs(redis.call('LPOP', queue.list, want)) do start(queue, id) end
+      for _, id in ipairs(redis.call('LPOP', queue.list, want)) do
+        local job = fields(id)
+        if job[1] == 'queued' then start(queue, id, job, '') end
+      end
     end
   end
   if #taken > 1 then

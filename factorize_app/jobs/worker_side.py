@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import redis
+from django.conf import settings
 from rq.results import Result
 from rq.utils import now as rq_now
 from rq.utils import utcformat
@@ -38,6 +39,10 @@ from factorize_app.jobs.states import (
 from factorize_app.tasks import get_task_type
 
 _TAKE = lua("take", clock_tick=True)
+_SETTLE = lua("settle")
+_REBALANCE = lua("rebalance")
+# A job's cost charged to its client when taken, until the worker knows the type's (seconds).
+DEFAULT_ESTIMATE = 0.001
 PROGRESS_FIELD = "factorize_progress"  # in the job hash, read by poll.lua
 # Where each outcome is recorded: RQ's registries (ours for aborted, which RQ has no word for).
 _REGISTRIES = {FINISHED: keys.finished, FAILED: keys.failed, CANCELED: keys.canceled, ABORTED: keys.aborted}
@@ -64,12 +69,16 @@ class TakenJob:
     execution: str  # its member in RQ's StartedJobRegistry: "<job id>:<execution id>"
     stop: str = ""  # a stop asked for before it was taken (its worker died): it is not run
     deadline: float | None = None  # Unix time of its Cancel-After deadline
+    client: str = ""  # who it was taken for, in fair order ("" in FIFO order or for RQ's re-queues)
+    estimate: float = 0.0  # the seconds its client was charged when it was taken
 
 
 @dataclass(frozen=True)
 class JobOutcome:
     job: TakenJob
-    status: str  # FINISHED, FAILED, CANCELED (stopped) or ABORTED (its deadline passed before it ran)
+    # FINISHED, FAILED, CANCELED (stopped), ABORTED (its deadline passed before it ran) or
+    # QUEUED (stopped to give the worker back to another client: queued again, not a retry).
+    status: str
     seconds: float
     result: Any = None
     exc_string: str | None = None
@@ -77,8 +86,13 @@ class JobOutcome:
 
 
 @translate_outages
-def take_jobs(*, queue_names: list[str], worker_name: str, count: int, lease: int) -> list[TakenJob]:
+def take_jobs(
+    *, queue_names: list[str], worker_name: str, count: int, lease: int, estimates: dict[str, float] | None = None
+) -> list[TakenJob]:
     """Take up to `count` queued jobs from the first of `queue_names` that has any, in one round trip.
+
+    `estimates`: the worker's idea of a job's seconds per type, charged to each job's client in
+    fair order (settled against the real time when the job ends).
 
     Each taken job is STARTED exactly as RQ's own worker leaves it (status, worker name, an
     execution in the StartedJobRegistry), so the dashboard and `rq info` see it running, and a
@@ -96,16 +110,21 @@ def take_jobs(*, queue_names: list[str], worker_name: str, count: int, lease: in
             keys.started(name),
             keys.pending(name),
             keys.queued_inputs(name),
-            keys.fair_ring(name),
+            keys.fair_waiting(name),
+            keys.fair_used(name),
+            keys.fair_running(name),
+            keys.fair_caps(name),
         ]
-        args += [name, keys.fair_clients_prefix(name)]
+        estimate = (estimates or {}).get(name) or DEFAULT_ESTIMATE
+        args += [name, keys.fair_clients_prefix(name), f"{estimate:.6f}", settings.MAX_RUNNING_PER_CLIENT]
     reply = script(_TAKE)(keys=script_keys, args=args)
     if not reply:
         return []
     name, rows = reply[0].decode(), reply[1:]
     task_type = get_task_type(name)
+    estimate = (estimates or {}).get(name) or DEFAULT_ESTIMATE
     taken = []
-    for job_id, description, timeout, result_ttl, failure_ttl, stop, deadline in rows:
+    for job_id, description, timeout, result_ttl, failure_ttl, stop, deadline, client in rows:
         job_id = job_id.decode()
         taken.append(
             TakenJob(
@@ -118,6 +137,8 @@ def take_jobs(*, queue_names: list[str], worker_name: str, count: int, lease: in
                 execution=f"{job_id}:{execution_id}",
                 stop=stop.decode(),
                 deadline=float(deadline) if deadline else None,
+                client=client.decode(),
+                estimate=float(f"{estimate:.6f}") if client else 0.0,
             )
         )
     _append_started(task_type, taken)
@@ -151,14 +172,18 @@ def finish_jobs(
 ) -> None:
     """Record outcomes in one transaction: each as RQ records it (status, result stream,
     finished/failed registry, TTLs, worker counters), the JSON that polls answer, the duration
-    histogram; and hand `unstarted` jobs (a warm stop, or jobs held up by a long one) back to the
-    queue's front, waking an idle worker for them. `batch_done`: the worker is idle again (a
-    batch records its results in several transactions while it runs).
+    histogram; and hand `unstarted` jobs (a warm stop, or jobs held up by a long one), and those
+    whose outcome is QUEUED (stopped to give the worker back), back to the queue's front, waking
+    an idle worker for them. In fair order, settle their clients' worker time. `batch_done`: the
+    worker is idle again (a batch records its results in several transactions while it runs).
     """
     ended_at = utcformat(rq_now())
     histogram: dict[tuple[str, str], float] = {}
     working_time = 0.0
     counts = {FINISHED: 0, FAILED: 0, CANCELED: 0, ABORTED: 0}
+    returned = [outcome for outcome in outcomes if outcome.status == QUEUED]
+    outcomes = [outcome for outcome in outcomes if outcome.status != QUEUED]
+    unstarted = [*unstarted, *(outcome.job for outcome in returned)]
     with redis_client().pipeline(transaction=True) as pipe:
         for outcome in outcomes:
             job = outcome.job
@@ -206,7 +231,8 @@ def finish_jobs(
             pipe.zadd(keys.pending(job.task_name), {job.job_id: time.time() + job_ttl})
             pipe.lpush(keys.queue(job.task_name), job.job_id)
             if job.input is not None:
-                pipe.hset(keys.queued_inputs(job.task_name), job.job_id, queued_input(job.input, ""))
+                pipe.hset(keys.queued_inputs(job.task_name), job.job_id, queued_input(job.input, job.client))
+        _settle(pipe, worker_name, [*outcomes, *returned], unstarted)
         for name in {job.task_name for job in unstarted}:
             pipe.lpush(keys.wake(name), 1)
             pipe.ltrim(keys.wake(name), 0, keys.WAKE_TOKENS - 1)
@@ -219,6 +245,51 @@ def finish_jobs(
         pipe.hincrby(worker_key, "failed_job_count", counts[FAILED])
         pipe.hincrbyfloat(worker_key, "total_working_time", working_time)
         pipe.execute()
+
+
+def _settle(
+    pipe: redis.client.Pipeline, worker_name: str, ran: list[JobOutcome], handed_back: list[TakenJob]
+) -> None:
+    """Queue the settling of fair order's accounts (settle.lua), one call per type: each client's
+    running count and the worker time its jobs really took against what it was charged."""
+    by_type: dict[str, dict[str, list[float]]] = {}
+    for outcome in ran:
+        if outcome.job.client:
+            account = by_type.setdefault(outcome.job.task_name, {}).setdefault(outcome.job.client, [0, 0.0])
+            account[0] -= 1
+            account[1] += outcome.seconds - outcome.job.estimate
+    ran_ids = {outcome.job.job_id for outcome in ran}
+    for job in handed_back:
+        if job.client and job.job_id not in ran_ids:  # never ran: refunded
+            account = by_type.setdefault(job.task_name, {}).setdefault(job.client, [0, 0.0])
+            account[0] -= 1
+            account[1] -= job.estimate
+    names = {job.task_name for job in handed_back if job.client} | set(by_type)
+    for name in names:
+        accounts = by_type.get(name, {})
+        args: list[Any] = [keys.fair_clients_prefix(name), keys.worker(worker_name), len(accounts)]
+        for client, (running, seconds) in accounts.items():
+            args += [client, running, f"{seconds:.6f}"]
+        for job in handed_back:  # the first handed back ends up at the front
+            if job.client and job.task_name == name:
+                args += [job.client, job.job_id]
+        accounts = [keys.fair_waiting(name), keys.fair_used(name), keys.fair_running(name), keys.fair_holders(name)]
+        script(_SETTLE)(keys=accounts, args=args, client=pipe)
+
+
+@translate_outages
+def yield_worker(*, worker_name: str, job: TakenJob, started_at: float) -> bool:
+    """Whether this worker's long-running `job` is to be handed back so that another client's
+    waiting job gets the worker (its client holds more than its fair share of the type's
+    workers, and it is that client's youngest job); asking registers it as a long job's holder."""
+    if not job.client:
+        return False
+    name = job.task_name
+    reply = script(_REBALANCE)(
+        keys=[keys.fair_holders(name), keys.fair_waiting(name), keys.workers_of(name)],
+        args=[keys.worker(worker_name), job.client, f"{started_at:.6f}"],
+    )
+    return reply == 1
 
 
 def _end_execution(pipe: redis.client.Pipeline, job: TakenJob) -> None:

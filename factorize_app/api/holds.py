@@ -1,0 +1,64 @@
+"""Requests held open (long polls, event streams), counted per client in this web process.
+
+Each held request keeps a server thread (WSGI), so one client alone could hold every thread and
+starve everyone, health probes included. A client holds at most MAX_HELD_PER_CLIENT at once; a
+request beyond that answers at once instead of waiting (its `Prefer: wait` is not applied; a
+stream sends the job's state and ends, and its client reconnects later).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Iterator
+
+from django.conf import settings
+
+
+class HeldRequests:
+    """Per client: how many of its requests this process holds open now (clients holding none
+    have no entry, so the table is bounded by the threads)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._held: dict[str, int] = {}
+
+    def take(self, client: str) -> bool:
+        """Hold one more of `client`'s requests, if it is under its cap; give_back() when done."""
+        with self._lock:
+            held = self._held.get(client, 0)
+            if held >= settings.MAX_HELD_PER_CLIENT:
+                return False
+            self._held[client] = held + 1
+            return True
+
+    def give_back(self, client: str) -> None:
+        with self._lock:
+            held = self._held.get(client, 0) - 1
+            if held > 0:
+                self._held[client] = held
+            else:
+                self._held.pop(client, None)
+
+    def held(self, client: str) -> int:
+        with self._lock:
+            return self._held.get(client, 0)
+
+
+HELD = HeldRequests()
+
+
+@contextlib.contextmanager
+def holding(client: str, wait: int | None) -> Iterator[int | None]:
+    """The wait to apply to a request of `client`: `wait`, held as one of its requests until the
+    block ends, while it is under its cap; else None (answer at once, Prefer not applied)."""
+    if not wait:
+        yield wait
+        return
+    if not HELD.take(client):
+        yield None
+        return
+    try:
+        yield wait
+    finally:
+        HELD.give_back(client)

@@ -45,7 +45,7 @@ def test_schema_documents_every_operation_with_its_shapes(api):
         post = paths[f"/{task_type.path}"]["post"]
         request_ref = post["requestBody"]["content"]["application/json"]["schema"]["$ref"]
         assert request_ref.endswith(task_type.input_serializer.__name__.removesuffix("Serializer"))
-        assert set(post["responses"]) == {"200", "202", "400", "429", "503"}
+        assert set(post["responses"]) == {"200", "202", "400", "401", "429", "503"}
         assert set(post["responses"]["202"]["headers"]) == {"Location", "Retry-After", "Preference-Applied"}
         assert set(post["responses"]["200"]["headers"]) == {"Preference-Applied"}
         assert "Prefer" in {p["name"] for p in post["parameters"]}
@@ -57,15 +57,15 @@ def test_schema_documents_every_operation_with_its_shapes(api):
         }
         assert set(status["properties"]) == expected
         batch = paths[f"/{task_type.path}/batch"]["post"]
-        assert set(batch["responses"]) == {"200", "400", "429", "503"}
+        assert set(batch["responses"]) == {"200", "400", "401", "429", "503"}
         components = schema["components"]["schemas"]
         answer = components[batch["responses"]["200"]["content"]["application/json"]["schema"]["$ref"].split("/")[-1]]
         item = components[answer["properties"]["results"]["items"]["$ref"].split("/")[-1]]
         assert len(item["oneOf"]) == 2  # the status body, or an invalid item's errors
     assert set(paths["/jobs/{id}"]) == {"get", "delete"}
-    assert set(paths["/jobs/{id}"]["get"]["responses"]) == {"200", "202", "404", "429", "503"}
-    assert set(paths["/jobs/{id}"]["delete"]["responses"]) == {"202", "204", "404", "409", "429", "503"}
-    assert set(paths["/jobs/{id}/retry"]["post"]["responses"]) == {"200", "202", "404", "409", "429", "503"}
+    assert set(paths["/jobs/{id}"]["get"]["responses"]) == {"200", "202", "401", "404", "429", "503"}
+    assert set(paths["/jobs/{id}"]["delete"]["responses"]) == {"202", "204", "401", "404", "409", "429", "503"}
+    assert set(paths["/jobs/{id}/retry"]["post"]["responses"]) == {"200", "202", "401", "404", "409", "429", "503"}
     assert paths["/queues"]["get"]["responses"]["200"]["content"]["application/json"]["schema"]["type"] == "array"
     number = schema["components"]["schemas"]["FactorizationInput"]["properties"]["number"]
     assert {option["type"] for option in number["oneOf"]} == {"integer", "string"}

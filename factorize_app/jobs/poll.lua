@@ -46,8 +46,11 @@ for i = 16, #ARGV do
     fields[1], fields[3] = 'aborted', aborted_outcome
   end
   if fields[1] and claim ~= '' then
-    redis.pcall('SADD', owners_prefix .. ARGV[i], claim)
-    redis.pcall('EXPIRE', owners_prefix .. ARGV[i], owners_ttl)
+    -- A new owner, or a job still alive by its polls: the owners outlive it (a done job's do already).
+    local added = redis.pcall('SADD', owners_prefix .. ARGV[i], claim)
+    if added == 1 or fields[1] == 'queued' or fields[1] == 'started' then
+      redis.pcall('EXPIRE', owners_prefix .. ARGV[i], owners_ttl)
+    end
   elseif fields[1] and check ~= '' and redis.call('SISMEMBER', owners_prefix .. ARGV[i], check) == 0 then
     fields[1] = false
   end

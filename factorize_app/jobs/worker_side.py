@@ -270,7 +270,7 @@ def _settle(
         args: list[Any] = [keys.fair_clients_prefix(name), keys.worker(worker_name), len(accounts)]
         for client, (running, seconds) in accounts.items():
             args += [client, running, f"{seconds:.6f}"]
-        for job in handed_back:  # the first handed back ends up at the front
+        for job in reversed(handed_back):  # each pushed to the front: the first ends up first
             if job.client and job.task_name == name:
                 args += [job.client, job.job_id]
         accounts = [keys.fair_waiting(name), keys.fair_used(name), keys.fair_running(name), keys.fair_holders(name)]

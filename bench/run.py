@@ -766,7 +766,7 @@ def fair_drain(sizes: tuple[int, ...] = (20_000, 50_000)) -> None:
     results["fair_drain"] = {"sizes": sizes, "timings": timings}
 
 
-def take_cost(depths: tuple[int, ...] = (1_000, 1_000_000), samples: int = 2000) -> None:
+def take_cost(depths: tuple[int, ...] = (1_000, 1_000_000), samples: int = 500) -> None:
     """The take script's time for one job with `depth` jobs of two clients queued (fair order),
     measured from this process (one round trip each)."""
     from factorize_app import jobs
@@ -935,6 +935,8 @@ def report(args) -> str:
                   f"- server memory (2 processes, WEB_THREADS={st['threads']}): {st['rss_before'] / 2**20:,.0f} MiB "
                   f"before, {st['rss_after'] / 2**20:,.0f} MiB with the streams open: "
                   f"{st['rss_per_stream'] / 1024:,.0f} KiB per stream.", ""]  # fmt: skip
+    if "failed" in results:
+        lines += ["## Scenarios that failed in this run", "", *(f"- {line}" for line in results["failed"]), ""]
     return "\n".join(lines)
 
 
@@ -975,7 +977,11 @@ def main() -> None:
     try:
         for name in args.only:
             print(f"bench: {name}", flush=True)
-            steps[name]()
+            try:
+                steps[name]()
+            except Exception as exc:  # one broken scenario must not lose the others' figures
+                print(f"bench: {name} failed: {exc!r}", flush=True)
+                results.setdefault("failed", []).append(f"{name}: {exc!r}")
     finally:
         conn.flushdb()
     text = report(args)

@@ -128,8 +128,12 @@ def serve_and_stop(tmp_path: Path, **env: str) -> str:
             except requests.RequestException:
                 return False
 
+        started = time.monotonic()
         wait_until(answers, timeout=60, what="the web server")
         requests.post(f"http://127.0.0.1:{port}/factorize", json={"number": 12}, timeout=10)
+        # The first worker answers; let the other finish loading the app too (as long again), for
+        # granian loses a stop signal that reaches a worker still loading, and kills it 10 s later.
+        time.sleep(max(1.0, time.monotonic() - started))
     finally:
         process.terminate()
         process.wait(30)

@@ -34,7 +34,9 @@ from django.conf import settings
 from rq import worker_registration
 from rq.defaults import DEFAULT_LOGGING_DATE_FORMAT, DEFAULT_LOGGING_FORMAT
 from rq.exceptions import StopRequested
+from rq.registry import clean_registries
 from rq.timeouts import JobTimeoutException
+from rq.utils import now as rq_now
 from rq.worker import DequeueStrategy, SimpleWorker, WorkerStatus
 
 from factorize_app import jobs
@@ -108,7 +110,22 @@ def _as_queue_error(exc: BaseException) -> jobs.QueueUnavailable | None:
     return jobs.queue_error(exc) if isinstance(exc, (jobs.QueueUnavailable, redis.exceptions.RedisError)) else None
 
 
-class WarmWorker(SimpleWorker):
+class RecoverableCleaning:
+    """RQ's registry cleaning (each queue's dead workers' jobs retried or failed) under a lock that
+    a killed cleaner does not keep for 15 minutes (jobs.take_cleaning_lock)."""
+
+    def clean_registries(self) -> None:
+        for queue in self.queues:
+            if jobs.take_cleaning_lock(queue_name=queue.name, worker_name=self.name):
+                self.log.info("Worker %s: cleaning registries for queue: %s", self.name, queue.name)
+                clean_registries(queue, self._exc_handlers)
+                worker_registration.clean_worker_registry(queue)
+                queue.intermediate_queue.cleanup(self, queue)
+                queue.release_maintenance_lock()
+        self.last_cleaned_at = rq_now()
+
+
+class WarmWorker(RecoverableCleaning, SimpleWorker):
     def __init__(self, *args, **kwargs) -> None:
         kwargs.setdefault("maintenance_interval", settings.WORKER_MAINTENANCE_INTERVAL)
         kwargs.setdefault("job_monitoring_interval", settings.WORKER_HEARTBEAT)

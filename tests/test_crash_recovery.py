@@ -4,6 +4,8 @@ import random
 import time
 
 from rq.job import Job
+from rq.queue import Queue
+from rq.worker import Worker
 
 from tests.conftest import submit, wait_done, wait_until
 
@@ -26,6 +28,24 @@ def test_a_job_whose_worker_is_killed_finishes_once_on_the_other_worker(api, red
     assert result["status"] == "finished" and result["pid"] == survivor.process.pid
     assert seen[-1] == "finished" and set(seen) <= {"started", "queued", "finished"}  # never a 404
     assert len(Job.fetch(job_id, connection=redis_conn).results()) == 1  # one result: it finished once
+
+
+def test_a_worker_killed_while_cleaning_the_registries_does_not_stall_the_recovery(api, redis_conn, start_worker):
+    """RQ's lock on cleaning a queue lasts 15 minutes: a worker killed while it held it would leave
+    every dead worker's job of that queue stuck as `started` that long. Ours is taken over."""
+    doomed = start_worker("sleepy")
+    job_id = submit(api, "/sleepy", seconds=2, tag="killed-cleaning").json()["job_id"]
+    wait_until(lambda: api.get(f"/jobs/{job_id}").json()["status"] == "started", what="the job to start")
+    (name,) = [w.name for w in Worker.all(connection=redis_conn) if w.pid == doomed.process.pid]
+    redis_conn.set(Queue("sleepy", connection=redis_conn).registry_cleaning_key, name, ex=899)  # as it held it
+    doomed.process.kill()
+    survivor = start_worker("sleepy")
+    result = wait_until(
+        lambda: (status := api.get(f"/jobs/{job_id}").json())["done"] and status,
+        timeout=60,
+        what="the dead cleaner's job to be recovered and finished",
+    )
+    assert result["status"] == "finished" and result["pid"] == survivor.process.pid, result
 
 
 def test_twenty_jobs_under_random_kills_all_end_finished_or_failed_with_a_reason(api, start_worker):

@@ -40,7 +40,7 @@ from factorize_app.jobs.events import (
 )
 from factorize_app.jobs.events import watch as watch_events
 from factorize_app.jobs.ids import job_id_for
-from factorize_app.jobs.maintenance import clean_stale_workers, recount_running, sweep_queue
+from factorize_app.jobs.maintenance import clean_stale_workers, recount_running, sweep_queue, take_cleaning_lock
 from factorize_app.jobs.monitoring import (
     admit_new_jobs,
     job_durations,
@@ -157,6 +157,7 @@ __all__ = [
     "submit_many",
     "status_body",
     "sweep_queue",
+    "take_cleaning_lock",
     "take_jobs",
     "wait_for_work",
     "worker_liveness",

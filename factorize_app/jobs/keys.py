@@ -15,6 +15,7 @@ from rq.job import Job
 from rq.queue import Queue
 from rq.registry import CanceledJobRegistry, FailedJobRegistry, FinishedJobRegistry, StartedJobRegistry
 from rq.results import Result
+from rq.suspension import WORKERS_SUSPENDED
 from rq.worker import Worker
 from rq.worker_registration import REDIS_WORKER_KEYS, WORKERS_BY_QUEUE_KEY
 
@@ -27,6 +28,8 @@ EXECUTION_PREFIX = Execution.key.fget(SimpleNamespace(composite_key=""))  # one 
 WORKER_PREFIX = Worker.redis_worker_namespace_prefix  # a worker's hash: heartbeat, state, counters
 ALL_WORKERS = REDIS_WORKER_KEYS  # the set of every registered worker's key
 RESULTS_PREFIX = Result.get_key("")  # a job's result stream
+SUSPENDED = WORKERS_SUSPENDED  # set by `rq suspend`: workers take nothing while it exists
+CLEANING_PREFIX = Queue.registry_cleaning_key.fget(SimpleNamespace(name=""))  # one worker cleans a queue at a time
 
 
 def job(job_id: str) -> str:
@@ -70,6 +73,11 @@ def execution(member: str) -> str:
 
 def worker(worker_name: str) -> str:
     return WORKER_PREFIX + worker_name
+
+
+def cleaning_lock(name: str) -> str:
+    """RQ's lock on cleaning a queue's registries (where dead workers' jobs are recovered)."""
+    return CLEANING_PREFIX + name
 
 
 def workers_of(name: str) -> str:

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from redis.exceptions import WatchError
+
 from factorize_app.jobs import keys
 from factorize_app.jobs.client import enqueue
 from factorize_app.jobs.connection import CLOCK_KEYS, OUTAGE_GAP, lua, redis_client, script
@@ -61,6 +63,37 @@ def recount_running() -> None:
     for task_type in task_types():
         name = task_type.name
         script(_RECOUNT)(keys=[keys.started(name), keys.fair_running(name)], args=[keys.JOB_PREFIX])
+
+
+CLEANING_LOCK_SECONDS = 899  # RQ's own: a backstop, for a holder that heartbeats but never lets go
+
+
+@translate_outages
+def take_cleaning_lock(*, queue_name: str, worker_name: str) -> bool:
+    """The right to clean a queue's registries now, held by one worker at a time.
+
+    RQ's own lock is a bare flag that lasts 15 minutes, so a worker killed while cleaning (OOM,
+    SIGKILL, a lost node) would stall the recovery of every dead worker's jobs on that queue for
+    as long. This one names its holder, and a lock whose holder no longer heartbeats (or that
+    names no worker: RQ's flag) is taken over. Release it with RQ's release_maintenance_lock."""
+    conn = redis_client()
+    lock = keys.cleaning_lock(queue_name)
+    if conn.set(lock, worker_name, nx=True, ex=CLEANING_LOCK_SECONDS):
+        return True
+    with conn.pipeline(transaction=True) as pipe:
+        try:
+            pipe.watch(lock)
+            holder = pipe.get(lock)
+            if holder is not None and holder.decode() != worker_name:
+                beat = pipe.hget(keys.worker(holder.decode()), "last_heartbeat")
+                if beat is not None and beat_is_recent(beat, int(pipe.time()[0])):
+                    return False  # a live worker is cleaning it
+            pipe.multi()
+            pipe.set(lock, worker_name, ex=CLEANING_LOCK_SECONDS)
+            pipe.execute()
+        except WatchError:
+            return False  # another worker took it over first
+    return True
 
 
 @translate_outages

@@ -9,7 +9,9 @@
 -- queue (no LREM scan). Ids whose job is no longer queued (expired, cancelled, listed twice) are
 -- skipped. The rest start as RQ's worker starts them, each with an execution leased for `lease`
 -- seconds in the StartedJobRegistry.
--- KEYS: the worker's hash, the clock, the outages; then per queue, in order: its RQ list, its
+-- Nothing is taken while RQ's workers are suspended (`rq suspend`): the worker checks that before
+-- it takes, and the check here closes the gap between that check and the take.
+-- KEYS: the worker's hash, the clock, the outages, RQ's suspension flag; then per queue, in order: its RQ list, its
 -- workers set, its StartedJobRegistry, its pending set, its stored inputs, its waiting clients,
 -- their use, their running jobs, their caps.
 -- ARGV: count, lease, the worker's name, the start stamp, the execution id, fair ('1' or '0'), the
@@ -18,6 +20,7 @@
 -- running jobs (0: none).
 -- Answers {queue name, {id, description, timeout, result_ttl, failure_ttl, stop, deadline, client}...}
 -- or false (stop and deadline: a stop request made before the job was taken, its Cancel-After).
+if redis.call('EXISTS', KEYS[4]) == 1 then return false end
 local now = clock_tick(KEYS[2], KEYS[3], ARGV[7])
 local count, lease, worker, stamp, execution_id = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3], ARGV[4], ARGV[5]
 local fair = ARGV[6] == '1'
@@ -98,8 +101,8 @@ local function serve_client(queue)
   return true
 end
 
-for n = 0, (#KEYS - 3) / 9 - 1 do
-  local k, a = 3 + 9 * n, 9 + 4 * n
+for n = 0, (#KEYS - 4) / 9 - 1 do
+  local k, a = 4 + 9 * n, 9 + 4 * n
   local queue = {
     list = KEYS[k + 1], workers = KEYS[k + 2], started = KEYS[k + 3], pending = KEYS[k + 4],
     inputs = KEYS[k + 5], waiting = KEYS[k + 6], used = KEYS[k + 7], running = KEYS[k + 8], caps = KEYS[k + 9],

@@ -100,7 +100,7 @@ def take_jobs(
     RQ's registry cleanup turns into a retry or an AbandonedJobError failure.
     """
     execution_id = uuid.uuid4().hex
-    script_keys = [keys.worker(worker_name), *CLOCK_KEYS]
+    script_keys = [keys.worker(worker_name), *CLOCK_KEYS, keys.SUSPENDED]
     args = [count, lease, worker_name, utcformat(rq_now()), execution_id, int(fair_order()), OUTAGE_GAP]
     args += [keys.JOB_PREFIX, keys.EXECUTION_PREFIX]
     for name in queue_names:

@@ -24,6 +24,7 @@ from factorize_app import jobs
 from factorize_app.jobs.connection import redis_client
 from factorize_app.tasks import get_task_type
 from factorize_app.webhooks import delivery
+from factorize_app.worker import RecoverableCleaning
 
 logger = logging.getLogger("factorize_app.webhooks")
 
@@ -48,7 +49,7 @@ def status_body_at(job_id: str, event: jobs.JobEvent, name: str) -> dict[str, An
     return {**jobs.status_body(get_task_type(state.task_name), state), "event": name}
 
 
-class WebhookWorker(SimpleWorker):
+class WebhookWorker(RecoverableCleaning, SimpleWorker):
     """Serves the queue `webhooks` only: a delivery's RQ job claims an attempt and hands it to the
     pool, so the worker takes the next delivery at once while slow receivers are waited on."""
 

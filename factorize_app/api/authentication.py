@@ -102,10 +102,13 @@ def cached_identity(environ) -> ClientIdentity | None:
 def presented_key(meta) -> str | None:
     """The key in `Authorization: Bearer <key>` (or `Token <key>`); None without one.
 
-    Another scheme (Basic, from a password-protecting proxy in front) is not ours: no key."""
-    authorization = meta.get("HTTP_AUTHORIZATION", "")
-    if not authorization:
+    Another scheme (Basic, from a password-protecting proxy in front) is not ours: no key. An
+    empty header is a bad key, not none: the web server empties a value it cannot decode."""
+    authorization = meta.get("HTTP_AUTHORIZATION")
+    if authorization is None:
         return None
+    if not authorization.strip():
+        return ""
     scheme, _, credentials = authorization.strip().partition(" ")
     if scheme.lower() not in _SCHEMES:
         return None

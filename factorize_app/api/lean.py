@@ -45,6 +45,7 @@ from factorize_app.api.metrics import LATENCY, REQUESTS
 from factorize_app.api.middleware import declared_length
 from factorize_app.api.responses import status_answer
 from factorize_app.api.throttling import POLL, SUBMIT, rate_limit
+from factorize_app.api.webhooks import FIELDS as WEBHOOK_FIELDS
 from factorize_app.tasks import TaskType, get_task_type, task_types
 
 logger = logging.getLogger("factorize_app.api")
@@ -136,8 +137,6 @@ class LeanPollApp:
             return None
         body = environ["wsgi.input"].read(length)
         environ["wsgi.input"] = io.BytesIO(body)  # for Django, if it answers after all
-        if b'"webhook' in body:
-            return None  # a webhook subscription is DRF's (api/webhooks.py)
         validated = _VALIDATED.get(task_type.name, body)
         if validated is None:
             validated = _validate(task_type, body)
@@ -164,8 +163,8 @@ def _validate(task_type: TaskType, body: bytes) -> dict[str, Any] | None:
         data = orjson.loads(body)
     except orjson.JSONDecodeError:
         return None
-    if not isinstance(data, dict):
-        return None
+    if not isinstance(data, dict) or any(field in data for field in WEBHOOK_FIELDS):
+        return None  # a webhook subscription is DRF's (api/webhooks.py), however its key is spelled
     # orjson reads integers beyond 64 bits as floats, which validation rejects: such inputs
     # fall through to DRF, whose stdlib parser keeps them exact.
     try:

@@ -37,6 +37,9 @@ def target(url: str) -> Target:
         raise WebhookRefused("webhooks are off here (WEBHOOK_ALLOWED_HOSTS is empty).")
     if len(url) > MAX_URL_LENGTH:
         raise WebhookRefused(f"at most {MAX_URL_LENGTH} characters.")
+    if not url.isascii() or any(char <= " " or char == "\x7f" for char in url):
+        # urlsplit would drop tabs and newlines unseen, and an HTTP request line holds none of these.
+        raise WebhookRefused("no spaces, control or non-ASCII characters (percent-encode them).")
     try:
         parts = urlsplit(url)
         port = parts.port

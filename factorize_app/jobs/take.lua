@@ -15,16 +15,17 @@
 -- workers set, its StartedJobRegistry, its pending set, its stored inputs, its waiting clients,
 -- their use, their running jobs, their caps.
 -- ARGV: count, lease, the worker's name, the start stamp, the execution id, fair ('1' or '0'), the
--- outage gap, the job hash prefix, the execution hash prefix; then per queue: its name, the
--- prefix of its clients' lists, the estimated seconds of one job, the default cap on a client's
--- running jobs (0: none).
+-- outage gap, the job hash prefix, the execution hash prefix, the event stream prefix, the event
+-- stream's length; then per queue: its name, the prefix of its clients' lists, the estimated
+-- seconds of one job, the default cap on a client's running jobs (0: none), a running job's
+-- event stream TTL. Each job started gets its `started` event.
 -- Answers {queue name, {id, description, timeout, result_ttl, failure_ttl, stop, deadline, client}...}
 -- or false (stop and deadline: a stop request made before the job was taken, its Cancel-After).
 if redis.call('EXISTS', KEYS[4]) == 1 then return false end
 local now = clock_tick(KEYS[2], KEYS[3], ARGV[7])
 local count, lease, worker, stamp, execution_id = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3], ARGV[4], ARGV[5]
 local fair = ARGV[6] == '1'
-local job_prefix, execution_prefix = ARGV[8], ARGV[9]
+local job_prefix, execution_prefix, events_prefix, events_maxlen = ARGV[8], ARGV[9], ARGV[10], ARGV[11]
 local CLOCK = ':clock' -- the use of the client served last, in the use hash (no client is named so)
 local SCAN = 256 -- clients at their cap looked past at most, per take
 local taken
@@ -41,6 +42,9 @@ local function start(queue, id, job, client)
   redis.call('ZREM', queue.pending, id)
   redis.call('HDEL', queue.inputs, id)
   if client ~= '' then redis.call('HINCRBY', queue.running, client, 1) end
+  local events = events_prefix .. id
+  redis.call('XADD', events, 'MAXLEN', '~', events_maxlen, '*', 'status', 'started', 'outcome', '', 'progress', '')
+  redis.call('EXPIRE', events, queue.events_ttl)
   taken[#taken + 1] = {id, job[2] or '', job[3] or '', job[4] or '', job[5] or '', job[6] or '', job[7] or '', client}
 end
 
@@ -102,11 +106,12 @@ local function serve_client(queue)
 end
 
 for n = 0, (#KEYS - 4) / 9 - 1 do
-  local k, a = 4 + 9 * n, 9 + 4 * n
+  local k, a = 4 + 9 * n, 11 + 5 * n
   local queue = {
     list = KEYS[k + 1], workers = KEYS[k + 2], started = KEYS[k + 3], pending = KEYS[k + 4],
     inputs = KEYS[k + 5], waiting = KEYS[k + 6], used = KEYS[k + 7], running = KEYS[k + 8], caps = KEYS[k + 9],
     name = ARGV[a + 1], clients = ARGV[a + 2], estimate = tonumber(ARGV[a + 3]), cap = tonumber(ARGV[a + 4]),
+    events_ttl = ARGV[a + 5],
   }
   taken = {queue.name}
   local waiting = redis.call('ZCARD', queue.pending)

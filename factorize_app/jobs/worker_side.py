@@ -32,13 +32,13 @@ from factorize_app.jobs.states import (
     FAILED,
     FINISHED,
     QUEUED,
-    STARTED,
     describe_error,
     fair_order,
 )
 from factorize_app.tasks import get_task_type
 
 _TAKE = lua("take", clock_tick=True)
+_FINISH = lua("finish")
 _SETTLE = lua("settle")
 _REBALANCE = lua("rebalance")
 # A job's cost charged to its client when taken, until the worker knows the type's (seconds).
@@ -97,12 +97,13 @@ def take_jobs(
     Each taken job is STARTED exactly as RQ's own worker leaves it (status, worker name, an
     execution in the StartedJobRegistry), so the dashboard and `rq info` see it running, and a
     worker that dies mid-batch leaves every unfinished job in the registry, whose lease expiry
-    RQ's registry cleanup turns into a retry or an AbandonedJobError failure.
+    RQ's registry cleanup turns into a retry or an AbandonedJobError failure. Each gets its
+    `started` event in the same call.
     """
     execution_id = uuid.uuid4().hex
     script_keys = [keys.worker(worker_name), *CLOCK_KEYS, keys.SUSPENDED]
     args = [count, lease, worker_name, utcformat(rq_now()), execution_id, int(fair_order()), OUTAGE_GAP]
-    args += [keys.JOB_PREFIX, keys.EXECUTION_PREFIX]
+    args += [keys.JOB_PREFIX, keys.EXECUTION_PREFIX, keys.EVENTS_PREFIX, events.EVENTS_MAXLEN]
     for name in queue_names:
         script_keys += [
             keys.queue(name),
@@ -117,6 +118,7 @@ def take_jobs(
         ]
         estimate = (estimates or {}).get(name) or DEFAULT_ESTIMATE
         args += [name, keys.fair_clients_prefix(name), f"{estimate:.6f}", settings.MAX_RUNNING_PER_CLIENT]
+        args.append(events.running_ttl(get_task_type(name)))
     reply = script(_TAKE)(keys=script_keys, args=args)
     if not reply:
         return []
@@ -141,20 +143,7 @@ def take_jobs(
                 estimate=float(f"{estimate:.6f}") if client else 0.0,
             )
         )
-    _append_started(task_type, taken)
     return taken
-
-
-def _append_started(task_type, taken: list[TakenJob]) -> None:
-    """Each taken job's `started` event, in one round trip after the take. The take stands even
-    if this fails (events are a push of what polls also see; a stream resyncs by polling)."""
-    try:
-        with redis_client().pipeline(transaction=False) as pipe:
-            for job in taken:
-                events.append(pipe, job.job_id, STARTED, ttl=events.running_ttl(task_type))
-            pipe.execute()
-    except redis.exceptions.RedisError:
-        pass
 
 
 @translate_outages
@@ -184,42 +173,37 @@ def finish_jobs(
     returned = [outcome for outcome in outcomes if outcome.status == QUEUED]
     outcomes = [outcome for outcome in outcomes if outcome.status != QUEUED]
     unstarted = [*unstarted, *(outcome.job for outcome in returned)]
+    records: list[Any] = []
+    for outcome in outcomes:
+        job = outcome.job
+        finished = outcome.status == FINISHED
+        ttl = job.result_ttl if finished else job.failure_ttl
+        cached = {"result": outcome.result} if finished else {"error": describe_error(outcome.exc_string, job.timeout)}
+        entry = Result(
+            job_id=job.job_id,
+            type=_RESULT_TYPES[outcome.status],
+            connection=redis_client(),
+            return_value=outcome.result if finished else None,
+            exc_string=None if finished else (outcome.exc_string or ""),
+            worker_name=worker_name,
+            execution_id=job.execution.rpartition(":")[2],
+        ).serialize()
+        also = keys.canceled(job.task_name) if outcome.status == ABORTED else ""  # RQ's dashboard: canceled
+        records += [job.job_id, outcome.status, json.dumps(cached), ttl, events.done_ttl(ttl)]
+        records += [_REGISTRIES[outcome.status](job.task_name), also, keys.started(job.task_name), job.execution]
+        records += [f"{time.time() + ttl:.6f}", len(entry)]
+        for field, value in entry.items():
+            records += [field, value]
+        counts[outcome.status] += 1
+        working_time += outcome.seconds
+        bucket = next((f"{bound}" for bound in DURATION_BUCKETS if outcome.seconds <= bound), "+Inf")
+        for field, value in ((f"{outcome.status}:{bucket}", 1), (f"{outcome.status}:sum", outcome.seconds)):
+            histogram[(job.task_name, field)] = histogram.get((job.task_name, field), 0) + value
     with redis_client().pipeline(transaction=True) as pipe:
-        for outcome in outcomes:
-            job = outcome.job
-            finished = outcome.status == FINISHED
-            ttl = job.result_ttl if finished else job.failure_ttl
-            if finished:
-                cached = {"result": outcome.result}
-            else:
-                cached = {"error": describe_error(outcome.exc_string, job.timeout)}
-            key = keys.job(job.job_id)
-            fields = {"status": outcome.status, "ended_at": ended_at, "factorize_outcome": json.dumps(cached)}
-            pipe.hset(key, mapping=fields)
-            pipe.hdel(key, PROGRESS_FIELD, keys.STOP_FIELD)
-            pipe.expire(key, ttl)
-            outcome_json = fields["factorize_outcome"]
-            events.append(pipe, job.job_id, outcome.status, ttl=events.done_ttl(ttl), outcome=outcome_json)
-            entry = Result(
-                job_id=job.job_id,
-                type=_RESULT_TYPES[outcome.status],
-                connection=redis_client(),
-                return_value=outcome.result if finished else None,
-                exc_string=None if finished else (outcome.exc_string or ""),
-                worker_name=worker_name,
-                execution_id=job.execution.rpartition(":")[2],
-            )
-            pipe.xadd(keys.results(job.job_id), entry.serialize(), maxlen=10)
-            pipe.expire(keys.results(job.job_id), ttl)
-            pipe.zadd(_REGISTRIES[outcome.status](job.task_name), {job.job_id: time.time() + ttl})
-            if outcome.status == ABORTED:  # RQ has no word for it: its dashboard counts it as canceled
-                pipe.zadd(keys.canceled(job.task_name), {job.job_id: time.time() + ttl})
-            _end_execution(pipe, job)
-            counts[outcome.status] += 1
-            working_time += outcome.seconds
-            bucket = next((f"{bound}" for bound in DURATION_BUCKETS if outcome.seconds <= bound), "+Inf")
-            for field, value in ((f"{outcome.status}:{bucket}", 1), (f"{outcome.status}:sum", outcome.seconds)):
-                histogram[(job.task_name, field)] = histogram.get((job.task_name, field), 0) + value
+        if records:
+            prefixes = [keys.JOB_PREFIX, keys.RESULTS_PREFIX, keys.EVENTS_PREFIX, keys.EXECUTION_PREFIX]
+            header = [ended_at, *prefixes, PROGRESS_FIELD, keys.STOP_FIELD, events.EVENTS_MAXLEN]
+            script(_FINISH)(keys=[], args=[*header, *records], client=pipe)
         for job in reversed(unstarted):
             _end_execution(pipe, job)
             job_ttl = get_task_type(job.task_name).setting("job_ttl")
@@ -247,9 +231,7 @@ def finish_jobs(
         pipe.execute()
 
 
-def _settle(
-    pipe: redis.client.Pipeline, worker_name: str, ran: list[JobOutcome], handed_back: list[TakenJob]
-) -> None:
+def _settle(pipe: redis.client.Pipeline, worker_name: str, ran: list[JobOutcome], handed_back: list[TakenJob]) -> None:
     """Queue the settling of fair order's accounts (settle.lua), one call per type: each client's
     running count and the worker time its jobs really took against what it was charged."""
     by_type: dict[str, dict[str, list[float]]] = {}

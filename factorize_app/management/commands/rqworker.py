@@ -23,6 +23,9 @@ class Command(rqworker.Command):
         "Runs RQ workers on the named queues; with none named, on every task type's queue whose "
         "requirements are installed here."
     )
+    # A worker needs no URL, template or admin checks (`manage.py check` runs them where the web
+    # is deployed): they would import every view into the worker, a third of its start-up.
+    requires_system_checks: list[str] = []
 
     def handle(self, *args, **options):
         warn_about_insecure_settings()

@@ -1,7 +1,7 @@
 """The lean poll lane: the hot JSON paths answered without Django's request cycle.
 
 `POST /<task type>` with a JSON body and `GET /jobs/<id>`, from API clients (no cookie, no
-HTML wanted, no `Prefer` header), are validated by the task type's own serializer and answered
+HTML wanted), with or without `Prefer: wait`, are validated by the task type's own serializer and answered
 by the same job-service call and body builder as the DRF views, in one Redis round trip. Anything
 else, and every error (invalid input, unknown job, Redis down, any exception at all), falls
 through to Django and DRF, so the browsable API, the error shapes and the OpenAPI docs stay in
@@ -16,6 +16,8 @@ these requests, and how the lane matches it:
   XFrameOptionsMiddleware's `X-Frame-Options`.
 - CommonMiddleware: `DISALLOWED_USER_AGENTS` and `PREPEND_WWW` (the lane stands aside when set).
 - RequestBodyLimitMiddleware: the lane reads at most MAX_BODY bytes, below MAX_REQUEST_BYTES.
+- The views' long poll: `Prefer: wait` parsed by the same function (api/prefer.py), held under
+  the same per-client cap (api/holds.py), answered with the same `Preference-Applied`.
 - DRF: the same throttle (counted in the poll's round trip), the same validation
   (`TaskType.validate`), JSON only by content type. The same authentication: an API key this
   process has already verified (its cache of key lookups), whose identity then counts for fair
@@ -41,8 +43,10 @@ from rest_framework.exceptions import ValidationError
 from factorize_app import jobs
 from factorize_app.api.access import limits_of, reading_owner
 from factorize_app.api.authentication import ClientIdentity, cached_identity
+from factorize_app.api.holds import holding
 from factorize_app.api.metrics import LATENCY, REQUESTS
 from factorize_app.api.middleware import declared_length
+from factorize_app.api.prefer import parse_wait, preference_applied
 from factorize_app.api.responses import status_answer
 from factorize_app.api.throttling import POLL, SUBMIT, rate_limit
 from factorize_app.api.webhooks import FIELDS as WEBHOOK_FIELDS
@@ -143,19 +147,22 @@ class LeanPollApp:
             if validated is None:
                 return None  # Django answers with the parse or validation error
             _VALIDATED.put(task_type.name, body, validated)
-        state = jobs.submit(
-            task_type=task_type,
-            data=validated,
-            client=identity.name,
-            rate_limit=rate_limit(SUBMIT, environ, client=identity.name),
-            limits=limits_of(identity),
-        )
-        return f"{task_type.name}-list", *_answer_parts(task_type, state)
+        with holding(identity.name, parse_wait(environ.get("HTTP_PREFER", ""))) as wait:
+            state = jobs.submit(
+                task_type=task_type,
+                data=validated,
+                wait=wait or 0,
+                client=identity.name,
+                rate_limit=rate_limit(SUBMIT, environ, client=identity.name),
+                limits=limits_of(identity),
+            )
+        return f"{task_type.name}-list", *_answer_parts(task_type, state, wait)
 
     def _status(self, environ, job_id: str, identity: ClientIdentity):
         limit = rate_limit(POLL, environ, client=identity.name)
-        state = jobs.get_status(job_id=job_id, rate_limit=limit, owner=reading_owner(identity))
-        return "job-detail", *_answer_parts(get_task_type(state.task_name), state)
+        with holding(identity.name, parse_wait(environ.get("HTTP_PREFER", ""))) as wait:
+            state = jobs.get_status(job_id=job_id, wait=wait or 0, rate_limit=limit, owner=reading_owner(identity))
+        return "job-detail", *_answer_parts(get_task_type(state.task_name), state, wait)
 
 
 def _validate(task_type: TaskType, body: bytes) -> dict[str, Any] | None:
@@ -183,7 +190,6 @@ def _plain_api_client(environ) -> bool:
     accept = environ.get("HTTP_ACCEPT", "*/*")
     return (
         "HTTP_COOKIE" not in environ
-        and "HTTP_PREFER" not in environ
         and "HTTP_CANCEL_AFTER" not in environ  # a deadline for the job: DRF reads it
         and "text/html" not in accept
         and "event-stream" not in accept  # a live event stream: the stream view answers it
@@ -254,9 +260,9 @@ def _is_secure(environ) -> bool:
     return environ.get("wsgi.url_scheme") == "https"
 
 
-def _answer_parts(task_type: TaskType, state: jobs.JobState):
+def _answer_parts(task_type: TaskType, state: jobs.JobState, wait: int | None):
     code, body, headers = status_answer(task_type, state)
-    return code, body, list(headers.items())
+    return code, body, [*preference_applied(wait).items(), *headers.items()]
 
 
 def _dumps(body: dict[str, Any]) -> bytes:

@@ -6,10 +6,15 @@ from factorize_app.tasks.fields import parse_digits
 
 
 def requested_wait(request) -> int | None:
-    """Seconds to hold for the job to finish, capped by MAX_WAIT; None if not asked for (or malformed).
+    """Seconds to hold for the job to finish, capped by MAX_WAIT; None if not asked for (or malformed)."""
+    return parse_wait(request.headers.get("Prefer", ""))
+
+
+def parse_wait(prefer: str) -> int | None:
+    """requested_wait() of a `Prefer` header's value (the lean lane reads it from the environ).
 
     A wait longer than MAX_WAIT, however many digits it has, is MAX_WAIT (never converted whole)."""
-    for preference in request.headers.get("Prefer", "").split(","):
+    for preference in prefer.split(","):
         name, _, value = preference.split(";", 1)[0].strip().partition("=")
         if name.strip().lower() == "wait":
             value = value.strip().strip('"')

@@ -11,9 +11,9 @@
 -- seconds in the StartedJobRegistry.
 -- Nothing is taken while RQ's workers are suspended (`rq suspend`): the worker checks that before
 -- it takes, and the check here closes the gap between that check and the take.
--- KEYS: the worker's hash, the clock, the outages, RQ's suspension flag; then per queue, in order: its RQ list, its
--- workers set, its StartedJobRegistry, its pending set, its stored inputs, its waiting clients,
--- their use, their running jobs, their caps.
+-- KEYS: the worker's hash, the clock, the outages, RQ's suspension flag; then per queue, in
+-- order: its RQ list, its workers set, its StartedJobRegistry, its pending set, its stored
+-- inputs, its waiting clients, their use, their running jobs, their caps.
 -- ARGV: count, lease, the worker's name, the start stamp, the execution id, fair ('1' or '0'), the
 -- outage gap, the job hash prefix, the execution hash prefix, the event stream prefix, the event
 -- stream's length; then per queue: its name, the prefix of its clients' lists, the estimated
@@ -53,48 +53,63 @@ local function fields(id)
     'factorize_stop', 'factorize_deadline', 'factorize_client')
 end
 
--- The waiting client with the least use that is under its cap on running jobs.
+-- The waiting client with the least use that is under its cap on running jobs, and that use.
+-- Caps are read once per take (`caps_seen`): they do not change while the script runs.
+local caps_seen = {}
 local function next_client(queue)
   for offset = 0, SCAN - 1, 16 do
-    local clients = redis.call('ZRANGE', queue.waiting, offset, offset + 15)
+    local clients = redis.call('ZRANGE', queue.waiting, offset, offset + 15, 'WITHSCORES')
     if #clients == 0 then return nil end
-    for _, client in ipairs(clients) do
-      local cap = tonumber(redis.call('HGET', queue.caps, client)) or queue.cap
-      if cap <= 0 or (tonumber(redis.call('HGET', queue.running, client)) or 0) < cap then return client end
+    for i = 1, #clients, 2 do
+      local client = clients[i]
+      local cap = caps_seen[client]
+      if cap == nil then
+        cap = tonumber(redis.call('HGET', queue.caps, client)) or queue.cap
+        caps_seen[client] = cap
+      end
+      if cap <= 0 or (tonumber(redis.call('HGET', queue.running, client)) or 0) < cap then
+        return client, tonumber(clients[i + 1])
+      end
     end
   end
   return nil
 end
 
--- Serve RQ's head if it is a job no client's list holds; drop heads no longer queued.
-local function serve_head(queue)
+-- Drop RQ's heads that are no longer queued (taken from a client's list, expired, cancelled);
+-- answers the queued head, if any.
+local function drop_stale_heads(queue)
   while true do
     local head = redis.call('LINDEX', queue.list, 0)
-    if not head then return false end
-    local job = fields(head)
-    if job[1] ~= 'queued' then
-      redis.call('LPOP', queue.list)
-    elseif not job[8] or not redis.call('ZSCORE', queue.waiting, job[8]) then
-      redis.call('LPOP', queue.list)
-      start(queue, head, job, '')
-      return true
-    else
-      return false -- a client's job: its turn comes through its client's list
-    end
+    if not head or redis.call('HGET', job_prefix .. head, 'status') == 'queued' then return head end
+    redis.call('LPOP', queue.list)
   end
 end
 
+-- Serve RQ's head if it is a queued job no client's list holds (RQ's own re-queues).
+local function serve_head(queue)
+  local head = drop_stale_heads(queue)
+  if not head then return false end
+  local job = fields(head)
+  if job[8] and redis.call('ZSCORE', queue.waiting, job[8]) then
+    return false -- a client's job: its turn comes through its client's list
+  end
+  redis.call('LPOP', queue.list)
+  start(queue, head, job, '')
+  return true
+end
+
+local served_use -- the use of the client served last, written to the use hash once per take
+
 local function serve_client(queue)
-  local client = next_client(queue)
+  local client, score = next_client(queue)
   if not client then return false end
   local list = queue.clients .. client
   local id = redis.call('LPOP', list)
-  local score = tonumber(redis.call('ZSCORE', queue.waiting, client))
   local job = id and fields(id)
   local used = score
   if job and job[1] == 'queued' and job[8] == client then
     used = tonumber(redis.call('HINCRBYFLOAT', queue.used, client, queue.estimate))
-    redis.call('HSET', queue.used, CLOCK, score)
+    served_use = score
     start(queue, id, job, client)
   end
   if redis.call('LLEN', list) == 0 then
@@ -118,11 +133,15 @@ for n = 0, (#KEYS - 4) / 9 - 1 do
   if waiting == 0 and redis.call('LLEN', queue.list) > 0 then waiting = 1 end -- RQ's own re-queues
   local want = math.min(count, math.ceil(waiting / math.max(redis.call('SCARD', queue.workers), 1)))
   if fair then
+    while #taken <= want and serve_head(queue) do end -- RQ's own re-queues first
     local tries = 0
+    served_use, caps_seen = nil, {}
     while #taken <= want and tries < want + SCAN do
       tries = tries + 1
-      if not serve_head(queue) and not serve_client(queue) then break end
+      if not serve_client(queue) then break end
     end
+    if served_use then redis.call('HSET', queue.used, CLOCK, served_use) end
+    drop_stale_heads(queue) -- those just taken, if they were at the head
   else
     while #taken == 1 and redis.call('LLEN', queue.list) > 0 do
       for _, id in ipairs(redis.call('LPOP', queue.list, want)) do

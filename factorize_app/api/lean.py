@@ -1,8 +1,9 @@
 """The lean poll lane: the hot JSON paths answered without Django's request cycle.
 
 `POST /<task type>` with a JSON body and `GET /jobs/<id>`, from API clients (no cookie, no
-HTML wanted), with or without `Prefer: wait`, are validated by the task type's own serializer and answered
-by the same job-service call and body builder as the DRF views, in one Redis round trip. Anything
+HTML wanted), long polls (`Prefer: wait`) included, are validated by the task type's own
+serializer and answered by the same job-service call and body builder as the DRF views, in one
+Redis round trip. Anything
 else, and every error (invalid input, unknown job, Redis down, any exception at all), falls
 through to Django and DRF, so the browsable API, the error shapes and the OpenAPI docs stay in
 one place, and every answer is counted in /metrics.

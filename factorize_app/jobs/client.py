@@ -69,7 +69,7 @@ from factorize_app.jobs.states import (
 )
 from factorize_app.tasks import TaskType, run_task, task_types
 
-_POLL = lua("poll", clock_tick=True)
+_POLL = lua("poll", "clock_tick", "append_event")
 _AFTER_ENQUEUE = lua("after_enqueue")
 _CANCEL = lua("cancel")
 _ABORTED_OUTCOME = json.dumps({"error": ABORTED_ERROR})

@@ -29,10 +29,10 @@ OUTAGE_GAP = 5
 CLOCK_KEYS = (keys.CLOCK, keys.OUTAGES)
 
 
-def lua(name: str, *, clock_tick: bool = False) -> str:
-    """The source of the package's script `name`.lua; with `clock_tick`, after the clock's."""
-    source = (_HERE / f"{name}.lua").read_text()
-    return (_HERE / "clock_tick.lua").read_text() + source if clock_tick else source
+def lua(name: str, *helpers: str) -> str:
+    """The source of the package's script `name`.lua, after those of the helpers it calls (each
+    defines a local function of its name: `clock_tick`, `append_event`)."""
+    return "".join((_HERE / f"{part}.lua").read_text() for part in (*helpers, name))
 
 
 @functools.cache

@@ -58,8 +58,7 @@ class JobEvent:
 def append(pipe: redis.client.Pipeline, job_id: str, status: str, *, ttl: int, outcome: str = "", progress: str = ""):
     """Queue the append of one event (and its stream's expiry) on a pipeline the caller runs.
 
-    The entry's fields are also written by `take.lua`, `finish.lua` and `progress.lua` (status,
-    outcome, progress)."""
+    Scripts write the same entry through `append_event.lua`."""
     key = keys.events(job_id)
     pipe.xadd(
         key,

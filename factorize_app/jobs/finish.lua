@@ -17,9 +17,7 @@ while i <= #ARGV do
   redis.call('HSET', key, 'status', status, 'ended_at', ended_at, 'factorize_outcome', outcome)
   redis.call('HDEL', key, progress_field, stop_field)
   redis.call('EXPIRE', key, ttl)
-  local events = events_prefix .. id
-  redis.call('XADD', events, 'MAXLEN', '~', events_maxlen, '*', 'status', status, 'outcome', outcome, 'progress', '')
-  redis.call('EXPIRE', events, events_ttl)
+  append_event(redis.call, events_prefix .. id, events_maxlen, events_ttl, status, outcome, '')
   local entry = {}
   for f = i + 11, i + 10 + 2 * n do entry[#entry + 1] = ARGV[f] end
   local results = results_prefix .. id

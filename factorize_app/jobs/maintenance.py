@@ -24,8 +24,8 @@ from factorize_app.jobs.ids import input_of
 from factorize_app.jobs.monitoring import beat_is_recent
 from factorize_app.tasks import task_types
 
-_TICK = lua("tick", clock_tick=True)
-_SWEEP = lua("sweep", clock_tick=True)
+_TICK = lua("tick", "clock_tick")
+_SWEEP = lua("sweep", "clock_tick")
 _RECOUNT = lua("recount")
 
 

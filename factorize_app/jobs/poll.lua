@@ -39,10 +39,7 @@ for i = 16, #ARGV do
     redis.pcall('ZREM', KEYS[1], ARGV[i])
     redis.pcall('ZADD', KEYS[6], now + failure_ttl, ARGV[i])
     redis.pcall('ZADD', KEYS[7], now + failure_ttl, ARGV[i])
-    local stream = events_prefix .. ARGV[i]
-    redis.pcall('XADD', stream, 'MAXLEN', '~', events_maxlen, '*', 'status', 'aborted', 'outcome', aborted_outcome,
-      'progress', '')
-    redis.pcall('EXPIRE', stream, events_ttl)
+    append_event(redis.pcall, events_prefix .. ARGV[i], events_maxlen, events_ttl, 'aborted', aborted_outcome, '')
     fields[1], fields[3] = 'aborted', aborted_outcome
   end
   if fields[1] and claim ~= '' then

@@ -4,14 +4,12 @@
 -- no event ever follows a job's done event.
 -- KEYS: per job, its hash and its event stream. ARGV: the hash's progress field, the stream's
 -- MAXLEN, then per job its progress JSON and its stream's TTL.
--- The entry's fields are those of events.append: status, outcome, progress.
 local field, maxlen = ARGV[1], ARGV[2]
 for i = 1, #KEYS, 2 do
   local value, ttl = ARGV[2 + i], ARGV[3 + i]
   if redis.call('HGET', KEYS[i], 'status') == 'started' then
     redis.call('HSET', KEYS[i], field, value)
-    redis.call('XADD', KEYS[i + 1], 'MAXLEN', '~', maxlen, '*', 'status', 'started', 'outcome', '', 'progress', value)
-    redis.call('EXPIRE', KEYS[i + 1], ttl)
+    append_event(redis.call, KEYS[i + 1], maxlen, ttl, 'started', '', value)
   end
 end
 return #KEYS / 2

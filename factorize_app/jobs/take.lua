@@ -42,9 +42,7 @@ local function start(queue, id, job, client)
   redis.call('ZREM', queue.pending, id)
   redis.call('HDEL', queue.inputs, id)
   if client ~= '' then redis.call('HINCRBY', queue.running, client, 1) end
-  local events = events_prefix .. id
-  redis.call('XADD', events, 'MAXLEN', '~', events_maxlen, '*', 'status', 'started', 'outcome', '', 'progress', '')
-  redis.call('EXPIRE', events, queue.events_ttl)
+  append_event(redis.call, events_prefix .. id, events_maxlen, queue.events_ttl, 'started', '', '')
   taken[#taken + 1] = {id, job[2] or '', job[3] or '', job[4] or '', job[5] or '', job[6] or '', job[7] or '', client}
 end
 

@@ -37,8 +37,8 @@ from factorize_app.jobs.states import (
 )
 from factorize_app.tasks import get_task_type
 
-_TAKE = lua("take", clock_tick=True)
-_FINISH = lua("finish")
+_TAKE = lua("take", "clock_tick", "append_event")
+_FINISH = lua("finish", "append_event")
 _SETTLE = lua("settle")
 _REBALANCE = lua("rebalance")
 # A job's cost charged to its client when taken, until the worker knows the type's (seconds).
@@ -53,7 +53,7 @@ _RESULT_TYPES = {
     ABORTED: Result.Type.STOPPED,
 }
 _EXTEND_LEASE = lua("extend_lease")
-_PROGRESS = lua("progress")
+_PROGRESS = lua("progress", "append_event")
 
 
 @dataclass(frozen=True)
@@ -231,7 +231,9 @@ def finish_jobs(
         pipe.execute()
 
 
-def _settle(pipe: redis.client.Pipeline, worker_name: str, ran: list[JobOutcome], handed_back: list[TakenJob]) -> None:
+def _settle(
+    pipe: redis.client.Pipeline, worker_name: str, ran: list[JobOutcome], handed_back: list[TakenJob]
+) -> None:
     """Queue the settling of fair order's accounts (settle.lua), one call per type: each client's
     running count and the worker time its jobs really took against what it was charged."""
     by_type: dict[str, dict[str, list[float]]] = {}

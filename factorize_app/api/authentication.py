@@ -107,9 +107,10 @@ def presented_key(meta) -> str | None:
     authorization = meta.get("HTTP_AUTHORIZATION")
     if authorization is None:
         return None
-    if not authorization.strip():
+    authorization = authorization.strip()
+    if not authorization:
         return ""
-    scheme, _, credentials = authorization.strip().partition(" ")
+    scheme, _, credentials = authorization.partition(" ")
     if scheme.lower() not in _SCHEMES:
         return None
     return credentials.strip()

@@ -8,6 +8,9 @@ from rest_framework import serializers
 from factorize_app.tasks.registry import TaskType
 
 PIXELS, GREY_LEVELS = 64, 16
+# The first image of scikit-learn's bundled digits data: a handwritten 0.
+ZERO = (0, 0, 5, 13, 9, 1, 0, 0, 0, 0, 13, 15, 10, 15, 5, 0, 0, 3, 15, 2, 0, 11, 8, 0, 0, 4, 12, 0, 0, 8, 8, 0,
+        0, 5, 8, 0, 0, 9, 8, 0, 0, 4, 11, 0, 1, 12, 7, 0, 0, 2, 14, 5, 10, 12, 0, 0, 0, 0, 6, 13, 10, 0, 0, 0)
 
 
 class DigitsInput(serializers.Serializer):
@@ -34,6 +37,7 @@ TASK_TYPE = TaskType(
     input_serializer=DigitsInput,
     result_serializer=DigitsResult,
     implementation="factorize_app.tasks.digits.model:DigitsClassifier",
+    examples=({"pixels": list(ZERO)},),
     requirements="factorize_app/tasks/digits/requirements.txt",
     max_batch_size=128,  # one predict_proba call for up to 128 images, waiting up to 10 ms to fill it
 )

@@ -30,4 +30,5 @@ TASK_TYPE = TaskType(
     input_serializer=FactorizationInput,
     result_serializer=FactorizationResult,
     implementation="factorize_app.tasks.factorization.model:Factorizer",
+    examples=({"number": 1001}, {"number": "600851475143"}),
 )

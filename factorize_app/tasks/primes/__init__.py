@@ -25,4 +25,5 @@ TASK_TYPE = TaskType(
     input_serializer=PrimesInput,
     result_serializer=PrimesResult,
     implementation="factorize_app.tasks.primes.model:PrimeCounter",
+    examples=({"n": 1000}, {"n": 1000000}),
 )

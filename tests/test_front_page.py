@@ -79,7 +79,7 @@ def test_docs_redirects_to_the_api_docs(api, path):
 @override_settings(REQUIRE_API_KEY=True)
 def test_with_keys_required_the_page_stays_open_and_the_index_does_not(api):
     page = front_page(api)
-    assert 'Authorization: Bearer $FACTORIZE_TOKEN' in html.unescape(page)
+    assert "Authorization: Bearer $FACTORIZE_TOKEN" in html.unescape(page)
     refused = api.get("/", HTTP_ACCEPT="application/json")
     assert refused.status_code == 401 and "detail" in refused.json()
 
@@ -88,3 +88,38 @@ def test_a_bad_key_is_a_json_401_even_for_a_browser(api):
     response = api.get("/", HTTP_ACCEPT=BROWSER_ACCEPT, HTTP_AUTHORIZATION="Bearer fzk_nope")
     assert response.status_code == 401 and response["Content-Type"] == "application/json"
     assert "detail" in response.json()
+
+
+HOSTILE_ACCEPTS = [
+    BROWSER_ACCEPT,
+    "text/html;q=abc",
+    "text/html;q=2, application/json;q=-1",
+    "text/html" + ";a=b" * 2000,
+    ",".join(["text/html"] * 2000),
+    "image/png",
+    "text/h\u00e9ml",  # (control characters are refused by the HTTP server itself, before the service)
+    "",
+]
+
+
+def test_hostile_requests_to_the_front_page_get_json_errors_never_a_5xx(live_url):
+    """Every method, odd Accept headers and format overrides, on the real server: a page, the
+    JSON index, or a JSON 4xx."""
+    paths = ("/", "/?format=html", "/?format=json", "/?format=api", "/?format=" + "x" * 5000, "/docs", "/.html")
+    with requests.Session() as http:
+        for path in paths:
+            for accept in HOSTILE_ACCEPTS:
+                for method in ("GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS"):
+                    response = http.request(
+                        method,
+                        live_url + path,
+                        headers={"Accept": accept},
+                        data=b"{",
+                        timeout=30,
+                        allow_redirects=False,
+                    )
+                    what = (method, path[:40], accept[:40], response.status_code)
+                    assert response.status_code < 500, what
+                    if response.status_code >= 400 and method != "HEAD":
+                        assert response.headers["Content-Type"].startswith("application/json"), what
+                        assert "detail" in response.json(), what

@@ -150,7 +150,7 @@ def test_redis_has_a_maxmemory_well_under_its_container_limit():
     """noeviction acts only with a maxmemory: without one Redis grows until the kernel kills it."""
     config = compose_config()
     maxmemory = size_in_bytes(redis_options(config)["--maxmemory"])
-    assert maxmemory == 256 * 2**20, "the documented default (README, .env.example)"
+    assert maxmemory == 256 * 2**20, "the documented default (docs/deployment.md, .env.example)"
     limit = size_in_bytes(config["services"]["redis"]["deploy"]["resources"]["limits"]["memory"])
     assert limit >= 2 * maxmemory, "an append-only rewrite forks: the copied pages count against the limit"
     smaller = compose_config(REDIS_MAXMEMORY="3mb", REDIS_MEMORY="64m")

@@ -61,7 +61,7 @@ WORKERS_PREAMBLE = f"""{HEADER}
 
 
 def render_workers(workers: list[Worker], cluster: Cluster, *, model_dir: str) -> str:
-    return WORKERS_PREAMBLE + "---\n".join(_deployment(worker, model_dir) for worker in workers)
+    return WORKERS_PREAMBLE + "\n" + "---\n".join(_deployment(worker, model_dir) for worker in workers)
 
 
 def _labels(worker: Worker, indent: int) -> str:
@@ -123,8 +123,7 @@ def _deployment(worker: Worker, model_dir: str) -> str:
             f"            claimName: {deployment.weights}\n"
             "            readOnly: true\n"
         )
-    return f"""
-{chr(10).join(about)}
+    return f"""{chr(10).join(about)}
 apiVersion: apps/v1
 kind: Deployment
 metadata:
@@ -228,7 +227,7 @@ KEDA_PREAMBLE = f"""{HEADER}
 
 
 def render_keda(workers: list[Worker], cluster: Cluster) -> str:
-    return KEDA_PREAMBLE + "---\n".join(_scaled_object(worker, cluster) for worker in workers)
+    return KEDA_PREAMBLE + "\n" + "---\n".join(_scaled_object(worker, cluster) for worker in workers)
 
 
 def _scaled_object(worker: Worker, cluster: Cluster) -> str:
@@ -254,8 +253,7 @@ def _scaled_object(worker: Worker, cluster: Cluster) -> str:
         "        # One waiting job is enough to wake the type up from zero.\n"
         '        activationListLength: "0"\n'
     )
-    return f"""
-# {worker.name}
+    return f"""# {worker.name}
 apiVersion: keda.sh/v1alpha1
 kind: ScaledObject
 metadata:
@@ -295,7 +293,7 @@ def render_kustomization(workers: list[Worker], current: str) -> str:
     own = ", ".join(f"`{image(w)}`: `--build-arg MODELS={w.name}`" for w in models) or "none today"
     lines = [
         comment(
-            f"The images, all from the repository's Dockerfile (README, \"Scaling out\"): `{SERVICE_IMAGE}` for the "
+            f"The images, all from the repository's Dockerfile (docs/deployment-files.md): `{SERVICE_IMAGE}` for the "
             "web server and the workers of the types that need only the service's requirements (`--build-arg "
             f"MODELS=`), and one per model with requirements of its own ({own}). Point them at your registry with:"
         ),

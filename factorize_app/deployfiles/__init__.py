@@ -64,8 +64,9 @@ class Worker:
 
 
 def workers(task_types: list[TaskType], default_job_timeout: int) -> list[Worker]:
+    """The types in order of name, so that the files do not change with the order of TASK_TYPES."""
     found: dict[str, Worker] = {}
-    for task_type in task_types:
+    for task_type in sorted(task_types, key=lambda task_type: task_type.name):
         slug = task_type.name.lower().replace("_", "-")
         if not _DNS_LABEL.fullmatch(f"worker-{slug}-gpu"):
             raise DeployFilesError(f"{task_type.name}: worker-{slug} is not a Kubernetes name (a-z, 0-9, '-')")

@@ -292,6 +292,7 @@ def test_an_added_model_gets_a_compose_worker_service(added):
         {"type": "volume", "source": "big-model-weights", "target": "/app/models/big_model", "read_only": True}
     ]
     assert added["compose"][("distributed",)]["volumes"]["big-model-weights"]["external"] is True
+    assert "big-model-weights" not in added["compose"][()]["volumes"], "`docker compose up` needs no weights volume"
     assert big["stop_grace_period"] == "15m30s", "its job_timeout plus the margin"
     sleepy = distributed["worker-sleepy"]
     assert sleepy["image"] == "factorize-app" and "build" not in sleepy and sleepy["pull_policy"] == "never"

@@ -32,6 +32,7 @@ import traceback
 import redis
 from django.conf import settings
 from rq import worker_registration
+from rq.command import handle_command, parse_payload
 from rq.defaults import DEFAULT_LOGGING_DATE_FORMAT, DEFAULT_LOGGING_FORMAT
 from rq.exceptions import StopRequested
 from rq.registry import clean_registries
@@ -178,6 +179,21 @@ class WarmWorker(RecoverableCleaning, SimpleWorker):
                     raise
                 self._sleep_during_setup(trouble.failed(error))
 
+    def handle_payload(self, message) -> None:
+        """RQ's commands to this worker (its pubsub thread): a stop of a job (django-rq's Stop
+        button, `send_stop_job_command`) goes the way of DELETE /jobs/<id>, for everyone (staff):
+        a stop request the lease keeper acts on within a second. Others as RQ handles them."""
+        payload = parse_payload(message)
+        job_id = payload.get("job_id")
+        if payload.get("command") not in ("stop-job", "stop-execution") or not isinstance(job_id, str):
+            handle_command(self, payload)
+            return
+        try:
+            jobs.cancel(job_id=job_id, staff=True)
+            logger.info("stop asked through RQ", extra={"job_id": job_id})
+        except (jobs.JobNotFound, jobs.JobNotCancellable, jobs.QueueUnavailable) as exc:
+            logger.warning("stop asked through RQ not done", extra={"job_id": job_id, "error": repr(exc)})
+
     def register_birth(self) -> None:
         if not getattr(self, "_registered", False):
             super().register_birth()
@@ -239,6 +255,7 @@ class WarmWorker(RecoverableCleaning, SimpleWorker):
                     self.check_for_suspension(burst)
                     if self.should_run_maintenance_tasks:
                         self.run_maintenance_tasks()
+                    self._reconcile_if_due()
                     self._state = WorkerStatus.BUSY  # from here a stop request waits for the batch
                     taken = self._take()
                     if taken:
@@ -408,6 +425,13 @@ class WarmWorker(RecoverableCleaning, SimpleWorker):
     @property
     def _lease(self) -> int:
         return 3 * settings.WORKER_HEARTBEAT
+
+    def _reconcile_if_due(self) -> None:
+        """Events for what RQ's tools did to jobs (its cleanup, `rq requeue`, `rq empty`), looked
+        for at most once a second here, and by one process at a time across the deployment."""
+        if time.monotonic() >= getattr(self, "_next_reconcile", 0.0):
+            self._next_reconcile = time.monotonic() + jobs.RECONCILE_SECONDS
+            jobs.reconcile()
 
     def _beat_if_due(self) -> None:
         if time.monotonic() - getattr(self, "_last_beat", 0.0) >= settings.WORKER_HEARTBEAT:

@@ -117,7 +117,7 @@ def clean_stale_workers() -> list[str]:
     ]
     with conn.pipeline(transaction=True) as pipe:
         for key, queues in stale:
-            pipe.delete(key)
+            pipe.delete(key, keys.worker_executions(key.removeprefix(keys.WORKER_PREFIX)))
             pipe.srem(keys.ALL_WORKERS, key)
             for name in (queues or b"").decode().split(","):
                 if name:

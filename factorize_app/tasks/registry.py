@@ -59,7 +59,7 @@ class TaskType:
     requirements: str | None = None
     # Example inputs, each valid against input_serializer: shown as the request body's example in
     # the OpenAPI schema, the browsable form and the front page, and answered by the contract test.
-    examples: tuple[dict[str, Any], ...] = ()
+    examples: tuple[dict[str, Any], ...] = field(default=(), hash=False)
     # For an implementation with handle_batch: the most inputs in one call (instead of
     # WORKER_BATCH_SIZE), and how long a worker may wait (seconds) for more jobs to fill a short
     # batch, as model servers do (Triton's max_queue_delay_microseconds, Ray Serve's

@@ -23,6 +23,8 @@ from django.utils.module_loading import import_string
 from rest_framework import serializers
 from rest_framework.settings import api_settings
 
+from factorize_app.tasks.deployment import Deployment
+
 logger = logging.getLogger("factorize_app.tasks")
 
 
@@ -69,6 +71,7 @@ class TaskType:
     result_ttl: int | None = None
     failure_ttl: int | None = None
     job_timeout: int | None = None
+    deployment: Deployment = Deployment()  # its workers' resources, scaling and weights (deployment.py)
     _lock: threading.Lock = field(default_factory=threading.Lock, compare=False, repr=False)
 
     @cached_property

@@ -36,11 +36,12 @@ from rq.command import handle_command, parse_payload
 from rq.defaults import DEFAULT_LOGGING_DATE_FORMAT, DEFAULT_LOGGING_FORMAT
 from rq.exceptions import StopRequested
 from rq.registry import clean_registries
+from rq.suspension import is_suspended
 from rq.timeouts import JobTimeoutException
 from rq.utils import now as rq_now
 from rq.worker import DequeueStrategy, SimpleWorker, WorkerStatus
 
-from factorize_app import jobs
+from factorize_app import jobs, watchdog
 from factorize_app.tasks import TaskType, ensure_setup, get_task_type
 from factorize_app.tasks.registry import Progress
 
@@ -164,6 +165,7 @@ class WarmWorker(RecoverableCleaning, SimpleWorker):
                 logger.info("setup done", extra={"task_type": name, "duration_s": round(time.monotonic() - started, 3)})
         finally:
             signal.signal(signal.SIGTERM, previous)
+        self._drop_lost_predecessors()
         # Registering writes to Redis: on a full or read-only Redis (or none), wait until it takes
         # writes. register_birth and subscribe are made idempotent below, so a retry that comes
         # after some of RQ's steps went through repeats none of them.
@@ -178,6 +180,33 @@ class WarmWorker(RecoverableCleaning, SimpleWorker):
                 if error is None:
                     raise
                 self._sleep_during_setup(trouble.failed(error))
+
+    def _drop_lost_predecessors(self) -> None:
+        """A worker SIGKILLed (by the kernel for memory, or by its watchdog) leaves its
+        registration behind: say so in one line, and drop it now rather than 3 beats later."""
+        try:
+            lost = jobs.drop_lost_workers(hostname=self.hostname, alive=watchdog.process_alive)
+        except jobs.QueueUnavailable:
+            return  # the maintenance of any worker drops it once Redis answers
+        for worker in lost:
+            logger.warning(
+                "the last worker on this host died without unregistering (killed: out of memory?)",
+                extra={"worker": worker.name, "pid": worker.pid, "queues": worker.queues,
+                       "last_heartbeat": worker.last_heartbeat, "memory_limit": _memory_limit()},
+            )  # fmt: skip
+
+    def check_for_suspension(self, burst: bool) -> None:
+        """RQ's wait while `rq suspend` holds, telling the watchdog each second that the worker
+        waits rather than is stuck."""
+        if burst or not is_suspended(self.connection, self):
+            return super().check_for_suspension(burst)
+        self.log.info("Worker %s: suspended, run `rq resume` to resume", self.name)
+        before = self.get_state()
+        self.set_state(WorkerStatus.SUSPENDED)
+        while not self._stop_requested and is_suspended(self.connection, self):
+            watchdog.stamp()
+            time.sleep(1)
+        self.set_state(before)
 
     def handle_payload(self, message) -> None:
         """RQ's commands to this worker (its pubsub thread): a stop of a job (django-rq's Stop
@@ -251,6 +280,7 @@ class WarmWorker(RecoverableCleaning, SimpleWorker):
         trouble = _Trouble(f"worker {self.name}")
         try:
             while not self._stop_requested:
+                watchdog.stamp()  # the loop goes round: not stuck
                 try:
                     self.check_for_suspension(burst)
                     if self.should_run_maintenance_tasks:
@@ -278,6 +308,7 @@ class WarmWorker(RecoverableCleaning, SimpleWorker):
         except StopRequested:
             pass
         finally:
+            watchdog.stop_watching()  # a warm stop's teardown (and the webhooks child's) may take long
             try:
                 self.teardown()
             except (jobs.QueueUnavailable, redis.exceptions.RedisError) as exc:
@@ -448,6 +479,7 @@ class WarmWorker(RecoverableCleaning, SimpleWorker):
     def _sleep(self, seconds: float) -> None:
         deadline = time.monotonic() + seconds
         while not self._stop_requested and time.monotonic() < deadline:
+            watchdog.stamp()  # waiting out an outage is not being stuck
             time.sleep(min(0.1, deadline - time.monotonic()))
 
 
@@ -735,6 +767,7 @@ class _LeaseKeeper:
         next_beat = time.monotonic() + settings.WORKER_HEARTBEAT
         next_stop_check = 0.0
         while not self._stop.wait(KEEPER_CHECK):
+            watchdog.stamp()  # a job runs (however long): the process is not stuck
             self._batch.record_if_due()
             self._batch.write_progress_if_due()
             if time.monotonic() >= next_stop_check:
@@ -775,6 +808,16 @@ def _event(outcome: jobs.JobOutcome, **extra) -> dict:
         "duration_s": round(outcome.seconds, 6),
         **extra,
     }
+
+
+def _memory_limit() -> int | None:
+    """This container's memory limit in bytes (cgroup v2), if it has one."""
+    try:
+        with open("/sys/fs/cgroup/memory.max") as limit:
+            value = limit.read().strip()
+    except OSError:
+        return None
+    return int(value) if value.isdigit() else None
 
 
 def _stop_during_setup(signum, frame):

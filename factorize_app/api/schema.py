@@ -61,6 +61,10 @@ class QueueStatsSerializer(serializers.Serializer):
     canceled = serializers.IntegerField(help_text="Cancelled (DELETE) or stopped at their deadline while running.")
     aborted = serializers.IntegerField(help_text="Their Cancel-After deadline passed before they started.")
     workers = serializers.IntegerField(help_text="Live workers listening to this queue.")
+    workers_lost = serializers.IntegerField(
+        help_text="Workers of this queue that died without unregistering (killed: out of memory, or by their "
+        "watchdog), as found by the next worker started on their host."
+    )
 
 
 @extend_schema_serializer(many=False)  # answered by the viewset's `list` action, but one object

@@ -43,7 +43,9 @@ from factorize_app.jobs.events import watch as watch_events
 from factorize_app.jobs.ids import job_id_for
 from factorize_app.jobs.maintenance import clean_stale_workers, recount_running, sweep_queue, take_cleaning_lock
 from factorize_app.jobs.monitoring import (
+    LostWorker,
     admit_new_jobs,
+    drop_lost_workers,
     job_durations,
     load,
     ping,
@@ -127,6 +129,8 @@ __all__ = [
     "TakenJob",
     "Throttled",
     "admit_new_jobs",
+    "drop_lost_workers",
+    "LostWorker",
     "cancel",
     "is_owner",
     "recount_running",

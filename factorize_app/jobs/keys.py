@@ -128,6 +128,8 @@ CLOCK = OURS + "clock"
 OUTAGES = OURS + "outages"
 # Written by the readiness probe: refused exactly when submits would be.
 PROBE = OURS + "probe"
+# Per queue: workers whose process died without unregistering (found by the next worker on their host).
+WORKERS_LOST = OURS + "workers-lost"
 # A job's event stream (a Redis Stream: one entry per change, read by event-stream responses),
 # and a web process's wake-up stream (its dispatcher's blocking read returns when a stream is added).
 EVENTS_PREFIX = OURS + "events:"

@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import dataclasses
 import datetime
 import functools
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import redis
@@ -45,6 +47,7 @@ def queue_stats() -> list[dict[str, Any]]:
     with contextlib.suppress(QueueUnavailable):
         reconcile()
     stats = []
+    lost = redis_client().hgetall(keys.WORKERS_LOST)
     for task_type in task_types():
         queue = rq_queue(task_type.name)
         queued, started, workers = counts(task_type, with_workers=True)
@@ -60,6 +63,7 @@ def queue_stats() -> list[dict[str, Any]]:
                 "canceled": max(0, CanceledJobRegistry(queue=queue).count - aborted),
                 "aborted": aborted,
                 "workers": workers,
+                "workers_lost": int(lost.get(task_type.name.encode(), 0)),
             }
         )
     return stats
@@ -100,6 +104,51 @@ def beat_is_recent(last_heartbeat: bytes, now: float) -> bool:
 def worker_liveness() -> float:
     """Seconds after its last heartbeat that a worker stops counting as live: three beats."""
     return 3 * settings.WORKER_HEARTBEAT
+
+
+@dataclasses.dataclass(frozen=True)
+class LostWorker:
+    name: str
+    pid: int | None
+    queues: list[str]
+    last_heartbeat: str
+
+
+@translate_outages
+def drop_lost_workers(
+    *, hostname: str, alive: Callable[[int | None, datetime.datetime | None], bool]
+) -> list[LostWorker]:
+    """Unregister at once the workers of this host whose process is gone (`alive` judges a
+    registration's pid and birth) without unregistering: SIGKILLed, by the kernel for memory
+    or by a watchdog. A worker's start calls this, before registering itself, so that a restart
+    loop leaves no registrations to count; each is counted in its queues' `workers_lost`."""
+    conn = redis_client()
+    worker_keys = [key.decode() for key in conn.smembers(keys.ALL_WORKERS)]
+    with conn.pipeline(transaction=False) as pipe:
+        for key in worker_keys:
+            pipe.hmget(key, "hostname", "pid", "birth", "queues", "last_heartbeat", "death")
+        rows = pipe.execute()
+    lost: list[tuple[str, LostWorker]] = []
+    for key, (host, pid, birth, queues, beat, death) in zip(worker_keys, rows, strict=True):
+        if host is None or host.decode() != hostname or death is not None:
+            continue
+        pid_number = int(pid) if pid and pid.isdigit() else None
+        born = utcparse(birth.decode()).replace(tzinfo=datetime.UTC) if birth else None
+        if alive(pid_number, born):
+            continue
+        names = [name for name in (queues or b"").decode().split(",") if name]
+        name = key.removeprefix(keys.WORKER_PREFIX)
+        lost.append((key, LostWorker(name, pid_number, names, (beat or b"").decode())))
+    if lost:
+        with conn.pipeline(transaction=True) as pipe:
+            for key, worker in lost:
+                pipe.delete(key, keys.worker_executions(worker.name))
+                pipe.srem(keys.ALL_WORKERS, key)
+                for name in worker.queues:
+                    pipe.srem(keys.workers_of(name), key)
+                    pipe.hincrby(keys.WORKERS_LOST, name, 1)
+            pipe.execute()
+    return [worker for _, worker in lost]
 
 
 @translate_outages

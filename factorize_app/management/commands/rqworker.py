@@ -1,6 +1,7 @@
 """django-rq's `rqworker`, except that naming no queue means every task type whose
 implementation can run here (and the webhooks worker beside them, in a child process), a named
-type that cannot is refused in one line, and `rqworker webhooks` runs the webhooks worker."""
+type that cannot is refused in one line, `rqworker webhooks` runs the webhooks worker, and a
+model worker runs under a watchdog process that kills it when its loop stalls (factorize_app.watchdog)."""
 
 import logging
 import os
@@ -8,9 +9,11 @@ import subprocess
 import sys
 import threading
 
+from django.conf import settings
 from django.core.management.base import CommandError
 from django_rq.management.commands import rqworker
 
+from factorize_app import watchdog
 from factorize_app.apps import warn_about_insecure_settings
 from factorize_app.tasks import ImplementationUnavailable, UnknownTaskType, get_task_type, task_types
 from factorize_app.webhooks import worker as webhooks_worker
@@ -27,8 +30,24 @@ class Command(rqworker.Command):
     # is deployed): they would import every view into the worker, a third of its start-up.
     requires_system_checks: list[str] = []
 
+    def add_arguments(self, parser):
+        super().add_arguments(parser)
+        parser.add_argument(
+            "--watchdog",
+            type=float,
+            default=None,
+            help="Kill the worker when its loop has not gone round for this many seconds (0: no watchdog; "
+            "default: the longest of 30 s, 6 x WORKER_HEARTBEAT and 4 x REDIS_SOCKET_TIMEOUT).",
+        )
+
     def handle(self, *args, **options):
         warn_about_insecure_settings()
+        if webhooks_worker.QUEUE not in args and not options["burst"]:
+            limit = options.pop("watchdog")
+            if limit is None:
+                limit = max(30.0, 6.0 * settings.WORKER_HEARTBEAT, 4.0 * settings.REDIS_SOCKET_TIMEOUT)
+            if limit > 0:
+                watchdog.install(limit)  # first: a fork before any thread or connection exists
         if webhooks_worker.QUEUE in args:
             if len(args) > 1:
                 raise CommandError(f"`{webhooks_worker.QUEUE}` has a worker of its own: name it alone")

@@ -1,10 +1,12 @@
-"""The workers' health check: is this host's worker still heartbeating?
+"""The workers' health check: is this container's worker itself still heartbeating?
 
 A worker process that is present but stuck (a hung model call that ignores its timeout, a
 SIGSTOP, a deadlock) no longer renews its heartbeat in Redis; `docker compose` (healthcheck)
-and Kubernetes (livenessProbe) run this command in the worker's container and restart it when
-the command fails. The container is recognised by its host name, which RQ records in each
-worker's registration (a worker's own name is a random id).
+and Kubernetes (livenessProbe) run this command in the worker's container. It judges the
+worker the container stands for: the registrations of this host whose process runs here (by
+pid, and started before the registration, so a restarted container's worker is not taken for
+its predecessor), the model worker's rather than its webhooks child's (which heartbeats on its
+own), or one worker named by `--pid`. Each judged worker must have beaten within the limit.
 """
 
 import socket
@@ -16,18 +18,26 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 from rq.worker import Worker
 
+from factorize_app import watchdog
 from factorize_app.tasks import task_types
+from factorize_app.webhooks.worker import QUEUE as WEBHOOKS
 
 
 class Command(BaseCommand):
     help = (
-        "Exit 0 when a worker on this host heartbeated within 3 x WORKER_HEARTBEAT seconds (or Redis is "
-        "unreachable: the worker rides out outages on its own), else 1."
+        "Exit 0 when this container's worker (the model worker, not its webhooks child) heartbeated within "
+        "3 x WORKER_HEARTBEAT seconds (or Redis is unreachable: the worker rides out outages on its own), else 1."
     )
     requires_system_checks = []  # a probe every few seconds: only what it needs
 
     def add_arguments(self, parser):
-        parser.add_argument("--hostname", default=None, help="The worker's host name (default: this host's).")
+        parser.add_argument("--pid", type=int, default=None, help="Judge the worker of this process only.")
+        parser.add_argument(
+            "--hostname",
+            default=None,
+            help="Judge the workers registered from this host name, whatever their process (default: the "
+            "workers of this host whose process runs here).",
+        )
         parser.add_argument(
             "--max-age",
             type=float,
@@ -36,7 +46,6 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args, **options):
-        hostname = options["hostname"] or socket.gethostname()
         max_age = options["max_age"] if options["max_age"] is not None else 3 * settings.WORKER_HEARTBEAT
         try:
             workers = Worker.all(connection=django_rq.get_connection(task_types()[0].name))
@@ -44,14 +53,36 @@ class Command(BaseCommand):
             # Restarting the worker would not bring Redis back; the web's /readyz reports the outage.
             self.stdout.write(f"Redis unavailable ({exc}): not judging the worker")
             return
+        judged = self.judged(workers, pid=options["pid"], hostname=options["hostname"])
+        now = datetime.now(UTC)
         ages = {
-            worker.name: (datetime.now(UTC) - worker.last_heartbeat).total_seconds()
-            for worker in workers
-            if worker.hostname == hostname and worker.last_heartbeat is not None
+            worker.name: (now - worker.last_heartbeat).total_seconds() if worker.last_heartbeat else float("inf")
+            for worker in judged
         }
-        if not ages:
-            raise CommandError(f"unhealthy: no worker of host {hostname} is registered")
-        name, age = min(ages.items(), key=lambda item: item[1])
+        name, age = max(ages.items(), key=lambda item: item[1])
         if age > max_age:
             raise CommandError(f"unhealthy: worker {name} last heartbeat {age:.0f} s ago (limit {max_age:.0f} s)")
         self.stdout.write(f"healthy: worker {name} heartbeat {age:.1f} s ago")
+
+    @staticmethod
+    def judged(workers: list[Worker], *, pid: int | None, hostname: str | None) -> list[Worker]:
+        if pid is not None:
+            found = [worker for worker in workers if worker.pid == pid and worker.hostname == socket.gethostname()]
+            if not found:
+                raise CommandError(f"unhealthy: the process {pid} has no worker registered")
+            return found
+        if hostname is not None:
+            found = [worker for worker in workers if worker.hostname == hostname]
+        else:
+            host = socket.gethostname()
+            found = [
+                worker
+                for worker in workers
+                if worker.hostname == host and watchdog.process_alive(worker.pid, worker.birth_date)
+            ]
+        if not found:
+            host = hostname or socket.gethostname()
+            raise CommandError(f"unhealthy: no worker of host {host} is registered and running")
+        # A model worker stands for its container; its webhooks child only where it runs alone.
+        models = [worker for worker in found if worker.queue_names() != [WEBHOOKS]]
+        return models or found

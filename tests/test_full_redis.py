@@ -326,3 +326,90 @@ def test_readyz_answers_within_its_bound_when_redis_hangs_or_its_name_does_not_r
         ready = requests.get(f"{url}/readyz", timeout=10)
         assert time.monotonic() - started < 2.5
         assert ready.status_code == 503 and ready.json()["status"] == "unavailable", ready.text
+
+
+# --- a full Redis that heals (issue 29) ------------------------------------------------------------
+
+
+def webhooks_children(conn: redis.Redis) -> list[Worker]:
+    return [worker for worker in Worker.all(connection=conn) if worker.queue_names() == ["webhooks"]]
+
+
+@pytest.mark.timeout(240)
+def test_every_child_process_rides_out_write_refusals(fresh, web, start_worker):
+    """Plain rqworker's webhooks child (and its dispatcher) survive a full Redis: no restart, no
+    traceback, and the service serves again once Redis takes writes."""
+    url, conn = web, fresh.client()
+    worker = start_on(start_worker, fresh)  # every queue, and the webhooks child
+    wait_until(lambda: Worker.count(connection=conn) == 2, timeout=60, what="the worker and its webhooks child")
+    (child,) = webhooks_children(conn)
+    refuse(conn, "full")
+    time.sleep(6)  # heartbeats, dequeues and the dispatcher's lease all refused, several times over
+    allow(conn, "full")
+    job = requests.post(f"{url}/factorize", json={"number": 9991}, timeout=10)
+    assert job.status_code == 202, job.text
+    done = poll_until_done(lambda: requests.get(f"{url}/jobs/{job.json()['job_id']}", timeout=10))
+    assert done["status"] == "finished"
+    wait_until(lambda: any(w.pid == child.pid for w in webhooks_children(conn)) and len(webhooks_children(conn)) == 1,
+               timeout=30, what="the same webhooks child to heartbeat")  # fmt: skip
+    assert worker.process.poll() is None
+    assert "the webhooks worker exited" not in worker.log, worker.log[-3000:]
+    assert "Traceback" not in worker.log, worker.log[-3000:]
+
+
+FILL_UP_MAXMEMORY = "14mb"
+
+
+@pytest.mark.timeout(420)
+def test_a_fill_up_run_finishes_every_accepted_job_and_heals_by_itself(tmp_path: Path, start_worker):
+    """The issue's run: batches of 100 into a 14 MB Redis while the workers are held back, until
+    submits are refused; then every accepted job finishes (admission kept room for its result and
+    the heartbeats), no process dies, and once results expire submits are admitted again."""
+    own = OwnRedis(tmp_path, "--maxmemory", FILL_UP_MAXMEMORY, "--appendonly", "no")
+    own.start()
+    env = {**BASE_ENV, "RESULT_TTL": "40", "JOB_TTL": "600"}
+    try:
+        conn = own.client()
+        with web_server(own.url, **env) as url:
+            worker = start_on(start_worker, own, **env)  # plain rqworker: every queue and the webhooks child
+            wait_until(lambda: Worker.count(connection=conn) == 2, timeout=60, what="the worker and its webhooks child")
+            (child,) = webhooks_children(conn)
+            conn.set("rq:suspended", 1)  # the workers are busy elsewhere: the queue fills up
+            accepted: list[str] = []
+            refused = 0
+            for start in range(10**9, 10**9 + 10**6, 100):
+                response = requests.post(
+                    f"{url}/factorize/batch", json={"items": [{"number": n} for n in range(start, start + 100)]},
+                    timeout=30,
+                )  # fmt: skip
+                if response.status_code == 503:
+                    assert response.json()["reason"] == "full", response.text
+                    refused += 1
+                    if refused == 3:
+                        break
+                    continue
+                assert response.status_code in (200, 202), response.text
+                accepted += [item["job_id"] for item in response.json()["results"]]
+            peak = used_fraction(conn)
+            conn.delete("rq:suspended")
+
+            def finished() -> int:
+                with conn.pipeline(transaction=False) as pipe:
+                    for job_id in accepted:
+                        pipe.hget(f"rq:job:{job_id}", "status")
+                    return sum(status == b"finished" for status in pipe.execute())
+
+            wait_until(lambda: finished() == len(accepted), timeout=120, interval=1, what="every accepted job")
+            print(f"\n[full-redis] {len(accepted)} jobs accepted in batches of 100 into {FILL_UP_MAXMEMORY} "
+                  f"(Redis at {peak:.0%} of maxmemory with them queued, {used_fraction(conn):.0%} once they "
+                  f"ended), {finished()} finished")  # fmt: skip
+            assert len(accepted) >= 400  # the issue's run took 4 batches and could not finish them
+            assert worker.process.poll() is None and "Traceback" not in worker.log, worker.log[-3000:]
+            assert "refuses writes" not in worker.log, worker.log[-3000:]  # Redis itself never filled up
+            assert [w.pid for w in webhooks_children(conn)] == [child.pid]
+            # The results expire (RESULT_TTL): submits are admitted again, nobody lifting a finger.
+            wait_until(lambda: requests.post(f"{url}/factorize/batch", timeout=30,
+                                             json={"items": [{"number": n} for n in range(7000, 7100)]}).status_code
+                       in (200, 202), timeout=120, interval=2, what="submits to be admitted again")  # fmt: skip
+    finally:
+        own.stop()

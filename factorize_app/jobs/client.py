@@ -309,7 +309,7 @@ def _submit_batch(
                 states[job_id] if states[job_id].load == load else dataclasses.replace(states[job_id], load=load)
                 for job_id in ids
             ]
-        admit_new_jobs()
+        admit_new_jobs(task_type=task_type, count=len(missing))
         _check_queued_cap(task_type, client, len(missing), limits or ClientLimits())
         enqueue(task_type, {job_id: inputs[job_id] for job_id in missing}, client, cancel_after, limits)
     raise QueueUnavailable(f"{len(missing)} jobs kept changing under concurrent requests; try again")

@@ -174,6 +174,10 @@ _memory_seen: tuple[float, int, int] | None = None  # (monotonic time read, used
 def redis_memory() -> tuple[int, int]:
     """Redis's used_memory and maxmemory (0: unlimited), read from INFO memory at most once a
     second per process: admission asks on every submit."""
+    return _memory_reading()[1:]
+
+
+def _memory_reading() -> tuple[float, int, int]:
     global _memory_seen
     seen = _memory_seen
     if seen is None or time.monotonic() - seen[0] >= 1.0:
@@ -185,21 +189,101 @@ def redis_memory() -> tuple[int, int]:
             finally:
                 _memory_lock.release()
         seen = seen or _memory_seen
-    return seen[1], seen[2]
+    return seen
 
 
-def _memory_admits() -> bool:
-    used, maxmemory = redis_memory()
-    return not maxmemory or used < settings.REDIS_MEMORY_HIGH_WATER * maxmemory
+# --- admission: room kept for what accepted jobs will still write ---------------------------------
+
+# What a job adds to Redis when it ends (its result, in the job hash and RQ's result stream, its
+# events, registry entries), measured per type on recently finished jobs (MEMORY USAGE); this
+# until a job of the type has finished: Redis 7 gives a new stream ~4.8 KB, and an ended job has
+# two (its result and its events), about 9 KB more than it held queued (a small factorization,
+# measured). A queued job holds ~2.6 KB. And room for each live worker's heartbeats and buffers.
+DEFAULT_JOB_GROWTH = 12 * 1024
+QUEUED_JOB = 4 * 1024
+WORKER_ROOM = 64 * 1024
+# Jobs sampled per type, and how long a measurement (and the count of pending jobs) is kept.
+GROWTH_SAMPLE = 5
+RESERVE_SECONDS = 1.0
+GROWTH_SECONDS = 10.0
+
+_reserve_lock = threading.Lock()
+_reserve: tuple[float, float, int] = (0.0, 0.0, 0)  # (memory reading it goes with, bytes, added since)
+_growth: dict[str, tuple[float, int, int]] = {}  # type -> (monotonic time measured, ended job bytes, growth)
 
 
-def admit_new_jobs() -> None:
-    """Refuse new jobs (SubmitRefused, FULL) once Redis memory passes REDIS_MEMORY_HIGH_WATER of
-    maxmemory, leaving the rest for results of jobs already queued or running. Polls, cancels
-    and result writes never ask. No maxmemory, no mark."""
-    if not _memory_admits():
-        used, maxmemory = redis_memory()
-        raise SubmitRefused(FULL, f"Redis uses {used} of its {maxmemory} bytes, past the high-water mark")
+def _job_footprints(conn: redis.Redis, job_ids: list[bytes]) -> list[int]:
+    with conn.pipeline(transaction=False) as pipe:
+        for raw in job_ids:
+            job_id = raw.decode()
+            for key in (keys.job(job_id), keys.results(job_id), keys.events(job_id)):
+                pipe.memory_usage(key, samples=0)
+        sizes = pipe.execute()
+    return [sum(size or 0 for size in sizes[i : i + 3]) for i in range(0, len(sizes), 3)]
+
+
+def job_growth(task_type: TaskType) -> tuple[int, int]:
+    """(bytes a job of the type holds once ended, bytes it adds between queued and ended), as
+    measured on its latest finished and queued jobs, at most every GROWTH_SECONDS per process."""
+    name = task_type.name
+    seen = _growth.get(name)
+    if seen is not None and time.monotonic() - seen[0] < GROWTH_SECONDS:
+        return seen[1], seen[2]
+    conn = redis_client()
+    ended = _job_footprints(conn, conn.zrevrange(keys.finished(name), 0, GROWTH_SAMPLE - 1))
+    queued = _job_footprints(conn, conn.lrange(keys.queue(name), 0, GROWTH_SAMPLE - 1))
+    if ended:
+        whole = sum(ended) // len(ended)
+        growth = max(whole - (sum(queued) // len(queued) if queued else 0), whole // 4)
+    else:
+        whole, growth = DEFAULT_JOB_GROWTH + QUEUED_JOB, DEFAULT_JOB_GROWTH
+    _growth[name] = (time.monotonic(), whole, growth)
+    return whole, growth
+
+
+def pending_reserve() -> int:
+    """Bytes kept for what accepted jobs will still write: each queued or running job's growth
+    up to its end, and each live worker's room."""
+    total = redis_client().scard(keys.ALL_WORKERS) * WORKER_ROOM
+    for task_type in task_types():
+        queued, started = counts(task_type)
+        total += (queued + started) * job_growth(task_type)[1]
+    return total
+
+
+def _memory_admits(task_type: TaskType | None = None, count: int = 0) -> tuple[bool, int, int, int]:
+    """Whether `count` more jobs of `task_type` fit under the high-water mark with room for every
+    accepted job's end; and the figures (used, reserved, maxmemory). The pending jobs are counted
+    once a second per process; jobs this process admitted since are added as it admits them."""
+    global _reserve
+    read_at, used, maxmemory = _memory_reading()
+    if not maxmemory:
+        return True, used, 0, 0
+    with _reserve_lock:
+        if _reserve[0] != read_at:
+            _reserve = (read_at, pending_reserve(), 0)
+        reserved = _reserve[1] + _reserve[2]
+        adding = count * (job_growth(task_type)[0] + QUEUED_JOB // 4) if task_type is not None else 0
+        admits = used + reserved + adding < settings.REDIS_MEMORY_HIGH_WATER * maxmemory
+        if admits and adding:
+            _reserve = (_reserve[0], _reserve[1], _reserve[2] + adding)
+    return admits, used, reserved, maxmemory
+
+
+@translate_outages
+def admit_new_jobs(*, task_type: TaskType | None = None, count: int = 0) -> None:
+    """Refuse new jobs (SubmitRefused, FULL) unless Redis memory in use, plus room for what every
+    accepted job will still write (its result, its events) and the workers' heartbeats, plus the
+    `count` new jobs of `task_type`, stays under REDIS_MEMORY_HIGH_WATER of maxmemory: results of
+    jobs already queued or running always have room to be recorded. Polls, cancels and result
+    writes never ask. No maxmemory, no mark."""
+    admits, used, reserved, maxmemory = _memory_admits(task_type, count)
+    if not admits:
+        raise SubmitRefused(
+            FULL,
+            f"Redis uses {used} of its {maxmemory} bytes and keeps {reserved} for the jobs it holds: "
+            "past the high-water mark",
+        )
 
 
 def ping() -> None:
@@ -244,4 +328,4 @@ def _probe_once() -> str | None:
         if reason is None:
             raise
         return reason
-    return None if _memory_admits() else FULL
+    return None if _memory_admits()[0] else FULL

@@ -24,7 +24,7 @@ from factorize_app import jobs
 from factorize_app.jobs.connection import redis_client
 from factorize_app.tasks import get_task_type
 from factorize_app.webhooks import delivery
-from factorize_app.worker import RecoverableCleaning
+from factorize_app.worker import RecoverableCleaning, _as_queue_error, _Trouble
 
 logger = logging.getLogger("factorize_app.webhooks")
 
@@ -60,8 +60,79 @@ class WebhookWorker(RecoverableCleaning, SimpleWorker):
         if self.queue_names() != [QUEUE]:
             raise ValueError(f"the webhooks worker serves the queue {QUEUE!r} only")
         self._stopping = threading.Event()
+        self._trouble = _Trouble(f"webhooks worker {self.name}")
         self._dispatcher: threading.Thread | None = None
         self._pool: delivery.AttemptPool | None = None
+
+    # --- a Redis that refuses writes (full, read-only) or is gone: waited out, never a crash ---
+    # RQ's loop quits on any exception (and its teardown then raises): each step that writes
+    # waits instead, saying so once when the trouble starts and once when it ends.
+
+    def bootstrap(self, *args, **kwargs) -> None:
+        trouble = _Trouble("webhooks worker start")
+        while True:
+            try:
+                super().bootstrap(*args, **kwargs)
+                trouble.ok()
+                return
+            except Exception as exc:
+                if _as_queue_error(exc) is None:
+                    raise
+                time.sleep(trouble.failed(_as_queue_error(exc)))
+
+    def register_birth(self) -> None:
+        if not getattr(self, "_registered", False):  # a retried bootstrap registers once
+            super().register_birth()
+            self._registered = True
+
+    def subscribe(self) -> None:
+        if self.pubsub_thread is None:
+            super().subscribe()
+
+    def _riding_out(self, exc: BaseException) -> bool:
+        """True (after the wait) for an outage or a write refusal; False for anything else."""
+        error = _as_queue_error(exc)
+        if error is None:
+            return False
+        wait = self._trouble.failed(error)
+        deadline = time.monotonic() + wait
+        while not self._stop_requested and time.monotonic() < deadline:
+            time.sleep(0.1)
+        return True
+
+    def heartbeat(self, *args, **kwargs) -> None:
+        try:
+            super().heartbeat(*args, **kwargs)
+        except Exception as exc:
+            if _as_queue_error(exc) is None:
+                raise
+            self._trouble.failed(_as_queue_error(exc))  # no wait: the next beat tries again
+            return
+        self._trouble.ok()
+
+    def run_maintenance_tasks(self) -> None:
+        try:
+            super().run_maintenance_tasks()
+        except Exception as exc:
+            if not self._riding_out(exc):
+                raise
+
+    def execute_job(self, job, queue) -> None:
+        """A delivery's carrier job; one that cannot be recorded is retried by the dispatcher
+        (its attempt's lease ends), not by this worker quitting."""
+        try:
+            super().execute_job(job, queue)
+        except Exception as exc:
+            if not self._riding_out(exc):
+                raise
+
+    def teardown(self) -> None:
+        try:
+            super().teardown()
+        except Exception as exc:
+            if _as_queue_error(exc) is None:
+                raise
+            logger.warning("the webhooks worker could not unregister", extra={"error": repr(exc)})
 
     @property
     def dequeue_timeout(self) -> int:
@@ -70,12 +141,21 @@ class WebhookWorker(RecoverableCleaning, SimpleWorker):
         return max(1, settings.WORKER_HEARTBEAT)
 
     def dequeue_job_and_maintain_ttl(self, timeout: int | None, max_idle_time: int | None = None):
-        """Take a delivery only with a free thread to run it (heartbeating while all are busy)."""
-        while not self._pool.reserve(timeout=max(1, settings.WORKER_HEARTBEAT)):
-            self.heartbeat()
-            if self._stop_requested:
-                return None
-        return super().dequeue_job_and_maintain_ttl(timeout, max_idle_time)
+        """Take a delivery only with a free thread to run it (heartbeating while all are busy);
+        while Redis refuses or is gone, wait (None would end RQ's loop)."""
+        while True:
+            while not self._pool.reserve(timeout=max(1, settings.WORKER_HEARTBEAT)):
+                self.heartbeat()
+                if self._stop_requested:
+                    return None
+            try:
+                taken = super().dequeue_job_and_maintain_ttl(timeout, max_idle_time)
+            except Exception as exc:
+                if not self._riding_out(exc) or self._stop_requested:
+                    raise
+                continue
+            self._trouble.ok()
+            return taken
 
     def work(self, burst: bool = False, *args, **kwargs) -> bool:
         self._pool = delivery.AttemptPool(settings.WEBHOOK_CONCURRENCY)

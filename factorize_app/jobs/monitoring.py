@@ -208,6 +208,7 @@ RESERVE_SECONDS = 1.0
 GROWTH_SECONDS = 10.0
 
 _reserve_lock = threading.Lock()
+_reserve_refresh = threading.Lock()
 _reserve: tuple[float, float, int] = (0.0, 0.0, 0)  # (memory reading it goes with, bytes, added since)
 _growth: dict[str, tuple[float, int, int]] = {}  # type -> (monotonic time measured, ended job bytes, growth)
 
@@ -259,11 +260,17 @@ def _memory_admits(task_type: TaskType | None = None, count: int = 0) -> tuple[b
     read_at, used, maxmemory = _memory_reading()
     if not maxmemory:
         return True, used, 0, 0
+    # One thread counts (a few round trips, once a second); the others keep the last count meanwhile.
+    if _reserve[0] != read_at and _reserve_refresh.acquire(blocking=_reserve[0] == 0.0):
+        try:
+            counted = pending_reserve()
+            with _reserve_lock:
+                _reserve = (read_at, counted, 0)
+        finally:
+            _reserve_refresh.release()
+    adding = count * (job_growth(task_type)[0] + QUEUED_JOB // 4) if task_type is not None else 0
     with _reserve_lock:
-        if _reserve[0] != read_at:
-            _reserve = (read_at, pending_reserve(), 0)
         reserved = _reserve[1] + _reserve[2]
-        adding = count * (job_growth(task_type)[0] + QUEUED_JOB // 4) if task_type is not None else 0
         admits = used + reserved + adding < settings.REDIS_MEMORY_HIGH_WATER * maxmemory
         if admits and adding:
             _reserve = (_reserve[0], _reserve[1], _reserve[2] + adding)

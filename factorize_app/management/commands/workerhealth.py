@@ -5,8 +5,9 @@ SIGSTOP, a deadlock) no longer renews its heartbeat in Redis; `docker compose` (
 and Kubernetes (livenessProbe) run this command in the worker's container. It judges the
 worker the container stands for: the registrations of this host whose process runs here (by
 pid, and started before the registration, so a restarted container's worker is not taken for
-its predecessor), the model worker's rather than its webhooks child's (which heartbeats on its
-own), or one worker named by `--pid`. Each judged worker must have beaten within the limit.
+its predecessor), leaving out plain rqworker's webhooks child (it heartbeats on its own, and
+would vouch for a stuck parent), or one worker named by `--pid`. Each judged worker must have
+beaten within the limit.
 """
 
 import socket
@@ -20,7 +21,6 @@ from rq.worker import Worker
 
 from factorize_app import watchdog
 from factorize_app.tasks import task_types
-from factorize_app.webhooks.worker import QUEUE as WEBHOOKS
 
 
 class Command(BaseCommand):
@@ -78,11 +78,22 @@ class Command(BaseCommand):
             found = [
                 worker
                 for worker in workers
-                if worker.hostname == host and watchdog.process_alive(worker.pid, worker.birth_date)
+                if worker.hostname == host
+                and watchdog.process_alive(worker.pid, worker.birth_date)
+                and not started_by_a_worker(worker.pid)  # a webhooks child never stands for its parent
             ]
         if not found:
             host = hostname or socket.gethostname()
             raise CommandError(f"unhealthy: no worker of host {host} is registered and running")
-        # A model worker stands for its container; its webhooks child only where it runs alone.
-        models = [worker for worker in found if worker.queue_names() != [WEBHOOKS]]
-        return models or found
+        return found
+
+
+def started_by_a_worker(pid: int) -> bool:
+    """Whether the process `pid` is the child of an `rqworker` (plain rqworker's webhooks worker)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            parent = int(stat.read().rpartition(")")[2].split()[1])
+        with open(f"/proc/{parent}/cmdline", "rb") as cmdline:
+            return b"rqworker" in cmdline.read().split(b"\0")
+    except (OSError, ValueError, IndexError):
+        return False

@@ -22,6 +22,7 @@ from project.env import (
     redis_url_with_options,
 )
 from project.log_format import logging_config
+from project.task_discovery import discover_task_types
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -267,12 +268,11 @@ if not REDIS_MEMORY_HIGH_WATER > 0:
 
 # Where models that are trained or downloaded once keep their files (the digits classifier).
 MODEL_DIR = env_str("MODEL_DIR", str(BASE_DIR / ".run" / "models"))
-# Registered task types: dotted paths to `TaskType` objects. Their names are the RQ queue names.
-DEFAULT_TASK_TYPES = [
-    "factorize_app.tasks.factorization.TASK_TYPE",
-    "factorize_app.tasks.primes.TASK_TYPE",
-    "factorize_app.tasks.digits.TASK_TYPE",
-]
+# Registered task types: every package under factorize_app/tasks/ that declares a TASK_TYPE, in
+# order of name (the order of the queues a worker for several takes from). Their names are the RQ
+# queue names. TASK_TYPES narrows or extends the set: dotted paths of TaskType objects or folder
+# names ("digits,primes"), where `*` stands for every discovered one ("*,bench.task_types.NOOP").
+DEFAULT_TASK_TYPES = discover_task_types(BASE_DIR / "factorize_app" / "tasks")
 TASK_TYPES = env_list("TASK_TYPES", DEFAULT_TASK_TYPES)
 # How long a queued job that nobody polls waits before it expires unrun; every poll extends it.
 JOB_TTL = env_int("JOB_TTL", 60)

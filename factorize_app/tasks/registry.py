@@ -1,4 +1,5 @@
-"""The registry of task types, loaded from the `TASK_TYPES` setting.
+"""The registry of task types: those the `TASK_TYPES` setting names, by default every package
+under factorize_app/tasks/ that declares a TASK_TYPE (project/task_discovery.py).
 
 A task type's declaration (name, path, serializers, TTLs, timeout) is what the service itself
 needs, and imports nothing beyond the service's own requirements; its implementation (the model:
@@ -57,7 +58,8 @@ class TaskType:
     requirements: str | None = None
     # Example inputs, each valid against input_serializer: shown as the request body's example in
     # the OpenAPI schema, the browsable form and the front page, and answered by the contract test.
-    examples: tuple[dict[str, Any], ...] = ()
+    # (Not compared: dicts are unhashable, and a TaskType is hashed as a cache key.)
+    examples: tuple[dict[str, Any], ...] = field(default=(), compare=False)
     # For an implementation with handle_batch: the most inputs in one call (instead of
     # WORKER_BATCH_SIZE), and how long a worker may wait (seconds) for more jobs to fill a short
     # batch, as model servers do (Triton's max_queue_delay_microseconds, Ray Serve's
@@ -166,11 +168,26 @@ class UnknownTaskType(LookupError):
     pass
 
 
+def registered_paths() -> list[str]:
+    """TASK_TYPES as dotted paths: a folder name is its package's TASK_TYPE, and `*` every type
+    discovered under factorize_app/tasks/ (DEFAULT_TASK_TYPES) not also listed on its own."""
+    entries = [
+        entry if "." in entry or entry == "*" else f"{__package__}.{entry}.TASK_TYPE" for entry in settings.TASK_TYPES
+    ]
+    paths = []
+    for entry in entries:
+        if entry == "*":
+            paths += [path for path in settings.DEFAULT_TASK_TYPES if path not in entries and path not in paths]
+        else:
+            paths.append(entry)
+    return paths
+
+
 @cache
 def _registry() -> Mapping[str, TaskType]:
     registry: dict[str, TaskType] = {}
     paths: set[str] = set()
-    for dotted in settings.TASK_TYPES:
+    for dotted in registered_paths():
         try:
             task_type = import_string(dotted)
         except ImportError as exc:

@@ -251,3 +251,9 @@ def submit(api: APIClient, path: str = "/factorize", **body):
 def wait_done(api: APIClient, path: str = "/factorize", timeout: float = 30, **body) -> dict:
     """Submit-or-poll an input through the test client until it is done."""
     return poll_until_done(lambda: submit(api, path, **body), timeout=timeout, what=f"{path} {body} to finish")
+
+
+def queue_of(api: APIClient, name: str) -> dict:
+    """One task type's entry in GET /queues, found by name (the listing is in order of name, and a
+    model added under factorize_app/tasks/ may come first)."""
+    return next(queue for queue in api.get("/queues").json() if queue["name"] == name)

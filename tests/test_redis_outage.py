@@ -189,7 +189,8 @@ def test_services_ride_out_a_redis_outage(own_redis, start_worker, capsys):
         assert fresh["status"] == "finished", fresh
         assert worker.process.poll() is None
         wait_until(
-            lambda: requests.get(f"{url}/queues", timeout=10).json()[0]["workers"] == 1,
+            lambda: {q["name"]: q for q in requests.get(f"{url}/queues", timeout=10).json()}["factorization"]["workers"]
+            == 1,
             timeout=60,
             what="the worker to count as live again in /queues",
         )

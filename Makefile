@@ -8,7 +8,7 @@ REDIS_URL ?= redis://127.0.0.1:6379/0
 # Tests use their own database number and flush only that one.
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/15
 
-.PHONY: install install-test redis run serve worker test test-docker bench lint clean
+.PHONY: install install-test redis run serve worker test test-fast test-model test-docker bench lint clean
 
 # Serving needs the service's requirements and each model's own (the local worker serves every
 # task type); the test tools come with `make test`.
@@ -49,6 +49,18 @@ test: install-test lint
 	@scripts/ensure-redis.sh "$(TEST_REDIS_URL)"
 	@scripts/ensure-chromium.sh || echo "Chromium could not be installed: the browser tests will be SKIPPED."
 	TEST_REDIS_URL=$(TEST_REDIS_URL) $(BIN)/pytest $(PYTEST_ARGS)
+
+## Everything but the slow tests (tests/conftest.py SLOW: chaos, soak, operator, fuzzing, browser,
+## deployment files): a few minutes, for the edit-test loop. `make test` still runs them all.
+test-fast: install-test lint
+	@scripts/ensure-redis.sh "$(TEST_REDIS_URL)"
+	TEST_REDIS_URL=$(TEST_REDIS_URL) $(BIN)/pytest -m "not slow and not docker" $(PYTEST_ARGS)
+
+## One model against the service's contract (tests/test_model_contract.py): make test-model MODEL=sentiment
+test-model: install-test
+	@test -n "$(MODEL)" || { echo "usage: make test-model MODEL=<name>, a folder under factorize_app/tasks/"; exit 2; }
+	@scripts/ensure-redis.sh "$(TEST_REDIS_URL)"
+	TEST_MODEL=$(MODEL) TEST_REDIS_URL=$(TEST_REDIS_URL) $(BIN)/pytest tests/test_model_contract.py $(PYTEST_ARGS)
 
 ## The Docker files built and run on a real engine (started here as root when none runs).
 test-docker: install-test

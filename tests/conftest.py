@@ -28,6 +28,31 @@ ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
 
 
+# The slow tier, left out by `make test-fast` (-m "not slow"); `make test` runs it. Whole modules
+# (their paths from tests/) that start and kill processes, fill or cut Redis, fuzz, soak, drive a
+# browser or check the deployment files, and single long tests elsewhere (their node ids).
+SLOW = {
+    "browser/",  # a real Chromium
+    "test_crash_recovery.py",  # workers killed mid-job
+    "test_docker_files.py",  # hadolint and docker compose on every file
+    "test_fuzz.py",  # schemathesis over every operation
+    "test_full_redis.py",  # Redis filled to its maxmemory
+    "test_kubernetes.py",  # kustomize and schema validation of every manifest
+    "test_operator.py",
+    "test_redis_outage.py",  # Redis stopped and started again
+    "test_sentinel.py",  # a Sentinel group and a failover
+    "test_soak.py",
+    "test_startmodel.py::test_a_generated_model_is_served_at_once_and_passes_the_contract",  # a nested pytest
+}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        node = item.nodeid.removeprefix("tests/")
+        if any(node.startswith(prefix) for prefix in SLOW):
+            item.add_marker(pytest.mark.slow)
+
+
 def wait_until(predicate: Callable[[], object], timeout: float = 30, interval: float = 0.1, what: str = "condition"):
     """Poll `predicate` until it returns something truthy; fail the test after `timeout` s."""
     deadline = time.monotonic() + timeout

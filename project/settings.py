@@ -273,7 +273,7 @@ MODEL_DIR = env_str("MODEL_DIR", str(BASE_DIR / ".run" / "models"))
 # queue names. TASK_TYPES narrows or extends the set: dotted paths of TaskType objects or folder
 # names ("digits,primes"), where `*` stands for every discovered one ("*,bench.task_types.NOOP").
 DEFAULT_TASK_TYPES = discover_task_types(BASE_DIR / "factorize_app" / "tasks")
-TASK_TYPES = env_list("TASK_TYPES", DEFAULT_TASK_TYPES)
+TASK_TYPES = env_list("TASK_TYPES", DEFAULT_TASK_TYPES) or DEFAULT_TASK_TYPES  # empty: as unset
 # How long a queued job that nobody polls waits before it expires unrun; every poll extends it.
 JOB_TTL = env_int("JOB_TTL", 60)
 # How long a finished job's result answers a repeated POST without running again.

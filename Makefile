@@ -50,8 +50,8 @@ test: install-test lint
 	@scripts/ensure-chromium.sh || echo "Chromium could not be installed: the browser tests will be SKIPPED."
 	TEST_REDIS_URL=$(TEST_REDIS_URL) $(BIN)/pytest $(PYTEST_ARGS)
 
-## Everything but the slow tests (tests/conftest.py SLOW: chaos, soak, operator, fuzzing, browser,
-## deployment files): a few minutes, for the edit-test loop. `make test` still runs them all.
+## Everything but the slow tests (tests/conftest.py SLOW_MODULES, SLOW_TESTS: chaos, soak, fuzzing, browser,
+## deployment files, tests of 4 s or more): minutes, for the edit-test loop. `make test` runs them all.
 test-fast: install-test lint
 	@scripts/ensure-redis.sh "$(TEST_REDIS_URL)"
 	TEST_REDIS_URL=$(TEST_REDIS_URL) $(BIN)/pytest -m "not slow and not docker" $(PYTEST_ARGS)

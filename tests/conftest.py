@@ -29,28 +29,76 @@ PYTHON = sys.executable
 
 
 # The slow tier, left out by `make test-fast` (-m "not slow"); `make test` runs it. Whole modules
-# (their paths from tests/) that start and kill processes, fill or cut Redis, fuzz, soak, drive a
-# browser or check the deployment files, and single long tests elsewhere (their node ids).
-SLOW = {
+# (paths from tests/) that kill processes, cut or fill Redis, fuzz, soak, drive a browser, check the
+# deployment files or mostly wait on workers; and single tests elsewhere that took 4 s or more
+# (module::test, every parametrization), measured with --durations on the shared machine.
+SLOW_MODULES = (
     "browser/",  # a real Chromium
     "test_crash_recovery.py",  # workers killed mid-job
     "test_docker_files.py",  # hadolint and docker compose on every file
-    "test_fuzz.py",  # schemathesis over every operation
+    "test_event_stream.py",
+    "test_fuzz.py",  # schemathesis over every operation: minutes
     "test_full_redis.py",  # Redis filled to its maxmemory
     "test_kubernetes.py",  # kustomize and schema validation of every manifest
     "test_operator.py",
     "test_redis_outage.py",  # Redis stopped and started again
     "test_sentinel.py",  # a Sentinel group and a failover
     "test_soak.py",
+    "test_webhooks.py",  # real receivers, retries and restarts
+    "test_worker_batches.py",  # workers stopped and killed mid-batch
+)
+SLOW_TESTS = {
+    "test_api_contract.py::test_seed_polling_client_converges",
+    "test_api_contract.py::test_sync_mode_bounds_a_handler_by_the_job_timeout",
+    "test_api_keys.py::test_create_api_key_prints_only_the_key_and_stores_only_its_digest",
+    "test_api_keys.py::test_unknown_malformed_and_revoked_keys_are_401",
+    "test_client.py::test_a_failed_job_prints_failed_and_exits_1",
+    "test_client.py::test_redis_down_is_retried_a_bounded_number_of_times_then_exits_2",
+    "test_client.py::test_the_client_waits_with_prefer_instead_of_polling",
+    "test_client.py::test_watch_prints_a_running_jobs_progress",
+    "test_client_isolation.py::test_a_client_alone_uses_every_worker_and_gives_one_back_when_another_waits",
+    "test_client_isolation.py::test_a_keys_running_cap_keeps_its_jobs_to_one_worker",
+    "test_client_isolation.py::test_held_requests_per_client_are_capped_and_health_probes_stay_free",
+    "test_digits.py::test_the_web_server_and_other_workers_never_load_the_model_packages",
+    "test_hostile_input.py::test_a_client_past_its_held_requests_gets_answers_at_once_and_others_are_still_held",
+    "test_hostile_input.py::test_every_other_endpoint_and_method",
+    "test_hostile_input.py::test_hostile_job_ids_and_prefer_headers",
+    "test_hostile_input.py::test_hostile_webhook_fields_are_refused_naming_the_field",
+    "test_hostile_input.py::test_memory_stays_bounded_under_distinct_padded_bodies",
+    "test_job_lifecycle.py::test_a_job_over_its_timeout_fails_cleanly_and_the_worker_goes_on",
+    "test_job_lifecycle.py::test_a_number_too_hard_to_factor_in_time_fails_with_timed_out",
+    "test_job_lifecycle.py::test_an_expired_then_resubmitted_job_runs_exactly_once",
+    "test_job_lifecycle.py::test_load_counts_live_queued_and_running_jobs_only",
+    "test_job_lifecycle.py::test_polling_keeps_a_queued_job_alive_and_an_abandoned_one_expires_unrun",
+    "test_job_lifecycle.py::test_results_are_cached_and_answer_without_running_again",
+    "test_long_poll.py::test_a_hard_number_shows_its_progress_while_it_runs",
+    "test_long_poll.py::test_hundreds_of_waiters_do_not_starve_other_requests",
+    "test_model_contract.py::test_a_worker_answers_an_example_through_the_queue",
+    "test_model_requirements.py::test_a_worker_for_every_queue_leaves_out_the_types_it_cannot_run",
+    "test_observability.py::test_metrics_show_queue_gauges_moving_job_durations_and_requests",
+    "test_observability.py::test_schema_validates_without_warnings",
+    "test_security.py::test_each_tls_knob_is_wired",
     "test_startmodel.py::test_a_generated_model_is_served_at_once_and_passes_the_contract",  # a nested pytest
+    "test_steering.py::test_a_stop_asked_while_its_worker_is_dead_is_not_lost",
+    "test_workers.py::test_a_killed_worker_stops_counting_within_three_heartbeats_and_leaves_the_listing",
+    "test_workers.py::test_a_worker_for_primes_only_never_takes_a_factorization_job",
+    "test_workers.py::test_rqworker_without_queue_names_listens_to_every_task_type_and_delivers_webhooks",
+    "test_workers.py::test_setup_runs_once_per_worker_and_jobs_run_warm_in_its_process",
 }
 
 
+@pytest.hookimpl(tryfirst=True)  # before -m deselects by marker
 def pytest_collection_modifyitems(config, items):
+    matched = set()
     for item in items:
-        node = item.nodeid.removeprefix("tests/")
-        if any(node.startswith(prefix) for prefix in SLOW):
+        node = item.nodeid.removeprefix("tests/").split("[", 1)[0]
+        if node.startswith(SLOW_MODULES) or node in SLOW_TESTS:
             item.add_marker(pytest.mark.slow)
+            matched.add(node)
+    if config.args_source is pytest.Config.ArgsSource.TESTPATHS:  # the whole suite: no stale names
+        stale = SLOW_TESTS - matched
+        if stale:
+            raise pytest.UsageError(f"tests/conftest.py SLOW_TESTS names tests that do not exist: {sorted(stale)}")
 
 
 def wait_until(predicate: Callable[[], object], timeout: float = 30, interval: float = 0.1, what: str = "condition"):

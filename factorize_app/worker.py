@@ -171,6 +171,8 @@ class WarmWorker(RecoverableCleaning, SimpleWorker):
         while True:
             try:
                 super().bootstrap(*args, **kwargs)
+                if mended := jobs.upgrade_statuses():
+                    logger.info("statuses of an earlier version mended", extra={"jobs": mended})
                 trouble.ok()
                 return
             except Exception as exc:

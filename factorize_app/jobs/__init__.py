@@ -41,7 +41,13 @@ from factorize_app.jobs.events import (
 )
 from factorize_app.jobs.events import watch as watch_events
 from factorize_app.jobs.ids import job_id_for
-from factorize_app.jobs.maintenance import clean_stale_workers, recount_running, sweep_queue, take_cleaning_lock
+from factorize_app.jobs.maintenance import (
+    clean_stale_workers,
+    recount_running,
+    sweep_queue,
+    take_cleaning_lock,
+    upgrade_statuses,
+)
 from factorize_app.jobs.monitoring import (
     admit_new_jobs,
     job_durations,
@@ -130,6 +136,7 @@ __all__ = [
     "cancel",
     "is_owner",
     "recount_running",
+    "upgrade_statuses",
     "reconcile",
     "RECONCILE_SECONDS",
     "yield_worker",

@@ -542,6 +542,17 @@ class _Batch:
                 return len(running) == 1
             return False
 
+    def deadline_passed(self) -> bool:
+        """A running job is past its Cancel-After deadline and not yet asked to stop: the lease
+        keeper stops it on that tick (within KEEPER_CHECK), not at its next STOP_CHECK."""
+        now = time.time()
+        with self._lock:
+            running = self._running[1] if self._running else []
+            return any(
+                job.deadline is not None and now > job.deadline and job.job_id not in self._stop_wanted
+                for job in running
+            )
+
     def stops_pending(self) -> dict[str, str]:
         """Stops asked for the job still running alone (to interrupt again if the last signal
         came between two handler calls)."""
@@ -739,7 +750,7 @@ class _LeaseKeeper:
         while not self._stop.wait(KEEPER_CHECK):
             self._batch.record_if_due()
             self._batch.write_progress_if_due()
-            if time.monotonic() >= next_stop_check:
+            if time.monotonic() >= next_stop_check or self._batch.deadline_passed():
                 next_stop_check = time.monotonic() + STOP_CHECK
                 self._stop_what_is_asked()
             self._batch.hand_back_if_held_up()

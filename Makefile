@@ -53,6 +53,7 @@ lint: install-test
 test: install-test lint
 	@scripts/ensure-redis.sh "$(TEST_REDIS_URL)"
 	@scripts/ensure-chromium.sh || echo "Chromium could not be installed: the browser tests will be SKIPPED."
+	@scripts/ensure-promtool.sh || echo "promtool could not be installed: \`promtool check metrics\` will be SKIPPED."
 	TEST_REDIS_URL=$(TEST_REDIS_URL) $(BIN)/pytest $(PYTEST_ARGS)
 
 ## The Docker files built and run on a real engine (started here as root when none runs).

@@ -8,7 +8,7 @@ REDIS_URL ?= redis://127.0.0.1:6379/0
 # Tests use their own database number and flush only that one.
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/15
 
-.PHONY: install install-test redis run serve worker test test-fast test-model test-docker bench lint clean
+.PHONY: install install-test redis run serve worker test test-fast test-model test-docker bench lint deploy-files clean
 
 # Serving needs the service's requirements and each model's own (the local worker serves every
 # task type); the test tools come with `make test`.
@@ -42,12 +42,18 @@ serve: install
 worker: redis
 	REDIS_URL=$(REDIS_URL) $(BIN)/python manage.py rqworker $(QUEUES)
 
+## The per-model Docker Compose and Kubernetes files, from each task type's declaration
+## (docs/deployment-files.md); `make deploy-files CHECK=1` only says which are out of date.
+deploy-files: install
+	$(BIN)/python manage.py deployfiles $(if $(CHECK),--check)
+
 lint: install-test
 	$(BIN)/ruff check .
 
 test: install-test lint
 	@scripts/ensure-redis.sh "$(TEST_REDIS_URL)"
 	@scripts/ensure-chromium.sh || echo "Chromium could not be installed: the browser tests will be SKIPPED."
+	@scripts/ensure-promtool.sh || echo "promtool could not be installed: \`promtool check metrics\` will be SKIPPED."
 	TEST_REDIS_URL=$(TEST_REDIS_URL) $(BIN)/pytest $(PYTEST_ARGS)
 
 ## Everything but the slow tests (tests/conftest.py SLOW_MODULES, SLOW_TESTS: chaos, soak, fuzzing, browser,

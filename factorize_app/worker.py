@@ -32,6 +32,7 @@ import traceback
 import redis
 from django.conf import settings
 from rq import worker_registration
+from rq.command import handle_command, parse_payload
 from rq.defaults import DEFAULT_LOGGING_DATE_FORMAT, DEFAULT_LOGGING_FORMAT
 from rq.exceptions import StopRequested
 from rq.registry import clean_registries
@@ -170,6 +171,8 @@ class WarmWorker(RecoverableCleaning, SimpleWorker):
         while True:
             try:
                 super().bootstrap(*args, **kwargs)
+                if mended := jobs.upgrade_statuses():
+                    logger.info("statuses of an earlier version mended", extra={"jobs": mended})
                 trouble.ok()
                 return
             except Exception as exc:
@@ -177,6 +180,21 @@ class WarmWorker(RecoverableCleaning, SimpleWorker):
                 if error is None:
                     raise
                 self._sleep_during_setup(trouble.failed(error))
+
+    def handle_payload(self, message) -> None:
+        """RQ's commands to this worker (its pubsub thread): a stop of a job (django-rq's Stop
+        button, `send_stop_job_command`) goes the way of DELETE /jobs/<id>, for everyone (staff):
+        a stop request the lease keeper acts on within a second. Others as RQ handles them."""
+        payload = parse_payload(message)
+        job_id = payload.get("job_id")
+        if payload.get("command") not in ("stop-job", "stop-execution") or not isinstance(job_id, str):
+            handle_command(self, payload)
+            return
+        try:
+            jobs.cancel(job_id=job_id, staff=True)
+            logger.info("stop asked through RQ", extra={"job_id": job_id})
+        except (jobs.JobNotFound, jobs.JobNotCancellable, jobs.QueueUnavailable) as exc:
+            logger.warning("stop asked through RQ not done", extra={"job_id": job_id, "error": repr(exc)})
 
     def register_birth(self) -> None:
         if not getattr(self, "_registered", False):
@@ -239,6 +257,7 @@ class WarmWorker(RecoverableCleaning, SimpleWorker):
                     self.check_for_suspension(burst)
                     if self.should_run_maintenance_tasks:
                         self.run_maintenance_tasks()
+                    self._reconcile_if_due()
                     self._state = WorkerStatus.BUSY  # from here a stop request waits for the batch
                     taken = self._take()
                     if taken:
@@ -409,6 +428,13 @@ class WarmWorker(RecoverableCleaning, SimpleWorker):
     def _lease(self) -> int:
         return 3 * settings.WORKER_HEARTBEAT
 
+    def _reconcile_if_due(self) -> None:
+        """Events for what RQ's tools did to jobs (its cleanup, `rq requeue`, `rq empty`), looked
+        for at most once a second here, and by one process at a time across the deployment."""
+        if time.monotonic() >= getattr(self, "_next_reconcile", 0.0):
+            self._next_reconcile = time.monotonic() + jobs.RECONCILE_SECONDS
+            jobs.reconcile()
+
     def _beat_if_due(self) -> None:
         if time.monotonic() - getattr(self, "_last_beat", 0.0) >= settings.WORKER_HEARTBEAT:
             self.heartbeat()
@@ -515,6 +541,17 @@ class _Batch:
                 self._stop_wanted[job_id] = reason
                 return len(running) == 1
             return False
+
+    def deadline_passed(self) -> bool:
+        """A running job is past its Cancel-After deadline and not yet asked to stop: the lease
+        keeper stops it on that tick (within KEEPER_CHECK), not at its next STOP_CHECK."""
+        now = time.time()
+        with self._lock:
+            running = self._running[1] if self._running else []
+            return any(
+                job.deadline is not None and now > job.deadline and job.job_id not in self._stop_wanted
+                for job in running
+            )
 
     def stops_pending(self) -> dict[str, str]:
         """Stops asked for the job still running alone (to interrupt again if the last signal
@@ -713,7 +750,7 @@ class _LeaseKeeper:
         while not self._stop.wait(KEEPER_CHECK):
             self._batch.record_if_due()
             self._batch.write_progress_if_due()
-            if time.monotonic() >= next_stop_check:
+            if time.monotonic() >= next_stop_check or self._batch.deadline_passed():
                 next_stop_check = time.monotonic() + STOP_CHECK
                 self._stop_what_is_asked()
             self._batch.hand_back_if_held_up()

@@ -11,6 +11,7 @@ import pytest
 from django.conf import settings
 from django.utils.module_loading import import_string
 
+from factorize_app.tasks.deployment import cpu_cores
 from tests.conftest import ROOT
 
 BIN = Path(sys.executable).parent
@@ -49,6 +50,26 @@ def app_services(config: dict) -> dict[str, dict]:
 
 def shipped_task_types() -> list:
     return [import_string(path) for path in settings.DEFAULT_TASK_TYPES]
+
+
+def pinned_packages(path: Path) -> set[str]:
+    """The package names of a requirements file, every line of which pins one with ==."""
+    names = set()
+    for line in path.read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            assert re.fullmatch(r"[A-Za-z0-9_.-]+==[0-9][A-Za-z0-9.]*", line), f"{path}: pinned with ==: {line}"
+            names.add(line.split("==")[0].lower().replace("_", "-"))
+    return names
+
+
+def worker_services(task_type) -> list[str]:
+    """A type's compose services: its distributed worker, and its GPU variant when a GPU is opt-in."""
+    gpu = task_type.deployment.gpu and not task_type.deployment.gpu_required
+    return [f"worker-{task_type.name}", *([f"worker-{task_type.name}-gpu"] if gpu else [])]
+
+
+def image_suffix(task_type) -> str:
+    return task_type.name.lower().replace("_", "-")
 
 
 def dockerfile_env() -> set[str]:
@@ -112,17 +133,18 @@ def test_the_model_requirements_the_dockerfile_installs_are_the_task_types_own()
     tasks = ROOT / "factorize_app" / "tasks"
     files = sorted(path.relative_to(ROOT).as_posix() for path in tasks.glob("*/requirements.txt"))
     declared = sorted(task_type.requirements for task_type in shipped_task_types() if task_type.requirements)
-    assert files == declared == ["factorize_app/tasks/digits/requirements.txt"]
+    assert files == declared
     for task_type in shipped_task_types():
         if task_type.requirements:
             assert task_type.requirements == f"factorize_app/tasks/{task_type.name}/requirements.txt"
             assert (tasks / task_type.name / "model.py").exists()
-    for line in (ROOT / declared[0]).read_text().splitlines():
-        if line.strip() and not line.startswith("#"):
-            assert re.fullmatch(r"[A-Za-z0-9_.-]+==[0-9][A-Za-z0-9.]*", line), f"pinned with ==: {line}"
-    assert not {"scikit-learn", "numpy"} & {
-        line.split("==")[0].lower() for line in (ROOT / "requirements.txt").read_text().splitlines()
-    }, "a model's requirements stay out of the service's"
+    service = pinned_packages(ROOT / "requirements.txt")
+    for path in declared:
+        model = pinned_packages(ROOT / path)
+        assert model, f"{path} pins nothing"
+        # Installed by a second pip run on top of the service's: a package pinned in both would
+        # replace the service's version in that model's image only.
+        assert not model & service, f"{path} repeats the service's requirements: {sorted(model & service)}"
 
 
 def test_compose_file_is_valid_and_has_no_version_key():
@@ -150,7 +172,7 @@ def test_redis_has_a_maxmemory_well_under_its_container_limit():
     """noeviction acts only with a maxmemory: without one Redis grows until the kernel kills it."""
     config = compose_config()
     maxmemory = size_in_bytes(redis_options(config)["--maxmemory"])
-    assert maxmemory == 256 * 2**20, "the documented default (README, .env.example)"
+    assert maxmemory == 256 * 2**20, "the documented default (docs/deployment.md, .env.example)"
     limit = size_in_bytes(config["services"]["redis"]["deploy"]["resources"]["limits"]["memory"])
     assert limit >= 2 * maxmemory, "an append-only rewrite forks: the copied pages count against the limit"
     smaller = compose_config(REDIS_MAXMEMORY="3mb", REDIS_MEMORY="64m")
@@ -223,29 +245,36 @@ def test_distributed_workers_run_an_image_with_only_their_own_model():
     for task_type in shipped_task_types():
         service = services[f"worker-{task_type.name}"]
         if task_type.requirements:
-            assert service["build"]["args"]["MODELS"] == task_type.name
-            assert service["image"] == f"factorize-worker-{task_type.name}"
+            assert service["build"]["args"] == {"MODELS": task_type.name}
+            assert service["image"] == f"factorize-worker-{image_suffix(task_type)}"
+            assert service["build"]["context"] == services["web"]["build"]["context"]
+            assert service["pull_policy"] == "missing", "built when missing"
         else:
             assert "build" not in service and service["image"] == services["web"]["image"]
             assert service["pull_policy"] == "never", "the image the web service builds"
-    assert services["worker-digits"]["build"]["context"] == services["web"]["build"]["context"]
 
 
 def test_a_gpu_is_reserved_only_under_the_gpu_profile():
     """Most real models want a GPU: `--profile gpu` shows how a model's worker reserves one; every
     other configuration reserves none, so `docker compose up` runs on any host."""
+    required = {f"worker-{t.name}" for t in shipped_task_types() if t.deployment.gpu_required}
     for name in ("default", "distributed"):
-        for service in compose_config(*PROFILES[name])["services"].values():
-            assert "reservations" not in service.get("deploy", {}).get("resources", {}), name
+        for service_name, service in compose_config(*PROFILES[name])["services"].items():
+            reserved = "reservations" in service.get("deploy", {}).get("resources", {})
+            assert reserved == (service_name in required), (name, service_name)
     services = compose_config("--profile", "gpu")["services"]
-    gpu = services["worker-digits-gpu"]
-    assert gpu["profiles"] == ["gpu"]
-    (device,) = gpu["deploy"]["resources"]["reservations"]["devices"]
-    assert device == {"driver": "nvidia", "count": 1, "capabilities": ["gpu"]}
-    assert gpu["command"] == ["python", "manage.py", "rqworker", "digits"]
-    distributed = compose_config("--profile", "distributed")["services"]["worker-digits"]
-    assert gpu["image"] == distributed["image"] and gpu["build"] == distributed["build"]
-    assert gpu["deploy"]["resources"]["limits"] == services["worker"]["deploy"]["resources"]["limits"]
+    distributed = compose_config("--profile", "distributed")["services"]
+    optional = [t for t in shipped_task_types() if t.deployment.gpu and not t.deployment.gpu_required]
+    assert set(services) - set(compose_config()["services"]) == {f"worker-{t.name}-gpu" for t in optional}
+    for task_type in optional:
+        gpu = services[f"worker-{task_type.name}-gpu"]
+        assert gpu["profiles"] == ["gpu"]
+        (device,) = gpu["deploy"]["resources"]["reservations"]["devices"]
+        assert device == {"driver": "nvidia", "count": task_type.deployment.gpu, "capabilities": ["gpu"]}
+        assert gpu["command"] == ["python", "manage.py", "rqworker", task_type.name]
+        same = distributed[f"worker-{task_type.name}"]
+        assert gpu["image"] == same["image"] and gpu.get("build") == same.get("build")
+        assert gpu["deploy"]["resources"]["limits"] == same["deploy"]["resources"]["limits"]
 
 
 def test_the_images_are_named_after_the_compose_project():
@@ -255,7 +284,8 @@ def test_the_images_are_named_after_the_compose_project():
         ("second", compose_config("-p", "second", "--profile", "distributed")),
     ):
         images = {s["image"] for s in app_services(config).values()}
-        assert images == {f"{project}-app", f"{project}-worker", f"{project}-worker-digits"}
+        models = {f"{project}-worker-{image_suffix(t)}" for t in shipped_task_types() if t.requirements}
+        assert images == {f"{project}-app", f"{project}-worker", *models}
 
 
 @pytest.mark.parametrize("profile", PROFILES.values(), ids=PROFILES.keys())
@@ -314,14 +344,20 @@ def test_the_proxy_recipe_is_the_only_way_in_and_the_only_trusted_address():
 
 
 def test_distributed_profile_has_one_worker_service_per_task_type():
+    """deploy/compose/workers.yml (make deploy-files): a worker for each type's queue alone, with the
+    limits the type declares, and no service for a type that is not registered."""
     services = compose_config("--profile", "distributed")["services"]
     shipped = shipped_task_types()
-    assert {"factorization", "primes", "digits"} <= {task_type.name for task_type in shipped}
+    assert shipped
+    assert {name for name in services if name.startswith("worker-")} == {f"worker-{t.name}" for t in shipped}
     for task_type in shipped:
         service = services[f"worker-{task_type.name}"]
         assert service["command"] == ["python", "manage.py", "rqworker", task_type.name]
         assert service["profiles"] == ["distributed"]
         assert "container_name" not in service
+        limits = service["deploy"]["resources"]["limits"]
+        assert size_in_bytes(limits["memory"]) == size_in_bytes(task_type.deployment.memory.replace("i", ""))
+        assert limits["cpus"] == float(cpu_cores(task_type.deployment.cpu))
 
 
 def test_the_webhooks_worker_has_a_service_of_its_own_in_the_service_image():
@@ -331,8 +367,7 @@ def test_the_webhooks_worker_has_a_service_of_its_own_in_the_service_image():
     assert webhooks["profiles"] == ["distributed"]
     assert webhooks["image"] == services["web"]["image"], "no model: the service's own image"
     assert webhooks["healthcheck"]["test"] == ["CMD", "python", "manage.py", "workerhealth"]
-    limits = services["worker-factorization"]["deploy"]["resources"]["limits"]
-    assert webhooks["deploy"]["resources"]["limits"] == limits
+    assert webhooks["deploy"]["resources"]["limits"] == services["worker"]["deploy"]["resources"]["limits"]
     assert {"WEBHOOK_SECRET", "WEBHOOK_ALLOWED_HOSTS", "WEBHOOK_TIMEOUT"} <= set(webhooks["environment"])
     # Without the profile, the every-queue `worker` sends them (`rqworker` runs the webhooks worker too).
     assert "webhooks" not in compose_config()["services"]

@@ -27,6 +27,7 @@ import pytest
 import requests
 import yaml
 from django.urls import resolve
+from django.utils.module_loading import import_string
 from rq.queue import Queue
 
 from factorize_app.api.health import healthz, readyz
@@ -98,11 +99,21 @@ def dockerfile() -> dict[str, str]:
     }
 
 
+def worker_name(task_name: str) -> str:
+    """A type's worker Deployment and ScaledObject: Kubernetes names are DNS labels (no "_", no capitals)."""
+    return "worker-" + task_name.lower().replace("_", "-")
+
+
 def image_for(task_type: registry.TaskType) -> str:
     """The image a type's workers run: the service's own, or for a model with requirements of its
     own, an image built with just those (the Dockerfile's MODELS build argument)."""
     service_image = KUSTOMIZATION["images"][0]["name"]
-    return f"{service_image}-worker-{task_type.name}" if task_type.requirements else service_image
+    return f"{service_image}-{worker_name(task_type.name)}" if task_type.requirements else service_image
+
+
+def shipped_task_types() -> list[registry.TaskType]:
+    """The task types the manifests deploy (the ConfigMap sets no TASK_TYPES: the default ones)."""
+    return [import_string(path) for path in DEFAULT_TASK_TYPES]
 
 
 def names_read_by_the_service() -> set[str]:
@@ -120,15 +131,17 @@ def missing_deployment_config(task_names: list[str], documents: list[dict]) -> l
     scaled = {s["spec"]["scaleTargetRef"]["name"]: s for s in documents if s["kind"] == "ScaledObject"}
     problems = []
     for name in task_names:
-        deployment = deployments.get(f"worker-{name}")
+        deployment = deployments.get(worker_name(name))
         if deployment is None:
-            problems.append(f"no Deployment worker-{name}")
+            problems.append(f"no Deployment {worker_name(name)}")
         elif container(deployment).get("command") != ["python", "manage.py", "rqworker", name]:
-            problems.append(f"worker-{name} does not run `python manage.py rqworker {name}` (only its queue)")
-        scaled_object = scaled.get(f"worker-{name}")
+            problems.append(f"{worker_name(name)} does not run `python manage.py rqworker {name}` (only its queue)")
+        scaled_object = scaled.get(worker_name(name))
         list_names = [t["metadata"].get("listName") for t in (scaled_object or {}).get("spec", {}).get("triggers", [])]
         if Queue.redis_queue_namespace_prefix + name not in list_names:
-            problems.append(f"no ScaledObject scaling worker-{name} on {Queue.redis_queue_namespace_prefix}{name}")
+            problems.append(
+                f"no ScaledObject scaling {worker_name(name)} on {Queue.redis_queue_namespace_prefix}{name}"
+            )
     return problems
 
 
@@ -222,13 +235,13 @@ def test_the_keda_schema_accepts_the_sentinel_trigger_the_readme_describes():
 
 def test_every_task_type_has_a_worker_deployment_and_a_scaled_object(deployed_settings):
     names = [task_type.name for task_type in task_types()]
-    assert {"factorization", "primes"} <= set(names)
+    assert names
     documents = [doc for _, doc in MANIFESTS]
     assert missing_deployment_config(names, documents) == []
     # ...and nothing for a task type that does not exist (a removed one, or a typo).
-    assert sorted(d["metadata"]["name"] for d in worker_deployments()) == sorted(f"worker-{n}" for n in names)
+    assert sorted(d["metadata"]["name"] for d in worker_deployments()) == sorted(worker_name(n) for n in names)
     assert sorted(s["spec"]["scaleTargetRef"]["name"] for s in find("ScaledObject")) == sorted(
-        f"worker-{n}" for n in names
+        worker_name(n) for n in names
     )
 
 
@@ -245,7 +258,7 @@ def test_a_new_task_type_without_deployment_config_is_caught(deployed_settings):
 def test_worker_grace_period_outlasts_the_job_timeout(deployed_settings):
     """SIGTERM is a warm shutdown: the kubelet must not SIGKILL a worker whose job is still within its timeout."""
     for task_type in task_types():
-        pod = one("Deployment", f"worker-{task_type.name}")["spec"]["template"]["spec"]
+        pod = one("Deployment", worker_name(task_type.name))["spec"]["template"]["spec"]
         assert pod["terminationGracePeriodSeconds"] >= task_type.setting("job_timeout") + JOB_TIMEOUT_MARGIN
 
 
@@ -281,14 +294,23 @@ def test_redis_has_a_maxmemory_so_noeviction_refuses_before_the_kernel_kills_it(
     assert 2 * maxmemory_mb * 2**20 <= int(limit.removesuffix("Gi")) * 2**30, "half the limit: a rewrite forks"
 
 
-def test_scale_to_zero_has_a_cooldown_and_a_warm_type_stays_up():
-    by_name = {s["metadata"]["name"]: s["spec"] for s in find("ScaledObject")}
-    assert by_name["worker-factorization"]["minReplicaCount"] >= 1
-    assert by_name["worker-primes"]["minReplicaCount"] == 0
-    for spec in by_name.values():
-        if spec["minReplicaCount"] == 0:
+def test_each_worker_is_scaled_and_sized_as_its_type_declares(deployed_settings):
+    """TaskType.deployment is what the cluster gets: KEDA's bounds and jobs per worker, the pod's
+    requests and limits; a type scaled to zero stays warm a while after its last job."""
+    for task_type in task_types():
+        declared = task_type.deployment
+        spec = one("ScaledObject", worker_name(task_type.name))["spec"]
+        assert (spec["minReplicaCount"], spec["maxReplicaCount"]) == (declared.min_workers, declared.max_workers)
+        (trigger,) = spec["triggers"]
+        assert trigger["metadata"]["listLength"] == str(declared.jobs_per_worker)
+        if declared.min_workers == 0:
             assert spec["cooldownPeriod"] >= 300, "a worker scaled to zero must stay warm a while after its last job"
+            assert trigger["metadata"]["activationListLength"] == "0", "one waiting job wakes it"
             assert "cold start" in (DEPLOY / "keda.yaml").read_text()
+        resources = container(one("Deployment", worker_name(task_type.name)))["resources"]
+        assert resources["requests"] == {"cpu": declared.cpu_request, "memory": declared.memory_request}
+        gpu = {"nvidia.com/gpu": declared.gpu} if declared.gpu_required else {}
+        assert resources["limits"] == {"cpu": declared.cpu, "memory": declared.memory, **gpu}
 
 
 def test_image_port_user_and_command_match_the_dockerfile():
@@ -316,20 +338,32 @@ def test_a_model_with_requirements_of_its_own_runs_its_own_image(deployed_settin
     image; digits (scikit-learn) runs an image with its requirements, which no other pod carries."""
     assert container(one("Deployment", "web"))["image"].split(":")[0] == KUSTOMIZATION["images"][0]["name"]
     expected = {task_type.name: image_for(task_type) for task_type in task_types()}
-    assert expected["digits"] == "factorize-worker-digits" and expected["factorization"] == "factorize"
     for name, image in expected.items():
-        assert container(one("Deployment", f"worker-{name}"))["image"].split(":")[0] == image, name
+        assert container(one("Deployment", worker_name(name)))["image"].split(":")[0] == image, name
     assert sorted(image["name"] for image in KUSTOMIZATION["images"]) == sorted({"factorize", *expected.values()})
 
 
-def test_the_digits_worker_shows_the_gpu_limit_commented_and_valid():
-    """Most real models want a GPU: the manifest shows the limit to uncomment, and with it
-    uncommented the Deployment is still a valid one."""
-    (text,) = [part for part in (DEPLOY / "workers.yaml").read_text().split("\n---\n") if "name: worker-digits" in part]
-    commented = re.compile(r"^(\s+)# (nvidia\.com/gpu: 1)$", re.M)
-    assert commented.search(text), "the GPU limit, commented"
+@pytest.mark.parametrize(
+    "task_type",
+    [t for t in shipped_task_types() if t.deployment.gpu and not t.deployment.gpu_required],
+    ids=lambda task_type: task_type.name,
+)
+def test_a_worker_with_an_optional_gpu_shows_the_gpu_lines_commented_and_valid(task_type):
+    """Most real models want a GPU: a type that can use one (TaskType.deployment.gpu) without
+    needing it runs anywhere, and its manifest shows the GPU lines to uncomment (the limit, the GPU
+    nodes' selector and taint); uncommented, the Deployment is still a valid one."""
+    (text,) = [
+        part
+        for part in (DEPLOY / "workers.yaml").read_text().split("\n---\n")
+        if f"name: {worker_name(task_type.name)}\n" in part
+    ]
+    plain = yaml.safe_load(text)
+    assert "nvidia.com/gpu" not in container(plain)["resources"]["limits"]
+    commented = re.compile(r"^(\s+)# ((?:nodeSelector:|tolerations:|nvidia\.com/gpu: |  ).*)$", re.M)
+    assert len(commented.findall(text)) == 7, "the GPU lines, commented"
     uncommented = yaml.safe_load(commented.sub(r"\1\2", text))
-    assert container(uncommented)["resources"]["limits"]["nvidia.com/gpu"] == 1
+    assert container(uncommented)["resources"]["limits"]["nvidia.com/gpu"] == task_type.deployment.gpu
+    assert uncommented["spec"]["template"]["spec"]["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
     kubernetes_validate.validate(uncommented, KUBERNETES_VERSIONS[-1], strict=True)
 
 
@@ -451,7 +485,7 @@ def test_kustomize_renders_valid_manifests_and_sets_the_image(tmp_path: Path):
                 "resources": [os.path.relpath(DEPLOY, overlay)],
                 "images": [
                     {"name": name, "newName": f"registry.example.com/{name}", "newTag": "1.2.3"}
-                    for name in ("factorize", "factorize-worker-digits")
+                    for name in [image["name"] for image in KUSTOMIZATION["images"]]
                 ],
             }
         )
@@ -471,8 +505,10 @@ def test_kustomize_renders_valid_manifests_and_sets_the_image(tmp_path: Path):
         if document["kind"] in ("Deployment", "StatefulSet"):
             images[document["metadata"]["name"]] = document["spec"]["template"]["spec"]["containers"][0]["image"]
     assert images.pop("redis").startswith("redis:")
-    assert images.pop("worker-digits") == "registry.example.com/factorize-worker-digits:1.2.3"
-    assert set(images.values()) == {"registry.example.com/factorize:1.2.3"}
+    for task_type in shipped_task_types():
+        image = images.pop(worker_name(task_type.name))
+        assert image == f"registry.example.com/{image_for(task_type)}:1.2.3", task_type.name
+    assert set(images.values()) == {"registry.example.com/factorize:1.2.3"}, "the web server and the webhooks worker"
 
 
 def test_the_web_server_answers_the_probes_with_the_configmap_settings(tmp_path: Path):
@@ -496,3 +532,16 @@ def test_the_web_server_answers_the_probes_with_the_configmap_settings(tmp_path:
         headers = {"Host": "localhost"}
         assert requests.get(f"{url}/healthz", headers=headers, timeout=10).status_code == 200
         assert requests.get(f"{url}/readyz", headers=headers, timeout=30).status_code == 503
+
+
+def test_the_web_pods_own_address_is_an_allowed_host_for_the_annotated_scrape():
+    """Prometheus's annotation-based discovery scrapes <pod IP>:<port> with that as Host: the pod
+    hands its address (the downward API) to POD_IP, which the settings add to ALLOWED_HOSTS."""
+    deployment = one("Deployment", "web")
+    annotations = deployment["spec"]["template"]["metadata"]["annotations"]
+    web = container(deployment)
+    assert annotations["prometheus.io/scrape"] == "true" and annotations["prometheus.io/path"] == "/metrics"
+    assert int(annotations["prometheus.io/port"]) == web["ports"][0]["containerPort"]
+    (pod_ip,) = [env for env in web.get("env", []) if env["name"] == "POD_IP"]
+    assert pod_ip["valueFrom"] == {"fieldRef": {"fieldPath": "status.podIP"}}
+    assert "POD_IP" in names_read_by_the_service()

@@ -119,7 +119,7 @@ def subscriptions(api: APIClient, job_id: str) -> list[dict]:
 
 
 def verify_by_hand(secret: str, headers: dict, body: bytes) -> bool:
-    """The README's receiver: a few lines of hmac."""
+    """The receiver docs/api.md shows: a few lines of hmac."""
     key = base64.b64decode(secret.removeprefix("whsec_"))
     signed = f"{headers['webhook-id']}.{headers['webhook-timestamp']}.".encode() + body
     expected = base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode()

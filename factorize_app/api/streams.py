@@ -8,15 +8,18 @@ then the live tail (and 204, which tells EventSource to stop, once it has seen t
 every EVENT_STREAM_KEEPALIVE seconds keeps idle connections open and finds clients that left.
 
 While open, the response polls the job every half JOB_TTL, as a polling client would: that keeps
-a queued job alive, refreshes `load`, and notices a change nobody pushed (RQ's own failing of a
-job whose worker died). Each stream holds a server thread (WSGI), so a process serves at most
-EVENT_STREAMS_MAX of them and answers 503 beyond, leaving threads for polls; and a client at its
-MAX_HELD_PER_CLIENT gets the job's state and the end of the stream at once (with a `retry:` for
-its reconnection), not a held one.
+a queued job alive and refreshes `load`. Changes RQ's own tools make (its cleanup failing a job
+whose worker died, `rq requeue`) get their events, with ids, from `jobs.reconcile`, which the
+workers run every second and each open stream at every keep-alive (in case none does). Each
+stream holds a server thread (WSGI), so a process serves at most EVENT_STREAMS_MAX of them and
+answers 503 beyond, leaving threads for polls; and a client at its MAX_HELD_PER_CLIENT gets the
+job's state and the end of the stream at once (with a `retry:` for its reconnection), not a held
+one.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import threading
@@ -170,6 +173,9 @@ class _EventStream:
                 if base.done:
                     return
             now = time.monotonic()
+            if now >= next_keepalive:
+                with contextlib.suppress(jobs.QueueUnavailable):
+                    jobs.reconcile()  # its event, if RQ changed the job: read next round
             if now >= next_poll:
                 next_poll = now + resync
                 try:

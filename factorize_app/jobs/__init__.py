@@ -7,6 +7,7 @@ names below are the whole of what they use. One room per side:
 - `monitoring`: load, queue stats, durations, memory, admission of new jobs, the readiness probe;
 - `worker_side`: what a worker does to Redis: take, lease, finish, wait for work;
 - `maintenance`: the workers' sweep of jobs lost in outages, and of dead workers;
+- `reconcile`: what RQ's own tools did to jobs (cleanup, requeue, empty), made good;
 - `events`: each job's event stream (appended on every change) and the web's one reader of them;
 - `sync`: sync mode's process pool (no Redis);
 - `keys`: every Redis key name; `connection`: the Redis clients and the scripts (`*.lua`);
@@ -40,7 +41,13 @@ from factorize_app.jobs.events import (
 )
 from factorize_app.jobs.events import watch as watch_events
 from factorize_app.jobs.ids import job_id_for
-from factorize_app.jobs.maintenance import clean_stale_workers, recount_running, sweep_queue, take_cleaning_lock
+from factorize_app.jobs.maintenance import (
+    clean_stale_workers,
+    recount_running,
+    sweep_queue,
+    take_cleaning_lock,
+    upgrade_statuses,
+)
 from factorize_app.jobs.monitoring import (
     admit_new_jobs,
     job_durations,
@@ -51,6 +58,7 @@ from factorize_app.jobs.monitoring import (
     redis_memory,
     worker_liveness,
 )
+from factorize_app.jobs.reconcile import RECONCILE_SECONDS, reconcile
 from factorize_app.jobs.states import (
     ABORTED,
     ABORTED_ERROR,
@@ -128,6 +136,9 @@ __all__ = [
     "cancel",
     "is_owner",
     "recount_running",
+    "upgrade_statuses",
+    "reconcile",
+    "RECONCILE_SECONDS",
     "yield_worker",
     "clean_stale_workers",
     "compute",

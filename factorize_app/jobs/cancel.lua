@@ -7,9 +7,11 @@
 -- not exist.
 -- KEYS: the job hash, its owners, the type's pending set, its stored inputs, its canceled
 -- registry. ARGV: the job id, the failure TTL, the end stamp, the stop requests' key prefix, a
--- canceled job's outcome JSON, the stop's reason, the caller, the prefix of the type's clients' lists.
+-- canceled job's outcome JSON, the stop's reason, the caller, the prefix of the type's clients'
+-- lists, our state field (a done job's status is our state where we keep one).
 -- Answers {'canceled'}, {'stopping'}, {'withdrawn'}, {'missing'} or {'done', status}.
-local status = redis.call('HGET', KEYS[1], 'status')
+local fields = redis.call('HMGET', KEYS[1], 'status', ARGV[9])
+local status = fields[1]
 if not status then return {'missing'} end
 local caller = ARGV[7]
 if caller ~= '' then
@@ -41,4 +43,4 @@ if status == 'started' then
   end
   return {'stopping'}
 end
-return {'done', status}
+return {'done', fields[2] or status}

@@ -54,6 +54,7 @@ from factorize_app.jobs.errors import (
 from factorize_app.jobs.ids import description_for, input_of, job_id_for, queued_input, task_type_of
 from factorize_app.jobs.monitoring import admit_new_jobs
 from factorize_app.jobs.states import (
+    ABORTED,
     ABORTED_ERROR,
     CANCELED,
     CANCELED_ERROR,
@@ -172,7 +173,8 @@ def cancel(*, job_id: str, client: str = "", staff: bool = False) -> JobState | 
     reply = script(_CANCEL)(
         keys=[keys.job(job_id), keys.owners(job_id), keys.pending(name), keys.queued_inputs(name), keys.canceled(name)],
         args=[job_id, task_type.setting("failure_ttl"), utcformat(rq_now()), keys.STOP_PREFIX, _CANCELED_OUTCOME,
-              CANCELED_ERROR, "" if staff else (client or "anonymous"), keys.fair_clients_prefix(name)],  # fmt: skip
+              CANCELED_ERROR, "" if staff else (client or "anonymous"), keys.fair_clients_prefix(name),
+              keys.STATE_FIELD],  # fmt: skip
     )
     answer = reply[0].decode()
     if answer == "missing":
@@ -229,7 +231,7 @@ def enqueue(
             pipe.watch(*job_keys)
             if pipe.exists(*job_keys):
                 return
-            redis_time, _ = pipe.time()
+            redis_time, micros = pipe.time()
             pipe.multi()
             # Deadlines first, so a worker that starts a job at once removes its deadline for good.
             pipe.zadd(keys.pending(task_type.name), {job_id: redis_time + job_ttl for job_id in new_jobs})
@@ -255,7 +257,8 @@ def enqueue(
                 )
             if cancel_after is not None:
                 for job_id in new_jobs:
-                    pipe.hset(keys.job(job_id), keys.DEADLINE_FIELD, redis_time + cancel_after)
+                    # From this instant, to the microsecond: whole seconds alone set it up to 1 s early.
+                    pipe.hset(keys.job(job_id), keys.DEADLINE_FIELD, redis_time + micros / 1e6 + cancel_after)
             for job_id in new_jobs:  # a job made anew has only this client for owner
                 pipe.delete(keys.owners(job_id))
                 pipe.sadd(keys.owners(job_id), client or "anonymous")
@@ -387,7 +390,8 @@ def _poll_many(
     failure_ttl = task_type.setting("failure_ttl")
     args = [task_type.setting("job_ttl"), limit, window, OUTAGE_GAP, keys.JOB_PREFIX, failure_ttl, _ABORTED_OUTCOME]
     args += [keys.EVENTS_PREFIX, events.EVENTS_MAXLEN, events.done_ttl(failure_ttl)]
-    args += [keys.OWNERS_PREFIX, claim, check, owners_ttl(task_type), cost, *job_ids]
+    args += [keys.OWNERS_PREFIX, claim, check, owners_ttl(task_type), cost, keys.STATE_FIELD, CANCELED, ABORTED]
+    args += job_ids
     reply = run_script(_POLL, script_keys, args)
     if reply[0] == b"throttled":
         raise Throttled(max(1, int(reply[1])))

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
-from rq.executions import Execution
+from rq.executions import WORKER_EXECUTIONS_KEY_TEMPLATE, Execution
 from rq.job import Job
 from rq.queue import Queue
 from rq.registry import CanceledJobRegistry, FailedJobRegistry, FinishedJobRegistry, StartedJobRegistry
@@ -75,6 +75,11 @@ def worker(worker_name: str) -> str:
     return WORKER_PREFIX + worker_name
 
 
+def worker_executions(worker_name: str) -> str:
+    """RQ's index of the executions a worker is running (whence RQ's tools name its current job)."""
+    return WORKER_EXECUTIONS_KEY_TEMPLATE.format(worker_name)
+
+
 def cleaning_lock(name: str) -> str:
     """RQ's lock on cleaning a queue's registries (where dead workers' jobs are recovered)."""
     return CLEANING_PREFIX + name
@@ -115,6 +120,9 @@ STOP_PREFIX = OURS + "stop:"
 # Fields of ours in RQ's job hash (fields, not keys; read by poll.lua and take.lua by these names).
 STOP_FIELD = "factorize_stop"  # why the job is to stop: "canceled", or the deadline's reason
 DEADLINE_FIELD = "factorize_deadline"  # Unix time after which it is cancelled (Cancel-After)
+# Our finer state where RQ's status word has none (aborted: RQ's `status` says canceled), so that
+# RQ's own tools (django-rq, rq-dashboard, `rq info`) only ever read statuses RQ knows.
+STATE_FIELD = "factorize_state"
 # Redis time of the last script that served the queue, and the outages ("<start> <end>") found.
 CLOCK = OURS + "clock"
 OUTAGES = OURS + "outages"
@@ -124,6 +132,8 @@ PROBE = OURS + "probe"
 # and a web process's wake-up stream (its dispatcher's blocking read returns when a stream is added).
 EVENTS_PREFIX = OURS + "events:"
 EVENTS_WAKE_PREFIX = OURS + "events-wake:"
+# What RQ's tools did behind our back, looked for (jobs.reconcile).
+RECONCILE_PREFIX = OURS + "reconcile:"
 
 
 def pending(name: str) -> str:
@@ -186,6 +196,21 @@ def throttle(scope: str, client: str, slot: int) -> str:
 
 def events(job_id: str) -> str:
     return EVENTS_PREFIX + job_id
+
+
+def reconcile_lock(name: str) -> str:
+    """Held (for a second) by the process looking for what RQ changed in a type's jobs."""
+    return f"{RECONCILE_PREFIX}{name}:lock"
+
+
+def reconcile_running(name: str) -> str:
+    """Set: the ids in the type's StartedJobRegistry at the last look (those gone since ended)."""
+    return f"{RECONCILE_PREFIX}{name}:running"
+
+
+def reconcile_cursors(name: str) -> str:
+    """Hash: where the next look resumes in the pending set and in RQ's list."""
+    return f"{RECONCILE_PREFIX}{name}:cursors"
 
 
 def events_wake(process: str) -> str:

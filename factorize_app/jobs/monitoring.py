@@ -10,6 +10,7 @@ recorded. Polls, cancels and result writes never ask.
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import datetime
 import functools
 import threading
@@ -24,6 +25,7 @@ from rq.utils import utcparse
 from factorize_app.jobs import keys
 from factorize_app.jobs.connection import lua, redis_client, rq_queue, script
 from factorize_app.jobs.errors import FULL, QueueUnavailable, SubmitRefused, translate_outages, write_refusal
+from factorize_app.jobs.reconcile import reconcile
 from factorize_app.tasks import TaskType, task_types
 
 _LOAD = lua("load")
@@ -38,7 +40,10 @@ def load(*, task_type: TaskType) -> int:
 
 @translate_outages
 def queue_stats() -> list[dict[str, Any]]:
-    """Per task type: queued, started, finished, failed, canceled and aborted jobs, and live workers."""
+    """Per task type: queued, started, finished, failed, canceled and aborted jobs, and live workers;
+    after a look for what RQ's tools changed (on a full Redis, the counts as they stand)."""
+    with contextlib.suppress(QueueUnavailable):
+        reconcile()
     stats = []
     for task_type in task_types():
         queue = rq_queue(task_type.name)

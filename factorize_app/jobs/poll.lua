@@ -5,7 +5,9 @@
 -- aborted job's outcome JSON, the event streams' prefix, their MAXLEN and retention, the owners'
 -- key prefix, the client claiming the jobs ('' for none: a submit makes its client an owner), the
 -- client who must own them ('' for none: with API keys, a job read by id), the owners' TTL, what
--- the request costs against the rate limit (a batch: one per item), then the job ids.
+-- the request costs against the rate limit (a batch: one per item), our state field, RQ's word
+-- for an aborted job (canceled) and ours (aborted), then the job ids. A job's answered status is
+-- our state where we keep one, else RQ's.
 -- An abort is appended to the job's event stream (events.append's fields) and to RQ's canceled
 -- registry too (KEYS[7]), so the dashboard counts it. A queued job past its Cancel-After deadline ends aborted here: it never runs.
 -- First the client's rate-limit counter (a fixed window). Then, per job: refresh a queued job's
@@ -28,19 +30,20 @@ local job_prefix = ARGV[5]
 local failure_ttl, aborted_outcome = tonumber(ARGV[6]), ARGV[7]
 local events_prefix, events_maxlen, events_ttl = ARGV[8], ARGV[9], ARGV[10]
 local owners_prefix, claim, check, owners_ttl = ARGV[11], ARGV[12], ARGV[13], ARGV[14]
+local state_field, rq_aborted, aborted = ARGV[16], ARGV[17], ARGV[18]
 local answers = {}
-for i = 16, #ARGV do
+for i = 19, #ARGV do
   local key = job_prefix .. ARGV[i]
   local fields = redis.call('HMGET', key, 'status', 'description', 'factorize_outcome', 'factorize_progress',
-    'factorize_deadline')
+    'factorize_deadline', state_field)
   if fields[1] == 'queued' and fields[5] and now > tonumber(fields[5]) then
-    redis.pcall('HSET', key, 'status', 'aborted', 'factorize_outcome', aborted_outcome)
+    redis.pcall('HSET', key, 'status', rq_aborted, state_field, aborted, 'factorize_outcome', aborted_outcome)
     redis.pcall('EXPIRE', key, failure_ttl)
     redis.pcall('ZREM', KEYS[1], ARGV[i])
     redis.pcall('ZADD', KEYS[6], now + failure_ttl, ARGV[i])
     redis.pcall('ZADD', KEYS[7], now + failure_ttl, ARGV[i])
-    append_event(redis.pcall, events_prefix .. ARGV[i], events_maxlen, events_ttl, 'aborted', aborted_outcome, '')
-    fields[1], fields[3] = 'aborted', aborted_outcome
+    append_event(redis.pcall, events_prefix .. ARGV[i], events_maxlen, events_ttl, aborted, aborted_outcome, '')
+    fields[1], fields[3], fields[6] = rq_aborted, aborted_outcome, aborted
   end
   if fields[1] and claim ~= '' then
     -- A new owner, or a job still alive by its polls: the owners outlive it (a done job's do already).
@@ -56,7 +59,7 @@ for i = 16, #ARGV do
       redis.pcall('EXPIRE', key, ttl)
       redis.pcall('ZADD', KEYS[1], now + ttl, ARGV[i])
     end
-    answers[#answers + 1] = {fields[1], fields[2] or '', fields[3] or '', fields[4] or ''}
+    answers[#answers + 1] = {fields[6] or fields[1], fields[2] or '', fields[3] or '', fields[4] or ''}
   else
     answers[#answers + 1] = false
   end

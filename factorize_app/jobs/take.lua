@@ -11,7 +11,10 @@
 -- seconds in the StartedJobRegistry.
 -- Nothing is taken while RQ's workers are suspended (`rq suspend`): the worker checks that before
 -- it takes, and the check here closes the gap between that check and the take.
--- KEYS: the worker's hash, the clock, the outages, RQ's suspension flag; then per queue, in
+-- Each execution also joins the worker's execution index, as RQ's own worker adds it, so RQ's
+-- tools name the jobs a worker is running (`current_job`, the dashboard's worker page).
+-- KEYS: the worker's hash, the clock, the outages, RQ's suspension flag, the worker's execution
+-- index; then per queue, in
 -- order: its RQ list, its workers set, its StartedJobRegistry, its pending set, its stored
 -- inputs, its waiting clients, their use, their running jobs, their caps.
 -- ARGV: count, lease, the worker's name, the start stamp, the execution id, fair ('1' or '0'), the
@@ -29,6 +32,7 @@ local job_prefix, execution_prefix, events_prefix, events_maxlen = ARGV[8], ARGV
 local CLOCK = ':clock' -- the use of the client served last, in the use hash (no client is named so)
 local SCAN = 256 -- clients at their cap looked past at most, per take
 local taken
+local executions = {} -- this take's members of the worker's execution index
 
 local function start(queue, id, job, client)
   local key = job_prefix .. id
@@ -36,8 +40,10 @@ local function start(queue, id, job, client)
   local execution_key = execution_prefix .. execution
   redis.call('HSET', key, 'status', 'started', 'started_at', stamp, 'last_heartbeat', stamp, 'worker_name', worker)
   redis.call('PERSIST', key)
-  redis.call('HSET', execution_key, 'job_id', id, 'created_at', now, 'last_heartbeat', now, 'worker_name', worker)
+  redis.call('HSET', execution_key, 'id', execution_id, 'job_id', id, 'created_at', now, 'last_heartbeat', now,
+    'worker_name', worker)
   redis.call('EXPIRE', execution_key, lease)
+  executions[#executions + 1] = execution
   redis.call('ZADD', queue.started, now + lease, execution)
   redis.call('ZREM', queue.pending, id)
   redis.call('HDEL', queue.inputs, id)
@@ -88,8 +94,8 @@ local function serve_head(queue)
   local head = drop_stale_heads(queue)
   if not head then return false end
   local job = fields(head)
-  if job[8] and redis.call('ZSCORE', queue.waiting, job[8]) then
-    return false -- a client's job: its turn comes through its client's list
+  if job[8] and redis.call('ZSCORE', queue.waiting, job[8]) and redis.call('LPOS', queue.clients .. job[8], head) then
+    return false -- a client's job: its turn comes through its client's list (bounded by its cap)
   end
   redis.call('LPOP', queue.list)
   start(queue, head, job, '')
@@ -118,8 +124,8 @@ local function serve_client(queue)
   return true
 end
 
-for n = 0, (#KEYS - 4) / 9 - 1 do
-  local k, a = 4 + 9 * n, 11 + 5 * n
+for n = 0, (#KEYS - 5) / 9 - 1 do
+  local k, a = 5 + 9 * n, 11 + 5 * n
   local queue = {
     list = KEYS[k + 1], workers = KEYS[k + 2], started = KEYS[k + 3], pending = KEYS[k + 4],
     inputs = KEYS[k + 5], waiting = KEYS[k + 6], used = KEYS[k + 7], running = KEYS[k + 8], caps = KEYS[k + 9],
@@ -150,6 +156,9 @@ for n = 0, (#KEYS - 4) / 9 - 1 do
   end
   if #taken > 1 then
     redis.call('HSET', KEYS[1], 'state', 'busy')
+    redis.call('SADD', KEYS[5], unpack(executions))
+    local worker_ttl = redis.call('TTL', KEYS[1]) -- RQ's heartbeat keeps the index as long as the worker
+    redis.call('EXPIRE', KEYS[5], worker_ttl > 0 and worker_ttl or lease + 60)
     return taken
   end
 end

@@ -101,7 +101,7 @@ def take_jobs(
     `started` event in the same call.
     """
     execution_id = uuid.uuid4().hex
-    script_keys = [keys.worker(worker_name), *CLOCK_KEYS, keys.SUSPENDED]
+    script_keys = [keys.worker(worker_name), *CLOCK_KEYS, keys.SUSPENDED, keys.worker_executions(worker_name)]
     args = [count, lease, worker_name, utcformat(rq_now()), execution_id, int(fair_order()), OUTAGE_GAP]
     args += [keys.JOB_PREFIX, keys.EXECUTION_PREFIX, keys.EVENTS_PREFIX, events.EVENTS_MAXLEN]
     for name in queue_names:
@@ -189,7 +189,8 @@ def finish_jobs(
             execution_id=job.execution.rpartition(":")[2],
         ).serialize()
         also = keys.canceled(job.task_name) if outcome.status == ABORTED else ""  # RQ's dashboard: canceled
-        records += [job.job_id, outcome.status, json.dumps(cached), ttl, events.done_ttl(ttl)]
+        status, state = (CANCELED, ABORTED) if outcome.status == ABORTED else (outcome.status, "")  # RQ's word, ours
+        records += [job.job_id, status, state, json.dumps(cached), ttl, events.done_ttl(ttl)]
         records += [_REGISTRIES[outcome.status](job.task_name), also, keys.started(job.task_name), job.execution]
         records += [f"{time.time() + ttl:.6f}", len(entry)]
         for field, value in entry.items():
@@ -202,10 +203,10 @@ def finish_jobs(
     with redis_client().pipeline(transaction=True) as pipe:
         if records:
             prefixes = [keys.JOB_PREFIX, keys.RESULTS_PREFIX, keys.EVENTS_PREFIX, keys.EXECUTION_PREFIX]
-            header = [ended_at, *prefixes, PROGRESS_FIELD, keys.STOP_FIELD, events.EVENTS_MAXLEN]
-            script(_FINISH)(keys=[], args=[*header, *records], client=pipe)
+            header = [ended_at, *prefixes, PROGRESS_FIELD, keys.STOP_FIELD, events.EVENTS_MAXLEN, keys.STATE_FIELD]
+            script(_FINISH)(keys=[keys.worker_executions(worker_name)], args=[*header, *records], client=pipe)
         for job in reversed(unstarted):
-            _end_execution(pipe, job)
+            _end_execution(pipe, job, worker_name)
             job_ttl = get_task_type(job.task_name).setting("job_ttl")
             key = keys.job(job.job_id)
             pipe.hset(key, mapping={"status": QUEUED, "worker_name": ""})
@@ -276,9 +277,10 @@ def yield_worker(*, worker_name: str, job: TakenJob, started_at: float) -> bool:
     return reply == 1
 
 
-def _end_execution(pipe: redis.client.Pipeline, job: TakenJob) -> None:
+def _end_execution(pipe: redis.client.Pipeline, job: TakenJob, worker_name: str) -> None:
     pipe.zrem(keys.started(job.task_name), job.execution)
     pipe.delete(keys.execution(job.execution))
+    pipe.srem(keys.worker_executions(worker_name), job.execution)
 
 
 @translate_outages

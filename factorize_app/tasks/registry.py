@@ -24,6 +24,8 @@ from django.utils.module_loading import import_string
 from rest_framework import serializers
 from rest_framework.settings import api_settings
 
+from factorize_app.tasks.deployment import Deployment
+
 logger = logging.getLogger("factorize_app.tasks")
 
 
@@ -58,8 +60,7 @@ class TaskType:
     requirements: str | None = None
     # Example inputs, each valid against input_serializer: shown as the request body's example in
     # the OpenAPI schema, the browsable form and the front page, and answered by the contract test.
-    # (Not compared: dicts are unhashable, and a TaskType is hashed as a cache key.)
-    examples: tuple[dict[str, Any], ...] = field(default=(), compare=False)
+    examples: tuple[dict[str, Any], ...] = field(default=(), hash=False)
     # For an implementation with handle_batch: the most inputs in one call (instead of
     # WORKER_BATCH_SIZE), and how long a worker may wait (seconds) for more jobs to fill a short
     # batch, as model servers do (Triton's max_queue_delay_microseconds, Ray Serve's
@@ -71,6 +72,7 @@ class TaskType:
     result_ttl: int | None = None
     failure_ttl: int | None = None
     job_timeout: int | None = None
+    deployment: Deployment = Deployment()  # its workers' resources, scaling and weights (deployment.py)
     _lock: threading.Lock = field(default_factory=threading.Lock, compare=False, repr=False)
 
     @cached_property

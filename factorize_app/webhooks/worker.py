@@ -116,6 +116,7 @@ class WebhookWorker(RecoverableCleaning, SimpleWorker):
                 if time.monotonic() - stale_check > STALE_CHECK_SECONDS:
                     stale_check = time.monotonic()
                     dispatcher.forget_stale()
+                jobs.reconcile()  # events of what RQ's tools did to jobs, which webhooks owe deliveries for
                 dispatcher.dispatch(block_ms=DISPATCH_BLOCK_MS, body_for=status_body_at)
                 if failing:
                     logger.info("webhooks dispatcher: Redis answers again")

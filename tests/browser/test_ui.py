@@ -69,8 +69,9 @@ def post_html_form(browser, number: int) -> tuple[str, dict]:
 
 def test_factorize_through_the_browsable_api_form(fresh_browser, staff_server, start_worker):
     browser, url = fresh_browser, staff_server.url
-    browser.get(f"{url}/")
-    link = wait(browser).until(EC.element_to_be_clickable((By.CSS_SELECTOR, ".response-info a[href$='/factorize']")))
+    browser.get(f"{url}/")  # the front page links each task type's form
+    form_link = (By.CSS_SELECTOR, "#type-factorization a[href='/factorize']")
+    link = wait(browser).until(EC.element_to_be_clickable(form_link))
     link.click()
     wait(browser).until(EC.url_to_be(f"{url}/factorize"))
     wait(browser).until(EC.text_to_be_present_in_element((By.CSS_SELECTOR, ".page-header h1"), "Factorization"))

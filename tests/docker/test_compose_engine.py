@@ -21,15 +21,22 @@ from pathlib import Path
 
 import pytest
 import requests
+import yaml
+from django.utils.module_loading import import_string
 
+from project.settings import DEFAULT_TASK_TYPES
 from tests.conftest import ROOT, free_port, poll_until_done, wait_until
 
 pytestmark = pytest.mark.docker
 
 COMPOSE_BIN = str(Path(sys.executable).parent / "docker-compose")
 ADMIN = ("admin", "not-a-real-secret-1")
-QUEUES = ("factorization", "primes", "digits")
-DIGITS_REQUIREMENTS = ROOT / "factorize_app" / "tasks" / "digits" / "requirements.txt"
+# The task types the compose file deploys (the default ones), and those with requirements of their
+# own, each with an image of its own (`<project>-worker-<type>`, deploy/compose/workers.yml).
+SHIPPED = [import_string(path) for path in DEFAULT_TASK_TYPES]
+QUEUES = tuple(task_type.name for task_type in SHIPPED)
+MODELS = [task_type for task_type in SHIPPED if task_type.requirements]
+IMAGES = ("app", "worker", *(f"worker-{task_type.name.lower().replace('_', '-')}" for task_type in MODELS))
 SEED = {
     "number": 408216,
     "factorization": [[2, 3], [3, 1], [73, 1], [233, 1]],
@@ -38,8 +45,9 @@ SEED = {
 
 
 class ComposeProject:
-    def __init__(self, name: str, port: int):
+    def __init__(self, name: str, port: int, offline_models: Path):
         self.name = name
+        self.offline_models = offline_models
         self.url = f"http://127.0.0.1:{port}"
         self.env = {
             **os.environ,
@@ -57,7 +65,7 @@ class ComposeProject:
         return result.stdout
 
     def result(self, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
-        files = ["-f", "docker-compose.yml", "-f", "tests/docker/compose.offline.yml"]
+        files = ["-f", "docker-compose.yml", "-f", "tests/docker/compose.offline.yml", "-f", str(self.offline_models)]
         return subprocess.run(
             [COMPOSE_BIN, "-p", self.name, *files, *args],
             cwd=ROOT,
@@ -88,19 +96,34 @@ class ComposeProject:
         return self("exec", "-T", "redis", "redis-cli", "--raw", *args)
 
 
+def offline_model_builds(path: Path) -> Path:
+    """compose.offline.yml's build settings for every service that builds a model's image (the ones
+    `make deploy-files` writes, deploy/compose/workers.yml): an override names each service itself."""
+    listed = subprocess.run(
+        [COMPOSE_BIN, "--profile", "*", "config", "--format", "json"], cwd=ROOT, capture_output=True, text=True,
+        env={**os.environ, "COMPOSE_PROJECT_NAME": "factorize"}, check=True,
+    )  # fmt: skip
+    offline = yaml.safe_load((ROOT / "tests" / "docker" / "compose.offline.yml").read_text())
+    services = json.loads(listed.stdout)["services"]
+    builds = {name: {"build": dict(offline["x-offline-build"])} for name, s in services.items() if "build" in s}
+    path.write_text(yaml.safe_dump({"services": {k: v for k, v in builds.items() if k not in offline["services"]}}))
+    return path
+
+
 @pytest.fixture(scope="module")
-def compose() -> Iterator[ComposeProject]:
-    project = ComposeProject(f"factorize-test-{os.getpid()}", free_port())
+def compose(tmp_path_factory) -> Iterator[ComposeProject]:
+    offline_models = offline_model_builds(tmp_path_factory.mktemp("compose") / "offline-models.yml")
+    project = ComposeProject(f"factorize-test-{os.getpid()}", free_port(), offline_models)
     try:
         started = time.monotonic()
         project("--profile", "distributed", "build")
-        print(f"\n[docker] compose build (web, worker, worker-digits): {time.monotonic() - started:.1f} s")
+        print(f"\n[docker] compose build ({', '.join(IMAGES)}): {time.monotonic() - started:.1f} s")
         print(f"[docker] compose up --wait: {project.up('--scale', 'worker=0'):.1f} s")
         yield project
     finally:
         project("--profile", "distributed", "down", "-v", "--remove-orphans", check=False)
         # This run's own images (not the base images; the build cache stays for the next run).
-        images = [project.image(name) for name in ("app", "worker", "worker-digits")]
+        images = [project.image(name) for name in IMAGES]
         subprocess.run(["docker", "image", "rm", *images], capture_output=True)
 
 
@@ -191,25 +214,35 @@ def test_the_worker_for_every_queue_answers_digits_jobs(compose):
     print(f"[docker] worker (every model) memory after the digits batch: {memory}")
 
 
-def test_only_the_model_images_have_scikit_learn(compose):
+def installed(compose: ComposeProject, service: str, requirements: str) -> str:
+    """`name==version` of each package a requirements file pins, as installed in a service's image."""
+    script = (
+        "import importlib.metadata as m, sys\n"
+        "for line in open(sys.argv[1]):\n"
+        "    name = line.split('==')[0].strip()\n"
+        "    if name and not name.startswith('#'):\n"
+        "        try: print(f'{name}=={m.version(name)}')\n"
+        "        except m.PackageNotFoundError: print(f'{name} missing')\n"
+    )
+    run = compose("--profile", "distributed", "run", "--rm", "--no-deps", service, "python", "-c", script,
+                  requirements)  # fmt: skip
+    return run.strip()
+
+
+@pytest.mark.parametrize("model", MODELS, ids=lambda task_type: task_type.name)
+def test_only_a_models_images_have_its_requirements(compose, model):
     """The web server and the other types' workers run an image without the model's requirements
-    (and the web server is up and routing /digits without them); the model's images have them."""
-    # (compose v2.40 on engine 20.10 exits 0 from `run` whatever the container's exit code: read
-    # its output, and the exit code of the image run directly.)
-    web = compose.result("run", "--rm", "web", "python", "-c", "import sklearn")
-    assert "No module named 'sklearn'" in web.stderr, web.stderr
-    direct = subprocess.run(["docker", "run", "--rm", compose.image("app"), "python", "-c", "import sklearn"],
-                            capture_output=True, text=True)  # fmt: skip
-    assert direct.returncode == 1 and "No module named 'sklearn'" in direct.stderr
-    assert compose.post("/digits", {"pixels": [0] * 64}).status_code in (200, 202)
-    pinned = next(line for line in DIGITS_REQUIREMENTS.read_text().splitlines() if line.startswith("scikit-learn=="))
-    for service in ("worker", "worker-digits"):
-        version = "import sklearn; print(sklearn.__version__)"
-        has = compose("--profile", "distributed", "run", "--rm", "--no-deps", service, "python", "-c", version)
-        assert f"scikit-learn=={has.strip()}" == pinned, service
-    other = compose.result("--profile", "distributed", "run", "--rm", "--no-deps", "worker-primes", "python", "-c",
-                           "import sklearn")  # fmt: skip
-    assert "No module named 'sklearn'" in other.stderr
+    (and the web server is up and routing the model's path without them); the model's own image and
+    the every-queue worker's have exactly the pinned versions."""
+    pinned = [line for line in (ROOT / model.requirements).read_text().splitlines()
+              if line.strip() and not line.startswith("#")]  # fmt: skip
+    assert installed(compose, "worker", model.requirements).splitlines() == pinned
+    assert installed(compose, f"worker-{model.name}", model.requirements).splitlines() == pinned
+    for other in ["web", *(f"worker-{t.name}" for t in SHIPPED if not t.requirements)]:
+        found = installed(compose, other, model.requirements).splitlines()
+        assert found[0] == pinned[0].split("==")[0] + " missing", (other, found)  # the model's main package
+    if model.examples:
+        assert compose.post(f"/{model.path}", dict(model.examples[0])).status_code in (200, 202)
 
 
 def image_size(image: str) -> int:
@@ -219,12 +252,13 @@ def image_size(image: str) -> int:
 
 
 def test_the_web_image_is_smaller_than_the_model_image(compose):
-    sizes = {name: image_size(compose.image(name)) for name in ("app", "worker", "worker-digits")}
+    sizes = {name: image_size(compose.image(name)) for name in IMAGES}
     for name, size in sizes.items():
         print(f"[docker] image {compose.image(name)}: {size / 1e6:.0f} MB")
-    gap = sizes["worker-digits"] - sizes["app"]
-    print(f"[docker] the web image is smaller than the digits worker's by {gap / 1e6:.0f} MB")
-    assert sizes["app"] < sizes["worker-digits"]
+    for name in IMAGES[2:]:
+        gap = sizes[name] - sizes["app"]
+        print(f"[docker] the web image is smaller than {name}'s by {gap / 1e6:.0f} MB")
+        assert sizes["app"] < sizes[name]
 
 
 def test_an_unknown_model_fails_the_build_with_one_clear_line():
@@ -265,7 +299,7 @@ def test_distributed_profile_routes_each_type_to_its_own_workers(compose):
     mtime = "import os; print(os.path.getmtime(os.environ['MODEL_DIR'] + '/digits-classifier.joblib'))"
     trained = compose("exec", "-T", "worker-digits", "python", "-c", mtime)
     assert datetime.fromtimestamp(float(trained), tz=UTC) < started_at(worker)
-    compose("--profile", "distributed", "rm", "-sf", "worker-primes", "worker-factorization", "worker-digits")
+    compose("--profile", "distributed", "rm", "-sf", *(f"worker-{name}" for name in QUEUES))
 
 
 def test_containers_run_as_a_non_root_user(compose):

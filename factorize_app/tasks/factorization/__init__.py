@@ -3,6 +3,7 @@
 from django.conf import settings
 from rest_framework import serializers
 
+from factorize_app.tasks.deployment import Deployment
 from factorize_app.tasks.fields import WholeNumberField
 from factorize_app.tasks.registry import TaskType
 
@@ -31,4 +32,6 @@ TASK_TYPE = TaskType(
     result_serializer=FactorizationResult,
     implementation="factorize_app.tasks.factorization.model:Factorizer",
     examples=({"number": 1001}, {"number": "600851475143"}),
+    # Jobs take milliseconds and traffic is steady: one worker always warm, up to 10.
+    deployment=Deployment(min_workers=1, max_workers=10),
 )

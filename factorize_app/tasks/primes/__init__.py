@@ -3,6 +3,7 @@ declaration (the sieve is in `model.py`)."""
 
 from rest_framework import serializers
 
+from factorize_app.tasks.deployment import Deployment
 from factorize_app.tasks.fields import WholeNumberField
 from factorize_app.tasks.registry import TaskType
 
@@ -26,4 +27,6 @@ TASK_TYPE = TaskType(
     result_serializer=PrimesResult,
     implementation="factorize_app.tasks.primes.model:PrimeCounter",
     examples=({"n": 1000}, {"n": 1000000}),
+    # A 30 MB sieve, rarely used: scaled to zero when idle, up to 3 workers.
+    deployment=Deployment(cpu_request="250m", max_workers=3),
 )

@@ -1,0 +1,11 @@
+-- Scripts that compare a job's status with its event stream start with this: the status of the
+-- stream's newest entry (nil for an empty or missing stream).
+local function last_event_status(key)
+  local entries = redis.call('XREVRANGE', key, '+', '-', 'COUNT', 1)
+  if #entries == 0 then return nil end
+  local fields = entries[1][2]
+  for j = 1, #fields, 2 do
+    if fields[j] == 'status' then return fields[j + 1] end
+  end
+  return nil
+end

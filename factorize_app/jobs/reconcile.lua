@@ -1,0 +1,108 @@
+-- What RQ and its tools did to a type's jobs behind the service's back, found by one process at a
+-- time (a lock that lasts `lock_ms`): RQ's cleanup failing or re-queuing an abandoned job, `rq
+-- requeue` or the dashboard re-queuing a failed one, `rq empty` deleting queued jobs, a stock
+-- RQ worker running one. Three looks, each bounded:
+-- 1. The jobs that left RQ's StartedJobRegistry since the last look (a snapshot of its job ids
+--    is kept): each whose status differs from its last event is answered.
+-- 2. A chunk of the pending set (a cursor walks it): ids no longer queued leave it and their
+--    stored inputs (no phantom load); those that still exist and whose status differs from their
+--    last event are answered.
+-- 3. The tail of RQ's list and a chunk of the rest (another cursor): a queued job the pending set
+--    does not hold was re-queued by RQ: it joins the pending set (with its hash's TTL) and the
+--    stored inputs, and gets its `queued` event here.
+-- The caller appends the answered events (reconcile_event.lua), as only it can read RQ's results.
+-- KEYS: the lock, the snapshot, the StartedJobRegistry, the pending set, the stored inputs, RQ's
+-- list, the cursors (a hash).
+-- ARGV: the lock's milliseconds, the job hash prefix, the event stream prefix, our state field,
+-- the chunk, the tail, the queued status word, the job TTL, the event stream's length.
+-- Answers false (another process holds the lock) or {{id, status}...}.
+if not redis.call('SET', KEYS[1], 1, 'NX', 'PX', ARGV[1]) then return false end
+local snapshot, started, pending, inputs, list, cursors = KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
+local job_prefix, events_prefix, state_field = ARGV[2], ARGV[3], ARGV[4]
+local chunk, tail, QUEUED = tonumber(ARGV[5]), tonumber(ARGV[6]), ARGV[7]
+local job_ttl, events_maxlen = tonumber(ARGV[8]), ARGV[9]
+local seen, found = {}, {}
+
+-- A job's status as clients see it (our state where we keep one), and RQ's.
+local function status_of(id)
+  local fields = redis.call('HMGET', job_prefix .. id, 'status', state_field, 'description', 'factorize_client')
+  return fields[2] or fields[1], fields[1], fields[3], fields[4]
+end
+
+local function last_event(id)
+  return last_event_status(events_prefix .. id)
+end
+
+local function consider(id)
+  if seen[id] then return end
+  seen[id] = true
+  local status = status_of(id)
+  if status and status ~= QUEUED and status ~= last_event(id) then found[#found + 1] = {id, status} end
+end
+
+local function add_all(key, members)
+  for i = 1, #members, 1000 do
+    redis.call('SADD', key, unpack(members, i, math.min(i + 999, #members)))
+  end
+end
+
+-- A queued job the pending set does not hold (RQ queued it): it joins it, with its event.
+local now = tonumber(redis.call('TIME')[1])
+local function requeued(id)
+  if seen[id] then return end
+  seen[id] = true
+  if redis.call('ZSCORE', pending, id) then return end
+  local status, rq_status, description, client = status_of(id)
+  if rq_status ~= QUEUED or not description then return end
+  local ttl = redis.call('TTL', job_prefix .. id)
+  if ttl < 0 then ttl = job_ttl end
+  redis.call('ZADD', pending, now + ttl, id)
+  local text = string.match(description, '^[^ ]* (.*)$')
+  if text then redis.call('HSET', inputs, id, string.gsub(client or '', ' ', '_') .. ' ' .. text) end
+  if last_event(id) ~= QUEUED then
+    append_event(redis.call, events_prefix .. id, events_maxlen, ttl, QUEUED, '', '')
+  end
+end
+
+-- 1. Left the StartedJobRegistry (failed, finished, or re-queued by RQ's cleanup).
+local running, ids = {}, {}
+for _, member in ipairs(redis.call('ZRANGE', started, 0, -1)) do
+  local id = string.match(member, '^(.*):[^:]*$') or member
+  if not running[id] then
+    running[id] = true
+    ids[#ids + 1] = id
+  end
+end
+for _, id in ipairs(redis.call('SMEMBERS', snapshot)) do
+  if not running[id] then
+    local _, rq_status = status_of(id)
+    if rq_status == QUEUED then requeued(id) else consider(id) end
+  end
+end
+redis.call('DEL', snapshot)
+add_all(snapshot, ids)
+
+-- 2. No longer queued. Every queued job is in RQ's list: an empty list (`rq empty`) means nothing
+-- the pending set holds is queued, so a larger chunk is looked at.
+local offset = tonumber(redis.call('HGET', cursors, 'pending')) or 0
+local pending_chunk = redis.call('LLEN', list) == 0 and 20 * chunk or chunk
+local members = redis.call('ZRANGE', pending, offset, offset + pending_chunk - 1)
+local dropped = 0
+for _, id in ipairs(members) do
+  local status, rq_status = status_of(id)
+  if rq_status ~= QUEUED then
+    redis.call('ZREM', pending, id)
+    redis.call('HDEL', inputs, id)
+    dropped = dropped + 1
+    if status then consider(id) end -- run by another worker class, or ended
+  end
+end
+redis.call('HSET', cursors, 'pending', #members < pending_chunk and 0 or offset + #members - dropped)
+
+-- 3. Queued by RQ.
+for _, id in ipairs(redis.call('LRANGE', list, -tail, -1)) do requeued(id) end
+offset = tonumber(redis.call('HGET', cursors, 'list')) or 0
+members = redis.call('LRANGE', list, offset, offset + chunk - 1)
+for _, id in ipairs(members) do requeued(id) end
+redis.call('HSET', cursors, 'list', #members < chunk and 0 or offset + #members)
+return found

@@ -1,0 +1,75 @@
+"""What RQ and its tools did to the queue behind the service's back, noticed and made good.
+
+The service writes every change of a job itself, with its event. RQ's own tools change jobs too:
+its registry cleanup (run by `rq info`, the dashboards and every worker) fails or re-queues a job
+whose worker died, `rq requeue` and the dashboard's Requeue queue a failed job again, `rq empty`
+deletes queued jobs, and a stock RQ worker may run one. `reconcile` finds those changes
+(`reconcile.lua`: one process at a time, at most once a second per type, each look bounded):
+every status RQ gave a job gets its event, with an id, so event streams and webhooks follow it;
+re-queued jobs count as queued again; deleted ones leave the load.
+"""
+
+from __future__ import annotations
+
+import json
+
+from rq.exceptions import NoSuchJobError
+from rq.job import Job
+
+from factorize_app.jobs import events, keys
+from factorize_app.jobs.connection import lua, redis_client, script
+from factorize_app.jobs.errors import translate_outages
+from factorize_app.jobs.states import DONE_STATUSES, FINISHED, QUEUED, describe_error
+from factorize_app.tasks import TaskType, task_types
+
+_RECONCILE = lua("reconcile", "append_event", "last_event_status")
+_EVENT = lua("reconcile_event", "append_event", "last_event_status")
+# At most one look per type this often, across every process that asks.
+RECONCILE_SECONDS = 1.0
+# Ids of the pending set and of RQ's list looked at per look (the rest on later looks), and how
+# much of the list's tail, where RQ puts the jobs it queues, is looked at every time.
+CHUNK = 250
+TAIL = 50
+
+
+@translate_outages
+def reconcile() -> int:
+    """Look for what RQ changed (where no other process looked within the last second); answers
+    how many events were appended for it."""
+    appended = 0
+    for task_type in task_types():
+        name = task_type.name
+        script_keys = [
+            keys.reconcile_lock(name),
+            keys.reconcile_running(name),
+            keys.started(name),
+            keys.pending(name),
+            keys.queued_inputs(name),
+            keys.queue(name),
+            keys.reconcile_cursors(name),
+        ]
+        args = [int(RECONCILE_SECONDS * 1000), keys.JOB_PREFIX, keys.EVENTS_PREFIX, keys.STATE_FIELD, CHUNK, TAIL]
+        args += [QUEUED, task_type.setting("job_ttl"), events.EVENTS_MAXLEN]
+        for job_id, status in script(_RECONCILE)(keys=script_keys, args=args) or []:
+            appended += _append_event(task_type, job_id.decode(), status.decode())
+    return appended
+
+
+def _append_event(task_type: TaskType, job_id: str, status: str) -> int:
+    """The event of a status RQ gave the job, with the outcome polls would answer for it."""
+    outcome, ttl = "", events.running_ttl(task_type)
+    if status in DONE_STATUSES:
+        try:
+            job = Job.fetch(job_id, connection=redis_client())
+        except NoSuchJobError:
+            return 0
+        latest = job.latest_result()
+        if status == FINISHED:
+            outcome = json.dumps({"result": latest.return_value}) if latest is not None else ""
+            ttl = events.done_ttl(task_type.setting("result_ttl"))
+        else:
+            error = describe_error(latest.exc_string if latest is not None else None, job.timeout)
+            outcome = json.dumps({"error": error})
+            ttl = events.done_ttl(task_type.setting("failure_ttl"))
+    args = [status, outcome, keys.STATE_FIELD, events.EVENTS_MAXLEN, ttl]
+    return int(script(_EVENT)(keys=[keys.job(job_id), keys.events(job_id)], args=args))

@@ -223,3 +223,17 @@ def test_a_model_conflicting_with_another_model_gets_its_own_environment(tmp_pat
         assert answer.json()["echo"] == other  # the model's own version, in its worker
         log = [r for r in server.records() if r["message"].startswith("a model's requirements conflict")]
         assert log and log[0]["task_type"] == "second" and log[0]["conflicts_with"] == ["first"]
+
+
+def test_a_worker_that_exits_before_its_setup_is_reported_by_the_supervisor(tmp_path):
+    """A model whose package is missing never reaches its setup: the worker exits with one line,
+    which the supervisor records as the type's setup error."""
+    models = tmp_path / "models"
+    write_model(models, "needy", "import package_nobody_installed\n\n" + WORKING_MODEL)
+    settings_for(models, "needy")
+    with devserver(models, tmp_path, "--no-reload") as server:
+        error = wait_until(lambda: server.queue("needy")["setup_error"], timeout=60, what="the exit reported")
+        assert error["error"].startswith("CommandError: task type 'needy' needs the package 'package_nobody_installed'")
+        ready = requests.get(f"{server.url}/readyz", timeout=10).json()
+        assert ready["status"] == "degraded" and "needy" in ready["setup_errors"]
+        wait_until(lambda: server.queue("needy")["setup_error"]["restarts"] >= 2, timeout=60, what="a restart")

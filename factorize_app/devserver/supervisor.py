@@ -130,6 +130,11 @@ class Supervisor:
             self.stop_all()
 
     def stop(self) -> None:
+        """Stop everything (warm: a worker finishes its batch); asked again, kill what is left."""
+        if self.stopping.is_set():
+            for child in self.children:
+                if child.process is not None and child.process.poll() is None:
+                    child.process.kill()
         self.stopping.set()
 
     def stop_all(self) -> None:
@@ -163,7 +168,7 @@ class Supervisor:
             f"{child.name} exited with code {code}: starting it again in {delay:g} s",
             extra={"child": child.name, "exit_code": code, "restart_in_s": delay, "last_output": last[-500:]},
         )
-        if child.task_name is not None:
+        if child.task_name is not None and code != 0:
             self._report(child, code, last)
         child.restart_at = time.monotonic() + delay
 

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import logging
 import os
+import subprocess
 import sys
 import threading
 from pathlib import Path
 
 from django.conf import settings
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
 
 from factorize_app import jobs
 from factorize_app.devserver import envs, reload
@@ -49,7 +50,10 @@ class Command(BaseCommand):
         for env in plan:
             if env.python is None:
                 self.stderr.write(env.refusal)
-        envs.install(envs=plan, task_types=types, root=root, envs_dir=envs_dir)
+        try:
+            envs.install(envs=plan, task_types=types, root=root, envs_dir=envs_dir)
+        except (OSError, subprocess.SubprocessError) as exc:  # uv said why, above
+            raise CommandError(f"could not install the models' requirements: {exc}") from None
         if options["envs_only"]:
             return
         for env in plan:

@@ -13,6 +13,7 @@ import importlib.metadata
 import json
 import signal
 import subprocess
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -20,6 +21,9 @@ from pathlib import Path
 import pytest
 import requests
 
+from factorize_app.devserver.reload import Watch
+from factorize_app.devserver.supervisor import Child, Supervisor
+from factorize_app.tasks import get_task_type
 from tests.conftest import PYTHON, ROOT, free_port, service_env, wait_until
 
 pytestmark = pytest.mark.timeout(240)
@@ -237,3 +241,22 @@ def test_a_worker_that_exits_before_its_setup_is_reported_by_the_supervisor(tmp_
         ready = requests.get(f"{server.url}/readyz", timeout=10).json()
         assert ready["status"] == "degraded" and "needy" in ready["setup_errors"]
         wait_until(lambda: server.queue("needy")["setup_error"]["restarts"] >= 2, timeout=60, what="a restart")
+
+
+def test_the_backoff_doubles_from_one_second_to_a_minute_and_starts_over_after_a_long_run():
+    child = Child("flaky", ["true"], {}, ROOT, started_at=time.monotonic())
+    assert [Supervisor._next_delay(child) for _ in range(8)] == [1, 2, 4, 8, 16, 32, 60, 60]
+    child.started_at = time.monotonic() - 61  # it ran for a minute before it exited
+    assert Supervisor._next_delay(child) == 1
+
+
+def test_what_a_change_restarts():
+    types = {name: get_task_type(name) for name in ("primes", "digits")}
+    watch = Watch(root=ROOT, task_types=types)
+    everything = {"web", "webhooks", "primes", "digits"}
+    tasks = ROOT / "factorize_app" / "tasks"
+    assert watch.affected({tasks / "digits" / "model.py"}, everything) == {"digits"}
+    assert watch.affected({tasks / "primes" / "__init__.py"}, everything) == {"primes", "web"}
+    assert watch.affected({ROOT / "factorize_app" / "worker.py"}, everything) == everything
+    assert watch.affected({ROOT / "project" / "settings.py", tasks / "digits" / "model.py"}, everything) == everything
+    assert watch.affected({ROOT / "docs" / "development.md"}, everything) == set()

@@ -122,7 +122,12 @@ class Supervisor:
                 now = time.monotonic()
                 for child in self.children:
                     if child.restart_at is not None and now >= child.restart_at:
-                        child.start(self.output_lock)
+                        try:
+                            child.start(self.output_lock)
+                        except OSError as exc:  # e.g. its environment's interpreter is gone
+                            delay = self._next_delay(child)
+                            logger.error(f"could not start {child.name} ({exc}): trying again in {delay:g} s")
+                            child.restart_at = time.monotonic() + delay
                     elif child.process is not None and child.restart_at is None and child.process.poll() is not None:
                         self._exited(child)
                 self.stopping.wait(0.2)
@@ -158,11 +163,7 @@ class Supervisor:
 
     def _exited(self, child: Child) -> None:
         code = child.process.returncode
-        if time.monotonic() - child.started_at >= BACKOFF_CAP:
-            child.backoff = BACKOFF_FIRST  # it ran for a while: a new failure starts over
-        delay = child.backoff
-        child.backoff = min(child.backoff * 2, BACKOFF_CAP)
-        child.failures += 1
+        delay = self._next_delay(child)
         last = next((line for line in reversed(child.tail) if line.strip()), "")
         logger.error(
             f"{child.name} exited with code {code}: starting it again in {delay:g} s",
@@ -171,6 +172,16 @@ class Supervisor:
         if child.task_name is not None and code != 0:
             self._report(child, code, last)
         child.restart_at = time.monotonic() + delay
+
+    @staticmethod
+    def _next_delay(child: Child) -> float:
+        """1 s, 2 s, 4 s ... up to BACKOFF_CAP; from 1 s again after a run that lasted that long."""
+        if time.monotonic() - child.started_at >= BACKOFF_CAP:
+            child.backoff = BACKOFF_FIRST
+        delay = child.backoff
+        child.backoff = min(child.backoff * 2, BACKOFF_CAP)
+        child.failures += 1
+        return delay
 
     def _report(self, child: Child, code: int, last: str) -> None:
         """A model's worker that exited without recording why (it could not import its model,

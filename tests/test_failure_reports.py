@@ -2,6 +2,8 @@
 (never for anonymous clients), and a model's failed setup in /queues and /readyz until a
 worker of that type sets up again."""
 
+import datetime
+import json
 import subprocess
 
 import pytest
@@ -9,7 +11,8 @@ import requests
 from rest_framework.test import APIClient
 
 from factorize_app import jobs
-from tests.conftest import PYTHON, ROOT, poll_until_done, service_env, wait_done
+from factorize_app.jobs import keys
+from tests.conftest import PYTHON, ROOT, poll_until_done, service_env, wait_done, wait_until
 
 
 def create_key(name: str) -> str:
@@ -82,5 +85,13 @@ def test_a_setup_failure_is_reported_in_queues_and_readyz_until_cleared(api):
 def test_a_worker_whose_setup_succeeds_clears_its_types_setup_failure(api, start_worker):
     jobs.record_setup_failure(task_name="primes", error="RuntimeError: an earlier start failed")
     start_worker("primes")  # waits until it registered, which it does after its setup
+    wait_until(lambda: jobs.setup_failures() == {}, timeout=10, what="the failure cleared")
+    assert api.get("/readyz").json() == {"status": "ok"}
+
+
+def test_a_setup_failure_not_repeated_for_ten_minutes_is_no_longer_reported(api, redis_conn):
+    failure = jobs.record_setup_failure(task_name="digits", error="OSError: weights.bin not found")
+    stale = datetime.datetime.now(datetime.UTC) - datetime.timedelta(seconds=jobs.SETUP_FAILURE_STALE + 1)
+    redis_conn.hset(keys.SETUP_FAILURES, "digits", json.dumps({**failure, "last": stale.isoformat()}))
     assert jobs.setup_failures() == {}
     assert api.get("/readyz").json() == {"status": "ok"}

@@ -17,6 +17,7 @@ names below are the whole of what they use. One room per side:
 
 from factorize_app.jobs.client import cancel, count_request, get_status, is_owner, retry, submit, submit_many
 from factorize_app.jobs.diagnostics import (
+    SETUP_FAILURE_STALE,
     clear_setup_failures,
     failure_traceback,
     record_setup_failure,
@@ -181,6 +182,7 @@ __all__ = [
     "wait_for_work",
     "worker_liveness",
     "write_refusal",
+    "SETUP_FAILURE_STALE",
     "clear_setup_failures",
     "failure_traceback",
     "record_setup_failure",

@@ -22,6 +22,9 @@ from factorize_app.jobs.errors import translate_outages
 # The most characters of a traceback kept (its end: where it was raised).
 TRACEBACK_MAX = 20_000
 ERROR_MAX = 500
+# A failure reported while its workers keep failing: they retry within a minute under `make run`'s
+# back-off, and within five under Kubernetes' CrashLoopBackOff.
+SETUP_FAILURE_STALE = 600
 
 
 def _now() -> str:
@@ -56,11 +59,16 @@ def clear_setup_failures(*, task_names: list[str]) -> None:
 
 @translate_outages
 def setup_failures() -> dict[str, dict[str, Any]]:
-    """Task type name -> its setup failure ({"error", "since", "last", "restarts", "traceback"})."""
-    return {
-        name.decode(): json.loads(value)
-        for name, value in redis_client().hgetall(keys.SETUP_FAILURES).items()
-    }
+    """Task type name -> its setup failure ({"error", "since", "last", "restarts", "traceback"}),
+    while it repeats: one not repeated within SETUP_FAILURE_STALE seconds is left out (no worker
+    of the type is trying any more; /queues shows it has none)."""
+    cutoff = datetime.datetime.now(datetime.UTC) - datetime.timedelta(seconds=SETUP_FAILURE_STALE)
+    failures = {}
+    for name, value in redis_client().hgetall(keys.SETUP_FAILURES).items():
+        failure = json.loads(value)
+        if datetime.datetime.fromisoformat(failure["last"]) >= cutoff:
+            failures[name.decode()] = failure
+    return failures
 
 
 @translate_outages

@@ -5,6 +5,7 @@
 # code changes (RELOAD=0: never). Ctrl-C stops them all. Expects the virtualenv first on PATH.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-reload=()
-[ "${RELOAD:-1}" = 1 ] || reload=(--no-reload)
-exec python manage.py devserver "${reload[@]}"
+if [ "${RELOAD:-1}" = 1 ]; then
+    exec python manage.py devserver
+fi
+exec python manage.py devserver --no-reload

@@ -160,7 +160,7 @@ class WarmWorker(RecoverableCleaning, SimpleWorker):
             for name in self.queue_names():
                 task_type = get_task_type(name)
                 started = time.monotonic()
-                ensure_setup(task_type)
+                _setup_or_report(task_type)
                 logger.info("setup done", extra={"task_type": name, "duration_s": round(time.monotonic() - started, 3)})
         finally:
             signal.signal(signal.SIGTERM, previous)
@@ -173,6 +173,7 @@ class WarmWorker(RecoverableCleaning, SimpleWorker):
                 super().bootstrap(*args, **kwargs)
                 if mended := jobs.upgrade_statuses():
                     logger.info("statuses of an earlier version mended", extra={"jobs": mended})
+                jobs.clear_setup_failures(task_names=self.queue_names())  # reported no more
                 trouble.ok()
                 return
             except Exception as exc:
@@ -793,3 +794,16 @@ def _event(outcome: jobs.JobOutcome, **extra) -> dict:
 def _stop_during_setup(signum, frame):
     logger.info("stop requested while loading models: exiting")
     raise SystemExit(0)
+
+
+def _setup_or_report(task_type: TaskType) -> None:
+    """A type's model setup; if it raises, one log line with the traceback, the failure recorded
+    where /queues and /readyz show it, and the worker exits (code 1) to be started again."""
+    try:
+        ensure_setup(task_type)
+    except Exception as exc:
+        logger.exception("setup failed: the worker exits", extra={"task_type": task_type.name})
+        with contextlib.suppress(jobs.QueueUnavailable):
+            error = f"{type(exc).__name__}: {exc}"
+            jobs.record_setup_failure(task_name=task_type.name, error=error, traceback=traceback.format_exc())
+        raise SystemExit(1) from exc

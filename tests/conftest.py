@@ -35,6 +35,7 @@ PYTHON = sys.executable
 SLOW_MODULES = (
     "browser/",  # a real Chromium
     "test_crash_recovery.py",  # workers killed mid-job
+    "test_devserver.py",  # make run's supervisor: workers restarted, environments built
     "test_docker_files.py",  # hadolint and docker compose on every file
     "test_event_stream.py",
     "test_fuzz.py",  # schemathesis over every operation: minutes
@@ -42,12 +43,14 @@ SLOW_MODULES = (
     "test_kubernetes.py",  # kustomize and schema validation of every manifest
     "test_operator.py",
     "test_redis_outage.py",  # Redis stopped and started again
+    "test_rq_ecosystem.py",  # RQ's own tools and dashboards against real workers
     "test_sentinel.py",  # a Sentinel group and a failover
     "test_soak.py",
     "test_webhooks.py",  # real receivers, retries and restarts
     "test_worker_batches.py",  # workers stopped and killed mid-batch
 )
 SLOW_TESTS = {
+    "test_api_contract.py::test_a_generated_client_submits_a_batch_once_and_a_webhook_filter_as_a_list",
     "test_api_contract.py::test_seed_polling_client_converges",
     "test_api_contract.py::test_sync_mode_bounds_a_handler_by_the_job_timeout",
     "test_api_keys.py::test_create_api_key_prints_only_the_key_and_stores_only_its_digest",
@@ -59,7 +62,12 @@ SLOW_TESTS = {
     "test_client_isolation.py::test_a_client_alone_uses_every_worker_and_gives_one_back_when_another_waits",
     "test_client_isolation.py::test_a_keys_running_cap_keeps_its_jobs_to_one_worker",
     "test_client_isolation.py::test_held_requests_per_client_are_capped_and_health_probes_stay_free",
+    "test_deadline.py::test_cancel_after_on_an_idle_worker_is_never_early_nor_late",
+    "test_deadline.py::test_cancel_after_right_after_a_delete_is_never_early_nor_late",
     "test_digits.py::test_the_web_server_and_other_workers_never_load_the_model_packages",
+    "test_failure_reports.py::test_a_failed_jobs_traceback_is_shown_to_its_keyed_owner_and_not_to_others",
+    "test_failure_reports.py::test_a_finished_job_has_no_traceback_even_for_staff",
+    "test_failure_reports.py::test_staff_see_any_failed_jobs_traceback",
     "test_hostile_input.py::test_a_client_past_its_held_requests_gets_answers_at_once_and_others_are_still_held",
     "test_hostile_input.py::test_every_other_endpoint_and_method",
     "test_hostile_input.py::test_hostile_job_ids_and_prefer_headers",
@@ -326,7 +334,12 @@ def wait_done(api: APIClient, path: str = "/factorize", timeout: float = 30, **b
     return poll_until_done(lambda: submit(api, path, **body), timeout=timeout, what=f"{path} {body} to finish")
 
 
+def queue_named(queues: list[dict], name: str) -> dict:
+    """One task type's entry in a GET /queues answer, found by name (the listing is in order of
+    name, and a model added under factorize_app/tasks/ may come first)."""
+    return next(queue for queue in queues if queue["name"] == name)
+
+
 def queue_of(api: APIClient, name: str) -> dict:
-    """One task type's entry in GET /queues, found by name (the listing is in order of name, and a
-    model added under factorize_app/tasks/ may come first)."""
-    return next(queue for queue in api.get("/queues").json() if queue["name"] == name)
+    """queue_named, through the in-process test client."""
+    return queue_named(api.get("/queues").json(), name)

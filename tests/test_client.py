@@ -1,4 +1,5 @@
-"""The command-line client (`python -m factorize_app.client`) against the live service, run as a user runs it.
+"""The command-line client through its old name (`python -m factorize_app.client`, a shim that runs
+the factorize-client package's `factorize` command) against the live service, run as a user runs it.
 
 Every test starts the client as a subprocess on the real web server (`live_url`, or one of its
 own), with real `manage.py rqworker` processes, and reads its output lines, its exit status
@@ -61,7 +62,8 @@ def assert_plain(result: subprocess.CompletedProcess) -> None:
 
 
 def test_the_client_sends_only_ascii_digits_as_numbers():
-    from factorize_app.client import json_number
+    sys.path.insert(0, str(ROOT / "client"))  # the package's checkout copy, as the shim finds it
+    from factorize_client.inputs import json_number
 
     assert json_number("408216") == 408216
     for token in ("١٢", "１２", "²", "1e5", "0x1f"):

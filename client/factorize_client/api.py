@@ -93,8 +93,9 @@ class Job:
 
     def events(self) -> Iterator[dict[str, Any]]:
         """The job's changes as they happen, from its event stream: each a status body (as
-        `status()` answers) with the event's `id`; the first is the state now, the last the done
-        one. A dropped stream is resumed where it broke (`Last-Event-ID`)."""
+        `status()` answers) with the event's `id` (None for the first, the state when the stream
+        opened, if nothing has happened to the job yet); the last is the done one. A dropped
+        stream is resumed where it broke (`Last-Event-ID`)."""
         if self.id is None:
             yield self.last
             return
@@ -219,14 +220,13 @@ class Client:
         *,
         wait: int = LONG_POLL,
         on_done: batches.OnAnswer | None = None,
-        on_answer: batches.OnAnswer | None = None,
     ) -> list[dict[str, Any]]:
         """Submit many inputs and wait for all of them: each item's final status body, in order.
         A few chunks are in flight at once, each a batch request held until its items are done
         (`Prefer: wait`), so the queue stays fed and nothing is polled in a loop.
         `on_done(index, body)` is called as each item is done, from the runner's threads."""
         path = self.path_of(type_path_or_name)
-        runner = batches.Runner(self.transport(), path, list(items), wait=wait, on_done=on_done, on_answer=on_answer)
+        runner = batches.Runner(self.transport(), path, list(items), wait=wait, on_done=on_done)
         return runner.run()
 
 

@@ -193,7 +193,8 @@ class Transport:
                     throttled += 1
                     if split_after is not None and throttled >= split_after:
                         raise ServiceError(describe(response), status=429, body=body_of(response))
-                    self.gate.close_for(retry_after(response, 1.0), limit_reason(response, method))
+                    # At least half a second: a window's last fraction of a second reads as 0.
+                    self.gate.close_for(max(0.5, retry_after(response, 1.0)), limit_reason(response, method))
                     continue
                 if code < 500 or code == 501:
                     raise self.refusal(response, path)

@@ -30,6 +30,7 @@ from factorize_client.transport import Gate, Transport, WaitNotice
 DEFAULT_URL = "http://localhost:8123"
 LONG_POLL = 30  # seconds one held request may wait (the server caps it at its MAX_WAIT)
 STREAM_READ_TIMEOUT = 60.0  # the server sends a keep-alive at least every 15 s
+POLL_EVERY = 1.0  # seconds between polls when the server can hold no more event streams
 # The status body's bookkeeping; the rest is the job's input and result fields.
 BOOKKEEPING = ("done", "job_id", "status", "error", "progress", "load")
 DONE_WITHOUT_RESULT = ("failed", "canceled", "aborted", "invalid")
@@ -104,9 +105,15 @@ class Job:
             headers = {"Accept": "text/event-stream"}
             if last_id is not None:
                 headers["Last-Event-ID"] = last_id
-            response = transport.request(
-                "GET", f"/jobs/{self.id}", headers=headers, stream=True, read_timeout=STREAM_READ_TIMEOUT
-            )
+            try:
+                response = transport.request(
+                    "GET", f"/jobs/{self.id}", headers=headers, stream=True, read_timeout=STREAM_READ_TIMEOUT, retries=0
+                )
+            except ServiceError as exc:
+                if exc.status != 503:
+                    raise
+                yield from self.changes()  # the server holds all the streams it may: "poll instead"
+                return
             if response.status_code == 204:  # the end was seen already
                 return
             pause = 1.0
@@ -126,6 +133,18 @@ class Job:
             finally:
                 response.close()
             transport.sleep(pause)  # the stream ended before the done event: reconnect
+
+    def changes(self) -> Iterator[dict[str, Any]]:
+        """events() by polling, once a second, for a server that can open no more streams."""
+        seen = None
+        while True:
+            body = self.status()
+            if (body.get("status"), body.get("progress")) != seen:
+                seen = (body.get("status"), body.get("progress"))
+                yield {**body, "id": None}
+            if self.done:
+                return
+            self.client.transport().sleep(POLL_EVERY)
 
     def cancel(self) -> dict[str, Any] | None:
         """Cancel the job (a queued one at once) or ask a running one to stop: None when that is

@@ -150,11 +150,13 @@ class Transport:
         stream: bool = False,
         read_timeout: float | None = None,
         split_after: int | None = None,
+        retries: int | None = None,
     ) -> requests.Response:
         """One request, repeated through the server's limits and outages; the answer when it is
         below 400, else ServiceError. `wait` > 0 sends `Prefer: wait=<wait>` (cut to the time
         left). With `split_after`, that many 429s in a row raise ServiceError(429) instead of
-        waiting again: a batch bigger than the whole allowance must be split by the caller."""
+        waiting again: a batch bigger than the whole allowance must be split by the caller.
+        `retries` overrides the transport's own for this request."""
         failures = throttled = 0
         while True:
             self.sleep(self.gate.delay())
@@ -200,7 +202,7 @@ class Transport:
                     raise self.refusal(response, path)
                 problem = f"the service is unavailable ({code}): {describe(response)}"
             failures += 1
-            if failures > self.retries:
+            if failures > (self.retries if retries is None else retries):
                 raise ServiceError(problem, status=response.status_code if response is not None else 0)
             pause = retry_after(response, float(min(2 ** (failures - 1), 10)))
             self.gate.close_for(pause, problem)

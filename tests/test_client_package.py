@@ -111,6 +111,20 @@ def test_events_stream_a_job_from_queued_to_finished(live_url, start_worker):
     assert [event for event in job.events()][-1]["status"] == "finished"  # a done job: its end at once
 
 
+def test_events_are_polled_when_the_server_can_open_no_more_streams(start_worker):
+    with web_server(EVENT_STREAMS_MAX="1") as url:
+        client = Client(url)
+        first, second = (client.submit("factorization", {"number": n}) for n in (408216, 77))
+        streamed = first.events()
+        assert next(streamed)["status"] == "queued"  # holds the server's one stream
+        polled = second.events()
+        assert next(polled)["status"] == "queued"  # its stream refused (503): polled instead
+        start_worker("factorization")
+        polled_events, streamed_events = list(polled), list(streamed)
+    assert polled_events[-1]["factorization_str"] == "7^1 11^1" and polled_events[-1]["id"] is None
+    assert streamed_events[-1]["factorization_str"] == SEED and streamed_events[-1]["id"] is not None
+
+
 def test_cancel_a_queued_job(live_url):
     client = Client(live_url)
     job = client.submit("factorization", {"number": 1000033})  # no worker: it stays queued

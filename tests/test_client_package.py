@@ -217,6 +217,16 @@ def test_the_command_says_when_it_waits_on_the_submit_limit(start_worker):
     assert len(waits) <= elapsed + 1  # one line per wait, not one per request that met the limit
 
 
+def test_batches_over_the_servers_max_batch_are_split(start_worker):
+    with web_server(MAX_BATCH="2") as url:
+        start_worker("factorization")
+        jobs = Client(url).submit_many("factorization", [{"number": n} for n in range(100, 105)])
+        assert [job.last["number"] for job in jobs] == list(range(100, 105))
+        result = factorize(url, *map(str, range(200, 240)))
+    assert result.returncode == 0, result.stderr
+    assert sorted(int(line.split(" = ")[0]) for line in result.stdout.splitlines()) == list(range(200, 240))
+
+
 # --- Installing it ------------------------------------------------------------------------------
 
 

@@ -30,15 +30,25 @@ OnAnswer = Callable[[int, dict[str, Any]], None]
 
 
 def post(transport: Transport, path: str, items: list[Any], wait: int = 0) -> list[dict[str, Any]]:
-    """One status body per item, in order. A request the server finds too large (413), or larger
-    than its whole submit allowance (429 again after waiting for a fresh window), is halved."""
+    """One status body per item, in order. A request the server finds too large (413: too many
+    bytes; 400 on `items`: more than its MAX_BATCH), or larger than its whole submit allowance
+    (429 again after waiting for a fresh window), is halved; the first two teach every thread of
+    the client the size to keep under."""
+    limit = transport.gate.max_batch
+    if limit is not None and len(items) > limit:
+        return post(transport, path, items[:limit], wait) + post(transport, path, items[limit:])
     try:
         response = transport.request(
             "POST", f"{path}/batch", json={"items": items}, wait=wait, split_after=2 if len(items) > 1 else None
         )
     except ServiceError as exc:
-        if exc.status in (413, 429) and len(items) > 1:
+        too_large = exc.status == 413 or (
+            exc.status == 400 and isinstance(exc.body, dict) and set(exc.body) == {"items"}
+        )
+        if len(items) > 1 and (too_large or exc.status == 429):
             half = len(items) // 2
+            if too_large:
+                transport.gate.max_batch = min(half, transport.gate.max_batch or half)
             return post(transport, path, items[:half], wait) + post(transport, path, items[half:])
         raise
     try:

@@ -76,12 +76,14 @@ def limit_reason(response: requests.Response, method: str) -> str:
 
 
 class Gate:
-    """When the service may next be asked, shared by all threads of one client."""
+    """When the service may next be asked, and the most items a batch of it may carry, shared by
+    all threads of one client."""
 
     def __init__(self, notice: WaitNotice | None = None):
         self.lock = threading.Lock()
         self.open_at = 0.0  # time.monotonic() before which nobody sends
         self.notice = notice
+        self.max_batch: int | None = None  # learnt from a batch refused as too large
 
     def close_for(self, seconds: float, reason: str) -> None:
         """Nobody sends for `seconds`; announced once, not by every thread that meets the limit."""

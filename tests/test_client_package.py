@@ -177,7 +177,7 @@ def test_the_command_takes_json_for_any_type(live_url, start_worker, tmp_path):
     assert numbers.returncode == 0, numbers.stderr
     assert [line["factorization_str"] for line in json_lines(numbers.stdout)] == [SEED, "1000003^1"]
 
-    positional = factorize(live_url, "408216", "77")
+    positional = factorize(live_url, "--type", "factorization", "408216", "77")
     assert positional.returncode == 0, positional.stderr
     assert sorted(positional.stdout.splitlines()) == sorted([f"408216 = {SEED}", "77 = 7^1 11^1"])
 

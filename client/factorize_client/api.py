@@ -24,7 +24,7 @@ import requests
 
 from factorize_client import batches
 from factorize_client.errors import ClientError, JobFailed, OutOfTime, ServiceError
-from factorize_client.events import parse
+from factorize_client.events import lines_of, parse
 from factorize_client.transport import Gate, Transport, WaitNotice
 
 DEFAULT_URL = "http://localhost:8123"
@@ -118,7 +118,7 @@ class Job:
                 return
             pause = 1.0
             try:
-                for event in parse(response.iter_lines(chunk_size=None, decode_unicode=True)):
+                for event in parse(lines_of(response.iter_content(chunk_size=None))):
                     if event.retry is not None:
                         pause = event.retry / 1000
                     if event.event != "status":

@@ -160,8 +160,11 @@ def gather(args: argparse.Namespace, parser: argparse.ArgumentParser) -> tuple[l
     """The inputs and their labels: numbers (arguments, --file, --random, stdin) for factorization,
     JSON objects (--json, else JSON Lines on stdin) for any type."""
     stdin_usable = sys.stdin is not None and not sys.stdin.isatty()
+    numbers_given = bool(args.numbers or args.file or args.random)
+    if numbers_given and args.type and args.type.strip("/") in ("factorization", FACTORIZATION_PATH.strip("/")):
+        args.type = None  # factorization named, and numbers given as without --type
     if args.json or args.type:
-        if args.numbers or args.file or args.random:
+        if numbers_given:
             parser.error("numbers, --file and --random are factorization's: give other types' inputs with --json")
         try:
             if args.json:

@@ -14,6 +14,19 @@ class Event:
     retry: int | None  # milliseconds the server asks a reconnecting client to wait
 
 
+def lines_of(chunks: Iterable[bytes]) -> Iterator[str]:
+    """Lines of a byte stream as they arrive, ended by LF or CRLF. Split here rather than by
+    `str.splitlines`, which would also split a JSON string holding U+2028 or U+0085."""
+    pending = b""
+    for chunk in chunks:
+        pending += chunk
+        *complete, pending = pending.split(b"\n")
+        for line in complete:
+            yield line.removesuffix(b"\r").decode("utf-8", errors="replace")
+    if pending:
+        yield pending.decode("utf-8", errors="replace")
+
+
 def parse(lines: Iterable[str]) -> Iterator[Event]:
     """Events from the stream's lines: `field: value` lines, dispatched at each blank line;
     `:` starts a comment (the server's keep-alive)."""

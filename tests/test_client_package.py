@@ -201,6 +201,10 @@ def test_the_command_lists_types_follows_and_cancels_jobs(live_url, start_worker
     followed = factorize(live_url, "--job", other.id)
     assert followed.returncode == 0, followed.stderr
     assert followed.stdout.splitlines() == ["1000003 = 1000003^1"]
+    watched = factorize(live_url, "--watch", *map(str, range(1000, 1020)), "abc")  # more jobs than streams
+    assert watched.returncode == 1, watched.stderr  # one invalid
+    assert len(watched.stdout.splitlines()) == 21 and "abc invalid: " in watched.stdout
+    assert "21 numbers in" in watched.stderr and "20 finished, 0 failed, 1 invalid" in watched.stderr
 
 
 def test_the_command_says_when_it_waits_on_the_submit_limit(start_worker):

@@ -202,7 +202,10 @@ class Client:
         return self._types
 
     def path_of(self, type_path_or_name: str) -> str:
-        """`/factorize` for "factorization", "factorize" or "/factorize"."""
+        """`/factorize` for "factorization" or "factorize", looked up in the service's schema; a
+        path with its leading slash ("/factorize") is taken as it is, without a look-up."""
+        if type_path_or_name.startswith("/"):
+            return type_path_or_name.rstrip("/")
         wanted = type_path_or_name.strip("/")
         types = self.types()
         if wanted in types:

@@ -115,17 +115,15 @@ def json_line(label: str, body: dict[str, Any]) -> tuple[str, str]:
     return outcome_of(body), json.dumps(shown, separators=(",", ":"))
 
 
-def follow(client: Client, bodies: list[dict[str, Any]], reporter: Reporter, watch: bool) -> None:
-    """Wait for the jobs through their event streams (a few at once), reporting each change."""
+def follow(client: Client, path: str, items: list[Any], job_ids: list[str], reporter: Reporter, watch: bool) -> None:
+    """--watch and --job: each job followed through its event stream, STREAMS at once. An input
+    is submitted by the thread about to follow it, so no job sits in the queue unpolled (where
+    it would expire) while the streams before it are still open."""
     events: queue.Queue[tuple[int, dict[str, Any] | BaseException]] = queue.Queue()
     todo: queue.Queue[int] = queue.Queue()
-    left = 0
-    for index, body in enumerate(bodies):
-        if body.get("done"):
-            reporter.done(index, body)
-        else:
-            todo.put(index)
-            left += 1
+    total = len(items) + len(job_ids)
+    for index in range(total):
+        todo.put(index)
 
     def stream() -> None:
         while True:
@@ -134,14 +132,19 @@ def follow(client: Client, bodies: list[dict[str, Any]], reporter: Reporter, wat
             except queue.Empty:
                 return
             try:
-                for event in Job(client, bodies[index]).events():
+                if index < len(items):
+                    job = client.submit(path, items[index])
+                else:
+                    job = Job(client, {"job_id": job_ids[index - len(items)], "done": False})
+                for event in job.events():
                     events.put((index, event))
             except BaseException as exc:  # handed to the main thread
                 events.put((index, exc))
                 return
 
-    for _ in range(min(STREAMS, left)):
+    for _ in range(min(STREAMS, total)):
         threading.Thread(target=stream, daemon=True).start()
+    left = total
     while left:
         try:
             index, event = events.get(timeout=min(1.0, client.transport().remaining()))
@@ -208,9 +211,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     try:
         path = client.path_of(args.type) if args.type else FACTORIZATION_PATH
         if args.watch or args.job:
-            bodies = batches.submit(client.transport(), path, items, args.batch_size) if items else []
-            bodies += [{"job_id": job_id, "done": False} for job_id in args.job]
-            follow(client, bodies, reporter, args.watch)
+            follow(client, path, items, args.job, reporter, args.watch)
         else:
             runner = batches.Runner(
                 client.transport(), path, items, wait=args.wait, batch_size=args.batch_size, on_done=reporter.done

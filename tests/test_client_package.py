@@ -18,7 +18,7 @@ import time
 
 import pytest
 
-from tests.conftest import ROOT, web_server
+from tests.conftest import ROOT, wait_until, web_server
 
 CLIENT_DIR = ROOT / "client"
 sys.path.insert(0, str(CLIENT_DIR))
@@ -135,6 +135,18 @@ def test_cancel_a_queued_job(live_url):
     with pytest.raises(ServiceError) as refused:
         job.cancel()
     assert refused.value.status == 409
+
+
+def test_cancel_stops_a_running_job(live_url, start_worker):
+    start_worker("factorization")
+    hard = 671998030559713968361666935769 * 282174488599599500573849980909  # minutes for sympy
+    job = Client(live_url).submit("factorization", {"number": hard})
+    wait_until(lambda: job.status()["status"] == "started", timeout=30, what="the job to start")
+    stopping = job.cancel()
+    assert stopping is not None and stopping["job_id"] == job.id  # 202: its worker is asked to stop it
+    with pytest.raises(JobFailed) as raised:
+        job.result(timeout=30)
+    assert raised.value.status == "canceled"
 
 
 def test_submit_many_and_run_many(live_url, start_worker, tmp_path):

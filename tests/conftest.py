@@ -35,6 +35,7 @@ PYTHON = sys.executable
 # load 3 to 8), and those of 8 s or more in a `make test-fast` run there.
 SLOW_MODULES = (
     "browser/",  # a real Chromium
+    "test_client_package.py",  # a worker for nearly every test, and pip into a fresh venv
     "test_crash_recovery.py",  # workers killed mid-job
     "test_devserver.py",  # make run's supervisor: workers restarted, environments built
     "test_docker_files.py",  # hadolint and docker compose on every file

@@ -15,6 +15,8 @@ from tests.conftest import PYTHON, ROOT, service_env
 
 # Written into the real factorize_app/tasks/ (where discovery looks) and removed after.
 NAME = "startmodel_selftest"
+# The service's own settings (the test settings add test-only types to the registry).
+SERVICE = {"DJANGO_SETTINGS_MODULE": "project.settings"}
 
 
 @pytest.fixture
@@ -35,7 +37,7 @@ def run(*args: str, **env: str) -> subprocess.CompletedProcess:
 
 @pytest.mark.parametrize("batch", [False, True], ids=["handle", "handle_batch"])
 def test_a_generated_model_is_served_at_once_and_passes_the_contract(generated, batch):
-    made = run("manage.py", "startmodel", NAME, *(["--batch"] if batch else []))
+    made = run("manage.py", "startmodel", NAME, "--no-deploy-files", *(["--batch"] if batch else []))
     assert made.returncode == 0, made.stderr
     assert sorted(path.name for path in generated.iterdir()) == ["__init__.py", "model.py", "requirements.txt"]
     assert "make test-model MODEL=startmodel_selftest" in made.stdout  # the next steps
@@ -51,6 +53,26 @@ def test_a_generated_model_is_served_at_once_and_passes_the_contract(generated, 
     assert " failed" not in contract.stdout and "passed" in contract.stdout
     if batch:
         assert "has no handle_batch" not in contract.stdout  # its handle_batch was checked, not skipped
+
+
+def test_a_generated_model_gets_its_deployment_entries_at_once(generated):
+    """startmodel writes the deployment files with the new model's worker (so the project's own
+    check that they are current holds without another step); removing the model and running
+    make deploy-files again restores them."""
+    try:
+        made = run("manage.py", "startmodel", NAME, **SERVICE)
+        assert made.returncode == 0, made.stderr
+        assert "wrote deploy/" in made.stdout and f"up worker-{NAME}" in made.stdout
+        compose = (ROOT / "deploy" / "compose" / "workers.yml").read_text()
+        assert f"worker-{NAME}:" in compose
+        assert f"worker-{NAME.replace('_', '-')}" in (ROOT / "deploy" / "kubernetes" / "workers.yaml").read_text()
+        assert run("manage.py", "deployfiles", "--check", **SERVICE).returncode == 0
+    finally:
+        shutil.rmtree(generated, ignore_errors=True)
+        restored = run("manage.py", "deployfiles", **SERVICE)
+    assert restored.returncode == 0, restored.stderr
+    assert f"worker-{NAME}" not in (ROOT / "deploy" / "compose" / "workers.yml").read_text()
+    assert run("manage.py", "deployfiles", "--check", **SERVICE).returncode == 0
 
 
 @pytest.mark.parametrize(

@@ -201,3 +201,46 @@ def test_services_ride_out_a_redis_outage(own_redis, start_worker, capsys):
             f"survived; whole test {time.monotonic() - started:.1f} s"
         )
         print(f"  hung: { {k: round(v, 2) for k, v in hung.items()} }")
+
+
+# A sitecustomize for the service subprocesses: the name in HANG_HOST resolves as a stopped
+# container's name does in Docker (the resolver answers EAI_AGAIN after HANG_SECONDS), every other
+# name as usual. It wraps socket.getaddrinfo itself, under whatever the service builds on it.
+HANGING_RESOLVER = '''
+import os, socket, time
+_real = socket.getaddrinfo
+def getaddrinfo(host, *args, **kwargs):
+    if host == os.environ.get("HANG_HOST"):
+        time.sleep(float(os.environ["HANG_SECONDS"]))
+        raise socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")
+    return _real(host, *args, **kwargs)
+socket.getaddrinfo = getaddrinfo
+'''
+
+
+def test_a_redis_name_that_does_not_resolve_answers_503_within_the_socket_timeout(tmp_path, start_worker):
+    (tmp_path / "sitecustomize.py").write_text(HANGING_RESOLVER)
+    env = {
+        "PYTHONPATH": str(tmp_path),
+        "HANG_HOST": "redis.stopped.test",
+        "HANG_SECONDS": "10",
+        "REDIS_SOCKET_TIMEOUT": str(SOCKET_TIMEOUT),
+        **NO_THROTTLE,
+    }
+    bound = SOCKET_TIMEOUT + 1
+    with web_server("redis://redis.stopped.test:6379/0", **env) as url:
+        job_id = "factorization-" + "0" * 32
+        with requests.Session() as session:
+            for method, path, kwargs in [
+                ("GET", f"/jobs/{job_id}", {}),
+                ("POST", "/factorize", {"json": {"number": 1234567}}),
+                ("GET", f"/jobs/{job_id}", {}),
+                ("GET", "/queues", {}),
+                ("GET", "/readyz", {}),
+            ] * 3:  # the first asks while a lookup runs; later ones while it overran, or a new one
+                started = time.monotonic()
+                response = session.request(method, f"{url}{path}", timeout=ANSWER_BOUND, **kwargs)
+                elapsed = time.monotonic() - started
+                assert response.status_code == 503, (method, path, response.text[:300])
+                assert elapsed < bound, f"{method} {path} answered in {elapsed:.1f} s (bound {bound} s)"
+                assert "resolv" in response.text or "unavailable" in response.text, response.text[:300]

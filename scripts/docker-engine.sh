@@ -46,10 +46,15 @@ our_dockerd_pid() {
     printf '%s\n' "$pid"
 }
 
+# Another apt-get (unattended upgrades, a provisioning script) may hold the package locks: wait
+# for them (up to APT_LOCK_TIMEOUT seconds) rather than fail at once.
+APT_LOCK_TIMEOUT="${APT_LOCK_TIMEOUT:-300}"
+
 apt_install() {
-    log "apt-get install $*"
-    apt-get update -q >&2
-    DEBIAN_FRONTEND=noninteractive NEEDRESTART_SUSPEND=1 apt-get install -y -q "$@" >&2
+    log "apt-get install $* (waiting up to ${APT_LOCK_TIMEOUT} s for the package lock)"
+    apt-get -o "DPkg::Lock::Timeout=$APT_LOCK_TIMEOUT" update -q >&2
+    DEBIAN_FRONTEND=noninteractive NEEDRESTART_SUSPEND=1 \
+        apt-get -o "DPkg::Lock::Timeout=$APT_LOCK_TIMEOUT" install -y -q "$@" >&2
 }
 
 ensure_docker_packages() {

@@ -120,7 +120,7 @@ def _store(conn: redis.Redis, cached: bytes | None) -> bytes:
     else:
         candidate, why = secrets.token_bytes(32), "a new random key"
     if conn.set(keys.JOB_ID_KEY, candidate.hex(), nx=True):
-        log.warning("Stored the job id key in Redis (%s): %s", keys.JOB_ID_KEY, why)
+        log.info("Stored the job id key in Redis (%s): %s", keys.JOB_ID_KEY, why)
         if candidate == legacy_key(settings.INSECURE_DEV_SECRET_KEY):
             log.warning(
                 "The job id key derives from the public development SECRET_KEY: anyone can compute job ids. "

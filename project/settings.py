@@ -326,8 +326,10 @@ MAX_RUNNING_PER_CLIENT = env_int("MAX_RUNNING_PER_CLIENT", 0)
 # Per client and web process: requests held open at once (long polls, event streams); beyond
 # it a request answers at once (its Prefer: wait is not applied; a stream sends its state and ends).
 MAX_HELD_PER_CLIENT = env_int("MAX_HELD_PER_CLIENT", 32)
-# The key of job ids' HMAC (ids no one can compute from a guessed input); empty: derived from
-# SECRET_KEY. Changing either changes every id (queued jobs keep theirs; new submits get new ones).
+# The key of job ids' HMAC (ids no one can compute from a guessed input). Empty (the default): the
+# deployment's own key, made once and kept in Redis beside the jobs (factorize:job-id-key), apart
+# from SECRET_KEY, which can then be rotated freely. Set: it overrides the stored key; changing it
+# changes every id (existing jobs then answer 404 and fail when they run).
 JOB_ID_KEY = env_str("JOB_ID_KEY", "")
 # Requests per client (DRF's rate syntax: "N/second", "N/minute", ...; empty: no limit).
 # Submits are POSTs (a repeated POST is also the seed's poll); polls are GETs of jobs and queues.

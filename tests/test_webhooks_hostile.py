@@ -305,3 +305,24 @@ def test_secret_derivation_is_stable_and_per_receiver(settings):
     assert one != receiver_secret(owner="ip:10.0.0.2", url="https://a.example/x")
     assert one != receiver_secret(owner="ip:10.0.0.1", url="https://a.example:8443/x")
     assert len(base64.b64decode(one.removeprefix("whsec_"))) == 32
+
+
+def test_the_dispatcher_reaches_every_watched_job_round_robin(settings, start_worker, monkeypatch):
+    """Another client's finished job is reached within one pass, however many older watched jobs
+    one client keeps queued (a window of 3 here stands for the 500 of a round)."""
+    from factorize_app.jobs import webhook_dispatcher
+    from factorize_app.webhooks.worker import status_body_at
+
+    monkeypatch.setattr(webhook_dispatcher, "WINDOW", 3)
+    settings.WEBHOOK_SECRET, settings.WEBHOOK_ALLOWED_HOSTS = SECRET, ["hooks.example"]
+    attacker, victim = APIClient(REMOTE_ADDR="10.5.0.1"), APIClient(REMOTE_ADDR="10.5.0.2")
+    for index in range(10):  # queued for good: no sleepy worker runs
+        response = post(attacker, "/sleepy", seconds=0, tag=f"q{index}", webhook="http://hooks.example/")
+        assert response.status_code == 202, response.content
+    start_worker("factorization")
+    job_id = post(victim, "/factorize", number=221, webhook="http://hooks.example/").json()["job_id"]
+    wait_until(lambda: victim.get(f"/jobs/{job_id}").json()["done"], what="the victim's job")
+    dispatcher = webhook_dispatcher.Dispatcher()
+    for _ in range(4):  # one pass: 11 watched jobs, 3 a round
+        dispatcher.dispatch(block_ms=50, body_for=status_body_at)
+    assert [d["event"] for s in subscriptions(victim, job_id) for d in s["deliveries"]] == ["completed"]

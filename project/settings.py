@@ -4,6 +4,7 @@ Development works with nothing set (an insecure, loudly named SECRET_KEY and SQL
 production mode (`PRODUCTION=1`) refuses to start without a real SECRET_KEY.
 """
 
+import ipaddress
 import warnings
 from datetime import timedelta
 from pathlib import Path
@@ -46,6 +47,24 @@ DEBUG = env_bool("DEBUG", False)
 if PRODUCTION and DEBUG:
     raise ImproperlyConfigured("PRODUCTION is on: DEBUG must be off (it shows settings and code to visitors).")
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"])
+
+
+def _pod_address(raw: str) -> str | None:
+    """POD_IP (Kubernetes' downward API status.podIP) as an ALLOWED_HOSTS entry: Prometheus's
+    annotation-based discovery and the kubelet's probes send `<pod IP>:<port>` as Host. The
+    pod's own address only, never a pattern: an IPv6 one in brackets, as the Host header has it."""
+    if not raw.strip():
+        return None
+    try:
+        address = ipaddress.ip_address(raw.strip())
+    except ValueError:
+        raise ImproperlyConfigured(f"POD_IP must be an IP address (status.podIP), got {raw!r}.") from None
+    return f"[{address}]" if address.version == 6 else str(address)
+
+
+POD_IP = _pod_address(env_str("POD_IP", ""))
+if POD_IP and POD_IP not in ALLOWED_HOSTS:
+    ALLOWED_HOSTS.append(POD_IP)
 
 # --- TLS and request limits ---------------------------------------------------------------
 # For a deployment behind TLS (its own certificate or a TLS-terminating proxy). All default off,
@@ -185,8 +204,9 @@ REST_FRAMEWORK = {
     ],
     "DEFAULT_PARSER_CLASSES": [
         "factorize_app.api.parsers.BoundedJSONParser",
-        "rest_framework.parsers.FormParser",
-        "rest_framework.parsers.MultiPartParser",
+        # For the browsable API's HTML form; each field once (api/parsers.py), undocumented.
+        "factorize_app.api.parsers.SingleValueFormParser",
+        "factorize_app.api.parsers.SingleValueMultiPartParser",
     ],
     # API keys (Authorization: Bearer), and the session of a user logged in on the admin's or the
     # browsable API's login page (CSRF-checked). No Basic authentication: passwords are tried on
@@ -226,6 +246,9 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    # Request bodies are documented as JSON only. Listing the form and multipart parsers too made
+    # generated clients (openapi-python-client) send every field in all three encodings at once.
+    "PARSER_WHITELIST": ["factorize_app.api.parsers.BoundedJSONParser"],
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
         "factorize_app.api.schema.document_paths_without_slash",

@@ -52,6 +52,13 @@ class ConflictSerializer(ErrorSerializer):
     status = serializers.ChoiceField(choices=STATUSES)
 
 
+class SetupErrorSerializer(serializers.Serializer):
+    error = serializers.CharField(help_text="The exception, in one line (the traceback is in the worker log).")
+    since = serializers.DateTimeField(help_text="When it first failed (since its last successful setup).")
+    last = serializers.DateTimeField(help_text="When it last failed.")
+    restarts = serializers.IntegerField(help_text="How many times it has failed since then.")
+
+
 class QueueStatsSerializer(serializers.Serializer):
     name = serializers.CharField()
     queued = serializers.IntegerField(help_text="Live queued jobs (expired ones are not counted).")
@@ -61,6 +68,9 @@ class QueueStatsSerializer(serializers.Serializer):
     canceled = serializers.IntegerField(help_text="Cancelled (DELETE) or stopped at their deadline while running.")
     aborted = serializers.IntegerField(help_text="Their Cancel-After deadline passed before they started.")
     workers = serializers.IntegerField(help_text="Live workers listening to this queue.")
+    setup_error = SetupErrorSerializer(
+        allow_null=True, help_text="Its workers' model setup fails (they are restarted); null while it does not."
+    )
 
 
 @extend_schema_serializer(many=False)  # answered by the viewset's `list` action, but one object
@@ -146,6 +156,11 @@ def status_serializer(task_type: TaskType) -> type[serializers.Serializer]:
         ),
         "status": serializers.ChoiceField(choices=STATUSES),
         "error": serializers.CharField(allow_null=True, help_text="One line, when the job failed."),
+        "traceback": serializers.CharField(
+            required=False,
+            allow_null=True,
+            help_text="GET /jobs/{id} of a failed job, for staff and its owner by key or login: the full traceback.",
+        ),
         "progress": ProgressSerializer(
             allow_null=True, help_text="While the job runs, what its handler last reported; else null."
         ),

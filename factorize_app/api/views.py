@@ -11,7 +11,7 @@ from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
 
 from factorize_app import jobs
-from factorize_app.api.access import limits_of, reading_owner
+from factorize_app.api.access import add_traceback, limits_of, reading_owner
 from factorize_app.api.authentication import client_identity
 from factorize_app.api.deadline import requested_cancel_after
 from factorize_app.api.holds import holding
@@ -164,7 +164,9 @@ class JobViewSet(viewsets.ViewSet):
             return open_stream(request, pk, client=identity.name, owner=reading_owner(identity))
         with holding(identity.name, requested_wait(request)) as wait:
             state = jobs.get_status(job_id=pk, wait=wait or 0, owner=reading_owner(identity))
-        return status_response(get_task_type(state.task_name), state, wait)
+        response = status_response(get_task_type(state.task_name), state, wait)
+        add_traceback(response.data, state, identity)
+        return response
 
     def destroy(self, request, pk: str):
         """Cancel a queued job (204) or ask a running one to stop (202, its status: it ends

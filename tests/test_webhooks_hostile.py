@@ -326,3 +326,39 @@ def test_the_dispatcher_reaches_every_watched_job_round_robin(settings, start_wo
     for _ in range(4):  # one pass: 11 watched jobs, 3 a round
         dispatcher.dispatch(block_ms=50, body_for=status_body_at)
     assert [d["event"] for s in subscriptions(victim, job_id) for d in s["deliveries"]] == ["completed"]
+
+
+def test_no_subscription_past_the_redis_high_water_mark(tmp_path):
+    """A Redis of its own, filled past the mark: a submit (the poll) of a queued input still
+    answers, its webhook is a 400 naming `webhook`, a batch item with one is `invalid`."""
+    import requests
+
+    from tests.conftest import web_server
+    from tests.test_full_redis import BASE_ENV, MAXMEMORY, fill
+    from tests.test_redis_outage import OwnRedis
+
+    server = OwnRedis(tmp_path, "--maxmemory", str(MAXMEMORY), "--appendonly", "no")
+    server.start()
+    try:
+        env = {**BASE_ENV, "REDIS_MEMORY_HIGH_WATER": "0.6", "WEBHOOK_SECRET": SECRET,
+               "WEBHOOK_ALLOWED_HOSTS": "hooks.example"}  # fmt: skip
+        with web_server(server.url, **env) as url:
+            first = requests.post(f"{url}/factorize", json={"number": 4087}, timeout=10)
+            assert first.status_code == 202, first.text
+            fill(server.client(), up_to=0.7)
+            numbers = iter(range(10**6, 10**7))  # new inputs each time: a repeated one is a poll
+            wait_until(  # the service reads Redis's memory once a second
+                lambda: (
+                    requests.post(f"{url}/factorize", json={"number": next(numbers)}, timeout=10).status_code == 503
+                ),
+                what="new jobs refused past the mark",
+            )
+            hooked = {"number": 4087, "webhook": "http://hooks.example/"}
+            refused = requests.post(f"{url}/factorize", json=hooked, timeout=10)
+            assert refused.status_code == 400 and "high-water" in refused.json()["webhook"][0], refused.text
+            batch = requests.post(f"{url}/factorize/batch", json={"items": [hooked]}, timeout=10).json()
+            assert batch["results"][0]["status"] == "invalid" and "webhook" in batch["results"][0]["errors"]
+            assert requests.post(f"{url}/factorize", json={"number": 4087}, timeout=10).status_code == 202
+            assert not server.client().keys("factorize:webhooks:subscriptions:*")
+    finally:
+        server.stop()

@@ -70,8 +70,7 @@ class RawReceiver:
                 record["request"] += chunk
             conn.sendall(self.answer)
             for byte in self.drip:
-                readable, _, _ = select.select([conn], [], [], self.every)
-                if self.stopped.is_set() or readable and not conn.recv(1):
+                if not self._wait_open(conn, self.every):
                     break  # the sender closed the connection: this is when the attempt ended
                 conn.sendall(bytes([byte]))
         except OSError:
@@ -81,6 +80,16 @@ class RawReceiver:
             with self.lock:
                 record["end"] = time.monotonic()
                 self.open -= 1
+
+    def _wait_open(self, conn: socket.socket, seconds: float) -> bool:
+        """Wait `seconds` reading what the sender sends (the rest of its body); False once it
+        closed the connection (or the test ends)."""
+        until = time.monotonic() + seconds
+        while (left := until - time.monotonic()) > 0 and not self.stopped.is_set():
+            readable, _, _ = select.select([conn], [], [], left)
+            if readable and not conn.recv(65536):
+                return False
+        return not self.stopped.is_set()
 
     def close(self) -> None:
         self.stopped.set()

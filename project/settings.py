@@ -343,6 +343,12 @@ THROTTLE_POLL = env_str("THROTTLE_POLL", "200/second")
 # webhooks are off), each attempt within WEBHOOK_TIMEOUT seconds, retried after the delays of
 # WEBHOOK_RETRY_DELAYS (seconds, comma-separated, jittered) and then recorded failed. The webhooks
 # worker sends up to WEBHOOK_CONCURRENCY at once; delivery records are kept WEBHOOK_RETENTION s.
+# WEBHOOK_TIMEOUT bounds a whole attempt (look-up, connect, the answer's headers and body).
+# Shares of the worker's threads: at most WEBHOOK_CONCURRENCY_PER_RECEIVER attempts at once to one
+# receiver (scheme, host, port), WEBHOOK_CONCURRENCY_PER_CLIENT for one client's subscriptions.
+# Caps: WEBHOOK_MAX_PER_JOB subscriptions (URLs) per client on one job, WEBHOOK_MAX_PER_CLIENT
+# live at once per client (watching a job or its `completed` delivery under way); each new one
+# counts as a submit against THROTTLE_SUBMIT, and none is made past REDIS_MEMORY_HIGH_WATER.
 
 
 def _webhook_secret(raw: str) -> str:
@@ -374,6 +380,10 @@ WEBHOOK_TIMEOUT = float(env_str("WEBHOOK_TIMEOUT", "10"))
 WEBHOOK_RETRY_DELAYS = _seconds_list("WEBHOOK_RETRY_DELAYS", ["1", "5", "30", "120", "600"])
 WEBHOOK_CONCURRENCY = env_int("WEBHOOK_CONCURRENCY", 16)
 WEBHOOK_RETENTION = env_int("WEBHOOK_RETENTION", 86400)
+WEBHOOK_CONCURRENCY_PER_RECEIVER = env_int("WEBHOOK_CONCURRENCY_PER_RECEIVER", 2)
+WEBHOOK_CONCURRENCY_PER_CLIENT = env_int("WEBHOOK_CONCURRENCY_PER_CLIENT", max(1, WEBHOOK_CONCURRENCY // 4))
+WEBHOOK_MAX_PER_JOB = env_int("WEBHOOK_MAX_PER_JOB", 5)
+WEBHOOK_MAX_PER_CLIENT = env_int("WEBHOOK_MAX_PER_CLIENT", 1000)
 # Behind a reverse proxy, the request header carrying the client's address, as the proxy sets it
 # (e.g. X-Real-IP, or X-Forwarded-For to which each proxy appends the address it saw), believed
 # only on connections from TRUSTED_PROXIES (addresses or CIDR networks, e.g. 172.16.0.0/12).

@@ -165,6 +165,11 @@ def status_serializer(task_type: TaskType) -> type[serializers.Serializer]:
         "progress": ProgressSerializer(
             allow_null=True, help_text="While the job runs, what its handler last reported; else null."
         ),
+        "webhook_secret": serializers.CharField(
+            required=False,
+            help_text="Only in a submit's answer with a `webhook`: the `whsec_` secret that signs this client's "
+            "deliveries to that receiver (see Webhooks).",
+        ),
     }
     name = task_type.class_prefix + "Status"
     return type(name, (serializers.Serializer,), fields)

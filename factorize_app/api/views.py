@@ -27,6 +27,7 @@ from factorize_app.api.schema import job_view_schema, queue_view_schema, task_vi
 from factorize_app.api.serializers import batch_serializer, form_input, form_serializer
 from factorize_app.api.streams import JOB_RENDERERS, errors_as_json, open_stream, wants_stream
 from factorize_app.api.throttling import SUBMIT, ClientRateThrottle, rate_limit
+from factorize_app.api.webhooks import admit as admit_webhooks
 from factorize_app.api.webhooks import subscribe, take_webhook, webhooks_body
 from factorize_app.tasks import TaskType, get_task_type
 
@@ -61,11 +62,15 @@ class TaskViewSet(viewsets.GenericViewSet):
         data = self.task_type.validate(body)  # as the lean lane and each batch item
         if settings.EXECUTION_MODE == "sync":
             return sync_response(self.task_type, self.perform_compute(data))
+        if webhook is not None and (refused := admit_webhooks(self.task_type, {0: (data, webhook)}, request)):
+            raise ValidationError({"webhook": [refused[0]]})
         with holding(client_identity(request).name, requested_wait(request)) as wait:
             state = self.perform_submit(data, wait)
+        response = status_response(self.task_type, state, wait)
         if webhook is not None:
-            subscribe(self.task_type, state, webhook, owner=client_identity(request).name)
-        return status_response(self.task_type, state, wait)
+            owner = client_identity(request).name
+            response.data["webhook_secret"] = subscribe(self.task_type, state, webhook, owner=owner)
+        return response
 
     @action(detail=False, methods=["post"])
     def batch(self, request):
@@ -79,6 +84,11 @@ class TaskViewSet(viewsets.GenericViewSet):
                 valid[index] = self.task_type.validate(body)
             except ValidationError as exc:
                 errors[index] = exc.detail
+        if settings.EXECUTION_MODE != "sync":  # a webhook over a cap makes its item invalid
+            wanted = {index: (data, webhooks[index]) for index, data in valid.items() if webhooks.get(index)}
+            for index, reason in admit_webhooks(self.task_type, wanted, request).items():
+                errors[index] = {"webhook": [reason]}
+                del valid[index]
         if settings.EXECUTION_MODE == "sync":
             states = [self.perform_compute(data) for data in valid.values()]
             wait = None
@@ -86,13 +96,21 @@ class TaskViewSet(viewsets.GenericViewSet):
             with holding(client_identity(request).name, requested_wait(request)) as wait:
                 states = self.perform_submit_many(list(valid.values()), wait, len(serializer.validated_data["items"]))
         answers = dict(zip(valid, states, strict=True))
+        secrets = {}
         for index, state in answers.items():
             if webhooks.get(index) is not None and state.job_id:
-                subscribe(self.task_type, state, webhooks[index], owner=client_identity(request).name)
+                try:
+                    owner = client_identity(request).name
+                    secrets[index] = subscribe(self.task_type, state, webhooks[index], owner=owner)
+                except ValidationError as exc:  # a concurrent request took the last room under a cap
+                    errors[index] = exc.detail
         results = [
-            batch_item_body(self.task_type, answers[index]) if index in answers else invalid_item_body(errors[index])
+            batch_item_body(self.task_type, answers[index]) if index in answers and index not in errors
+            else invalid_item_body(errors[index])
             for index in range(len(serializer.validated_data["items"]))
-        ]
+        ]  # fmt: skip
+        for index, secret in secrets.items():
+            results[index]["webhook_secret"] = secret
         return Response({"results": results}, headers=preference_applied(wait))
 
     def perform_submit(self, data: dict, wait: int | None) -> jobs.JobState:
@@ -187,4 +205,3 @@ class QueueViewSet(viewsets.ViewSet):
 
     def list(self, request):
         return Response(jobs.queue_stats())
-

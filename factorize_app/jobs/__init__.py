@@ -89,9 +89,12 @@ from factorize_app.jobs.states import (
     status_body,
 )
 from factorize_app.jobs.sync import compute
+from factorize_app.jobs.webhook_dispatcher import Dispatcher as WebhookDispatcher
+from factorize_app.jobs.webhook_dispatcher import DispatcherLease
 from factorize_app.jobs.webhooks import DEFAULT_EVENTS as DEFAULT_WEBHOOK_EVENTS
-from factorize_app.jobs.webhooks import WEBHOOK_EVENTS, Delivery, DispatcherLease
-from factorize_app.jobs.webhooks import Dispatcher as WebhookDispatcher
+from factorize_app.jobs.webhooks import WEBHOOK_EVENTS, Delivery
+from factorize_app.jobs.webhooks import SubscriptionRefused as WebhookSubscriptionRefused
+from factorize_app.jobs.webhooks import admit as admit_webhooks
 from factorize_app.jobs.webhooks import claim as claim_delivery
 from factorize_app.jobs.webhooks import delivery_counts as webhook_delivery_counts
 from factorize_app.jobs.webhooks import record_attempt as record_delivery_attempt
@@ -196,6 +199,8 @@ __all__ = [
     "claim_delivery",
     "record_delivery_attempt",
     "subscribe_webhook",
+    "admit_webhooks",
+    "WebhookSubscriptionRefused",
     "webhook_delivery_counts",
     "webhook_subscriptions",
 ]

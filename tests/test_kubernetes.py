@@ -532,3 +532,16 @@ def test_the_web_server_answers_the_probes_with_the_configmap_settings(tmp_path:
         headers = {"Host": "localhost"}
         assert requests.get(f"{url}/healthz", headers=headers, timeout=10).status_code == 200
         assert requests.get(f"{url}/readyz", headers=headers, timeout=30).status_code == 503
+
+
+def test_the_web_pods_own_address_is_an_allowed_host_for_the_annotated_scrape():
+    """Prometheus's annotation-based discovery scrapes <pod IP>:<port> with that as Host: the pod
+    hands its address (the downward API) to POD_IP, which the settings add to ALLOWED_HOSTS."""
+    deployment = one("Deployment", "web")
+    annotations = deployment["spec"]["template"]["metadata"]["annotations"]
+    web = container(deployment)
+    assert annotations["prometheus.io/scrape"] == "true" and annotations["prometheus.io/path"] == "/metrics"
+    assert int(annotations["prometheus.io/port"]) == web["ports"][0]["containerPort"]
+    (pod_ip,) = [env for env in web.get("env", []) if env["name"] == "POD_IP"]
+    assert pod_ip["valueFrom"] == {"fieldRef": {"fieldPath": "status.podIP"}}
+    assert "POD_IP" in names_read_by_the_service()

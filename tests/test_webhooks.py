@@ -133,16 +133,19 @@ def test_a_finished_jobs_webhook_arrives_signed_once(api, receiver, webhook_sett
     assert first.status_code in (200, 202), first.content
     job_id = first.json()["job_id"]
     assert "webhook" not in first.json()
-    # The same client polling with the same webhook subscribes nothing new.
-    post(api, "/factorize", number=91, webhook=receiver.url())
+    secret = first.json()["webhook_secret"]  # this client's, for this receiver
+    assert secret.startswith("whsec_") and secret != SECRET
+    # The same client polling with the same webhook subscribes nothing new (and has the same secret).
+    assert post(api, "/factorize", number=91, webhook=receiver.url()).json()["webhook_secret"] == secret
     wait_until(lambda: receiver.requests, what="the webhook")
     time.sleep(1)  # room for a duplicate to show up
     (request,) = receiver.requests
     headers = {name.lower(): value for name, value in request["headers"].items()}
     assert headers["content-type"] == "application/json"
     assert headers["webhook-id"].startswith("msg_")
-    body = Webhook(SECRET).verify(request["body"], headers)
-    assert verify_by_hand(SECRET, headers, request["body"])
+    body = Webhook(secret).verify(request["body"], headers)
+    assert verify_by_hand(secret, headers, request["body"])
+    assert not verify_by_hand(SECRET, headers, request["body"])  # the service's own key signs nothing
     assert not verify_by_hand("whsec_" + base64.b64encode(b"another key of 32 bytes........").decode(), headers,
                               request["body"])  # fmt: skip
     assert body["event"] == "completed"
@@ -151,7 +154,7 @@ def test_a_finished_jobs_webhook_arrives_signed_once(api, receiver, webhook_sett
     (subscription,) = wait_until(
         lambda: [s for s in subscriptions(api, job_id) if s["state"] == "delivered"] or None, what="delivered"
     )
-    assert subscription["url"] == receiver.url() and subscription["events"] == ["completed"]
+    assert subscription["events"] == ["completed"] and subscription["secret"] == secret
     (delivery,) = subscription["deliveries"]
     assert delivery["webhook_id"] == headers["webhook-id"]
     assert (delivery["status"], delivery["attempts"], delivery["last_status"]) == ("delivered", 1, 200)

@@ -11,7 +11,7 @@ from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
 
 from factorize_app import jobs
-from factorize_app.api.access import limits_of, reading_owner
+from factorize_app.api.access import add_traceback, limits_of, reading_owner
 from factorize_app.api.authentication import client_identity
 from factorize_app.api.deadline import requested_cancel_after
 from factorize_app.api.holds import holding
@@ -24,9 +24,10 @@ from factorize_app.api.responses import (
     sync_response,
 )
 from factorize_app.api.schema import job_view_schema, queue_view_schema, task_view_schema
-from factorize_app.api.serializers import batch_serializer
+from factorize_app.api.serializers import batch_serializer, form_input, form_serializer
 from factorize_app.api.streams import JOB_RENDERERS, errors_as_json, open_stream, wants_stream
 from factorize_app.api.throttling import SUBMIT, ClientRateThrottle, rate_limit
+from factorize_app.api.webhooks import admit as admit_webhooks
 from factorize_app.api.webhooks import subscribe, take_webhook, webhooks_body
 from factorize_app.tasks import TaskType, get_task_type
 
@@ -47,7 +48,8 @@ class TaskViewSet(viewsets.GenericViewSet):
         return task_view_schema(task_type)(viewset)
 
     def get_serializer_class(self):
-        return batch_serializer(self.task_type) if self.action == "batch" else self.task_type.input_serializer
+        # The input's own serializer validates (TaskType.validate); this one shows the HTML form.
+        return batch_serializer(self.task_type) if self.action == "batch" else form_serializer(self.task_type)
 
     def list(self, request):
         """What this endpoint computes, and its current load."""
@@ -55,15 +57,20 @@ class TaskViewSet(viewsets.GenericViewSet):
         return Response({"name": self.task_type.name, "description": self.task_type.description, "load": load})
 
     def create(self, request):
-        body, webhook = take_webhook(request.data)  # not part of the input: the job id ignores them
+        # The webhook fields are not part of the input: the job id ignores them.
+        body, webhook = take_webhook(form_input(self.task_type, request.data))
         data = self.task_type.validate(body)  # as the lean lane and each batch item
         if settings.EXECUTION_MODE == "sync":
             return sync_response(self.task_type, self.perform_compute(data))
+        if webhook is not None and (refused := admit_webhooks(self.task_type, {0: (data, webhook)}, request)):
+            raise ValidationError({"webhook": [refused[0]]})
         with holding(client_identity(request).name, requested_wait(request)) as wait:
             state = self.perform_submit(data, wait)
+        response = status_response(self.task_type, state, wait)
         if webhook is not None:
-            subscribe(self.task_type, state, webhook, owner=client_identity(request).name)
-        return status_response(self.task_type, state, wait)
+            owner = client_identity(request).name
+            response.data["webhook_secret"] = subscribe(self.task_type, state, webhook, owner=owner)
+        return response
 
     @action(detail=False, methods=["post"])
     def batch(self, request):
@@ -77,6 +84,11 @@ class TaskViewSet(viewsets.GenericViewSet):
                 valid[index] = self.task_type.validate(body)
             except ValidationError as exc:
                 errors[index] = exc.detail
+        if settings.EXECUTION_MODE != "sync":  # a webhook over a cap makes its item invalid
+            wanted = {index: (data, webhooks[index]) for index, data in valid.items() if webhooks.get(index)}
+            for index, reason in admit_webhooks(self.task_type, wanted, request).items():
+                errors[index] = {"webhook": [reason]}
+                del valid[index]
         if settings.EXECUTION_MODE == "sync":
             states = [self.perform_compute(data) for data in valid.values()]
             wait = None
@@ -84,13 +96,21 @@ class TaskViewSet(viewsets.GenericViewSet):
             with holding(client_identity(request).name, requested_wait(request)) as wait:
                 states = self.perform_submit_many(list(valid.values()), wait, len(serializer.validated_data["items"]))
         answers = dict(zip(valid, states, strict=True))
+        secrets = {}
         for index, state in answers.items():
             if webhooks.get(index) is not None and state.job_id:
-                subscribe(self.task_type, state, webhooks[index], owner=client_identity(request).name)
+                try:
+                    owner = client_identity(request).name
+                    secrets[index] = subscribe(self.task_type, state, webhooks[index], owner=owner)
+                except ValidationError as exc:  # a concurrent request took the last room under a cap
+                    errors[index] = exc.detail
         results = [
-            batch_item_body(self.task_type, answers[index]) if index in answers else invalid_item_body(errors[index])
+            batch_item_body(self.task_type, answers[index]) if index in answers and index not in errors
+            else invalid_item_body(errors[index])
             for index in range(len(serializer.validated_data["items"]))
-        ]
+        ]  # fmt: skip
+        for index, secret in secrets.items():
+            results[index]["webhook_secret"] = secret
         return Response({"results": results}, headers=preference_applied(wait))
 
     def perform_submit(self, data: dict, wait: int | None) -> jobs.JobState:
@@ -146,7 +166,9 @@ class JobViewSet(viewsets.ViewSet):
             return open_stream(request, pk, client=identity.name, owner=reading_owner(identity))
         with holding(identity.name, requested_wait(request)) as wait:
             state = jobs.get_status(job_id=pk, wait=wait or 0, owner=reading_owner(identity))
-        return status_response(get_task_type(state.task_name), state, wait)
+        response = status_response(get_task_type(state.task_name), state, wait)
+        add_traceback(response.data, state, identity)
+        return response
 
     def destroy(self, request, pk: str):
         """Cancel a queued job (204) or ask a running one to stop (202, its status: it ends
@@ -183,4 +205,3 @@ class QueueViewSet(viewsets.ViewSet):
 
     def list(self, request):
         return Response(jobs.queue_stats())
-

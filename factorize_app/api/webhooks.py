@@ -4,6 +4,7 @@ the subscription after the submit, and the answer of `GET /jobs/<id>/webhooks`."
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from django.conf import settings
@@ -11,8 +12,11 @@ from rest_framework import serializers
 from rest_framework.exceptions import ValidationError
 
 from factorize_app import jobs
+from factorize_app.api.authentication import client_identity
 from factorize_app.api.responses import status_body
+from factorize_app.api.throttling import SUBMIT, rate_limit
 from factorize_app.tasks import TaskType
+from factorize_app.webhooks.signing import receiver_secret
 from factorize_app.webhooks.urls import WebhookRefused, target
 
 FIELDS = ("webhook", "webhook_events_filter")
@@ -30,7 +34,8 @@ class WebhookSerializer(serializers.Serializer):
         required=False,
         allow_empty=False,
         max_length=len(jobs.WEBHOOK_EVENTS),
-        help_text="Which events to deliver: `start`, `progress` (at most one per 500 ms), `completed` "
+        help_text="Which events to deliver: `start`, `progress` (at most one per 500 ms, none while the "
+        "previous one is still pending), `completed` "
         '(any end). Default `["completed"]`.',
     )
 
@@ -64,6 +69,10 @@ class SubscriptionDeliverySerializer(serializers.Serializer):
 
 class SubscriptionSerializer(serializers.Serializer):
     url = serializers.CharField()
+    secret = serializers.CharField(
+        help_text="The `whsec_` secret that signs this client's deliveries to this receiver (scheme, host, "
+        "port): the receiver verifies them with it (the Standard Webhooks libraries).",
+    )
     events = serializers.ListField(child=serializers.CharField(), help_text="Its `webhook_events_filter`.")
     state = serializers.CharField(
         help_text="`pending`: a delivery under way or events to come; else its last delivery's outcome; "
@@ -89,14 +98,45 @@ def take_webhook(data: Any) -> tuple[Any, dict[str, Any] | None]:
     return rest, {"url": fields["webhook"], "events": fields.get("webhook_events_filter", jobs.DEFAULT_WEBHOOK_EVENTS)}
 
 
-def subscribe(task_type: TaskType, state: jobs.JobState, webhook: dict[str, Any], *, owner: str) -> None:
-    """Subscribe after the submit; a job already done gets its `completed` delivery at once."""
-    done_body = {**status_body(task_type, state), "event": "completed"} if state.done else None
-    jobs.subscribe_webhook(
-        job_id=state.job_id, url=webhook["url"], events=list(webhook["events"]), owner=owner, done_body=done_body
+def admit(task_type: TaskType, wanted: dict[int, tuple[dict, dict[str, Any]]], request) -> dict[int, str]:
+    """Why each item of `wanted` (index -> its validated input and webhook) may not subscribe:
+    over the client's caps per job or live at once, or past Redis's high-water mark. The new
+    subscriptions the rest make count as submits against the client's allowance (429 beyond)."""
+    if not wanted:
+        return {}
+    owner = client_identity(request).name
+    order = list(wanted)
+    answers, new = jobs.admit_webhooks(
+        owner=owner, wanted=[(jobs.job_id_for(task_type, wanted[i][0]), wanted[i][1]["url"]) for i in order]
     )
+    allowance = rate_limit(SUBMIT, request.META, client=owner)
+    if new and allowance is not None:
+        jobs.count_request(rate_limit=dataclasses.replace(allowance, cost=new))
+    return {index: answer for index, answer in zip(order, answers, strict=True) if answer is not None}
+
+
+def subscribe(task_type: TaskType, state: jobs.JobState, webhook: dict[str, Any], *, owner: str) -> str:
+    """Subscribe after the submit (a job already done gets its `completed` delivery at once); the
+    secret that signs this client's deliveries to that receiver. A ValidationError naming
+    `webhook` if a concurrent request took the last room under a cap."""
+    done_body = {**status_body(task_type, state), "event": "completed"} if state.done else None
+    try:
+        jobs.subscribe_webhook(
+            job_id=state.job_id, url=webhook["url"], events=list(webhook["events"]), owner=owner, done_body=done_body
+        )
+    except jobs.WebhookSubscriptionRefused as exc:
+        raise ValidationError({"webhook": [str(exc)]}) from None
+    return receiver_secret(owner=owner, url=webhook["url"])
 
 
 def webhooks_body(*, job_id: str, owner: str | None) -> dict[str, Any]:
-    """`GET /jobs/<id>/webhooks`: the subscriptions of `owner` (every one's for None) and their deliveries."""
-    return {"job_id": job_id, "subscriptions": jobs.webhook_subscriptions(job_id=job_id, owner=owner)}
+    """`GET /jobs/<id>/webhooks`: the subscriptions of `owner` (every one's for None), each with
+    its receiver's signing secret, and their deliveries."""
+    subscriptions = [
+        {
+            **{name: value for name, value in sub.items() if name != "owner"},
+            "secret": receiver_secret(owner=sub["owner"], url=sub["url"]),
+        }  # fmt: skip
+        for sub in jobs.webhook_subscriptions(job_id=job_id, owner=owner)
+    ]
+    return {"job_id": job_id, "subscriptions": subscriptions}

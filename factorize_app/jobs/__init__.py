@@ -8,6 +8,7 @@ names below are the whole of what they use. One room per side:
 - `worker_side`: what a worker does to Redis: take, lease, finish, wait for work;
 - `maintenance`: the workers' sweep of jobs lost in outages, and of dead workers;
 - `reconcile`: what RQ's own tools did to jobs (cleanup, requeue, empty), made good;
+- `diagnostics`: workers' failed model setups, failed jobs' tracebacks;
 - `events`: each job's event stream (appended on every change) and the web's one reader of them;
 - `sync`: sync mode's process pool (no Redis);
 - `keys`: every Redis key name; `connection`: the Redis clients and the scripts (`*.lua`);
@@ -15,6 +16,14 @@ names below are the whole of what they use. One room per side:
 """
 
 from factorize_app.jobs.client import cancel, count_request, get_status, is_owner, retry, submit, submit_many
+from factorize_app.jobs.diagnostics import (
+    SETUP_FAILURE_STALE,
+    clear_setup_failures,
+    failure_traceback,
+    record_setup_failure,
+    setup_error,
+    setup_failures,
+)
 from factorize_app.jobs.errors import (
     FULL,
     PERSISTENCE,
@@ -41,7 +50,13 @@ from factorize_app.jobs.events import (
 )
 from factorize_app.jobs.events import watch as watch_events
 from factorize_app.jobs.ids import job_id_for
-from factorize_app.jobs.maintenance import clean_stale_workers, recount_running, sweep_queue, take_cleaning_lock
+from factorize_app.jobs.maintenance import (
+    clean_stale_workers,
+    recount_running,
+    sweep_queue,
+    take_cleaning_lock,
+    upgrade_statuses,
+)
 from factorize_app.jobs.monitoring import (
     LostWorker,
     admit_new_jobs,
@@ -76,9 +91,12 @@ from factorize_app.jobs.states import (
     status_body,
 )
 from factorize_app.jobs.sync import compute
+from factorize_app.jobs.webhook_dispatcher import Dispatcher as WebhookDispatcher
+from factorize_app.jobs.webhook_dispatcher import DispatcherLease
 from factorize_app.jobs.webhooks import DEFAULT_EVENTS as DEFAULT_WEBHOOK_EVENTS
-from factorize_app.jobs.webhooks import WEBHOOK_EVENTS, Delivery, DispatcherLease
-from factorize_app.jobs.webhooks import Dispatcher as WebhookDispatcher
+from factorize_app.jobs.webhooks import WEBHOOK_EVENTS, Delivery
+from factorize_app.jobs.webhooks import SubscriptionRefused as WebhookSubscriptionRefused
+from factorize_app.jobs.webhooks import admit as admit_webhooks
 from factorize_app.jobs.webhooks import claim as claim_delivery
 from factorize_app.jobs.webhooks import delivery_counts as webhook_delivery_counts
 from factorize_app.jobs.webhooks import record_attempt as record_delivery_attempt
@@ -134,6 +152,7 @@ __all__ = [
     "cancel",
     "is_owner",
     "recount_running",
+    "upgrade_statuses",
     "reconcile",
     "RECONCILE_SECONDS",
     "yield_worker",
@@ -170,6 +189,12 @@ __all__ = [
     "wait_for_work",
     "worker_liveness",
     "write_refusal",
+    "SETUP_FAILURE_STALE",
+    "clear_setup_failures",
+    "failure_traceback",
+    "record_setup_failure",
+    "setup_error",
+    "setup_failures",
     "DEFAULT_WEBHOOK_EVENTS",
     "WEBHOOK_EVENTS",
     "Delivery",
@@ -178,6 +203,8 @@ __all__ = [
     "claim_delivery",
     "record_delivery_attempt",
     "subscribe_webhook",
+    "admit_webhooks",
+    "WebhookSubscriptionRefused",
     "webhook_delivery_counts",
     "webhook_subscriptions",
 ]

@@ -51,7 +51,14 @@ from factorize_app.jobs.errors import (
     translate_outages,
     write_refusal,
 )
-from factorize_app.jobs.ids import description_for, input_of, job_id_for, queued_input, task_type_of
+from factorize_app.jobs.ids import (
+    description_for,
+    input_of,
+    job_id_for,
+    keep_stored_key,
+    queued_input,
+    task_type_of,
+)
 from factorize_app.jobs.monitoring import admit_new_jobs
 from factorize_app.jobs.states import (
     ABORTED,
@@ -231,8 +238,9 @@ def enqueue(
             pipe.watch(*job_keys)
             if pipe.exists(*job_keys):
                 return
-            redis_time, _ = pipe.time()
+            redis_time, micros = pipe.time()
             pipe.multi()
+            keep_stored_key(pipe)
             # Deadlines first, so a worker that starts a job at once removes its deadline for good.
             pipe.zadd(keys.pending(task_type.name), {job_id: redis_time + job_ttl for job_id in new_jobs})
             pipe.hset(
@@ -257,7 +265,8 @@ def enqueue(
                 )
             if cancel_after is not None:
                 for job_id in new_jobs:
-                    pipe.hset(keys.job(job_id), keys.DEADLINE_FIELD, redis_time + cancel_after)
+                    # From this instant, to the microsecond: whole seconds alone set it up to 1 s early.
+                    pipe.hset(keys.job(job_id), keys.DEADLINE_FIELD, redis_time + micros / 1e6 + cancel_after)
             for job_id in new_jobs:  # a job made anew has only this client for owner
                 pipe.delete(keys.owners(job_id))
                 pipe.sadd(keys.owners(job_id), client or "anonymous")

@@ -130,12 +130,17 @@ OUTAGES = OURS + "outages"
 PROBE = OURS + "probe"
 # Per queue: workers whose process died without unregistering (found by the next worker on their host).
 WORKERS_LOST = OURS + "workers-lost"
+# Task type name -> JSON of its workers' last failed model setup, cleared by a successful one
+# (jobs.diagnostics; shown in /queues and /readyz).
+SETUP_FAILURES = OURS + "setup-failures"
 # A job's event stream (a Redis Stream: one entry per change, read by event-stream responses),
 # and a web process's wake-up stream (its dispatcher's blocking read returns when a stream is added).
 EVENTS_PREFIX = OURS + "events:"
 EVENTS_WAKE_PREFIX = OURS + "events-wake:"
 # What RQ's tools did behind our back, looked for (jobs.reconcile).
 RECONCILE_PREFIX = OURS + "reconcile:"
+# The deployment's job id key (hex), stored once (jobs.ids), unless JOB_ID_KEY is set.
+JOB_ID_KEY = OURS + "job-id-key"
 
 
 def pending(name: str) -> str:
@@ -224,9 +229,12 @@ def events_wake(process: str) -> str:
 WEBHOOKS = OURS + "webhooks:"
 # A job's subscriptions (subscription id -> JSON: url, events, owner, cursor, state).
 WEBHOOK_SUBSCRIPTIONS_PREFIX = WEBHOOKS + "subscriptions:"
-# A job's deliveries, in order (a list of delivery ids), and one delivery's hash.
-WEBHOOK_JOB_DELIVERIES_PREFIX = WEBHOOKS + "job-deliveries:"
+# A subscription's newest deliveries, in order (a list of delivery ids), and one delivery's hash.
+WEBHOOK_SUBSCRIPTION_DELIVERIES_PREFIX = WEBHOOKS + "sub-deliveries:"
 WEBHOOK_DELIVERY_PREFIX = WEBHOOKS + "delivery:"
+# A client's live subscriptions ("<job id> <subscription id>", scored by when they end at the
+# latest: watching, or their `completed` delivery still under way), counted against its cap.
+WEBHOOK_CLIENT_PREFIX = WEBHOOKS + "client:"
 # Jobs with a subscription still waiting for events, scored by when the wait is given up.
 WEBHOOK_WATCHED = WEBHOOKS + "watched"
 # Every pending delivery, scored by when the dispatcher looks at it next: a retry's due time, an
@@ -244,8 +252,12 @@ def webhook_subscriptions(job_id: str) -> str:
     return WEBHOOK_SUBSCRIPTIONS_PREFIX + job_id
 
 
-def webhook_job_deliveries(job_id: str) -> str:
-    return WEBHOOK_JOB_DELIVERIES_PREFIX + job_id
+def webhook_subscription_deliveries(job_id: str, sub_id: str) -> str:
+    return f"{WEBHOOK_SUBSCRIPTION_DELIVERIES_PREFIX}{job_id}:{sub_id}"
+
+
+def webhook_client(owner: str) -> str:
+    return WEBHOOK_CLIENT_PREFIX + owner
 
 
 def webhook_delivery(delivery_id: str) -> str:

@@ -25,7 +25,8 @@ from rq.registry import CanceledJobRegistry, FailedJobRegistry, FinishedJobRegis
 from rq.utils import utcparse
 
 from factorize_app.jobs import keys
-from factorize_app.jobs.connection import lua, redis_client, rq_queue, script
+from factorize_app.jobs.connection import CLOCK_KEYS, OUTAGE_GAP, lua, redis_client, rq_queue, script
+from factorize_app.jobs.diagnostics import setup_error, setup_failures
 from factorize_app.jobs.errors import FULL, QueueUnavailable, SubmitRefused, translate_outages, write_refusal
 from factorize_app.jobs.reconcile import reconcile
 from factorize_app.tasks import TaskType, task_types
@@ -42,12 +43,14 @@ def load(*, task_type: TaskType) -> int:
 
 @translate_outages
 def queue_stats() -> list[dict[str, Any]]:
-    """Per task type: queued, started, finished, failed, canceled and aborted jobs, and live workers;
+    """Per task type: queued, started, finished, failed, canceled and aborted jobs, live workers,
+    and its workers' failed model setup if they fail (else null; the traceback is in their log);
     after a look for what RQ's tools changed (on a full Redis, the counts as they stand)."""
     with contextlib.suppress(QueueUnavailable):
         reconcile()
     stats = []
     lost = redis_client().hgetall(keys.WORKERS_LOST)
+    failures = setup_failures()
     for task_type in task_types():
         queue = rq_queue(task_type.name)
         queued, started, workers = counts(task_type, with_workers=True)
@@ -64,6 +67,7 @@ def queue_stats() -> list[dict[str, Any]]:
                 "aborted": aborted,
                 "workers": workers,
                 "workers_lost": int(lost.get(task_type.name.encode(), 0)),
+                "setup_error": setup_error(failures.get(task_type.name)),
             }
         )
     return stats
@@ -80,10 +84,10 @@ def _live_count(registry: str) -> int:
 def counts(task_type: TaskType, with_workers: bool = False) -> tuple[int, ...]:
     """Live queued and running jobs of a type, and with `with_workers` its live workers."""
     name = task_type.name
-    script_keys = [keys.pending(name), keys.started(name)]
+    script_keys = [keys.pending(name), keys.started(name), *CLOCK_KEYS]
     if with_workers:
         script_keys.append(keys.workers_of(name))
-    reply = script(_LOAD)(keys=script_keys)
+    reply = script(_LOAD)(keys=script_keys, args=[OUTAGE_GAP])
     found = (int(reply[0]), int(reply[1]))
     if with_workers:
         now, beats = int(reply[2]), reply[3]

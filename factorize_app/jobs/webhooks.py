@@ -1,10 +1,10 @@
-"""Completion webhooks, the Redis side: subscriptions, deliveries, and the dispatcher's reads.
+"""Completion webhooks, the Redis side: subscriptions, their caps, and deliveries.
 
 A subscription (a URL and the events it wants: `start`, `progress`, `completed`) belongs to a job
-and to the client who made it (its owner). While the job runs, the webhooks worker's dispatcher
-(one across replicas: `DispatcherLease`) reads the event streams of the watched jobs from each
-subscription's cursor (the last event handled, kept in Redis so a restart resumes) and turns the
-matching events into deliveries, in the same transaction as it advances the cursor.
+and to the client who made it (its owner). A client has at most WEBHOOK_MAX_PER_JOB on one job and
+WEBHOOK_MAX_PER_CLIENT live at once (watching a job, or its `completed` delivery under way), and
+none is made past Redis's high-water mark. The dispatcher (jobs.webhook_dispatcher) turns the
+watched jobs' events into deliveries.
 
 A delivery is a hash of its own (id = its `webhook-id`, the body snapshot, its state) carried to
 the webhooks worker by an RQ job in the queue `webhooks`. Every pending delivery is also in one
@@ -12,15 +12,16 @@ sorted set (`keys.WEBHOOK_DUE`) scored by when it must be looked at again: a sch
 due time, a running attempt's lease end (its worker died: SIGKILL, a lost node), a queued
 delivery's grace (lost between RQ's pop and its start). The dispatcher queues what is due again
 under a new token; a carrier whose token is no longer the delivery's does nothing, so a delivery
-queued twice is still sent once per attempt. Nothing here speaks HTTP.
+queued twice is still sent once per attempt. An attempt has a deadline (WEBHOOK_TIMEOUT after its
+claim) that ends before its lease, so no two attempts of a delivery ever run at once; a lease that
+ran out counts as a failed attempt, and no delivery gets more than 1 + len(WEBHOOK_RETRY_DELAYS).
+Nothing here speaks HTTP.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
-import logging
 import time
 import uuid
 from collections.abc import Callable
@@ -29,29 +30,25 @@ from typing import Any
 
 import redis
 from django.conf import settings
-from redis.lock import Lock
 from rq.queue import Queue
 
 from factorize_app.jobs import keys
-from factorize_app.jobs.connection import blocking_client, redis_client
-from factorize_app.jobs.errors import translate_outages
-from factorize_app.jobs.events import JobEvent, _event, event_id_key
-from factorize_app.jobs.states import DONE_STATUSES, STARTED
-
-logger = logging.getLogger("factorize_app.webhooks")
+from factorize_app.jobs.connection import redis_client
+from factorize_app.jobs.errors import SubmitRefused, translate_outages
+from factorize_app.jobs.monitoring import admit_new_jobs
 
 START, PROGRESS, COMPLETED = "start", "progress", "completed"
 WEBHOOK_EVENTS = (START, PROGRESS, COMPLETED)
 DEFAULT_EVENTS = [COMPLETED]
 PENDING, DELIVERED, FAILED = "pending", "delivered", "failed"
-# Progress deliveries of one subscription are at least this far apart (by the events' times).
-PROGRESS_INTERVAL_MS = 500
 # A queued delivery not started within this long is taken for lost (a worker died between RQ's
 # pop and its start) and queued again; a queue backed up longer only costs a skipped carrier.
 QUEUED_GRACE = 120
 # The function the webhooks worker runs for a delivery (by name: this package imports no HTTP).
 DELIVER = "factorize_app.webhooks.delivery.deliver"
 WATCHING, DONE, EXPIRED = "watching", "done", "expired"
+# Deliveries a subscription's record lists (the newest; older ones still expire on their own).
+SHOWN_DELIVERIES = 50
 
 
 @dataclass(frozen=True)
@@ -61,10 +58,16 @@ class Delivery:
     delivery_id: str
     job_id: str
     url: str
+    owner: str
     event: str
     body: str
     attempts: int  # this attempt included
     token: int
+    deadline: float  # Unix time by which the attempt has ended, whatever the receiver does
+
+
+class SubscriptionRefused(Exception):
+    """A subscription over a cap or past the high-water mark (the message says which)."""
 
 
 def subscription_id(owner: str, url: str) -> str:
@@ -73,63 +76,137 @@ def subscription_id(owner: str, url: str) -> str:
     return hashlib.sha256(f"{owner}\n{url}".encode()).hexdigest()[:16]
 
 
+def _live_member(job_id: str, sub_id: str) -> str:
+    return f"{job_id} {sub_id}"
+
+
+def delivery_span() -> float:
+    """At most how long a delivery stays pending: every attempt's lease and retry delay."""
+    attempts = 1 + len(settings.WEBHOOK_RETRY_DELAYS)
+    return attempts * (attempt_lease() + QUEUED_GRACE) + sum(settings.WEBHOOK_RETRY_DELAYS) * 1.2
+
+
+@translate_outages
+def admit(*, owner: str, wanted: list[tuple[str, str]]) -> tuple[list[str | None], int]:
+    """Whether `owner` may subscribe each (job id, url) of `wanted`, in order (None: yes, or it
+    is subscribed already; else why not), and how many new subscriptions that makes."""
+    client = redis_client()
+    now = time.time()
+    job_ids = list(dict.fromkeys(job_id for job_id, _ in wanted))
+    with client.pipeline(transaction=False) as pipe:
+        pipe.zcount(keys.webhook_client(owner), now, "+inf")
+        for job_id in job_ids:
+            pipe.hgetall(keys.webhook_subscriptions(job_id))
+        live, *subs = pipe.execute()
+    owned = {
+        job_id: {sub_id.decode() for sub_id, raw in job_subs.items() if json.loads(raw)["owner"] == owner}
+        for job_id, job_subs in zip(job_ids, subs, strict=True)
+    }
+    answers: list[str | None] = []
+    new = 0
+    for job_id, url in wanted:
+        sub_id = subscription_id(owner, url)
+        if sub_id in owned[job_id]:
+            answers.append(None)
+        elif len(owned[job_id]) >= settings.WEBHOOK_MAX_PER_JOB:
+            answers.append(f"at most {settings.WEBHOOK_MAX_PER_JOB} webhooks per client on one job.")
+        elif live + new >= settings.WEBHOOK_MAX_PER_CLIENT:
+            answers.append(
+                f"at most {settings.WEBHOOK_MAX_PER_CLIENT} live webhook subscriptions per client "
+                "(a subscription lives until its job ends and its `completed` delivery is done)."
+            )
+        else:
+            owned[job_id].add(sub_id)
+            new += 1
+            answers.append(None)
+    if new:
+        try:
+            admit_new_jobs()
+        except SubmitRefused:
+            full = "no new webhook subscriptions now: the service's Redis is past its high-water mark; retry later."
+            answers = [full if answer is None else answer for answer in answers]
+            new = 0
+    return answers, new
+
+
 @translate_outages
 def subscribe(*, job_id: str, url: str, events: list[str], owner: str, done_body: dict[str, Any] | None = None) -> bool:
-    """Subscribe `url` to the job's `events` for `owner`; False if that subscription exists.
+    """Subscribe `url` to the job's `events` for `owner`; False if that subscription exists,
+    SubscriptionRefused over a cap (checked again here, atomically).
 
     `done_body`: the job is already done and this is its status body: the `completed` delivery is
     made at once (its stream may be gone) and the job is not watched."""
     client = redis_client()
     sub_id = subscription_id(owner, url)
     subs_key = keys.webhook_subscriptions(job_id)
+    live_key = keys.webhook_client(owner)
     now = time.time()
     subscription = {"url": url, "events": list(events), "owner": owner, "cursor": "0-0", "last_progress": 0}
 
     def attempt(pipe: redis.client.Pipeline) -> bool:
+        subs = [json.loads(raw) for raw in pipe.hgetall(subs_key).values()]
         if pipe.hexists(subs_key, sub_id):
             return False
+        if sum(sub["owner"] == owner for sub in subs) >= settings.WEBHOOK_MAX_PER_JOB:
+            raise SubscriptionRefused(f"at most {settings.WEBHOOK_MAX_PER_JOB} webhooks per client on one job.")
+        if pipe.zcount(live_key, now, "+inf") >= settings.WEBHOOK_MAX_PER_CLIENT:
+            raise SubscriptionRefused(
+                f"at most {settings.WEBHOOK_MAX_PER_CLIENT} live webhook subscriptions per client."
+            )
         pipe.multi()
+        pipe.zremrangebyscore(live_key, "-inf", now)
         if done_body is not None:
             pipe.hset(subs_key, sub_id, json.dumps({**subscription, "state": DONE}))
             if COMPLETED in events:
-                _add_delivery(pipe, job_id=job_id, sub_id=sub_id, url=url, event=COMPLETED, body=done_body, now=now)
+                _add_delivery(pipe, job_id=job_id, sub_id=sub_id, sub=subscription, event=COMPLETED, body=done_body,
+                              now=now)  # fmt: skip
+                pipe.zadd(live_key, {_live_member(job_id, sub_id): now + delivery_span()})
         else:
             pipe.hset(subs_key, sub_id, json.dumps({**subscription, "state": WATCHING}))
             pipe.zadd(keys.WEBHOOK_WATCHED, {job_id: now + settings.WEBHOOK_RETENTION})
             pipe.xadd(keys.WEBHOOK_WAKE, {"job": job_id}, maxlen=16, approximate=True)
+            pipe.zadd(live_key, {_live_member(job_id, sub_id): now + settings.WEBHOOK_RETENTION})
+        pipe.expire(live_key, int(settings.WEBHOOK_RETENTION + delivery_span()))
         pipe.expire(subs_key, settings.WEBHOOK_RETENTION)
         return True
 
-    return client.transaction(attempt, subs_key, value_from_callable=True)
+    return client.transaction(attempt, subs_key, live_key, value_from_callable=True)
 
 
 @translate_outages
 def subscriptions(*, job_id: str, owner: str | None = None) -> list[dict[str, Any]]:
-    """The job's subscriptions (only `owner`'s unless None) with the state of their deliveries."""
+    """The job's subscriptions (only `owner`'s unless None) with the state of their newest
+    deliveries (SHOWN_DELIVERIES each): reads only those subscriptions' records."""
     client = redis_client()
     subs = {
         sub_id.decode(): json.loads(raw) for sub_id, raw in client.hgetall(keys.webhook_subscriptions(job_id)).items()
     }
     subs = {sub_id: sub for sub_id, sub in subs.items() if owner is None or sub["owner"] == owner}
-    delivery_ids = [raw.decode() for raw in client.lrange(keys.webhook_job_deliveries(job_id), 0, -1)]
     with client.pipeline(transaction=False) as pipe:
-        for delivery_id in delivery_ids:
+        for sub_id in subs:
+            pipe.lrange(keys.webhook_subscription_deliveries(job_id, sub_id), -SHOWN_DELIVERIES, -1)
+        lists = dict(zip(subs, pipe.execute(), strict=True))
+    delivery_ids = [(sub_id, raw.decode()) for sub_id, ids in lists.items() for raw in ids]
+    with client.pipeline(transaction=False) as pipe:
+        for _, delivery_id in delivery_ids:
             pipe.hmget(keys.webhook_delivery(delivery_id), _SHOWN_FIELDS)
         records = pipe.execute()
     deliveries: dict[str, list[dict[str, Any]]] = {sub_id: [] for sub_id in subs}
-    for delivery_id, values in zip(delivery_ids, records, strict=True):
+    for (sub_id, delivery_id), values in zip(delivery_ids, records, strict=True):
+        if values[0] is None:
+            continue  # expired
         record = {
             name: (value.decode() if value is not None else None)
             for name, value in zip(_SHOWN_FIELDS, values, strict=True)
         }
-        if record["subscription"] in deliveries:
-            deliveries[record["subscription"]].append(_shown(delivery_id, record))
+        deliveries[sub_id].append(_shown(delivery_id, record))
     answer = []
     for sub_id, sub in sorted(subs.items(), key=lambda item: item[1]["url"]):
         own = deliveries[sub_id]
         answer.append(
             {
                 "url": sub["url"],
+                "owner": sub["owner"],
                 "events": sub["events"],
                 "state": _subscription_state(sub["state"], own),
                 "deliveries": own,
@@ -165,200 +242,18 @@ def _subscription_state(state: str, deliveries: list[dict[str, Any]]) -> str:
     return state
 
 
-# --- the dispatcher ----------------------------------------------------------------------------
-
-
-class DispatcherLease:
-    """The right to dispatch, held by one webhooks worker at a time and lost with it: a lock that
-    expires unless its holder renews it (a SIGKILLed holder's lease runs out in `seconds`)."""
-
-    def __init__(self, seconds: float = 10.0) -> None:
-        self._lock = Lock(redis_client(), keys.WEBHOOK_DISPATCHER, timeout=seconds, thread_local=False)
-        self._held = False
-
-    def hold(self) -> bool:
-        """Take the lease if it is free, renew it if held; whether this process holds it now."""
-        try:
-            if self._held:
-                self._held = bool(self._lock.reacquire())
-            else:
-                self._held = bool(self._lock.acquire(blocking=False))
-        except redis.exceptions.LockError:
-            self._held = False
-        return self._held
-
-    def release(self) -> None:
-        if self._held:
-            with contextlib.suppress(redis.exceptions.LockError):
-                self._lock.release()
-            self._held = False
-
-
-# (job id, event, webhook event name) -> the body to deliver, or None: the job is gone.
-BodyFor = Callable[[str, JobEvent, str], dict[str, Any] | None]
-
-
-class Dispatcher:
-    """Reads the watched jobs' event streams and makes their deliveries; run by the lease holder.
-
-    `dispatch` blocks up to `block_ms` for new events (or a new subscription) and handles what
-    came; the cursors live in Redis, so a new lease holder resumes where the last one stopped."""
-
-    def __init__(self) -> None:
-        self._wake_after = "$"
-
-    @translate_outages
-    def dispatch(self, *, block_ms: int, body_for: BodyFor) -> int:
-        """One round: new events of watched jobs turned into deliveries; how many were made."""
-        client = redis_client()
-        if self._wake_after == "$":
-            last = client.xrevrange(keys.WEBHOOK_WAKE, count=1)
-            self._wake_after = last[0][0].decode() if last else "0-0"
-        job_ids = [raw.decode() for raw in client.zrange(keys.WEBHOOK_WATCHED, 0, 999)]
-        with client.pipeline(transaction=False) as pipe:
-            for job_id in job_ids:
-                pipe.hgetall(keys.webhook_subscriptions(job_id))
-            watched = dict(zip(job_ids, pipe.execute(), strict=True))
-        cursors = {}
-        for job_id, subs in watched.items():
-            live = [json.loads(raw)["cursor"] for raw in subs.values() if json.loads(raw)["state"] == WATCHING]
-            if live:
-                cursors[keys.events(job_id)] = min(live, key=event_id_key)
-            else:
-                client.zrem(keys.WEBHOOK_WATCHED, job_id)
-        streams = {**cursors, keys.WEBHOOK_WAKE: self._wake_after}
-        reply = blocking_client().xread(streams, count=100, block=block_ms) or []
-        made = 0
-        for stream, entries in reply:
-            name = stream.decode()
-            if name == keys.WEBHOOK_WAKE:
-                self._wake_after = entries[-1][0].decode()
-                continue
-            job_id = name.removeprefix(keys.EVENTS_PREFIX)
-            made += self._handle(job_id, [_event(entry) for entry in entries], body_for)
-        return made
-
-    def _handle(self, job_id: str, events: list[JobEvent], body_for: BodyFor) -> int:
-        subs_key = keys.webhook_subscriptions(job_id)
-        bodies: dict[tuple[str, str], dict[str, Any] | None] = {}
-
-        def body(event: JobEvent, name: str) -> dict[str, Any] | None:
-            if (event.event_id, name) not in bodies:
-                bodies[(event.event_id, name)] = body_for(job_id, event, name)
-            return bodies[(event.event_id, name)]
-
-        def attempt(pipe: redis.client.Pipeline) -> int:
-            subs = {sub_id.decode(): json.loads(raw) for sub_id, raw in pipe.hgetall(subs_key).items()}
-            plans = {sub_id: _plan(sub, events) for sub_id, sub in subs.items() if sub["state"] == WATCHING}
-            now = time.time()
-            made = 0
-            pipe.multi()
-            for sub_id, (updated, wanted) in plans.items():
-                for event, name in wanted:
-                    snapshot = body(event, name)
-                    if snapshot is None:  # the job vanished: nothing left to tell
-                        updated["state"] = EXPIRED
-                        break
-                    _add_delivery(pipe, job_id=job_id, sub_id=sub_id, url=updated["url"], event=name, body=snapshot,
-                                  now=now)  # fmt: skip
-                    made += 1
-                pipe.hset(subs_key, sub_id, json.dumps(updated))
-            if all(updated["state"] != WATCHING for updated, _ in plans.values()):
-                pipe.zrem(keys.WEBHOOK_WATCHED, job_id)
-            pipe.expire(subs_key, settings.WEBHOOK_RETENTION)
-            return made
-
-        return redis_client().transaction(attempt, subs_key, value_from_callable=True)
-
-    @translate_outages
-    def requeue_due(self, *, limit: int = 500) -> int:
-        """Queue again the pending deliveries whose time came (a retry, an expired attempt's lease,
-        a queued one past its grace), each under a new token; how many."""
-        client = redis_client()
-        due = [raw.decode() for raw in client.zrangebyscore(keys.WEBHOOK_DUE, "-inf", time.time(), start=0, num=limit)]
-        for delivery_id in due:
-            key = keys.webhook_delivery(delivery_id)
-
-            def attempt(pipe: redis.client.Pipeline, delivery_id=delivery_id, key=key) -> None:
-                status, token = pipe.hmget(key, "status", "token")
-                pipe.multi()
-                if status != PENDING.encode():
-                    pipe.zrem(keys.WEBHOOK_DUE, delivery_id)
-                    return
-                new_token = int(token) + 1
-                pipe.hset(key, "token", new_token)
-                pipe.zadd(keys.WEBHOOK_DUE, {delivery_id: time.time() + QUEUED_GRACE})
-                _enqueue(pipe, delivery_id, new_token)
-
-            client.transaction(attempt, key)
-        return len(due)
-
-    @translate_outages
-    def forget_stale(self) -> int:
-        """Stop watching jobs that vanished (expired unrun, their stream gone) or whose wait ran
-        out (WEBHOOK_RETENTION); their subscriptions end `expired`. How many."""
-        client = redis_client()
-        job_ids = [raw.decode() for raw in client.zrange(keys.WEBHOOK_WATCHED, 0, -1)]
-        with client.pipeline(transaction=False) as pipe:
-            for job_id in job_ids:
-                pipe.exists(keys.job(job_id), keys.events(job_id))
-                pipe.zscore(keys.WEBHOOK_WATCHED, job_id)
-            replies = pipe.execute()
-        stale = [
-            job_id
-            for job_id, exists, deadline in zip(job_ids, replies[::2], replies[1::2], strict=True)
-            if not exists or (deadline or 0) < time.time()
-        ]
-        for job_id in stale:
-            subs_key = keys.webhook_subscriptions(job_id)
-
-            def attempt(pipe: redis.client.Pipeline, subs_key=subs_key, job_id=job_id) -> None:
-                subs = {sub_id: json.loads(raw) for sub_id, raw in pipe.hgetall(subs_key).items()}
-                pipe.multi()
-                for sub_id, sub in subs.items():
-                    if sub["state"] == WATCHING:
-                        pipe.hset(subs_key, sub_id, json.dumps({**sub, "state": EXPIRED}))
-                pipe.zrem(keys.WEBHOOK_WATCHED, job_id)
-
-            client.transaction(attempt, subs_key)
-        return len(stale)
-
-
-def _plan(sub: dict[str, Any], events: list[JobEvent]) -> tuple[dict[str, Any], list[tuple[JobEvent, str]]]:
-    """A subscription after `events` (its cursor moved past them), and the deliveries they make."""
-    updated, wanted = dict(sub), []
-    after = event_id_key(sub["cursor"])
-    for event in events:
-        if event_id_key(event.event_id) <= after or updated["state"] != WATCHING:
-            continue
-        updated["cursor"] = event.event_id
-        name = _event_name(event)
-        if name == PROGRESS:
-            at = event_id_key(event.event_id)[0]
-            if PROGRESS in sub["events"] and at - updated["last_progress"] >= PROGRESS_INTERVAL_MS:
-                updated["last_progress"] = at
-                wanted.append((event, name))
-        elif name is not None:
-            if name in sub["events"]:
-                wanted.append((event, name))
-            if name == COMPLETED:
-                updated["state"] = DONE
-    return updated, wanted
-
-
-def _event_name(event: JobEvent) -> str | None:
-    if event.status in DONE_STATUSES:
-        return COMPLETED
-    if event.status == STARTED:
-        return PROGRESS if event.progress else START
-    return None  # queued (again): not a webhook event
-
-
 def _add_delivery(
-    pipe: redis.client.Pipeline, *, job_id: str, sub_id: str, url: str, event: str, body: dict[str, Any], now: float
+    pipe: redis.client.Pipeline,
+    *,
+    job_id: str,
+    sub_id: str,
+    sub: dict[str, Any],
+    event: str,
+    body: dict[str, Any],
+    now: float,
 ) -> str:
-    """Queue on `pipe` (in MULTI) a new delivery: its record, its place in the job's list and in
-    the due set, and its carrier RQ job."""
+    """Queue on `pipe` (in MULTI) a new delivery: its record, its place in the subscription's list
+    and in the due set, and its carrier RQ job."""
     delivery_id = "msg_" + uuid.uuid4().hex
     key = keys.webhook_delivery(delivery_id)
     pipe.hset(
@@ -366,7 +261,8 @@ def _add_delivery(
         mapping={
             "job": job_id,
             "subscription": sub_id,
-            "url": url,
+            "owner": sub["owner"],
+            "url": sub["url"],
             "event": event,
             "body": json.dumps(body, separators=(",", ":")),
             "status": PENDING,
@@ -379,8 +275,10 @@ def _add_delivery(
         },
     )
     pipe.expire(key, settings.WEBHOOK_RETENTION)
-    pipe.rpush(keys.webhook_job_deliveries(job_id), delivery_id)
-    pipe.expire(keys.webhook_job_deliveries(job_id), settings.WEBHOOK_RETENTION)
+    listed = keys.webhook_subscription_deliveries(job_id, sub_id)
+    pipe.rpush(listed, delivery_id)
+    pipe.ltrim(listed, -SHOWN_DELIVERIES, -1)
+    pipe.expire(listed, settings.WEBHOOK_RETENTION)
     pipe.zadd(keys.WEBHOOK_DUE, {delivery_id: now + QUEUED_GRACE})
     _enqueue(pipe, delivery_id, 1)
     return delivery_id
@@ -404,28 +302,60 @@ def _enqueue(pipe: redis.client.Pipeline, delivery_id: str, token: int) -> None:
 
 
 def attempt_lease() -> float:
-    """How long an attempt may take before it is taken for lost (its worker died): a look-up and
-    a request, each within WEBHOOK_TIMEOUT, and a margin."""
-    return 2 * settings.WEBHOOK_TIMEOUT + 5
+    """How long an attempt holds its delivery before it is taken for lost (its worker died): its
+    deadline (WEBHOOK_TIMEOUT, the look-up included) and a margin, so a second attempt starts only
+    after the first one's socket was shut."""
+    return settings.WEBHOOK_TIMEOUT + 10
+
+
+def max_attempts() -> int:
+    return 1 + len(settings.WEBHOOK_RETRY_DELAYS)
+
+
+# Put back over its share of the worker's threads: due again this long after (no attempt spent).
+DEFER_SECONDS = 1.0
 
 
 @translate_outages
-def claim(*, delivery_id: str, token: int) -> Delivery | None:
+def claim(*, delivery_id: str, token: int, admit: Callable[[str, str], bool] | None = None) -> Delivery | None:
     """Start an attempt of a delivery; None when this carrier is stale (the delivery was queued
-    again, or is done). The attempt holds the delivery for `attempt_lease()` seconds."""
+    again, or is done), when `admit(url, owner)` says no (it is due again in DEFER_SECONDS), or
+    when its attempts are spent (the last one's lease ran out unrecorded: it ends failed). The
+    attempt holds the delivery for `attempt_lease()` seconds and must end by its `deadline`."""
     key = keys.webhook_delivery(delivery_id)
 
     def attempt(pipe: redis.client.Pipeline) -> Delivery | None:
         record = {name.decode(): value.decode() for name, value in pipe.hgetall(key).items()}
         if record.get("status") != PENDING or int(record.get("token", 0)) != token:
             return None
+        now = time.time()
+        owner = record.get("owner", "")
+        if int(record["attempts"]) >= max_attempts():
+            pipe.multi()
+            error = record.get("last_error") or "no answer recorded before the attempt's lease ran out"
+            pipe.hset(key, mapping={"status": FAILED, "last_error": error, "updated": now})
+            pipe.zrem(keys.WEBHOOK_DUE, delivery_id)
+            pipe.hincrby(keys.WEBHOOK_METRICS, f"{record['event']} {FAILED}", 1)
+            _ended(pipe, record)
+            return None
+        if admit is not None and not admit(record["url"], owner):
+            pipe.multi()
+            pipe.zadd(keys.WEBHOOK_DUE, {delivery_id: now + DEFER_SECONDS})
+            return None
         attempts = int(record["attempts"]) + 1
         pipe.multi()
-        pipe.hset(key, mapping={"attempts": attempts, "updated": time.time()})
-        pipe.zadd(keys.WEBHOOK_DUE, {delivery_id: time.time() + attempt_lease()})
-        return Delivery(delivery_id, record["job"], record["url"], record["event"], record["body"], attempts, token)
+        pipe.hset(key, mapping={"attempts": attempts, "updated": now})
+        pipe.zadd(keys.WEBHOOK_DUE, {delivery_id: now + attempt_lease()})
+        return Delivery(delivery_id, record["job"], record["url"], owner, record["event"], record["body"], attempts,
+                        token, now + settings.WEBHOOK_TIMEOUT)  # fmt: skip
 
     return redis_client().transaction(attempt, key, value_from_callable=True)
+
+
+def _ended(pipe: redis.client.Pipeline, record: dict[str, str]) -> None:
+    """A delivery ended (in MULTI): a `completed` one ends its subscription's life for the cap."""
+    if record.get("event") == COMPLETED and record.get("owner") is not None:
+        pipe.zrem(keys.webhook_client(record["owner"]), _live_member(record["job"], record["subscription"]))
 
 
 @translate_outages
@@ -451,6 +381,8 @@ def record_attempt(
         else:
             fields["status"] = outcome
             pipe.zrem(keys.WEBHOOK_DUE, delivery.delivery_id)
+            _ended(pipe, {"event": delivery.event, "owner": delivery.owner, "job": delivery.job_id,
+                          "subscription": subscription_id(delivery.owner, delivery.url)})  # fmt: skip
         pipe.hset(key, mapping=fields)
         pipe.hincrby(keys.WEBHOOK_METRICS, f"{delivery.event} {outcome}", 1)
         return outcome

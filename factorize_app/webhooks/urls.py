@@ -2,8 +2,10 @@
 
 At submit, a URL must be http(s) with a host in WEBHOOK_ALLOWED_HOSTS (`host` or `host:port`).
 At delivery, the host is resolved once; an address that is not globally routable (loopback,
-private, link-local, multicast, reserved) is refused unless that literal address is itself
-listed, and the request goes to the checked address (no second look-up a DNS answer could change).
+private, link-local, multicast, reserved, deprecated site-local), or an IPv6 form embedding such
+an IPv4 address (NAT64, 6to4, Teredo, IPv4-mapped, -compatible or -translated, ISATAP), is
+refused unless that literal address is itself listed, and the request goes to the checked
+address (no second look-up a DNS answer could change).
 """
 
 from __future__ import annotations
@@ -57,6 +59,17 @@ def target(url: str) -> Target:
     return Target(parts.scheme, host, port, f"{path}?{parts.query}" if parts.query else path)
 
 
+def origin(url: str) -> str:
+    """`scheme://host:port` of a URL (the receiver, for its signing secret and its thread share)."""
+    parts = urlsplit(url)
+    host = (parts.hostname or "").lower()
+    try:
+        port = parts.port or _DEFAULT_PORTS.get(parts.scheme, 0)
+    except ValueError:
+        port = 0
+    return f"{parts.scheme}://{_host_port(host, port)}"
+
+
 def checked_address(destination: Target) -> str:
     """The address to connect to: the host's first address, resolved once, if every address it
     resolves to may be called. WebhookRefused otherwise (or if it does not resolve)."""
@@ -67,15 +80,60 @@ def checked_address(destination: Target) -> str:
     addresses = list(dict.fromkeys(info[4][0] for info in infos))
     for address in addresses:
         ip = ipaddress.ip_address(address.split("%", 1)[0])
-        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
-            ip = ip.ipv4_mapped
-        if (not ip.is_global or ip.is_multicast) and not _listed(str(ip), destination.port):
+        reason = non_public(ip)
+        if reason and not _listed(str(ip), destination.port):
             raise WebhookRefused(
-                f"{destination.host} resolves to {ip}, a non-public address that WEBHOOK_ALLOWED_HOSTS does not list."
+                f"{destination.host} resolves to {ip} ({reason}), which WEBHOOK_ALLOWED_HOSTS does not list."
             )
     if not addresses:
         raise WebhookRefused(f"{destination.host} does not resolve.")
     return addresses[0]
+
+
+# IPv6 forms that carry an IPv4 address a gateway or tunnel may deliver to: the embedded address
+# must be public too (`is_global` judges only the IPv6 prefix, and calls most of these global).
+_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")  # RFC 6052: the last 32 bits
+_NAT64_LOCAL = ipaddress.IPv6Network("64:ff9b:1::/48")  # RFC 8215: local use, any embedding
+_SIXTOFOUR = ipaddress.IPv6Network("2002::/16")  # RFC 3056: bits 16-48
+_COMPATIBLE = ipaddress.IPv6Network("::/96")  # RFC 4291's deprecated IPv4-compatible form
+_TRANSLATED = ipaddress.IPv6Network("::ffff:0:0:0/96")  # RFC 2765 (SIIT)
+_SITE_LOCAL = ipaddress.IPv6Network("fec0::/10")  # deprecated (RFC 3879), still routed by some
+
+
+def non_public(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str | None:
+    """Why `ip` (or an IPv4 address it embeds) may not be called; None for a public address."""
+    if isinstance(ip, ipaddress.IPv4Address):
+        if ip.is_multicast or not ip.is_global:
+            return "not a public address"
+        return None
+    if ip.ipv4_mapped is not None:
+        return non_public(ip.ipv4_mapped)
+    if ip in _SITE_LOCAL or ip.is_site_local:
+        return "a deprecated site-local address"
+    if ip in _NAT64_LOCAL:
+        return "a local-use NAT64 address"
+    if ip.is_multicast or not ip.is_global:
+        return "not a public address"
+    for embedded in _embedded_ipv4(ip):
+        if non_public(embedded):
+            return f"embeds {embedded}, not a public address"
+    return None
+
+
+def _embedded_ipv4(ip: ipaddress.IPv6Address) -> list[ipaddress.IPv4Address]:
+    """The IPv4 addresses an IPv6 address carries: mapped, compatible, translated, NAT64, 6to4,
+    Teredo (server and client) and ISATAP (in the interface identifier of any prefix)."""
+    low32 = ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+    found = []
+    if ip in _COMPATIBLE or ip in _TRANSLATED or ip in _NAT64:
+        found.append(low32)
+    if ip.sixtofour is not None:
+        found.append(ip.sixtofour)
+    if ip.teredo is not None:
+        found.extend(ip.teredo)
+    if (int(ip) >> 32) & 0xFDFFFFFF == 0x00005EFE:  # ISATAP: ::0:5efe:a.b.c.d or ::200:5efe:a.b.c.d
+        found.append(low32)
+    return found
 
 
 def _listed(host: str, port: int) -> bool:

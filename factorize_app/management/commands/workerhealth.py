@@ -21,6 +21,7 @@ from rq.worker import Worker
 
 from factorize_app import watchdog
 from factorize_app.tasks import task_types
+from factorize_app.webhooks.worker import PARENT_ENV
 
 
 class Command(BaseCommand):
@@ -89,11 +90,9 @@ class Command(BaseCommand):
 
 
 def started_by_a_worker(pid: int) -> bool:
-    """Whether the process `pid` is the child of an `rqworker` (plain rqworker's webhooks worker)."""
+    """Whether the process `pid` is plain rqworker's webhooks child (started with PARENT_ENV set)."""
     try:
-        with open(f"/proc/{pid}/stat") as stat:
-            parent = int(stat.read().rpartition(")")[2].split()[1])
-        with open(f"/proc/{parent}/cmdline", "rb") as cmdline:
-            return b"rqworker" in cmdline.read().split(b"\0")
-    except (OSError, ValueError, IndexError):
+        with open(f"/proc/{pid}/environ", "rb") as environ:
+            return any(entry.startswith(PARENT_ENV.encode() + b"=") for entry in environ.read().split(b"\0"))
+    except OSError:
         return False

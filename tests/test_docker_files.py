@@ -332,10 +332,10 @@ def test_the_proxy_recipe_is_the_only_way_in_and_the_only_trusted_address():
     assert web["environment"]["TRUSTED_PROXIES"] == address
     header = web["environment"]["CLIENT_IP_HEADER"]
     (mount,) = proxy["volumes"]
-    nginx = Path(mount["source"]).read_text()
-    assert mount["target"] == "/etc/nginx/conf.d/default.conf" and mount["read_only"] is True
-    assert f"proxy_set_header {header} $remote_addr;" in nginx, "the proxy sets (replaces) the trusted header"
-    assert "listen 8080;" in nginx and "http://web:8080" in nginx
+    haproxy = Path(mount["source"]).read_text()
+    assert mount["target"] == "/usr/local/etc/haproxy/haproxy.cfg" and mount["read_only"] is True
+    assert f"http-request set-header {header} %[src]" in haproxy, "the proxy sets (replaces) the trusted header"
+    assert "bind :8080" in haproxy and "web:8080" in haproxy
     assert proxy["logging"]["options"] and proxy["deploy"]["resources"]["limits"]["memory"]
     # The workers are unchanged; the settings still pass through.
     assert compose_config(files=("docker-compose.yml", PROXY_FILE), PRODUCTION="1")["services"]["worker"][

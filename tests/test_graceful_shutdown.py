@@ -43,7 +43,7 @@ def gone(pid: int) -> bool:
 @pytest.mark.parametrize("server", ["granian", "gunicorn"])
 def test_a_stopping_server_answers_every_held_request_at_once_then_exits(server, redis_conn):
     # Killed only 30 s after the stop signal: an exit within seconds is the server's own.
-    with web_server(WEB_SERVER=server, WEB_KILL_TIMEOUT="30") as url:
+    with web_server(WEB_SERVER=server, WEB_KILL_TIMEOUT="30", EVENT_STREAM_KEEPALIVE="60") as url:
         queued = requests.post(f"{url}/factorize", json={"number": 8051}, timeout=10).json()  # no worker runs
         job = queued["job_id"]
         answers: dict[str, object] = {}
@@ -63,7 +63,7 @@ def test_a_stopping_server_answers_every_held_request_at_once_then_exits(server,
         threads = [threading.Thread(target=hold, args=(name, m, p), kwargs=kw) for name, (m, p, kw) in holds.items()]
         for thread in threads:
             thread.start()
-        stream = requests.get(f"{url}/jobs/{job}", headers=STREAM, stream=True, timeout=90)
+        stream = requests.get(f"{url}/jobs/{job}", headers=STREAM, stream=True, timeout=(10, 20))
         events = read_events(stream)
         assert next(events)["data"]["status"] == "queued"
         # Three polls blocked in their XREAD, and the stream's dispatcher in its own.

@@ -8,15 +8,17 @@ REDIS_URL ?= redis://127.0.0.1:6379/0
 # Tests use their own database number and flush only that one.
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/15
 
-.PHONY: install install-test redis run serve worker test test-docker bench lint deploy-files clean
+.PHONY: install install-test redis run serve worker test test-fast test-model test-docker bench lint deploy-files clean
 
-# Serving needs the service's requirements and each model's own (the local worker serves every
-# task type); the test tools come with `make test`.
+# Serving needs the service's requirements and each model's own: in this virtualenv when they
+# resolve together, else in the model's own (.venv-models/NAME), else the model is refused in one
+# line (`manage.py devserver --envs-only`, with uv); the test tools come with `make test`.
 MODEL_REQUIREMENTS := $(wildcard factorize_app/tasks/*/requirements.txt)
-$(BIN)/.installed-service: requirements.txt $(MODEL_REQUIREMENTS)
+$(BIN)/.installed-service: requirements.txt scripts/dev-requirements.txt $(MODEL_REQUIREMENTS)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -r requirements.txt $(addprefix -r ,$(MODEL_REQUIREMENTS))
+	$(BIN)/python -m pip install -q -r requirements.txt -r scripts/dev-requirements.txt
+	$(BIN)/python manage.py devserver --envs-only
 	touch $@
 
 $(BIN)/.installed-test: $(BIN)/.installed-service tests/requirements.txt scripts/redis-requirements.txt
@@ -30,9 +32,11 @@ redis: install
 	@if [ -n "$$REDIS_SENTINELS" ]; then echo "REDIS_SENTINELS is set: the sentinels name the Redis; not starting one."; \
 	else scripts/ensure-redis.sh "$(REDIS_URL)"; fi
 
-## Web server and one worker for every queue on http://localhost:$(PORT); Ctrl-C stops both.
+## Web server, one worker per model and the webhooks worker on http://localhost:$(PORT), restarted
+## when they exit or their code changes (RELOAD=0: not on changes); Ctrl-C stops them all.
+RELOAD ?= 1
 run: redis
-	REDIS_URL=$(REDIS_URL) HOST=$(HOST) PORT=$(PORT) PATH="$(abspath $(BIN)):$$PATH" scripts/run-dev.sh
+	REDIS_URL=$(REDIS_URL) HOST=$(HOST) PORT=$(PORT) RELOAD=$(RELOAD) PATH="$(abspath $(BIN)):$$PATH" scripts/run-dev.sh
 
 ## The production web server alone, in the foreground, exactly as the Docker image's CMD.
 serve: install
@@ -53,7 +57,20 @@ lint: install-test
 test: install-test lint
 	@scripts/ensure-redis.sh "$(TEST_REDIS_URL)"
 	@scripts/ensure-chromium.sh || echo "Chromium could not be installed: the browser tests will be SKIPPED."
+	@scripts/ensure-promtool.sh || echo "promtool could not be installed: \`promtool check metrics\` will be SKIPPED."
 	TEST_REDIS_URL=$(TEST_REDIS_URL) $(BIN)/pytest $(PYTEST_ARGS)
+
+## Everything but the slow tests (tests/conftest.py SLOW_MODULES, SLOW_TESTS: chaos, soak, fuzzing, browser,
+## deployment files, tests of 4 s or more): minutes, for the edit-test loop. `make test` runs them all.
+test-fast: install-test lint
+	@scripts/ensure-redis.sh "$(TEST_REDIS_URL)"
+	TEST_REDIS_URL=$(TEST_REDIS_URL) $(BIN)/pytest -m "not slow and not docker" $(PYTEST_ARGS)
+
+## One model against the service's contract (tests/test_model_contract.py): make test-model MODEL=sentiment
+test-model: install-test
+	@test -n "$(MODEL)" || { echo "usage: make test-model MODEL=<name>, a folder under factorize_app/tasks/"; exit 2; }
+	@scripts/ensure-redis.sh "$(TEST_REDIS_URL)"
+	TEST_MODEL=$(MODEL) TEST_REDIS_URL=$(TEST_REDIS_URL) $(BIN)/pytest tests/test_model_contract.py $(PYTEST_ARGS)
 
 ## The Docker files built and run on a real engine (started here as root when none runs).
 test-docker: install-test
@@ -69,4 +86,4 @@ bench: install-test
 	BENCH_REDIS_URL=$(BENCH_REDIS_URL) $(BIN)/python bench/run.py $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) .run .pytest_cache .ruff_cache staticfiles test-artifacts
+	rm -rf $(VENV) .venv-models .run .pytest_cache .ruff_cache staticfiles test-artifacts

@@ -160,7 +160,7 @@ class WarmWorker(RecoverableCleaning, SimpleWorker):
             for name in self.queue_names():
                 task_type = get_task_type(name)
                 started = time.monotonic()
-                ensure_setup(task_type)
+                _setup_or_report(task_type)
                 logger.info("setup done", extra={"task_type": name, "duration_s": round(time.monotonic() - started, 3)})
         finally:
             signal.signal(signal.SIGTERM, previous)
@@ -171,6 +171,9 @@ class WarmWorker(RecoverableCleaning, SimpleWorker):
         while True:
             try:
                 super().bootstrap(*args, **kwargs)
+                if mended := jobs.upgrade_statuses():
+                    logger.info("statuses of an earlier version mended", extra={"jobs": mended})
+                jobs.clear_setup_failures(task_names=self.queue_names())  # reported no more
                 trouble.ok()
                 return
             except Exception as exc:
@@ -540,6 +543,17 @@ class _Batch:
                 return len(running) == 1
             return False
 
+    def deadline_passed(self) -> bool:
+        """A running job is past its Cancel-After deadline and not yet asked to stop: the lease
+        keeper stops it on that tick (within KEEPER_CHECK), not at its next STOP_CHECK."""
+        now = time.time()
+        with self._lock:
+            running = self._running[1] if self._running else []
+            return any(
+                job.deadline is not None and now > job.deadline and job.job_id not in self._stop_wanted
+                for job in running
+            )
+
     def stops_pending(self) -> dict[str, str]:
         """Stops asked for the job still running alone (to interrupt again if the last signal
         came between two handler calls)."""
@@ -737,7 +751,7 @@ class _LeaseKeeper:
         while not self._stop.wait(KEEPER_CHECK):
             self._batch.record_if_due()
             self._batch.write_progress_if_due()
-            if time.monotonic() >= next_stop_check:
+            if time.monotonic() >= next_stop_check or self._batch.deadline_passed():
                 next_stop_check = time.monotonic() + STOP_CHECK
                 self._stop_what_is_asked()
             self._batch.hand_back_if_held_up()
@@ -780,3 +794,16 @@ def _event(outcome: jobs.JobOutcome, **extra) -> dict:
 def _stop_during_setup(signum, frame):
     logger.info("stop requested while loading models: exiting")
     raise SystemExit(0)
+
+
+def _setup_or_report(task_type: TaskType) -> None:
+    """A type's model setup; if it raises, one log line with the traceback, the failure recorded
+    where /queues and /readyz show it, and the worker exits (code 1) to be started again."""
+    try:
+        ensure_setup(task_type)
+    except Exception as exc:
+        logger.exception("setup failed: the worker exits", extra={"task_type": task_type.name})
+        with contextlib.suppress(jobs.QueueUnavailable):
+            error = f"{type(exc).__name__}: {exc}"
+            jobs.record_setup_failure(task_name=task_type.name, error=error, traceback=traceback.format_exc())
+        raise SystemExit(1) from exc

@@ -4,6 +4,7 @@ Development works with nothing set (an insecure, loudly named SECRET_KEY and SQL
 production mode (`PRODUCTION=1`) refuses to start without a real SECRET_KEY.
 """
 
+import ipaddress
 import warnings
 from datetime import timedelta
 from pathlib import Path
@@ -22,6 +23,7 @@ from project.env import (
     redis_url_with_options,
 )
 from project.log_format import logging_config
+from project.task_discovery import discover_task_types
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -46,6 +48,24 @@ DEBUG = env_bool("DEBUG", False)
 if PRODUCTION and DEBUG:
     raise ImproperlyConfigured("PRODUCTION is on: DEBUG must be off (it shows settings and code to visitors).")
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"])
+
+
+def _pod_address(raw: str) -> str | None:
+    """POD_IP (Kubernetes' downward API status.podIP) as an ALLOWED_HOSTS entry: Prometheus's
+    annotation-based discovery and the kubelet's probes send `<pod IP>:<port>` as Host. The
+    pod's own address only, never a pattern: an IPv6 one in brackets, as the Host header has it."""
+    if not raw.strip():
+        return None
+    try:
+        address = ipaddress.ip_address(raw.strip())
+    except ValueError:
+        raise ImproperlyConfigured(f"POD_IP must be an IP address (status.podIP), got {raw!r}.") from None
+    return f"[{address}]" if address.version == 6 else str(address)
+
+
+POD_IP = _pod_address(env_str("POD_IP", ""))
+if POD_IP and POD_IP not in ALLOWED_HOSTS:
+    ALLOWED_HOSTS.append(POD_IP)
 
 # --- TLS and request limits ---------------------------------------------------------------
 # For a deployment behind TLS (its own certificate or a TLS-terminating proxy). All default off,
@@ -185,8 +205,9 @@ REST_FRAMEWORK = {
     ],
     "DEFAULT_PARSER_CLASSES": [
         "factorize_app.api.parsers.BoundedJSONParser",
-        "rest_framework.parsers.FormParser",
-        "rest_framework.parsers.MultiPartParser",
+        # For the browsable API's HTML form; each field once (api/parsers.py), undocumented.
+        "factorize_app.api.parsers.SingleValueFormParser",
+        "factorize_app.api.parsers.SingleValueMultiPartParser",
     ],
     # API keys (Authorization: Bearer), and the session of a user logged in on the admin's or the
     # browsable API's login page (CSRF-checked). No Basic authentication: passwords are tried on
@@ -226,6 +247,9 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    # Request bodies are documented as JSON only. Listing the form and multipart parsers too made
+    # generated clients (openapi-python-client) send every field in all three encodings at once.
+    "PARSER_WHITELIST": ["factorize_app.api.parsers.BoundedJSONParser"],
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
         "factorize_app.api.schema.document_paths_without_slash",
@@ -267,13 +291,12 @@ if not REDIS_MEMORY_HIGH_WATER > 0:
 
 # Where models that are trained or downloaded once keep their files (the digits classifier).
 MODEL_DIR = env_str("MODEL_DIR", str(BASE_DIR / ".run" / "models"))
-# Registered task types: dotted paths to `TaskType` objects. Their names are the RQ queue names.
-DEFAULT_TASK_TYPES = [
-    "factorize_app.tasks.factorization.TASK_TYPE",
-    "factorize_app.tasks.primes.TASK_TYPE",
-    "factorize_app.tasks.digits.TASK_TYPE",
-]
-TASK_TYPES = env_list("TASK_TYPES", DEFAULT_TASK_TYPES)
+# Registered task types: every package under factorize_app/tasks/ that declares a TASK_TYPE, in
+# order of name (the order of the queues a worker for several takes from). Their names are the RQ
+# queue names. TASK_TYPES narrows or extends the set: dotted paths of TaskType objects or folder
+# names ("digits,primes"), where `*` stands for every discovered one ("*,bench.task_types.NOOP").
+DEFAULT_TASK_TYPES = discover_task_types(BASE_DIR / "factorize_app" / "tasks")
+TASK_TYPES = env_list("TASK_TYPES", DEFAULT_TASK_TYPES) or DEFAULT_TASK_TYPES  # empty: as unset
 # How long a queued job that nobody polls waits before it expires unrun; every poll extends it.
 JOB_TTL = env_int("JOB_TTL", 60)
 # How long a finished job's result answers a repeated POST without running again.

@@ -1,12 +1,11 @@
 #!/usr/bin/env bash
-# `make run`: the production web server on http://localhost:$PORT plus one warm worker for
-# every queue, in the foreground; Ctrl-C stops both. Expects the virtualenv first on PATH.
+# `make run`: the web server on http://localhost:$PORT, one worker per model (each in its own
+# process, and its own environment when its requirements conflict), and the webhooks worker,
+# supervised by `manage.py devserver`: restarted with back-off when they exit, and when their
+# code changes (RELOAD=0: never). Ctrl-C stops them all. Expects the virtualenv first on PATH.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-
-python manage.py rqworker &
-worker=$!
-trap 'kill -TERM "$worker" 2>/dev/null || true; wait "$worker" 2>/dev/null || true' EXIT
-
-echo "Serving on http://localhost:${PORT:-8123} (Ctrl-C stops the server and the worker)"
-scripts/start-web.sh
+if [ "${RELOAD:-1}" = 1 ]; then
+    exec python manage.py devserver
+fi
+exec python manage.py devserver --no-reload

@@ -1,12 +1,17 @@
 """The HTTP contract: the seed's examples verbatim, response shapes, bad input, outages."""
 
+import base64
+import importlib
 import random
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 import requests
 
-from tests.conftest import dead_redis_url, poll_until_done, web_server
+from tests.conftest import PYTHON, ROOT, dead_redis_url, poll_until_done, queue_named, service_env, web_server
 
 SEED_RESULT = {
     "factorization": [[2, 3], [3, 1], [73, 1], [233, 1]],
@@ -214,3 +219,90 @@ def test_redis_outage_is_503_json_on_every_endpoint():
             assert "detail" in response.json()
         # Bad input is still a 400: validation needs no Redis.
         assert requests.post(f"{base}/factorize", json={"number": "x"}, timeout=10).status_code == 400
+
+
+# --- Request bodies: JSON, as documented; forms for the browsable API only, each field once -----
+
+
+def test_the_schema_documents_json_request_bodies_only(api):
+    """Documenting form and multipart too made generated clients send every field in all three."""
+    schema = api.get("/api/schema/", HTTP_ACCEPT="application/vnd.oai.openapi+json").json()
+    bodies = {
+        f"{method.upper()} {path}": sorted(operation["requestBody"]["content"])
+        for path, item in schema["paths"].items()
+        for method, operation in item.items()
+        if isinstance(operation, dict) and "requestBody" in operation
+    }
+    assert {"POST /factorize", "POST /factorize/batch"} <= set(bodies)
+    assert {name: types for name, types in bodies.items() if types != ["application/json"]} == {}
+
+
+def doubled_multipart(fields: dict[str, list[str]]) -> dict:
+    """What openapi-python-client sent for an operation documenting three content types: the body
+    as form fields and as multipart parts at once, in one multipart request."""
+    data = {name: values for name, values in fields.items()}
+    files = [(name, (None, value.encode(), "text/plain")) for name, values in fields.items() for value in values]
+    return {"data": data, "files": files}
+
+
+def test_a_form_or_multipart_body_with_a_repeated_field_is_refused_naming_it(live_url, redis_conn):
+    """Over the real server (the lean lane leaves non-JSON bodies to DRF): nothing is queued."""
+    batch = requests.post(f"{live_url}/factorize/batch", **doubled_multipart({"numbers": ["91", "92", "93"]}))
+    assert batch.status_code == 400 and "Sent 6 times" in batch.json()["numbers"][0], batch.text
+    submit = requests.post(f"{live_url}/factorize", **doubled_multipart({"number": ["94"]}))
+    assert submit.status_code == 400 and "Sent 2 times" in submit.json()["number"][0], submit.text
+    form = requests.post(f"{live_url}/factorize", data="number=95&number=96", headers=FORM)
+    assert form.status_code == 400 and set(form.json()) == {"number"}, form.text
+    assert queue_named(requests.get(f"{live_url}/queues").json(), "factorization")["queued"] == 0
+    once = requests.post(f"{live_url}/factorize", data="number=97", headers=FORM)  # the HTML form's post
+    assert once.status_code == 202 and once.json()["number"] == 97
+
+
+FORM = {"Content-Type": "application/x-www-form-urlencoded"}
+WEBHOOK_SECRET = "whsec_" + base64.b64encode(b"generated-client test signing key").decode()
+
+
+@pytest.fixture(scope="module")
+def generated_client(tmp_path_factory):
+    """A client generated from the service's schema by openapi-python-client, offline."""
+    folder = tmp_path_factory.mktemp("generated")
+    schema = folder / "openapi.yaml"
+    env = service_env()
+    subprocess.run([PYTHON, "manage.py", "spectacular", "--file", str(schema)], cwd=ROOT, env=env, check=True)
+    (folder / "config.yaml").write_text("package_name_override: factorize_client\npost_hooks: []\n")
+    generator = Path(PYTHON).parent / "openapi-python-client"
+    generated = subprocess.run(
+        [generator, "generate", "--path", schema, "--config", folder / "config.yaml", "--meta", "none"],
+        cwd=folder,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert generated.returncode == 0, generated.stdout + generated.stderr
+    sys.path.insert(0, str(folder))
+    try:
+        yield importlib.import_module("factorize_client")
+    finally:
+        sys.path.remove(str(folder))
+
+
+def test_a_generated_client_submits_a_batch_once_and_a_webhook_filter_as_a_list(generated_client, redis_conn):
+    from factorize_client import Client
+    from factorize_client.api.factorize import factorization_batch, factorization_submit
+    from factorize_client.models import FactorizationBatchInput, FactorizationInput, WebhookEventsFilterEnum
+
+    with web_server(WEBHOOK_SECRET=WEBHOOK_SECRET, WEBHOOK_ALLOWED_HOSTS="127.0.0.1:9") as url:
+        client = Client(base_url=url, raise_on_unexpected_status=True)
+        batch = factorization_batch.sync_detailed(client=client, body=FactorizationBatchInput(numbers=[81, 82, 83]))
+        assert batch.status_code == 200, batch.content
+        results = batch.parsed.results
+        assert [item.number for item in results] == [81, 82, 83]
+        assert queue_named(requests.get(f"{url}/queues").json(), "factorization")["queued"] == 3
+
+        events = [WebhookEventsFilterEnum.START, WebhookEventsFilterEnum.COMPLETED]
+        body = FactorizationInput(number=84, webhook="http://127.0.0.1:9/hook", webhook_events_filter=events)
+        submitted = factorization_submit.sync_detailed(client=client, body=body)
+        assert submitted.status_code == 202, submitted.content
+        job_id = submitted.parsed.job_id
+        (subscription,) = requests.get(f"{url}/jobs/{job_id}/webhooks").json()["subscriptions"]
+        assert sorted(subscription["events"]) == ["completed", "start"]

@@ -553,3 +553,16 @@ def test_a_web_rolling_update_takes_pods_out_before_they_stop_and_waits_for_the_
     default_kill = re.search(r"WEB_KILL_TIMEOUT:-(\d+)", (ROOT / "scripts" / "serve.sh").read_text()).group(1)
     kill_timeout = int(config().get("WEB_KILL_TIMEOUT", default_kill))
     assert pod["terminationGracePeriodSeconds"] > pause + kill_timeout
+
+
+def test_the_web_pods_own_address_is_an_allowed_host_for_the_annotated_scrape():
+    """Prometheus's annotation-based discovery scrapes <pod IP>:<port> with that as Host: the pod
+    hands its address (the downward API) to POD_IP, which the settings add to ALLOWED_HOSTS."""
+    deployment = one("Deployment", "web")
+    annotations = deployment["spec"]["template"]["metadata"]["annotations"]
+    web = container(deployment)
+    assert annotations["prometheus.io/scrape"] == "true" and annotations["prometheus.io/path"] == "/metrics"
+    assert int(annotations["prometheus.io/port"]) == web["ports"][0]["containerPort"]
+    (pod_ip,) = [env for env in web.get("env", []) if env["name"] == "POD_IP"]
+    assert pod_ip["valueFrom"] == {"fieldRef": {"fieldPath": "status.podIP"}}
+    assert "POD_IP" in names_read_by_the_service()

@@ -2,10 +2,12 @@
 
 import json
 import re
+import shutil
 import subprocess
 
 import pytest
 import requests
+from django.contrib.auth import get_user_model
 from prometheus_client.parser import text_string_to_metric_families
 from rest_framework import serializers
 
@@ -55,7 +57,8 @@ def test_schema_documents_every_operation_with_its_shapes(api):
         expected = {
             "done", *task_type.input_fields, *task_type.result_fields, "load", "job_id", "status", "error", "progress"
         }
-        assert set(status["properties"]) == expected
+        assert set(status["properties"]) == expected | {"traceback"}  # failed jobs, for staff and owners
+        assert "traceback" not in status["required"]
         batch = paths[f"/{task_type.path}/batch"]["post"]
         assert set(batch["responses"]) == {"200", "400", "401", "429", "503"}
         components = schema["components"]["schemas"]
@@ -120,6 +123,76 @@ def test_metrics_show_queue_gauges_moving_job_durations_and_requests(live_url, s
 
 def _json_events(log: str) -> list[dict]:
     return [json.loads(line) for line in log.splitlines() if line.startswith("{")]
+
+
+def promtool_check(text: str) -> None:
+    """Prometheus's own linter on an exposition, when promtool is installed (`make test` installs
+    it: scripts/ensure-promtool.sh); exit 3 is a lint problem, such as a non-counter named `_total`."""
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        print("promtool is not installed: `promtool check metrics` skipped")
+        return
+    checked = subprocess.run([promtool, "check", "metrics"], input=text.encode(), capture_output=True, timeout=30)
+    assert checked.returncode == 0, (checked.stdout + checked.stderr).decode()
+
+
+@pytest.mark.django_db
+def test_metrics_pass_promtool_and_keep_django_rqs_own_timing(api, live_url):
+    """django-rq's collector times itself in a Summary it names `..._total`, which only a counter
+    may end in: it is served as `rq_request_processing_seconds`, and is still counted."""
+    staff = get_user_model().objects.create_user("metrics-staff", password="a-password-1234", is_staff=True)
+    api.force_login(staff)
+    django_rq_scrape = api.get("/django-rq/metrics/")
+    assert django_rq_scrape.status_code == 200 and b"rq_workers" in django_rq_scrape.content
+    promtool_check(django_rq_scrape.content.decode())
+    api.logout()
+    in_process = api.get("/metrics").content.decode()  # prometheus-client's default registry
+    served = requests.get(f"{live_url}/metrics", timeout=10).text  # multiprocess mode, as in production
+    for text in (in_process, served):
+        families = {family.name: family for family in text_string_to_metric_families(text)}
+        misnamed = [name for name, family in families.items() if name.endswith("_total") and family.type != "counter"]
+        assert misnamed == []
+        assert families["rq_request_processing_seconds"].type == "summary"
+        promtool_check(text)
+    families = text_string_to_metric_families(in_process)
+    samples = {sample.name: sample.value for family in families for sample in family.samples}
+    assert samples["rq_request_processing_seconds_count"] >= 1, "django-rq's scrape above was timed"
+
+
+def allowed_hosts_with(**env: str) -> subprocess.CompletedProcess:
+    code = "from django.conf import settings; print(','.join(settings.ALLOWED_HOSTS))"
+    return subprocess.run(
+        [PYTHON, "-c", f"import django; django.setup(); {code}"],
+        cwd=ROOT,
+        env=service_env(DJANGO_SETTINGS_MODULE="project.settings", ALLOWED_HOSTS="queue.example.com", **env),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_the_pods_own_address_joins_the_allowed_hosts_and_only_an_address_is_taken():
+    assert allowed_hosts_with().stdout.split() == ["queue.example.com"]
+    assert allowed_hosts_with(POD_IP="10.1.2.3").stdout.split() == ["queue.example.com,10.1.2.3"]
+    assert allowed_hosts_with(POD_IP="fd00::12").stdout.split() == ["queue.example.com,[fd00::12]"]
+    for hostile in ("*", ".example.com", "10.1.2.0/24", "10.1.2.3:8080"):
+        refused = allowed_hosts_with(POD_IP=hostile)
+        assert refused.returncode != 0 and "POD_IP must be an IP address" in refused.stderr, hostile
+
+
+def test_a_scrape_by_the_pods_address_is_answered_and_any_other_host_is_still_refused(redis_conn):
+    with web_server(POD_IP="10.1.2.3") as url:
+        pod = {"Host": "10.1.2.3:8080"}
+        scrape = requests.get(f"{url}/metrics", headers=pod, timeout=10)
+        assert scrape.status_code == 200 and "factorize_redis_up 1.0" in scrape.text
+        assert requests.get(f"{url}/healthz", headers=pod, timeout=10).status_code == 200
+        # The lean lane (api/lean.py) checks the same ALLOWED_HOSTS on its own.
+        submit = requests.post(f"{url}/factorize", json={"number": 77}, headers=pod, timeout=10)
+        assert submit.status_code == 202, submit.text
+        for other in ("10.1.2.4:8080", "evil.example.com"):
+            for method, path in (("GET", "/metrics"), ("GET", "/healthz"), ("POST", "/factorize")):
+                refused = requests.request(method, f"{url}{path}", json={"number": 77}, headers={"Host": other})
+                assert refused.status_code == 400, (other, method, path, refused.status_code)
 
 
 def test_worker_logs_a_json_line_per_batch_and_per_failed_job(api, start_worker):

@@ -21,7 +21,7 @@ import requests
 from rq.suspension import resume, suspend
 from rq.worker import Worker
 
-from tests.conftest import ROOT, free_port, poll_until_done, wait_until, web_server
+from tests.conftest import ROOT, free_port, poll_until_done, queue_named, wait_until, web_server
 
 SOCKET_TIMEOUT = 1  # REDIS_SOCKET_TIMEOUT of the services under test
 ANSWER_BOUND = 30  # seconds: far above what a bounded timeout gives, far below a hang
@@ -189,7 +189,7 @@ def test_services_ride_out_a_redis_outage(own_redis, start_worker, capsys):
         assert fresh["status"] == "finished", fresh
         assert worker.process.poll() is None
         wait_until(
-            lambda: requests.get(f"{url}/queues", timeout=10).json()[0]["workers"] == 1,
+            lambda: queue_named(requests.get(f"{url}/queues", timeout=10).json(), "factorization")["workers"] == 1,
             timeout=60,
             what="the worker to count as live again in /queues",
         )

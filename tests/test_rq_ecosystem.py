@@ -16,6 +16,7 @@ from rq.job import Job, JobStatus
 from rq.worker import Worker
 
 from factorize_app import jobs
+from factorize_app.jobs import keys
 from tests.conftest import PYTHON, ROOT, service_env, submit, wait_until
 from tests.test_webhooks import Receiver, worker_env
 
@@ -197,3 +198,15 @@ def test_a_job_run_by_a_stock_rq_worker_leaves_no_phantom_load_and_gets_its_even
     events = wait_until(lambda: jobs.events_after(job_id=job_id, after="0-0") or None, timeout=5, what="events")
     assert events[-1].status == "finished" and all(e.event_id for e in events)
     assert api.get(f"/jobs/{job_id}").json()["factorization"] == [[67, 1], [71, 1]]
+
+
+def test_a_worker_mends_the_aborted_status_an_earlier_version_stored(api, redis_conn, start_worker):
+    job_id = api.post("/slow-setup", {"tag": "old"}, format="json", HTTP_CANCEL_AFTER="1s").json()["job_id"]
+    wait_until(lambda: status(api, job_id) == "aborted", timeout=10, what="the abort")
+    redis_conn.hset(keys.job(job_id), mapping={"status": "aborted"})  # as the last version stored it
+    redis_conn.hdel(keys.job(job_id), keys.STATE_FIELD)
+    assert status(api, job_id) == "aborted"  # our clients saw it so all along
+    start_worker("slow_setup")
+    wait_until(lambda: redis_conn.hget(keys.job(job_id), "status") == b"canceled", what="the worker to mend it")
+    assert Job.fetch(job_id, connection=redis_conn).get_status() == JobStatus.CANCELED
+    assert status(api, job_id) == "aborted"

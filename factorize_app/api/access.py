@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from factorize_app import jobs
 from factorize_app.api.authentication import ClientIdentity
 
@@ -17,3 +19,12 @@ def reading_owner(identity: ClientIdentity) -> str:
 def limits_of(identity: ClientIdentity) -> jobs.ClientLimits:
     """The client's caps: its key's own, else the settings' (None)."""
     return jobs.ClientLimits(max_queued=identity.max_queued, max_running=identity.max_running)
+
+
+def add_traceback(body: dict[str, Any], state: jobs.JobState, identity: ClientIdentity) -> dict[str, Any]:
+    """A failed job's full traceback (`traceback`; `error` is its last line), for staff and for its
+    owner known by an API key or a login (whose read was checked against ownership), never for an
+    anonymous client: a traceback names the worker's files and a model's internals."""
+    if state.status == jobs.FAILED and state.job_id and (identity.staff or reading_owner(identity)):
+        body["traceback"] = jobs.failure_traceback(job_id=state.job_id)
+    return body

@@ -5,6 +5,7 @@ from django.http import JsonResponse
 
 from factorize_app import jobs
 from factorize_app.api.shutdown import draining
+from factorize_app.tasks import task_types
 
 
 def healthz(request) -> JsonResponse:
@@ -22,16 +23,27 @@ def readyz(request) -> JsonResponse:
 
     A Redis that answers but refuses writes (full, read-only, failed persistence) is reported as
     "degraded" with its reason, still 200: polls of existing jobs answer, so taking every web
-    process out of rotation would turn a refusal of new jobs into a full outage.
+    process out of rotation would turn a refusal of new jobs into a full outage. So is a task type
+    whose workers' model setup fails (`setup_errors`, by type): its jobs wait, the others' run.
     """
     if draining():
         return JsonResponse({"status": "draining", "detail": "This server is stopping."}, status=503)
-    if settings.EXECUTION_MODE == "async":
-        try:
-            refusal = jobs.probe(timeout=READY_TIMEOUT)
-        except jobs.QueueUnavailable as exc:
-            return JsonResponse({"status": "unavailable", "detail": str(exc)}, status=503)
-        if refusal is not None:
-            detail = jobs.REFUSAL_DETAILS[refusal]
-            return JsonResponse({"status": "degraded", "writes": "refused", "reason": refusal, "detail": detail})
-    return JsonResponse({"status": "ok"})
+    if settings.EXECUTION_MODE != "async":
+        return JsonResponse({"status": "ok"})
+    try:
+        refusal = jobs.probe(timeout=READY_TIMEOUT)
+        failures = jobs.setup_failures()
+    except jobs.QueueUnavailable as exc:
+        return JsonResponse({"status": "unavailable", "detail": str(exc)}, status=503)
+    body: dict = {"status": "ok"}
+    details = []
+    if refusal is not None:
+        details.append(jobs.REFUSAL_DETAILS[refusal])
+        body = {"status": "degraded", "writes": "refused", "reason": refusal}
+    failing = {t.name: jobs.setup_error(failures[t.name]) for t in task_types() if t.name in failures}
+    if failing:
+        details.append(f"the model setup of {', '.join(failing)} fails: its jobs wait until a worker starts")
+        body = {**body, "status": "degraded", "setup_errors": failing}
+    if details:
+        body["detail"] = "; ".join(details)
+    return JsonResponse(body)

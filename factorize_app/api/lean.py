@@ -42,7 +42,7 @@ from django.http.request import split_domain_port, validate_host
 from rest_framework.exceptions import ValidationError
 
 from factorize_app import jobs
-from factorize_app.api.access import limits_of, reading_owner
+from factorize_app.api.access import add_traceback, limits_of, reading_owner
 from factorize_app.api.authentication import ClientIdentity, cached_identity
 from factorize_app.api.holds import holding
 from factorize_app.api.metrics import LATENCY, REQUESTS
@@ -163,7 +163,8 @@ class LeanPollApp:
         limit = rate_limit(POLL, environ, client=identity.name)
         with holding(identity.name, parse_wait(environ.get("HTTP_PREFER", ""))) as wait:
             state = jobs.get_status(job_id=job_id, wait=wait or 0, rate_limit=limit, owner=reading_owner(identity))
-        return "job-detail", *_answer_parts(get_task_type(state.task_name), state, wait)
+        code, body, headers = _answer_parts(get_task_type(state.task_name), state, wait)
+        return "job-detail", code, add_traceback(body, state, identity), headers
 
 
 def _validate(task_type: TaskType, body: bytes) -> dict[str, Any] | None:

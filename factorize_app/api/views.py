@@ -11,7 +11,7 @@ from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
 
 from factorize_app import jobs
-from factorize_app.api.access import limits_of, reading_owner
+from factorize_app.api.access import add_traceback, limits_of, reading_owner
 from factorize_app.api.authentication import client_identity
 from factorize_app.api.deadline import requested_cancel_after
 from factorize_app.api.holds import holding
@@ -24,7 +24,7 @@ from factorize_app.api.responses import (
     sync_response,
 )
 from factorize_app.api.schema import job_view_schema, queue_view_schema, task_view_schema
-from factorize_app.api.serializers import batch_serializer
+from factorize_app.api.serializers import batch_serializer, form_input, form_serializer
 from factorize_app.api.streams import JOB_RENDERERS, errors_as_json, open_stream, wants_stream
 from factorize_app.api.throttling import SUBMIT, ClientRateThrottle, rate_limit
 from factorize_app.api.webhooks import subscribe, take_webhook, webhooks_body
@@ -47,7 +47,8 @@ class TaskViewSet(viewsets.GenericViewSet):
         return task_view_schema(task_type)(viewset)
 
     def get_serializer_class(self):
-        return batch_serializer(self.task_type) if self.action == "batch" else self.task_type.input_serializer
+        # The input's own serializer validates (TaskType.validate); this one shows the HTML form.
+        return batch_serializer(self.task_type) if self.action == "batch" else form_serializer(self.task_type)
 
     def list(self, request):
         """What this endpoint computes, and its current load."""
@@ -55,7 +56,8 @@ class TaskViewSet(viewsets.GenericViewSet):
         return Response({"name": self.task_type.name, "description": self.task_type.description, "load": load})
 
     def create(self, request):
-        body, webhook = take_webhook(request.data)  # not part of the input: the job id ignores them
+        # The webhook fields are not part of the input: the job id ignores them.
+        body, webhook = take_webhook(form_input(self.task_type, request.data))
         data = self.task_type.validate(body)  # as the lean lane and each batch item
         if settings.EXECUTION_MODE == "sync":
             return sync_response(self.task_type, self.perform_compute(data))
@@ -146,7 +148,9 @@ class JobViewSet(viewsets.ViewSet):
             return open_stream(request, pk, client=identity.name, owner=reading_owner(identity))
         with holding(identity.name, requested_wait(request)) as wait:
             state = jobs.get_status(job_id=pk, wait=wait or 0, owner=reading_owner(identity))
-        return status_response(get_task_type(state.task_name), state, wait)
+        response = status_response(get_task_type(state.task_name), state, wait)
+        add_traceback(response.data, state, identity)
+        return response
 
     def destroy(self, request, pk: str):
         """Cancel a queued job (204) or ask a running one to stop (202, its status: it ends

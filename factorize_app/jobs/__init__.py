@@ -8,6 +8,7 @@ names below are the whole of what they use. One room per side:
 - `worker_side`: what a worker does to Redis: take, lease, finish, wait for work;
 - `maintenance`: the workers' sweep of jobs lost in outages, and of dead workers;
 - `reconcile`: what RQ's own tools did to jobs (cleanup, requeue, empty), made good;
+- `diagnostics`: workers' failed model setups, failed jobs' tracebacks;
 - `events`: each job's event stream (appended on every change) and the web's one reader of them;
 - `release`: every wait of a web process ended at once, when its server stops;
 - `sync`: sync mode's process pool (no Redis);
@@ -16,6 +17,14 @@ names below are the whole of what they use. One room per side:
 """
 
 from factorize_app.jobs.client import cancel, count_request, get_status, is_owner, retry, submit, submit_many
+from factorize_app.jobs.diagnostics import (
+    SETUP_FAILURE_STALE,
+    clear_setup_failures,
+    failure_traceback,
+    record_setup_failure,
+    setup_error,
+    setup_failures,
+)
 from factorize_app.jobs.errors import (
     FULL,
     PERSISTENCE,
@@ -42,7 +51,13 @@ from factorize_app.jobs.events import (
 )
 from factorize_app.jobs.events import watch as watch_events
 from factorize_app.jobs.ids import job_id_for
-from factorize_app.jobs.maintenance import clean_stale_workers, recount_running, sweep_queue, take_cleaning_lock
+from factorize_app.jobs.maintenance import (
+    clean_stale_workers,
+    recount_running,
+    sweep_queue,
+    take_cleaning_lock,
+    upgrade_statuses,
+)
 from factorize_app.jobs.monitoring import (
     admit_new_jobs,
     job_durations,
@@ -132,6 +147,7 @@ __all__ = [
     "cancel",
     "is_owner",
     "recount_running",
+    "upgrade_statuses",
     "reconcile",
     "RECONCILE_SECONDS",
     "yield_worker",
@@ -170,6 +186,12 @@ __all__ = [
     "wait_for_work",
     "worker_liveness",
     "write_refusal",
+    "SETUP_FAILURE_STALE",
+    "clear_setup_failures",
+    "failure_traceback",
+    "record_setup_failure",
+    "setup_error",
+    "setup_failures",
     "DEFAULT_WEBHOOK_EVENTS",
     "WEBHOOK_EVENTS",
     "Delivery",

@@ -232,7 +232,7 @@ def enqueue(
             pipe.watch(*job_keys)
             if pipe.exists(*job_keys):
                 return
-            redis_time, _ = pipe.time()
+            redis_time, micros = pipe.time()
             pipe.multi()
             # Deadlines first, so a worker that starts a job at once removes its deadline for good.
             pipe.zadd(keys.pending(task_type.name), {job_id: redis_time + job_ttl for job_id in new_jobs})
@@ -258,7 +258,8 @@ def enqueue(
                 )
             if cancel_after is not None:
                 for job_id in new_jobs:
-                    pipe.hset(keys.job(job_id), keys.DEADLINE_FIELD, redis_time + cancel_after)
+                    # From this instant, to the microsecond: whole seconds alone set it up to 1 s early.
+                    pipe.hset(keys.job(job_id), keys.DEADLINE_FIELD, redis_time + micros / 1e6 + cancel_after)
             for job_id in new_jobs:  # a job made anew has only this client for owner
                 pipe.delete(keys.owners(job_id))
                 pipe.sadd(keys.owners(job_id), client or "anonymous")

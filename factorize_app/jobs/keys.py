@@ -128,6 +128,9 @@ CLOCK = OURS + "clock"
 OUTAGES = OURS + "outages"
 # Written by the readiness probe: refused exactly when submits would be.
 PROBE = OURS + "probe"
+# Task type name -> JSON of its workers' last failed model setup, cleared by a successful one
+# (jobs.diagnostics; shown in /queues and /readyz).
+SETUP_FAILURES = OURS + "setup-failures"
 # A job's event stream (a Redis Stream: one entry per change, read by event-stream responses),
 # and a web process's wake-up stream (its dispatcher's blocking read returns when a stream is added).
 EVENTS_PREFIX = OURS + "events:"

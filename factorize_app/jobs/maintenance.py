@@ -22,6 +22,7 @@ from factorize_app.jobs.connection import CLOCK_KEYS, OUTAGE_GAP, lua, redis_cli
 from factorize_app.jobs.errors import translate_outages
 from factorize_app.jobs.ids import input_of
 from factorize_app.jobs.monitoring import beat_is_recent
+from factorize_app.jobs.states import ABORTED, CANCELED
 from factorize_app.tasks import task_types
 
 _TICK = lua("tick", "clock_tick")
@@ -124,3 +125,19 @@ def clean_stale_workers() -> list[str]:
                     pipe.srem(keys.workers_of(name), key)
         pipe.execute()
     return [key.removeprefix(keys.WORKER_PREFIX) for key, _ in stale]
+
+
+@translate_outages
+def upgrade_statuses() -> int:
+    """Jobs stored by an earlier version with `aborted` in RQ's status field (a word RQ's tools
+    cannot read) get RQ's `canceled` there and `aborted` in our own field. Run at a worker's
+    start; the aborted registries bound the look. Answers how many were mended."""
+    conn = redis_client()
+    mended = 0
+    for task_type in task_types():
+        for raw in conn.zrange(keys.aborted(task_type.name), 0, -1):
+            key = keys.job(raw.decode())
+            if conn.hget(key, "status") == ABORTED.encode():
+                conn.hset(key, mapping={"status": CANCELED, keys.STATE_FIELD: ABORTED})
+                mended += 1
+    return mended

@@ -24,6 +24,7 @@ from rq.utils import utcparse
 
 from factorize_app.jobs import keys
 from factorize_app.jobs.connection import lua, redis_client, rq_queue, script
+from factorize_app.jobs.diagnostics import setup_error, setup_failures
 from factorize_app.jobs.errors import FULL, QueueUnavailable, SubmitRefused, translate_outages, write_refusal
 from factorize_app.jobs.reconcile import reconcile
 from factorize_app.tasks import TaskType, task_types
@@ -40,11 +41,13 @@ def load(*, task_type: TaskType) -> int:
 
 @translate_outages
 def queue_stats() -> list[dict[str, Any]]:
-    """Per task type: queued, started, finished, failed, canceled and aborted jobs, and live workers;
+    """Per task type: queued, started, finished, failed, canceled and aborted jobs, live workers,
+    and its workers' failed model setup if they fail (else null; the traceback is in their log);
     after a look for what RQ's tools changed (on a full Redis, the counts as they stand)."""
     with contextlib.suppress(QueueUnavailable):
         reconcile()
     stats = []
+    failures = setup_failures()
     for task_type in task_types():
         queue = rq_queue(task_type.name)
         queued, started, workers = counts(task_type, with_workers=True)
@@ -60,6 +63,7 @@ def queue_stats() -> list[dict[str, Any]]:
                 "canceled": max(0, CanceledJobRegistry(queue=queue).count - aborted),
                 "aborted": aborted,
                 "workers": workers,
+                "setup_error": setup_error(failures.get(task_type.name)),
             }
         )
     return stats

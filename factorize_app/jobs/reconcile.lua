@@ -82,9 +82,11 @@ end
 redis.call('DEL', snapshot)
 add_all(snapshot, ids)
 
--- 2. No longer queued.
+-- 2. No longer queued. Every queued job is in RQ's list: an empty list (`rq empty`) means nothing
+-- the pending set holds is queued, so a larger chunk is looked at.
 local offset = tonumber(redis.call('HGET', cursors, 'pending')) or 0
-local members = redis.call('ZRANGE', pending, offset, offset + chunk - 1)
+local pending_chunk = redis.call('LLEN', list) == 0 and 20 * chunk or chunk
+local members = redis.call('ZRANGE', pending, offset, offset + pending_chunk - 1)
 local dropped = 0
 for _, id in ipairs(members) do
   local status, rq_status = status_of(id)
@@ -95,7 +97,7 @@ for _, id in ipairs(members) do
     if status then consider(id) end -- run by another worker class, or ended
   end
 end
-redis.call('HSET', cursors, 'pending', #members < chunk and 0 or offset + #members - dropped)
+redis.call('HSET', cursors, 'pending', #members < pending_chunk and 0 or offset + #members - dropped)
 
 -- 3. Queued by RQ.
 for _, id in ipairs(redis.call('LRANGE', list, -tail, -1)) do requeued(id) end

@@ -28,8 +28,8 @@ _EVENT = lua("reconcile_event", "append_event", "last_event_status")
 RECONCILE_SECONDS = 1.0
 # Ids of the pending set and of RQ's list looked at per look (the rest on later looks), and how
 # much of the list's tail, where RQ puts the jobs it queues, is looked at every time.
-CHUNK = 1000
-TAIL = 100
+CHUNK = 250
+TAIL = 50
 
 
 @translate_outages

@@ -16,7 +16,7 @@ import pytest
 import redis
 import requests
 
-from tests.conftest import PYTHON, ROOT, server_pid, service_env, wait_until, web_server
+from tests.conftest import PYTHON, ROOT, process_tree, server_pid, service_env, wait_until, web_server
 from tests.test_event_stream import read_events
 
 STREAM = {"Accept": "text/event-stream"}
@@ -30,6 +30,16 @@ def blocked_reads(redis_conn: redis.Redis) -> int:
         1 for client in redis_conn.client_list() if client["cmd"] == "xread" and "b" in client["flags"]
         and int(client["db"]) == db
     )  # fmt: skip
+
+
+def main_process(url: str) -> int:
+    """The server's main process (the one `docker stop` signals), which this test started: granian's
+    workers hold the listening socket and its main process does not, so conftest.server_pid()
+    finds a worker there; walk up to the child of this process."""
+    pid = server_pid(url)
+    while (parent := int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])) != os.getpid():
+        pid = parent
+    return pid
 
 
 def gone(pid: int) -> bool:
@@ -69,14 +79,16 @@ def test_a_stopping_server_answers_every_held_request_at_once_then_exits(server,
         # Three polls blocked in their XREAD, and the stream's dispatcher in its own.
         wait_until(lambda: blocked_reads(redis_conn) >= 4, timeout=30, what="every request to be held")
 
-        pid = server_pid(url)
+        pid = main_process(url)
+        workers = [child for child in process_tree(pid) if child != pid]
+        assert workers, "the server's own worker processes (they get the signal from it)"
         stopped = time.monotonic()
         os.kill(pid, signal.SIGTERM)
         rest = list(events)  # until the server ends the stream
         stream_ended = time.monotonic()
         for thread in threads:
             thread.join(30)
-        wait_until(lambda: gone(pid), timeout=30, what="the server to exit")
+        wait_until(lambda: all(gone(each) for each in [pid, *workers]), timeout=30, what="the server to exit")
         exited = time.monotonic()
 
     for name in holds:

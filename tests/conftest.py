@@ -41,6 +41,7 @@ SLOW_MODULES = (
     "test_docker_files.py",  # hadolint and docker compose on every file
     "test_event_stream.py",
     "test_fuzz.py",  # schemathesis over every operation: minutes
+    "test_graceful_shutdown.py",  # real servers (granian, gunicorn) stopped with held requests
     "test_full_redis.py",  # Redis filled to its maxmemory
     "test_kubernetes.py",  # kustomize and schema validation of every manifest
     "test_operator.py",

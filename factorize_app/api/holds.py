@@ -3,7 +3,8 @@
 Each held request keeps a server thread (WSGI), so one client alone could hold every thread and
 starve everyone, health probes included. A client holds at most MAX_HELD_PER_CLIENT at once; a
 request beyond that answers at once instead of waiting (its `Prefer: wait` is not applied; a
-stream sends the job's state and ends, and its client reconnects later).
+stream sends the job's state and ends, and its client reconnects later). A process that is
+stopping holds nothing at all (api/shutdown.py).
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import threading
 from collections.abc import Iterator
 
 from django.conf import settings
+
+from factorize_app.api.shutdown import draining
 
 
 class HeldRequests:
@@ -44,6 +47,11 @@ class HeldRequests:
         with self._lock:
             return self._held.get(client, 0)
 
+    def total(self) -> int:
+        """Every client's held requests (for the log line of a drain)."""
+        with self._lock:
+            return sum(self._held.values())
+
 
 HELD = HeldRequests()
 
@@ -51,11 +59,13 @@ HELD = HeldRequests()
 @contextlib.contextmanager
 def holding(client: str, wait: int | None) -> Iterator[int | None]:
     """The wait to apply to a request of `client`: `wait`, held as one of its requests until the
-    block ends, while it is under its cap; else None (answer at once, Prefer not applied)."""
+    block ends, while it is under its cap; else None (answer at once, Prefer not applied). A
+    process that is stopping holds nothing (api/shutdown.py), and the job service ends the waits
+    it was holding."""
     if not wait:
         yield wait
         return
-    if not HELD.take(client):
+    if draining() or not HELD.take(client):
         yield None
         return
     try:

@@ -14,7 +14,7 @@ workers run every second and each open stream at every keep-alive (in case none 
 stream holds a server thread (WSGI), so a process serves at most EVENT_STREAMS_MAX of them and
 answers 503 beyond, leaving threads for polls; and a client at its MAX_HELD_PER_CLIENT gets the
 job's state and the end of the stream at once (with a `retry:` for its reconnection), not a held
-one.
+one. A server that is stopping (api/shutdown.py) ends its streams the same way, at once.
 """
 
 from __future__ import annotations
@@ -37,12 +37,19 @@ from rest_framework.settings import api_settings
 from factorize_app import jobs
 from factorize_app.api.holds import HELD
 from factorize_app.api.responses import status_body
+from factorize_app.api.shutdown import draining
 from factorize_app.tasks import get_task_type
 
 EVENT_STREAM = "text/event-stream"
 KEEP_ALIVE = b": keep-alive\n\n"
 # What a stream answered at once (its client holds too many) tells EventSource: reconnect in 5 s.
 RECONNECT_LATER = b"retry: 5000\n\n"
+
+
+def reconnect_soon() -> bytes:
+    """What a stopping server's streams end with: reconnect after POLL_RETRY_AFTER (to another
+    server), as a poll answered by it is told by its `Retry-After`."""
+    return f"retry: {settings.POLL_RETRY_AFTER * 1000}\n\n".encode()
 
 
 class EventStreamRenderer(BaseRenderer):
@@ -128,7 +135,7 @@ def open_stream(request, job_id: str, *, client: str, owner: str = "") -> HttpRe
             status=status.HTTP_503_SERVICE_UNAVAILABLE,
             headers={"Retry-After": "5"},
         )
-    held = HELD.take(client)
+    held = not draining() and HELD.take(client)
     if not held:
         SLOTS.give_back()
         first = first or [(state, None)]
@@ -158,7 +165,7 @@ class _EventStream:
         if sent is not None and sent.done:
             return
         if self.client is None:
-            yield RECONNECT_LATER
+            yield reconnect_soon() if draining() else RECONNECT_LATER
             return
         self._watch = jobs.watch_events(job_id=self.job_id, after=self.cursor)
         base = self.state
@@ -172,6 +179,10 @@ class _EventStream:
                 next_keepalive = time.monotonic() + keepalive
                 if base.done:
                     return
+            if draining():  # the server is stopping: the state as it stands (no id: no new entry), and goodbye
+                yield _format(status_body(task_type, base), None)
+                yield reconnect_soon()
+                return
             now = time.monotonic()
             if now >= next_keepalive:
                 with contextlib.suppress(jobs.QueueUnavailable):

@@ -60,6 +60,7 @@ from factorize_app.jobs.ids import (
     task_type_of,
 )
 from factorize_app.jobs.monitoring import admit_new_jobs
+from factorize_app.jobs.release import released, wake_key
 from factorize_app.jobs.states import (
     ABORTED,
     ABORTED_ERROR,
@@ -352,15 +353,17 @@ def _wait_until_done(
 ) -> list[JobState]:
     """Block on the jobs' RQ result streams (XREAD; every waiter wakes when a worker writes a
     result), never spinning on Redis; then poll again. Re-polling at least every half JOB_TTL
-    keeps queued jobs alive while their client waits."""
+    keeps queued jobs alive while their client waits. The process's wake-up stream is read too:
+    a stopping server ends every wait at once (`release`)."""
     deadline = time.monotonic() + min(seconds, settings.MAX_WAIT)
     chunk = max(1.0, task_type.setting("job_ttl") / 2)
     seen: dict[str, str] = {}
-    while not all(state.done for state in states):
+    while not all(state.done for state in states) and not released():
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             break
         streams = {keys.results(s.job_id): seen.get(s.job_id, "0-0") for s in states if not s.done}
+        streams[wake_key()] = "0-0"
         block_ms = max(1, int(min(remaining, chunk) * 1000))
         for stream, entries in blocking_client().xread(streams, count=10, block=block_ms) or []:
             seen[stream.decode().removeprefix(keys.RESULTS_PREFIX)] = entries[-1][0]

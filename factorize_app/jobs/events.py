@@ -117,13 +117,14 @@ class EventWatch:
     """One response's view of a job's stream, fed by the dispatcher: the events newer than the
     last one it was given, in order, each once."""
 
-    def __init__(self, dispatcher: _Dispatcher, job_id: str, after: str) -> None:
+    def __init__(self, dispatcher: _Dispatcher, job_id: str, after: str, *, released: bool = False) -> None:
         self.job_id = job_id
         self._dispatcher = dispatcher
         self._after = event_id_key(after)
         self._pending: collections.deque[JobEvent] = collections.deque()
         self._ready = threading.Condition()
         self._closed = False
+        self._released = released  # the server is stopping: wait() no longer blocks
 
     def deliver(self, events: list[JobEvent]) -> None:
         with self._ready:
@@ -135,10 +136,17 @@ class EventWatch:
             if self._pending:
                 self._ready.notify_all()
 
-    def wait(self, timeout: float) -> list[JobEvent]:
-        """The events that arrived, waiting up to `timeout` seconds for the first one."""
+    def release(self) -> None:
+        """Make wait() return now, and never block again (see `release`)."""
         with self._ready:
-            if not self._pending:
+            self._released = True
+            self._ready.notify_all()
+
+    def wait(self, timeout: float) -> list[JobEvent]:
+        """The events that arrived, waiting up to `timeout` seconds for the first one (not at all
+        once released)."""
+        with self._ready:
+            if not self._pending and not self._released:
                 self._ready.wait(max(0.0, timeout))
             events = list(self._pending)
             self._pending.clear()
@@ -162,10 +170,11 @@ class _Dispatcher:
         self._wake_key = keys.events_wake(uuid.uuid4().hex)
         self._has_work = threading.Event()
         self._thread: threading.Thread | None = None
+        self._released = False
 
     def watch(self, job_id: str, after: str) -> EventWatch:
-        watch = EventWatch(self, job_id, after)
         with self._lock:
+            watch = EventWatch(self, job_id, after, released=self._released)
             watchers = self._watches.setdefault(job_id, set())
             watchers.add(watch)
             cursor = self._cursors.get(job_id)
@@ -179,6 +188,14 @@ class _Dispatcher:
         if wake:
             self._wake()
         return watch
+
+    def release(self) -> None:
+        """Wake every watch's wait, now and from now on (the server is stopping)."""
+        with self._lock:
+            self._released = True
+            watches = [watch for watchers in self._watches.values() for watch in watchers]
+        for watch in watches:
+            watch.release()
 
     def unwatch(self, watch: EventWatch) -> None:
         with self._lock:

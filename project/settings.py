@@ -335,6 +335,10 @@ JOB_ID_KEY = env_str("JOB_ID_KEY", "")
 # MAX_BATCH fits in it (6000/minute is the 100 a second of a steady client).
 THROTTLE_SUBMIT = env_str("THROTTLE_SUBMIT", "6000/minute")
 THROTTLE_POLL = env_str("THROTTLE_POLL", "200/second")
+# Failed authentications (unknown, revoked or malformed API keys) per client address (an IPv6
+# /64 counts as one) and web process; past it, that address's keys are answered 429 without a
+# database lookup until the window ends (a key already verified still works). Empty: no limit.
+THROTTLE_AUTH_FAILURES = env_str("THROTTLE_AUTH_FAILURES", "20/minute")
 # Completion webhooks (`"webhook": "<url>"` on a submit). Deliveries are signed as Standard
 # Webhooks specify with WEBHOOK_SECRET (`whsec_<base64 key>`; empty: webhooks are refused), sent
 # only to the hosts of WEBHOOK_ALLOWED_HOSTS (comma-separated `host` or `host:port`; empty:

@@ -6,6 +6,8 @@ never an anonymous request, so no client can invent an identity (or a fresh one 
 Key lookups are cached in process for API_KEY_CACHE_SECONDS (a revocation takes effect within
 that), failed ones too, so neither a valid nor a bogus key costs a database query per request;
 uses are counted in memory and written at most every API_KEY_USE_FLUSH_SECONDS per key and process.
+Failed authentications are counted per address: past THROTTLE_AUTH_FAILURES, an address's keys
+are answered 429 without a lookup (random keys would otherwise cost one query each).
 
 `identify(meta)` works on a WSGI environ and on request.META alike (the lean lane has no
 request object); it remembers its answer in `meta`, so a request is identified, and its key's
@@ -15,7 +17,9 @@ use counted, once however many callers ask.
 from __future__ import annotations
 
 import atexit
+import ipaddress
 import logging
+import math
 import os
 import threading
 import time
@@ -29,8 +33,9 @@ from django.db import DatabaseError, close_old_connections, connection
 from django.db.models import F
 from django.http import JsonResponse
 from rest_framework.authentication import BaseAuthentication, SessionAuthentication
-from rest_framework.exceptions import APIException, AuthenticationFailed
+from rest_framework.exceptions import APIException, AuthenticationFailed, Throttled
 from rest_framework.permissions import BasePermission
+from rest_framework.throttling import SimpleRateThrottle
 
 from factorize_app.api.clients import client_address
 from factorize_app.models import KEY_PATTERN, MAX_KEY_LENGTH, ApiKey, key_digest
@@ -45,6 +50,15 @@ WWW_AUTHENTICATE = "Bearer"
 
 class InvalidApiKey(Exception):
     """A request presented a key that is malformed, unknown or revoked."""
+
+
+class TooManyFailedAuthentications(InvalidApiKey):
+    """The request's address failed to authenticate THROTTLE_AUTH_FAILURES times in the current
+    window: its key is not looked up (429, `retry_after` seconds)."""
+
+    def __init__(self, retry_after: int) -> None:
+        super().__init__(f"too many failed authentications from this address; retry in {retry_after} s")
+        self.retry_after = retry_after
 
 
 @dataclass(frozen=True)
@@ -70,7 +84,7 @@ def identify(meta) -> ClientIdentity:
     if key is None:
         identity = ClientIdentity(name="address-" + client_address(meta))
     else:
-        identity = key_identity(key)
+        identity = key_identity(key, address=client_address(meta))
         USES.count(identity.key_id)
     meta[IDENTITY_KEY] = identity
     return identity
@@ -116,17 +130,31 @@ def presented_key(meta) -> str | None:
     return credentials.strip()
 
 
-def key_identity(key: str) -> ClientIdentity:
-    """The identity of a valid key; InvalidApiKey otherwise (a malformed one costs no lookup)."""
-    if len(key) > MAX_KEY_LENGTH or not KEY_PATTERN.fullmatch(key):
-        raise InvalidApiKey("Invalid API key.")
-    digest = key_digest(key)
+def key_identity(key: str, *, address: str = "") -> ClientIdentity:
+    """The identity of a valid key; InvalidApiKey otherwise (a malformed one costs no lookup).
+    Each failure counts against `address` (the client's); past THROTTLE_AUTH_FAILURES in the
+    window, any key this process has not verified is TooManyFailedAuthentications, unlooked-up."""
     ttl = settings.API_KEY_CACHE_SECONDS
     now = time.monotonic()
-    if ttl > 0:
+    digest = key_digest(key) if len(key) <= MAX_KEY_LENGTH else ""
+    if ttl > 0 and digest:
         identity = _VALID_KEYS.get(digest, now)
         if identity is not None:
             return identity
+    retry_after = FAILURES.retry_after(address)
+    if retry_after is not None:
+        raise TooManyFailedAuthentications(retry_after)
+    try:
+        return _verify(key, digest, ttl, now)
+    except InvalidApiKey:
+        FAILURES.count(address)
+        raise
+
+
+def _verify(key: str, digest: str, ttl: float, now: float) -> ClientIdentity:
+    if not digest or not KEY_PATTERN.fullmatch(key):
+        raise InvalidApiKey("Invalid API key.")
+    if ttl > 0:
         refusal = _REFUSED_KEYS.get(digest, now)
         if refusal is not None:
             raise InvalidApiKey(refusal)
@@ -193,6 +221,74 @@ class ExpiringCache:
 
 _VALID_KEYS = ExpiringCache(max_entries=CACHE_ENTRIES)
 _REFUSED_KEYS = ExpiringCache(max_entries=CACHE_ENTRIES)
+
+
+class FailedAuthentications:
+    """Failed authentications per address and fixed window (THROTTLE_AUTH_FAILURES, DRF's rate
+    syntax), counted in this process: past the limit, an address's unverified keys are refused
+    (429) without a database lookup until the window ends. An IPv6 client counts by its /64 (one
+    host holds a whole /64), so fresh addresses buy no fresh lookups. At most CACHE_ENTRIES
+    addresses are tracked (the least recently failing are forgotten first)."""
+
+    def __init__(self, *, max_entries: int = CACHE_ENTRIES) -> None:
+        self.max_entries = max_entries
+        self._counts: OrderedDict[str, tuple[int, int]] = OrderedDict()  # address -> (window number, failures)
+        self._lock = threading.Lock()
+
+    def retry_after(self, address: str) -> int | None:
+        """Seconds until `address` may try a key again, or None if it may now."""
+        rate = _failure_rate()
+        if rate is None:
+            return None
+        limit, window = rate
+        now = time.time()
+        slot = now // window
+        with self._lock:
+            counted = self._counts.get(_address_group(address))
+        if counted is None or counted[0] != slot or counted[1] < limit:
+            return None
+        return max(1, math.ceil((slot + 1) * window - now))
+
+    def count(self, address: str) -> None:
+        rate = _failure_rate()
+        if rate is None:
+            return
+        slot = time.time() // rate[1]
+        group = _address_group(address)
+        with self._lock:
+            counted = self._counts.get(group)
+            failures = counted[1] + 1 if counted is not None and counted[0] == slot else 1
+            self._counts[group] = (slot, failures)
+            self._counts.move_to_end(group)
+            while len(self._counts) > self.max_entries:
+                self._counts.popitem(last=False)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._counts.clear()
+
+
+def _failure_rate() -> tuple[int, int] | None:
+    rate = settings.THROTTLE_AUTH_FAILURES
+    if not rate:
+        return None
+    return SimpleRateThrottle.parse_rate(None, rate)
+
+
+def _address_group(address: str) -> str:
+    """An IPv4 address itself, an IPv6 address's /64 (IPv4-mapped ones as IPv4)."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address
+    if ip.version == 6:
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.ip_network(f"{ip}/64", strict=False))
+    return address
+
+
+FAILURES = FailedAuthentications()
 
 
 def forget_key(digest: str) -> None:
@@ -282,6 +378,8 @@ class ApiKeyAuthentication(BaseAuthentication):
     def authenticate(self, request):
         try:
             identity = identify(request.META)
+        except TooManyFailedAuthentications as exc:
+            raise Throttled(wait=exc.retry_after, detail=f"Request was throttled: {exc}.") from None
         except InvalidApiKey as exc:
             raise AuthenticationFailed(str(exc)) from None
         except DatabaseError as exc:
@@ -322,6 +420,10 @@ def key_or_staff_refusal(request) -> JsonResponse | None:
     """For a plain Django view (/metrics): None for a valid key or a staff session, else the 401."""
     try:
         identity = identify(request.META)
+    except TooManyFailedAuthentications as exc:
+        response = JsonResponse({"detail": f"Request was throttled: {exc}."}, status=429)
+        response["Retry-After"] = str(exc.retry_after)
+        return response
     except InvalidApiKey as exc:
         return _unauthorized(str(exc))
     if identity.key_id is not None or (request.user.is_authenticated and request.user.is_staff):

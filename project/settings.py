@@ -323,6 +323,18 @@ if QUEUE_ORDER not in ("fair", "fifo"):
 # 0: no cap of its own, the fair share of workers still applies). API keys may override both.
 MAX_QUEUED_PER_CLIENT = env_int("MAX_QUEUED_PER_CLIENT", 10000)
 MAX_RUNNING_PER_CLIENT = env_int("MAX_RUNNING_PER_CLIENT", 0)
+# Per client (its API key, else its address): the Redis memory its jobs may hold at once, queued
+# inputs and kept results together (factorize_app/jobs/budgets.py); a submit of new jobs beyond
+# it is a 429 naming REDIS_CLIENT_SHARE, until its oldest jobs' records expire. The budget is
+# REDIS_CLIENT_BYTES if above 0, else REDIS_CLIENT_SHARE of Redis's maxmemory (no maxmemory: no
+# budget); each new job is charged REDIS_JOB_BYTES (measured: 11.8 KB for a finished
+# factorization's job hash, registries, owners, events and result) plus twice its input's JSON.
+try:
+    REDIS_CLIENT_SHARE = float(env_str("REDIS_CLIENT_SHARE", "0.1"))
+except ValueError:
+    raise ImproperlyConfigured("REDIS_CLIENT_SHARE must be a number (a fraction of maxmemory).") from None
+REDIS_CLIENT_BYTES = env_int("REDIS_CLIENT_BYTES", 0)
+REDIS_JOB_BYTES = env_int("REDIS_JOB_BYTES", 12_000)
 # Per client and web process: requests held open at once (long polls, event streams); beyond
 # it a request answers at once (its Prefer: wait is not applied; a stream sends its state and ends).
 MAX_HELD_PER_CLIENT = env_int("MAX_HELD_PER_CLIENT", 32)

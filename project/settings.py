@@ -105,6 +105,12 @@ if any("://" not in origin for origin in CSRF_TRUSTED_ORIGINS):
 # inputs of the longest numbers (about 120 bytes each) several times over.
 MAX_REQUEST_BYTES = env_int("MAX_REQUEST_BYTES", 1024 * 1024)
 DATA_UPLOAD_MAX_MEMORY_SIZE = MAX_REQUEST_BYTES
+# Per web process: bytes of request bodies above LARGE_BODY_BYTES (batches) read and parsed at
+# once; a large body that does not fit is answered 503 (Retry-After: 1) before it is read, so a
+# process's memory stays bounded however many large bodies arrive together (a 1 MB batch of 1,000
+# items costs 12-15 MB while parsed, validated and answered). 0: no budget.
+BODY_MEMORY_BUDGET = env_int("BODY_MEMORY_BUDGET", 4 * 1024 * 1024)
+LARGE_BODY_BYTES = env_int("LARGE_BODY_BYTES", 64 * 1024)
 
 INSTALLED_APPS = [
     # Listed before django_rq so that its `rqworker` command (all queues by default) wins.
@@ -126,6 +132,7 @@ MIDDLEWARE = [
     "factorize_app.api.metrics.RequestMetricsMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "factorize_app.api.middleware.RequestBodyLimitMiddleware",
+    "factorize_app.api.bodies.LargeBodyBudgetMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",

@@ -18,6 +18,7 @@ from django.test import override_settings
 from factorize_app import jobs
 from factorize_app.jobs import budgets
 from factorize_app.jobs.budgets import BudgetExceeded, job_bytes
+from factorize_app.models import ApiKey
 from factorize_app.tasks import get_task_type
 from tests.conftest import wait_until, web_server
 from tests.test_redis_outage import OwnRedis
@@ -108,6 +109,17 @@ def test_the_api_answers_429_naming_the_budget(api, redis_conn, settings):
     single = api.post("/factorize", inputs(4, 1)[0], format="json")
     assert single.status_code == 429 and single.json()["limit"] == "REDIS_CLIENT_SHARE"
     assert api.post("/factorize", inputs(0, 1)[0], format="json").status_code == 202, "a poll still answers"
+
+
+@pytest.mark.django_db
+def test_an_api_keys_own_budget_applies_to_its_requests(api, redis_conn, settings):
+    settings.REDIS_CLIENT_BYTES = budget_for(1)
+    _, plaintext = ApiKey.create_key(name="big results", max_redis_bytes=budget_for(3))
+    keyed = {"HTTP_AUTHORIZATION": f"Bearer {plaintext}"}
+    assert api.post("/factorize/batch", {"items": inputs(0, 3)}, format="json", **keyed).status_code == 200
+    refused = api.post("/factorize", inputs(3, 1)[0], format="json", **keyed)
+    assert refused.status_code == 429 and refused.json()["max"] == budget_for(3)
+    assert api.post("/factorize/batch", {"items": inputs(10, 2)}, format="json").status_code == 429, "the default"
 
 
 # --- End to end: a hostile client on a capped Redis --------------------------------------------

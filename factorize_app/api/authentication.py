@@ -70,6 +70,7 @@ class ClientIdentity:
     staff: bool = False
     max_queued: int | None = None  # a key's own caps; None: the settings' per-client defaults
     max_running: int | None = None
+    max_redis_bytes: int | None = None
 
 
 def identify(meta) -> ClientIdentity:
@@ -170,13 +171,21 @@ def _verify(key: str, digest: str, ttl: float, now: float) -> ClientIdentity:
 
 
 def _look_up(digest: str) -> tuple[ClientIdentity | None, str]:
-    api_key = ApiKey.objects.filter(digest=digest).only("pk", "revoked_at", "max_queued", "max_running").first()
+    api_key = (
+        ApiKey.objects.filter(digest=digest)
+        .only("pk", "revoked_at", "max_queued", "max_running", "max_redis_bytes")
+        .first()
+    )
     if api_key is None:
         return None, "Invalid API key."
     if api_key.revoked_at is not None:
         return None, "The API key has been revoked."
     identity = ClientIdentity(
-        name=f"key-{api_key.pk}", key_id=api_key.pk, max_queued=api_key.max_queued, max_running=api_key.max_running
+        name=f"key-{api_key.pk}",
+        key_id=api_key.pk,
+        max_queued=api_key.max_queued,
+        max_running=api_key.max_running,
+        max_redis_bytes=api_key.max_redis_bytes,
     )
     return identity, ""
 

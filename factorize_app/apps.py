@@ -11,7 +11,10 @@ class FactorizeAppConfig(AppConfig):
     verbose_name = "Job queue"
 
     def ready(self) -> None:
+        from factorize_app.jobs.connection import install_bounded_resolver
         from factorize_app.tasks import task_types
+
+        install_bounded_resolver()  # before any Redis connection: name resolution bounded too
 
         # One RQ queue per task type, named after it: derived here so that a task type is
         # declared in one place (its module, listed in TASK_TYPES) and nowhere else.

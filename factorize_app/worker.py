@@ -229,9 +229,9 @@ class WarmWorker(RecoverableCleaning, SimpleWorker):
         for name in jobs.clean_stale_workers():
             logger.info("unregistered a worker that stopped heartbeating", extra={"worker": name})
         jobs.recount_running()
-        restored = jobs.sweep_queue()
-        if restored:
-            logger.info("queued jobs lost in a Redis outage enqueued again", extra={"jobs": restored})
+        swept = jobs.sweep_queue()
+        if swept.restored:
+            logger.info(swept.describe(), extra={"jobs": swept.restored, "gap_seconds": round(swept.gap, 1)})
 
     def work(
         self,

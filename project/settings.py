@@ -23,6 +23,7 @@ from project.env import (
     redis_url_with_options,
 )
 from project.log_format import logging_config
+from project.task_discovery import discover_task_types
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -297,13 +298,12 @@ if not REDIS_MEMORY_HIGH_WATER > 0:
 
 # Where models that are trained or downloaded once keep their files (the digits classifier).
 MODEL_DIR = env_str("MODEL_DIR", str(BASE_DIR / ".run" / "models"))
-# Registered task types: dotted paths to `TaskType` objects. Their names are the RQ queue names.
-DEFAULT_TASK_TYPES = [
-    "factorize_app.tasks.factorization.TASK_TYPE",
-    "factorize_app.tasks.primes.TASK_TYPE",
-    "factorize_app.tasks.digits.TASK_TYPE",
-]
-TASK_TYPES = env_list("TASK_TYPES", DEFAULT_TASK_TYPES)
+# Registered task types: every package under factorize_app/tasks/ that declares a TASK_TYPE, in
+# order of name (the order of the queues a worker for several takes from). Their names are the RQ
+# queue names. TASK_TYPES narrows or extends the set: dotted paths of TaskType objects or folder
+# names ("digits,primes"), where `*` stands for every discovered one ("*,bench.task_types.NOOP").
+DEFAULT_TASK_TYPES = discover_task_types(BASE_DIR / "factorize_app" / "tasks")
+TASK_TYPES = env_list("TASK_TYPES", DEFAULT_TASK_TYPES) or DEFAULT_TASK_TYPES  # empty: as unset
 # How long a queued job that nobody polls waits before it expires unrun; every poll extends it.
 JOB_TTL = env_int("JOB_TTL", 60)
 # How long a finished job's result answers a repeated POST without running again.
@@ -345,8 +345,10 @@ REDIS_JOB_BYTES = env_int("REDIS_JOB_BYTES", 12_000)
 # Per client and web process: requests held open at once (long polls, event streams); beyond
 # it a request answers at once (its Prefer: wait is not applied; a stream sends its state and ends).
 MAX_HELD_PER_CLIENT = env_int("MAX_HELD_PER_CLIENT", 32)
-# The key of job ids' HMAC (ids no one can compute from a guessed input); empty: derived from
-# SECRET_KEY. Changing either changes every id (queued jobs keep theirs; new submits get new ones).
+# The key of job ids' HMAC (ids no one can compute from a guessed input). Empty (the default): the
+# deployment's own key, made once and kept in Redis beside the jobs (factorize:job-id-key), apart
+# from SECRET_KEY, which can then be rotated freely. Set: it overrides the stored key; changing it
+# changes every id (existing jobs then answer 404 and fail when they run).
 JOB_ID_KEY = env_str("JOB_ID_KEY", "")
 # Requests per client (DRF's rate syntax: "N/second", "N/minute", ...; empty: no limit).
 # Submits are POSTs (a repeated POST is also the seed's poll); polls are GETs of jobs and queues.

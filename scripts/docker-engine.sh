@@ -46,10 +46,32 @@ our_dockerd_pid() {
     printf '%s\n' "$pid"
 }
 
+# Another apt-get (unattended upgrades, a provisioning script) may hold the package locks: wait
+# for them (up to APT_LOCK_TIMEOUT seconds) rather than fail at once.
+APT_LOCK_TIMEOUT="${APT_LOCK_TIMEOUT:-300}"
+
+# `apt-get update` does not wait for its lock (the package lists') even with DPkg::Lock::Timeout
+# (apt 2.6): it is retried while another apt holds it.
+apt_update() {
+    local deadline=$((SECONDS + APT_LOCK_TIMEOUT)) errors
+    errors="$(mktemp)"
+    until apt-get -o "DPkg::Lock::Timeout=$APT_LOCK_TIMEOUT" update -q 2>"$errors" >&2; do
+        if ! grep -q "Could not get lock" "$errors" || ((SECONDS >= deadline)); then
+            cat "$errors" >&2
+            rm -f "$errors"
+            return 1
+        fi
+        sleep 2
+    done
+    cat "$errors" >&2
+    rm -f "$errors"
+}
+
 apt_install() {
-    log "apt-get install $*"
-    apt-get update -q >&2
-    DEBIAN_FRONTEND=noninteractive NEEDRESTART_SUSPEND=1 apt-get install -y -q "$@" >&2
+    log "apt-get install $* (waiting up to ${APT_LOCK_TIMEOUT} s for the package lock)"
+    apt_update
+    DEBIAN_FRONTEND=noninteractive NEEDRESTART_SUSPEND=1 \
+        apt-get -o "DPkg::Lock::Timeout=$APT_LOCK_TIMEOUT" install -y -q "$@" >&2
 }
 
 ensure_docker_packages() {

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.conftest import PYTHON, ROOT, dead_redis_url, poll_until_done, service_env, web_server
+from tests.conftest import PYTHON, ROOT, dead_redis_url, poll_until_done, queue_named, service_env, web_server
 
 SEED_RESULT = {
     "factorization": [[2, 3], [3, 1], [73, 1], [233, 1]],
@@ -253,7 +253,7 @@ def test_a_form_or_multipart_body_with_a_repeated_field_is_refused_naming_it(liv
     assert submit.status_code == 400 and "Sent 2 times" in submit.json()["number"][0], submit.text
     form = requests.post(f"{live_url}/factorize", data="number=95&number=96", headers=FORM)
     assert form.status_code == 400 and set(form.json()) == {"number"}, form.text
-    assert requests.get(f"{live_url}/queues").json()[0]["queued"] == 0
+    assert queue_named(requests.get(f"{live_url}/queues").json(), "factorization")["queued"] == 0
     once = requests.post(f"{live_url}/factorize", data="number=97", headers=FORM)  # the HTML form's post
     assert once.status_code == 202 and once.json()["number"] == 97
 
@@ -297,7 +297,7 @@ def test_a_generated_client_submits_a_batch_once_and_a_webhook_filter_as_a_list(
         assert batch.status_code == 200, batch.content
         results = batch.parsed.results
         assert [item.number for item in results] == [81, 82, 83]
-        assert requests.get(f"{url}/queues").json()[0]["queued"] == 3
+        assert queue_named(requests.get(f"{url}/queues").json(), "factorization")["queued"] == 3
 
         events = [WebhookEventsFilterEnum.START, WebhookEventsFilterEnum.COMPLETED]
         body = FactorizationInput(number=84, webhook="http://127.0.0.1:9/hook", webhook_events_filter=events)

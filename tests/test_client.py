@@ -1,4 +1,5 @@
-"""The command-line client (`python -m factorize_app.client`) against the live service, run as a user runs it.
+"""The command-line client through its old name (`python -m factorize_app.client`, a shim that runs
+the factorize-client package's `factorize` command) against the live service, run as a user runs it.
 
 Every test starts the client as a subprocess on the real web server (`live_url`, or one of its
 own), with real `manage.py rqworker` processes, and reads its output lines, its exit status
@@ -61,7 +62,8 @@ def assert_plain(result: subprocess.CompletedProcess) -> None:
 
 
 def test_the_client_sends_only_ascii_digits_as_numbers():
-    from factorize_app.client import json_number
+    sys.path.insert(0, str(ROOT / "client"))  # the package's checkout copy, as the shim finds it
+    from factorize_client.inputs import json_number
 
     assert json_number("408216") == 408216
     for token in ("١٢", "１２", "²", "1e5", "0x1f"):
@@ -197,6 +199,8 @@ def test_redis_down_is_retried_a_bounded_number_of_times_then_exits_2():
         result = run_client(url, "--retries", "1", "408216", timeout=60)
     assert result.returncode == 2
     assert "unavailable (503)" in result.stderr and "Traceback" not in result.stderr, result.stderr
+    # The wait before the retry is said, for as long as the 503's Retry-After asks.
+    assert "waiting 5 s: the service is unavailable (503)" in result.stderr, result.stderr
 
 
 @contextmanager
@@ -280,3 +284,24 @@ def test_watch_prints_a_running_jobs_progress(live_url, start_worker):
     assert result.returncode == 2  # out of time, as asked: the job is still running
     assert f"{hard}: ECM, curve " in result.stderr and "%)" in result.stderr, result.stderr
     worker.stop(signal.SIGKILL)
+
+
+def test_the_old_name_says_where_the_client_went_when_it_is_missing(tmp_path):
+    """A copy of the service without client/ (and no factorize-client installed): one line, exit 2."""
+    package = tmp_path / "factorize_app"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "client.py").write_text((ROOT / "factorize_app" / "client.py").read_text())
+    result = subprocess.run(
+        [sys.executable, "-m", "factorize_app.client", "408216"],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        "python -m factorize_app.client: the client moved to the factorize-client package: "
+        "`pip install ./client`, then run `factorize`"
+    ]

@@ -21,7 +21,9 @@ import requests
 from rq.suspension import resume, suspend
 from rq.worker import Worker
 
-from tests.conftest import ROOT, free_port, poll_until_done, wait_until, web_server
+from factorize_app.jobs import keys
+from factorize_app.jobs.connection import OUTAGE_GAP
+from tests.conftest import ROOT, free_port, poll_until_done, queue_named, wait_until, web_server
 
 SOCKET_TIMEOUT = 1  # REDIS_SOCKET_TIMEOUT of the services under test
 ANSWER_BOUND = 30  # seconds: far above what a bounded timeout gives, far below a hang
@@ -189,7 +191,7 @@ def test_services_ride_out_a_redis_outage(own_redis, start_worker, capsys):
         assert fresh["status"] == "finished", fresh
         assert worker.process.poll() is None
         wait_until(
-            lambda: requests.get(f"{url}/queues", timeout=10).json()[0]["workers"] == 1,
+            lambda: queue_named(requests.get(f"{url}/queues", timeout=10).json(), "factorization")["workers"] == 1,
             timeout=60,
             what="the worker to count as live again in /queues",
         )
@@ -201,3 +203,76 @@ def test_services_ride_out_a_redis_outage(own_redis, start_worker, capsys):
             f"survived; whole test {time.monotonic() - started:.1f} s"
         )
         print(f"  hung: { {k: round(v, 2) for k, v in hung.items()} }")
+
+
+# A sitecustomize for the service subprocesses: the name in HANG_HOST resolves as a stopped
+# container's name does in Docker (the resolver answers EAI_AGAIN after HANG_SECONDS), every other
+# name as usual. It wraps socket.getaddrinfo itself, under whatever the service builds on it.
+HANGING_RESOLVER = """
+import os, socket, time
+_real = socket.getaddrinfo
+def getaddrinfo(host, *args, **kwargs):
+    if host == os.environ.get("HANG_HOST"):
+        time.sleep(float(os.environ["HANG_SECONDS"]))
+        raise socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")
+    return _real(host, *args, **kwargs)
+socket.getaddrinfo = getaddrinfo
+"""
+
+
+def test_a_redis_name_that_does_not_resolve_answers_503_within_the_socket_timeout(tmp_path, capsys):
+    (tmp_path / "sitecustomize.py").write_text(HANGING_RESOLVER)
+    env = {
+        "PYTHONPATH": str(tmp_path),
+        "HANG_HOST": "redis.stopped.test",
+        "HANG_SECONDS": "10",
+        "REDIS_SOCKET_TIMEOUT": str(SOCKET_TIMEOUT),
+        **NO_THROTTLE,
+    }
+    bound = SOCKET_TIMEOUT + 1
+    slowest = 0.0
+    with web_server("redis://redis.stopped.test:6379/0", **env) as url:
+        job_id = "factorization-" + "0" * 32
+        with requests.Session() as session:
+            for method, path, kwargs in [
+                ("GET", f"/jobs/{job_id}", {}),
+                ("POST", "/factorize", {"json": {"number": 1234567}}),
+                ("GET", f"/jobs/{job_id}", {}),
+                ("GET", "/queues", {}),
+                ("GET", "/readyz", {}),
+            ] * 3:  # the first asks while a lookup runs; later ones while it overran, or a new one
+                started = time.monotonic()
+                response = session.request(method, f"{url}{path}", timeout=ANSWER_BOUND, **kwargs)
+                elapsed = time.monotonic() - started
+                assert response.status_code == 503, (method, path, response.text[:300])
+                slowest = max(slowest, elapsed)
+                assert elapsed < bound, f"{method} {path} answered in {elapsed:.1f} s (bound {bound} s)"
+                assert "resolv" in response.text or "unavailable" in response.text, response.text[:300]
+    with capsys.disabled():
+        print(f"\nunresolvable Redis name (lookups hang 10 s): 503 in at most {slowest:.2f} s (bound {bound} s)")
+
+
+def test_queues_counts_the_jobs_kept_for_the_workers_while_none_runs(api, settings, redis_conn, start_worker):
+    """With every worker stopped and no client polling, queued jobs' hashes expire (JOB_TTL) but
+    their inputs are kept: the next worker enqueues them again. /queues counts them meanwhile, and
+    the worker's log says why they expired (Redis was up: nothing served the queue)."""
+    settings.JOB_TTL = 2
+    ids = [api.post("/factorize", {"number": n}, format="json").json()["job_id"] for n in (1001, 1003, 1007)]
+    wait_until(
+        lambda: (
+            not any(redis_conn.exists(f"rq:job:{job_id}") for job_id in ids)
+            and time.time() - float(redis_conn.get(keys.CLOCK)) > OUTAGE_GAP
+        ),
+        timeout=30,
+        what="the unpolled jobs to expire with no worker running",
+    )
+    queues = {queue["name"]: queue for queue in api.get("/queues").json()}
+    assert queues["factorization"]["queued"] == 3, queues["factorization"]
+    worker = start_worker("factorization", JOB_TTL="2")
+    wait_until(lambda: "enqueued again" in worker.log, timeout=30, what="the worker's sweep")
+    for job_id in ids:
+        done = poll_until_done(lambda job_id=job_id: api.get(f"/jobs/{job_id}"), what=f"{job_id} to finish")
+        assert done["status"] == "finished"
+    assert "while nothing served the queue" in worker.log, worker.log[-2000:]
+    assert "Redis was down" not in worker.log
+    assert {queue["name"]: queue for queue in api.get("/queues").json()}["factorization"]["queued"] == 0

@@ -207,6 +207,6 @@ def test_a_worker_mends_the_aborted_status_an_earlier_version_stored(api, redis_
     redis_conn.hdel(keys.job(job_id), keys.STATE_FIELD)
     assert status(api, job_id) == "aborted"  # our clients saw it so all along
     start_worker("slow_setup")
-    wait_until(lambda: Job.fetch(job_id, connection=redis_conn).get_status() == JobStatus.CANCELED,
-               what="the worker to mend it")  # fmt: skip
+    wait_until(lambda: redis_conn.hget(keys.job(job_id), "status") == b"canceled", what="the worker to mend it")
+    assert Job.fetch(job_id, connection=redis_conn).get_status() == JobStatus.CANCELED
     assert status(api, job_id) == "aborted"

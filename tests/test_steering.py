@@ -9,7 +9,7 @@ import pytest
 from rq.worker import Worker
 from sympy import nextprime
 
-from tests.conftest import submit, wait_done, wait_until
+from tests.conftest import queue_of, submit, wait_done, wait_until
 
 HARD = nextprime(10**19) * nextprime(3 * 10**20)  # seconds of ECM: it is surely running when stopped
 
@@ -40,7 +40,7 @@ def test_delete_of_a_queued_job_cancels_it_and_pollers_see_it(api):
     body = status_of(api, job_id)
     assert (body["done"], body["status"], body["error"]) == (True, "canceled", "canceled")
     assert api.delete(f"/jobs/{job_id}").status_code == 409
-    assert api.get("/queues").json()[0]["canceled"] == 1
+    assert queue_of(api, "factorization")["canceled"] == 1
 
 
 def test_cancel_after_aborts_a_queued_job_and_stops_a_running_one(api, redis_conn, start_worker):
@@ -56,7 +56,7 @@ def test_cancel_after_aborts_a_queued_job_and_stops_a_running_one(api, redis_con
     running = api.post("/sleepy", {"seconds": 2.9, "tag": "late"}, format="json", HTTP_CANCEL_AFTER="1").json()
     ended = wait_until(lambda: (body := status_of(api, running["job_id"]))["done"] and body, timeout=10)
     assert ended["status"] == "canceled" and "deadline" in ended["error"]
-    factorization = api.get("/queues").json()[0]
+    factorization = queue_of(api, "factorization")
     assert (factorization["aborted"], factorization["canceled"]) == (1, 0)
 
 

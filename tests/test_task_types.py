@@ -3,19 +3,24 @@
 import pytest
 from django.conf import settings
 from django.urls import reverse
+from django.utils.module_loading import import_string
 from sympy import primepi
 
 from factorize_app.tasks import TaskTypeError, task_types
 from factorize_app.tasks.factorization.model import Factorizer
 from factorize_app.tasks.primes.model import PrimeCounter
 from factorize_app.tasks.registry import _registry
+from project.task_discovery import discover_task_types
+
+TEST_ONLY = ["slow_setup", "sleepy", "failing", "batched", "slow_batch", "crashing"]  # tests/settings.py
 
 
 def test_queues_and_urls_derive_from_the_registry():
     names = [t.name for t in task_types()]
-    assert names == [
-        "factorization", "primes", "digits", "slow_setup", "sleepy", "failing", "batched", "slow_batch", "crashing"
-    ]
+    # Every model found under factorize_app/tasks/, in order of folder name, then the test-only types.
+    folders = [path.split(".")[2] for path in settings.DEFAULT_TASK_TYPES]
+    assert folders == sorted(folders) and {"digits", "factorization", "primes"} <= set(folders)
+    assert names == [import_string(path).name for path in settings.DEFAULT_TASK_TYPES] + TEST_ONLY
     assert sorted(settings.RQ_QUEUES) == sorted(names)
     for task_type in task_types():
         assert reverse(f"{task_type.name}-list") == f"/{task_type.path}"
@@ -60,6 +65,46 @@ def test_bad_registrations_fail_with_a_clear_error(settings, entries, message):
             task_types()
     finally:
         _registry.cache_clear()  # the settings fixture restores TASK_TYPES after the test
+
+
+def test_every_task_package_is_discovered_and_nothing_else(tmp_path):
+    packages = {
+        "zeta": "TASK_TYPE = TaskType(...)\n",
+        "alpha": "from factorize_app.tasks.alpha.declaration import TASK_TYPE\n",
+        "typed": "TASK_TYPE: TaskType = make()\n",
+        "broken": "TASK_TYPE = (\n",  # the import reports what is wrong, rather than the type vanishing
+        "helpers": "SHARED = 1\n",  # a package of shared code, no task type
+        "_private": "TASK_TYPE = None\n",
+        "not-a-package": "TASK_TYPE = None\n",
+    }
+    for folder, text in packages.items():
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "__init__.py").write_text(text)
+    (tmp_path / "no_init").mkdir()
+    (tmp_path / "module.py").write_text("TASK_TYPE = None\n")
+    found = discover_task_types(tmp_path, package="p")
+    assert found == [f"p.{name}.TASK_TYPE" for name in ("alpha", "broken", "typed", "zeta")]
+
+
+@pytest.mark.parametrize(
+    "entries, expected",
+    [
+        (["primes"], ["primes"]),  # a folder name narrows to that model
+        (["factorize_app.tasks.digits.TASK_TYPE", "tests.task_types.SLEEPY"], ["digits", "sleepy"]),
+        # `*`: every discovered model, but for one listed on its own, which keeps its place.
+        (["primes", "*", "tests.task_types.SLEEPY"], ["primes", "...", "sleepy"]),
+    ],
+)
+def test_task_types_narrow_or_extend_the_discovered_set(settings, entries, expected):
+    discovered = [import_string(path).name for path in settings.DEFAULT_TASK_TYPES]
+    if "..." in expected:
+        expected = ["primes", *(name for name in discovered if name != "primes"), "sleepy"]
+    settings.TASK_TYPES = entries
+    _registry.cache_clear()
+    try:
+        assert [task_type.name for task_type in task_types()] == expected
+    finally:
+        _registry.cache_clear()
 
 
 def test_factorization_reports_its_stages_and_agrees_with_sympy():

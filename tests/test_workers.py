@@ -7,7 +7,7 @@ from django.conf import settings
 from rq.worker import Worker
 
 from factorize_app.tasks import task_types
-from tests.conftest import submit, wait_done, wait_until
+from tests.conftest import queue_of, submit, wait_done, wait_until
 from tests.task_types import SETUP_COUNTER
 
 
@@ -65,10 +65,10 @@ def test_rqworker_without_queue_names_listens_to_every_task_type_and_delivers_we
 def test_a_killed_worker_stops_counting_within_three_heartbeats_and_leaves_the_listing(api, redis_conn, start_worker):
     survivor = start_worker("factorization")
     doomed = start_worker("factorization")
-    assert api.get("/queues").json()[0]["workers"] == 2
+    assert queue_of(api, "factorization")["workers"] == 2
     doomed.stop(signal.SIGKILL)  # no chance to unregister: RQ's key would live for 420 s
     killed_at = time.monotonic()
-    wait_until(lambda: api.get("/queues").json()[0]["workers"] == 1, timeout=10, what="/queues to drop it")
+    wait_until(lambda: queue_of(api, "factorization")["workers"] == 1, timeout=10, what="/queues to drop it")
     # WORKER_HEARTBEAT is 1 s in the tests: counted live for at most 3 beats (plus a poll's slack).
     assert time.monotonic() - killed_at < 3 * settings.WORKER_HEARTBEAT + 1.5
     # The survivor's maintenance unregisters it, so RQ's (and the dashboard's) listing drops it too.

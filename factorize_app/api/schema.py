@@ -12,6 +12,7 @@ from functools import cache
 from drf_spectacular.extensions import OpenApiSerializerFieldExtension
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import (
+    OpenApiExample,
     OpenApiParameter,
     OpenApiResponse,
     PolymorphicProxySerializer,
@@ -208,6 +209,21 @@ def _with_webhook(serializer: type[serializers.Serializer]) -> type[serializers.
     return type(serializer.__name__, (serializer, WebhookSerializer), {"__doc__": serializer.__doc__})
 
 
+def request_examples(task_type: TaskType) -> list[OpenApiExample]:
+    """The type's declared example inputs, as the submit's request examples (the first is the
+    one Swagger UI fills in)."""
+    return [
+        OpenApiExample(f"Example {number}", value=example, request_only=True)
+        for number, example in enumerate(task_type.examples, start=1)
+    ]
+
+
+def batch_examples(task_type: TaskType) -> list[OpenApiExample]:
+    if not task_type.examples:
+        return []
+    return [OpenApiExample("The examples", value={"items": list(task_type.examples)}, request_only=True)]
+
+
 def task_view_schema(task_type: TaskType):
     """The schema of a task type's endpoints: GET (what it is), POST (submit-or-poll) and its batch."""
     from factorize_app.api.serializers import batch_serializer
@@ -226,6 +242,7 @@ def task_view_schema(task_type: TaskType):
             "item gets its own `errors` and the rest still run. With `Prefer: wait=N`, holds until every item "
             "is done or N seconds pass.",
             request=batch_serializer(task_type),
+            examples=batch_examples(task_type),
             responses={200: batch_answer_serializer(task_type), 400: VALIDATION_ERROR, 429: THROTTLED, 503: OUTAGE},
             parameters=[*PREFER_WAIT, CANCEL_AFTER],
         ),
@@ -234,6 +251,7 @@ def task_view_schema(task_type: TaskType):
             summary=f"Submit or poll a {task_type.name} job",
             description=f"{task_type.description} Posting the same input again is the poll.",
             request=submit_serializer(task_type),
+            examples=request_examples(task_type),
             responses={
                 200: OpenApiResponse(body, description="Done: finished (with the result) or failed (with `error`)."),
                 202: OpenApiResponse(body, description="Queued or running: poll again after `Retry-After`."),

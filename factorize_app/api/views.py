@@ -24,7 +24,7 @@ from factorize_app.api.responses import (
     sync_response,
 )
 from factorize_app.api.schema import job_view_schema, queue_view_schema, task_view_schema
-from factorize_app.api.serializers import batch_serializer
+from factorize_app.api.serializers import batch_serializer, form_input, form_serializer
 from factorize_app.api.streams import JOB_RENDERERS, errors_as_json, open_stream, wants_stream
 from factorize_app.api.throttling import SUBMIT, ClientRateThrottle, rate_limit
 from factorize_app.api.webhooks import subscribe, take_webhook, webhooks_body
@@ -47,7 +47,8 @@ class TaskViewSet(viewsets.GenericViewSet):
         return task_view_schema(task_type)(viewset)
 
     def get_serializer_class(self):
-        return batch_serializer(self.task_type) if self.action == "batch" else self.task_type.input_serializer
+        # The input's own serializer validates (TaskType.validate); this one shows the HTML form.
+        return batch_serializer(self.task_type) if self.action == "batch" else form_serializer(self.task_type)
 
     def list(self, request):
         """What this endpoint computes, and its current load."""
@@ -55,7 +56,8 @@ class TaskViewSet(viewsets.GenericViewSet):
         return Response({"name": self.task_type.name, "description": self.task_type.description, "load": load})
 
     def create(self, request):
-        body, webhook = take_webhook(request.data)  # not part of the input: the job id ignores them
+        # The webhook fields are not part of the input: the job id ignores them.
+        body, webhook = take_webhook(form_input(self.task_type, request.data))
         data = self.task_type.validate(body)  # as the lean lane and each batch item
         if settings.EXECUTION_MODE == "sync":
             return sync_response(self.task_type, self.perform_compute(data))

@@ -51,7 +51,14 @@ from factorize_app.jobs.errors import (
     translate_outages,
     write_refusal,
 )
-from factorize_app.jobs.ids import description_for, input_of, job_id_for, queued_input, task_type_of
+from factorize_app.jobs.ids import (
+    description_for,
+    input_of,
+    job_id_for,
+    keep_stored_key,
+    queued_input,
+    task_type_of,
+)
 from factorize_app.jobs.monitoring import admit_new_jobs
 from factorize_app.jobs.states import (
     ABORTED,
@@ -233,6 +240,7 @@ def enqueue(
                 return
             redis_time, micros = pipe.time()
             pipe.multi()
+            keep_stored_key(pipe)
             # Deadlines first, so a worker that starts a job at once removes its deadline for good.
             pipe.zadd(keys.pending(task_type.name), {job_id: redis_time + job_ttl for job_id in new_jobs})
             pipe.hset(

@@ -5,18 +5,27 @@ The scripts are the `.lua` files of this package, read once (at import, by the m
 them) and loaded into Redis on first use (EVALSHA, loaded again after a Redis restart). Those
 that serve the queue start with `clock_tick.lua` (see `maintenance`). The hot path's script
 runs on a connection of the calling thread's own (`run_script`).
+
+Name resolution is bounded by the socket timeout too (`BoundedResolver`), which the socket
+options alone do not do: with the Redis container stopped, Docker's resolver takes 10 s to say
+EAI_AGAIN, and redis-py retries a failed connect ten times.
 """
 
 from __future__ import annotations
 
 import functools
+import ipaddress
+import socket
 import threading
+import time
+import types
 from pathlib import Path
 from typing import Any
 
 import django_rq
 import hiredis
 import redis
+import redis.connection
 from django.conf import settings
 
 from factorize_app.jobs import keys
@@ -107,3 +116,83 @@ def blocking_client() -> redis.Redis:
         connection_class=pool.connection_class, max_connections=pool.max_connections, **kwargs
     )
     return redis.Redis(connection_pool=blocking_pool)
+
+
+class BoundedResolver:
+    """getaddrinfo with a deadline, for redis-py's connections.
+
+    Each lookup runs in a thread of its own; the caller waits at most REDIS_SOCKET_TIMEOUT for it.
+    One lookup per name is under way at a time: callers asking while it runs join it, and once
+    it has overrun the deadline they fail at once (rather than each wait again, and redis-py's
+    retries with them), until it ends. No earlier answer stands in for a late one: the name of a
+    stopped container resolves to nothing, and its old address would only cost a connect timeout.
+    """
+
+    def __init__(self, resolve=None) -> None:
+        self._resolve = resolve  # the real getaddrinfo, looked up at call time when None
+        self._lock = threading.Lock()
+        self._running: dict[tuple, tuple[float, threading.Event, list]] = {}
+
+    def getaddrinfo(self, host, port, *args, **kwargs):
+        resolve = self._resolve or socket.getaddrinfo
+        if not isinstance(host, str) or _is_address(host):
+            return resolve(host, port, *args, **kwargs)
+        request = (host, port, args, tuple(sorted(kwargs.items())))
+        timeout = float(settings.REDIS_SOCKET_TIMEOUT)
+        now = time.monotonic()
+        with self._lock:
+            running = self._running.get(request)
+            if running is None:
+                running = (now, threading.Event(), [])
+                self._running[request] = running
+                threading.Thread(
+                    target=self._lookup, args=(request, running, resolve), name=f"resolve {host}", daemon=True
+                ).start()
+        started, done, outcome = running
+        done.wait(max(0.0, started + timeout - now))
+        if not outcome:
+            raise socket.gaierror(socket.EAI_AGAIN, f"resolving {host} took more than {timeout:g} s")
+        kind, value = outcome[0]
+        if kind == "error":
+            raise value
+        return value
+
+    def _lookup(self, request: tuple, running: tuple, resolve) -> None:
+        host, port, args, kwargs = request
+        try:
+            answer = resolve(host, port, *args, **dict(kwargs))
+            outcome = ("ok", answer)
+        except OSError as exc:
+            outcome = ("error", exc)
+        with self._lock:
+            self._running.pop(request, None)
+        running[2].append(outcome)
+        running[1].set()
+
+
+def _is_address(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host.partition("%")[0])
+    except ValueError:
+        return False
+    return True
+
+
+def install_bounded_resolver() -> None:
+    """Give redis-py's connection module (every client of ours, RQ's, django-rq's, the sentinels')
+    a `socket` whose getaddrinfo is bounded; the rest is the socket module itself."""
+    if isinstance(redis.connection.socket, _SocketWithBoundedResolver):
+        return
+    redis.connection.socket = _SocketWithBoundedResolver()
+
+
+class _SocketWithBoundedResolver(types.ModuleType):
+    def __init__(self) -> None:
+        super().__init__("socket")
+        self.getaddrinfo = BoundedResolver().getaddrinfo
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(socket, name)
+
+
+install_bounded_resolver()

@@ -138,6 +138,8 @@ EVENTS_PREFIX = OURS + "events:"
 EVENTS_WAKE_PREFIX = OURS + "events-wake:"
 # What RQ's tools did behind our back, looked for (jobs.reconcile).
 RECONCILE_PREFIX = OURS + "reconcile:"
+# The deployment's job id key (hex), stored once (jobs.ids), unless JOB_ID_KEY is set.
+JOB_ID_KEY = OURS + "job-id-key"
 
 
 def pending(name: str) -> str:

@@ -1,13 +1,23 @@
--- Live pending = queued jobs whose deadline is ahead + running jobs. With a third key (the queue's
+-- Live pending = queued jobs whose deadline is ahead + running jobs. With a fifth key (the queue's
 -- worker set), also each registered worker's last heartbeat (RQ's timestamp; '' if none) and Redis
 -- time, for the caller to count the workers that beat lately. Read-only: it answers on a full Redis.
--- KEYS: the type's pending set, its StartedJobRegistry[, its workers set].
+-- Queued jobs that expired while nothing served the queue (the clock is stale, or a recorded
+-- outage is not swept yet) still count: the next worker's sweep enqueues them again (maintenance.py).
+-- KEYS: the type's pending set, its StartedJobRegistry, the clock, the outages[, its workers set].
+-- ARGV: the outage gap.
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1e6
-local counts = {redis.call('ZCOUNT', KEYS[1], '(' .. now, '+inf'), redis.call('ZCARD', KEYS[2])}
-if KEYS[3] then
+local since = now
+local last = tonumber(redis.call('GET', KEYS[3]) or '')
+if last and now - last > tonumber(ARGV[1]) then since = last end
+for _, outage in ipairs(redis.call('LRANGE', KEYS[4], 0, -1)) do
+  local start = tonumber(string.match(outage, '^(%S+)'))
+  if start and start < since then since = start end
+end
+local counts = {redis.call('ZCOUNT', KEYS[1], '(' .. since, '+inf'), redis.call('ZCARD', KEYS[2])}
+if KEYS[5] then
   local beats = {}
-  for _, worker_key in ipairs(redis.call('SMEMBERS', KEYS[3])) do
+  for _, worker_key in ipairs(redis.call('SMEMBERS', KEYS[5])) do
     local fields = redis.call('HMGET', worker_key, 'last_heartbeat', 'death')
     if fields[1] and not fields[2] then beats[#beats + 1] = fields[1] end
   end

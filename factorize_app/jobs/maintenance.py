@@ -12,6 +12,7 @@ after.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from redis.exceptions import WatchError
@@ -30,14 +31,33 @@ _SWEEP = lua("sweep", "clock_tick")
 _RECOUNT = lua("recount")
 
 
+@dataclasses.dataclass(frozen=True)
+class Swept:
+    """What a sweep brought back, and the gap they expired in: its length, and whether Redis
+    itself restarted in it (else Redis was up, and no process served the queue or reached it)."""
+
+    restored: int = 0
+    gap: float = 0.0
+    redis_restarted: bool = False
+
+    def describe(self) -> str:
+        if self.redis_restarted:
+            return f"queued jobs that expired while Redis was down ({self.gap:.0f} s) enqueued again"
+        return (
+            f"queued jobs that expired while nothing served the queue for {self.gap:.0f} s "
+            "(no worker ran and no client polled, or none could reach Redis) enqueued again"
+        )
+
+
 @translate_outages
-def sweep_queue(*, limit: int = 1000) -> int:
+def sweep_queue(*, limit: int = 1000) -> Swept:
     """Re-enqueue the jobs that expired during outages, forget those that expired unpolled (at
-    most `limit` expired jobs of each type looked at). Answers how many came back."""
+    most `limit` expired jobs of each type looked at). Answers how many came back, and from what."""
     conn = redis_client()
     script(_TICK)(keys=CLOCK_KEYS, args=[OUTAGE_GAP])  # records an outage that ends now, if any
     outages = conn.lrange(keys.OUTAGES, 0, -1)
     outage_start = min((float(entry.split()[0]) for entry in outages), default=None)
+    outage_end = max((float(entry.split()[1]) for entry in outages), default=None)
     restored = 0
     for task_type in task_types():
         name = task_type.name
@@ -55,7 +75,11 @@ def sweep_queue(*, limit: int = 1000) -> int:
             restored += len(new_jobs)
     if outages:
         conn.ltrim(keys.OUTAGES, len(outages), -1)
-    return restored
+    if not restored:
+        return Swept()
+    # Redis up since before the gap began: it was not down (the queue was only left unserved).
+    started_at = conn.time()[0] - int(conn.info("server")["uptime_in_seconds"])
+    return Swept(restored, outage_end - outage_start, redis_restarted=started_at > outage_start)
 
 
 @translate_outages

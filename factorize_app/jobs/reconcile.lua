@@ -82,22 +82,26 @@ end
 redis.call('DEL', snapshot)
 add_all(snapshot, ids)
 
--- 2. No longer queued. Every queued job is in RQ's list: an empty list (`rq empty`) means nothing
--- the pending set holds is queued, so a larger chunk is looked at.
+-- 2. No longer queued. A job whose hash is gone by its deadline expired (no one polled it) and is
+-- left to the workers' sweep, which enqueues it again if the queue was unserved meanwhile (an
+-- outage, see maintenance.py) and forgets it otherwise; one gone before its deadline was deleted.
+-- Every queued job is in RQ's list: an empty list (`rq empty`) means nothing the pending set holds
+-- is queued, so a larger chunk is looked at.
 local offset = tonumber(redis.call('HGET', cursors, 'pending')) or 0
 local pending_chunk = redis.call('LLEN', list) == 0 and 20 * chunk or chunk
-local members = redis.call('ZRANGE', pending, offset, offset + pending_chunk - 1)
+local members = redis.call('ZRANGE', pending, offset, offset + pending_chunk - 1, 'WITHSCORES')
 local dropped = 0
-for _, id in ipairs(members) do
+for i = 1, #members, 2 do
+  local id, deadline = members[i], tonumber(members[i + 1])
   local status, rq_status = status_of(id)
-  if rq_status ~= QUEUED then
+  if rq_status ~= QUEUED and (rq_status or deadline > now + 1) then
     redis.call('ZREM', pending, id)
     redis.call('HDEL', inputs, id)
     dropped = dropped + 1
     if status then consider(id) end -- run by another worker class, or ended
   end
 end
-redis.call('HSET', cursors, 'pending', #members < pending_chunk and 0 or offset + #members - dropped)
+redis.call('HSET', cursors, 'pending', #members < 2 * pending_chunk and 0 or offset + #members / 2 - dropped)
 
 -- 3. Queued by RQ.
 for _, id in ipairs(redis.call('LRANGE', list, -tail, -1)) do requeued(id) end

@@ -1,9 +1,9 @@
 """Task types: what the service computes. Plain computation; no Redis, no HTTP.
 
-Adding a model means one package: a declaration (its `__init__.py` builds a `TaskType`, importing
-only what the service needs), an implementation module (the model, with its heavy imports), and,
-if it needs them, its own requirements file; then one line in the `TASK_TYPES` setting. URLs,
-queues, workers and docs derive from the registry.
+Adding a model means one package, found by its folder (`manage.py startmodel NAME` writes one): a
+declaration (its `__init__.py` builds a `TaskType`, importing only what the service needs), an
+implementation module (the model, with its heavy imports), and, if it needs them, its own
+requirements file. URLs, queues, workers and docs derive from the registry.
 """
 
 from factorize_app.tasks.registry import (

@@ -79,3 +79,13 @@ class WholeNumberField(serializers.Field):
 
     def to_representation(self, value: int) -> int:
         return int(value)
+
+
+class TextField(serializers.CharField):
+    """A JSON string, and only that: DRF's CharField takes the number 12 as "12", although the
+    schema it documents says `type: string` (so fuzzers rightly call it a contract breach)."""
+
+    def to_internal_value(self, data: Any) -> str:
+        if not isinstance(data, str):
+            self.fail("invalid")
+        return super().to_internal_value(data)

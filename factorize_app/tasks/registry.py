@@ -1,4 +1,5 @@
-"""The registry of task types, loaded from the `TASK_TYPES` setting.
+"""The registry of task types: those the `TASK_TYPES` setting names, by default every package
+under factorize_app/tasks/ that declares a TASK_TYPE (project/task_discovery.py).
 
 A task type's declaration (name, path, serializers, TTLs, timeout) is what the service itself
 needs, and imports nothing beyond the service's own requirements; its implementation (the model:
@@ -169,11 +170,26 @@ class UnknownTaskType(LookupError):
     pass
 
 
+def registered_paths() -> list[str]:
+    """TASK_TYPES as dotted paths: a folder name is its package's TASK_TYPE, and `*` every type
+    discovered under factorize_app/tasks/ (DEFAULT_TASK_TYPES) not also listed on its own."""
+    entries = [
+        entry if "." in entry or entry == "*" else f"{__package__}.{entry}.TASK_TYPE" for entry in settings.TASK_TYPES
+    ]
+    paths = []
+    for entry in entries:
+        if entry == "*":
+            paths += [path for path in settings.DEFAULT_TASK_TYPES if path not in entries and path not in paths]
+        else:
+            paths.append(entry)
+    return paths
+
+
 @cache
 def _registry() -> Mapping[str, TaskType]:
     registry: dict[str, TaskType] = {}
     paths: set[str] = set()
-    for dotted in settings.TASK_TYPES:
+    for dotted in registered_paths():
         try:
             task_type = import_string(dotted)
         except ImportError as exc:

@@ -24,7 +24,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from rest_framework.test import APIClient
 
-from factorize_app.api import authentication
+from factorize_app.api import auth_failures, authentication
 from factorize_app.api.authentication import (
     ClientIdentity,
     ExpiringCache,
@@ -449,7 +449,7 @@ def test_the_failure_count_is_bounded_and_ends_with_its_window(monkeypatch, sett
     settings.THROTTLE_AUTH_FAILURES = "2/minute"
     failures = FailedAuthentications(max_entries=3)
     now = [600.0]
-    monkeypatch.setattr(authentication.time, "time", lambda: now[0])
+    monkeypatch.setattr(auth_failures.time, "time", lambda: now[0])
     for _ in range(2):
         failures.count("10.0.0.1")
     assert failures.retry_after("10.0.0.1") == 60

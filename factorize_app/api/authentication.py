@@ -17,9 +17,7 @@ use counted, once however many callers ask.
 from __future__ import annotations
 
 import atexit
-import ipaddress
 import logging
-import math
 import os
 import threading
 import time
@@ -35,8 +33,8 @@ from django.http import JsonResponse
 from rest_framework.authentication import BaseAuthentication, SessionAuthentication
 from rest_framework.exceptions import APIException, AuthenticationFailed, Throttled
 from rest_framework.permissions import BasePermission
-from rest_framework.throttling import SimpleRateThrottle
 
+from factorize_app.api.auth_failures import FailedAuthentications
 from factorize_app.api.clients import client_address
 from factorize_app.models import KEY_PATTERN, MAX_KEY_LENGTH, ApiKey, key_digest
 
@@ -230,71 +228,6 @@ class ExpiringCache:
 
 _VALID_KEYS = ExpiringCache(max_entries=CACHE_ENTRIES)
 _REFUSED_KEYS = ExpiringCache(max_entries=CACHE_ENTRIES)
-
-
-class FailedAuthentications:
-    """Failed authentications per address and fixed window (THROTTLE_AUTH_FAILURES, DRF's rate
-    syntax), counted in this process: past the limit, an address's unverified keys are refused
-    (429) without a database lookup until the window ends. An IPv6 client counts by its /64 (one
-    host holds a whole /64), so fresh addresses buy no fresh lookups. At most CACHE_ENTRIES
-    addresses are tracked (the least recently failing are forgotten first)."""
-
-    def __init__(self, *, max_entries: int = CACHE_ENTRIES) -> None:
-        self.max_entries = max_entries
-        self._counts: OrderedDict[str, tuple[int, int]] = OrderedDict()  # address -> (window number, failures)
-        self._lock = threading.Lock()
-
-    def retry_after(self, address: str) -> int | None:
-        """Seconds until `address` may try a key again, or None if it may now."""
-        rate = _failure_rate()
-        if rate is None:
-            return None
-        limit, window = rate
-        now = time.time()
-        slot = now // window
-        with self._lock:
-            counted = self._counts.get(_address_group(address))
-        if counted is None or counted[0] != slot or counted[1] < limit:
-            return None
-        return max(1, math.ceil((slot + 1) * window - now))
-
-    def count(self, address: str) -> None:
-        rate = _failure_rate()
-        if rate is None:
-            return
-        slot = time.time() // rate[1]
-        group = _address_group(address)
-        with self._lock:
-            counted = self._counts.get(group)
-            failures = counted[1] + 1 if counted is not None and counted[0] == slot else 1
-            self._counts[group] = (slot, failures)
-            self._counts.move_to_end(group)
-            while len(self._counts) > self.max_entries:
-                self._counts.popitem(last=False)
-
-    def clear(self) -> None:
-        with self._lock:
-            self._counts.clear()
-
-
-def _failure_rate() -> tuple[int, int] | None:
-    rate = settings.THROTTLE_AUTH_FAILURES
-    if not rate:
-        return None
-    return SimpleRateThrottle.parse_rate(None, rate)
-
-
-def _address_group(address: str) -> str:
-    """An IPv4 address itself, an IPv6 address's /64 (IPv4-mapped ones as IPv4)."""
-    try:
-        ip = ipaddress.ip_address(address)
-    except ValueError:
-        return address
-    if ip.version == 6:
-        if ip.ipv4_mapped is not None:
-            return str(ip.ipv4_mapped)
-        return str(ipaddress.ip_network(f"{ip}/64", strict=False))
-    return address
 
 
 FAILURES = FailedAuthentications()

@@ -30,6 +30,7 @@ from typing import Any
 from django.conf import settings
 from django.http import HttpResponse, StreamingHttpResponse
 from rest_framework import status
+from rest_framework.exceptions import ValidationError
 from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.response import Response
 from rest_framework.settings import api_settings
@@ -108,7 +109,10 @@ def open_stream(request, job_id: str, *, client: str, owner: str = "") -> HttpRe
     `client` (held as one of its requests); with `owner`, a job it does not own is a 404."""
     # Errors below (an unknown job, Redis down) are answered as JSON, not as an event stream.
     request.accepted_renderer, request.accepted_media_type = JSONRenderer(), JSONRenderer.media_type
-    after = jobs.valid_event_id(request.META.get("HTTP_LAST_EVENT_ID"))
+    try:
+        after = jobs.valid_event_id(request.META.get("HTTP_LAST_EVENT_ID"))
+    except ValueError as exc:  # malformed, or past 64 bits (which Redis would answer with an error)
+        raise ValidationError({"Last-Event-ID": [str(exc)]}) from None
     latest = jobs.latest_event(job_id=job_id) if after is None else None
     state = jobs.get_status(job_id=job_id, owner=owner)  # after the latest event: nothing between is lost
     if after is None:

@@ -29,7 +29,7 @@ from rq.job import Job, Retry
 from rq.utils import now as rq_now
 from rq.utils import utcformat
 
-from factorize_app.jobs import events, keys
+from factorize_app.jobs import budgets, events, keys
 from factorize_app.jobs.connection import (
     CLOCK_KEYS,
     OUTAGE_GAP,
@@ -321,6 +321,8 @@ def _submit_batch(
             ]
         admit_new_jobs()
         _check_queued_cap(task_type, client, len(missing), limits or ClientLimits())
+        budgets.charge(task_type=task_type, client=client, new_inputs=[inputs[job_id] for job_id in missing],
+                       budget=(limits or ClientLimits()).redis_bytes)  # fmt: skip
         enqueue(task_type, {job_id: inputs[job_id] for job_id in missing}, client, cancel_after, limits)
     raise QueueUnavailable(f"{len(missing)} jobs kept changing under concurrent requests; try again")
 

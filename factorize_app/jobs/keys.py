@@ -115,6 +115,7 @@ FAIR_PREFIX = OURS + "fair:"
 OWNERS_PREFIX = OURS + "owners:"
 # A client's request counter for one rate-limit window.
 THROTTLE_PREFIX = OURS + "throttle:"
+BUDGET_PREFIX = OURS + "budget:"  # bytes a client's jobs hold, per expiry slot (jobs/budgets.py)
 ABORTED_PREFIX = OURS + "aborted:"
 STOP_PREFIX = OURS + "stop:"
 # Fields of ours in RQ's job hash (fields, not keys; read by poll.lua and take.lua by these names).
@@ -260,3 +261,8 @@ def webhook_client(owner: str) -> str:
 
 def webhook_delivery(delivery_id: str) -> str:
     return WEBHOOK_DELIVERY_PREFIX + delivery_id
+
+
+def budget(client: str, slot: int) -> str:
+    """Bytes charged to a client's jobs whose records expire within expiry slot `slot`."""
+    return f"{BUDGET_PREFIX}{client}:{slot}"

@@ -12,9 +12,11 @@ a queued job alive and refreshes `load`. Changes RQ's own tools make (its cleanu
 whose worker died, `rq requeue`) get their events, with ids, from `jobs.reconcile`, which the
 workers run every second and each open stream at every keep-alive (in case none does). Each
 stream holds a server thread (WSGI), so a process serves at most EVENT_STREAMS_MAX of them and
-answers 503 beyond, leaving threads for polls; and a client at its MAX_HELD_PER_CLIENT gets the
-job's state and the end of the stream at once (with a `retry:` for its reconnection), not a held
-one. A server that is stopping (api/shutdown.py) ends its streams the same way, at once.
+answers 503 beyond, leaving threads for polls; and a client at its MAX_HELD_PER_CLIENT, or any
+client while the process holds MAX_HELD_REQUESTS requests (streams, long polls and waiting
+submits together: api/holds.py), gets the job's state and the end of the stream at once (with a
+`retry:` for its reconnection), not a held one. A server that is stopping (api/shutdown.py)
+ends its streams the same way, at once.
 """
 
 from __future__ import annotations

@@ -731,13 +731,17 @@ class _LeaseKeeper:
 
     def _yield_if_fair(self) -> dict[str, str]:
         """A job running alone for long is handed back when its client holds more than its fair
-        share of the type's workers while another client's job waits (jobs.yield_worker)."""
+        share of the type's workers, or every worker runs a long job and its client is the
+        heaviest, while another client's job waits (jobs.yield_worker)."""
         running, since = self._batch.running_alone()
-        if running is None or time.monotonic() - since < hand_back_after():
+        ran = time.monotonic() - since
+        if running is None or ran < hand_back_after():
             return {}
         try:
-            started_at = time.time() - (time.monotonic() - since)
-            if jobs.yield_worker(worker_name=self._worker.name, job=running, started_at=started_at):
+            started_at = time.time() - ran
+            if jobs.yield_worker(
+                worker_name=self._worker.name, job=running, started_at=started_at, ran=ran, grace=hand_back_after()
+            ):
                 logger.info("giving the worker back to another client", extra={"job_id": running.job_id})
                 return {running.job_id: YIELDED}
         except jobs.QueueUnavailable:

@@ -347,8 +347,10 @@ REDIS_JOB_BYTES = env_int("REDIS_JOB_BYTES", 12_000)
 MAX_HELD_PER_CLIENT = env_int("MAX_HELD_PER_CLIENT", 32)
 # Per web process, all clients together: requests held open at once (long polls, waiting submits,
 # event streams), below the server's WEB_THREADS so that health probes and ordinary polls always
-# find a thread; beyond it a request answers at once, as beyond the per-client cap.
-MAX_HELD_REQUESTS = env_int("MAX_HELD_REQUESTS", max(1, env_int("WEB_THREADS", 640) - 64))  # serve.sh's default
+# find a thread (64 of them, or a quarter of a smaller server's); beyond it a request answers at
+# once, as beyond the per-client cap.
+_WEB_THREADS = env_int("WEB_THREADS", 640)  # serve.sh's default
+MAX_HELD_REQUESTS = env_int("MAX_HELD_REQUESTS", max(1, _WEB_THREADS - min(64, _WEB_THREADS // 4)))
 # The key of job ids' HMAC (ids no one can compute from a guessed input). Empty (the default): the
 # deployment's own key, made once and kept in Redis beside the jobs (factorize:job-id-key), apart
 # from SECRET_KEY, which can then be rotated freely. Set: it overrides the stored key; changing it

@@ -263,16 +263,26 @@ def _settle(
 
 
 @translate_outages
-def yield_worker(*, worker_name: str, job: TakenJob, started_at: float) -> bool:
-    """Whether this worker's long-running `job` is to be handed back so that another client's
-    waiting job gets the worker (its client holds more than its fair share of the type's
-    workers, and it is that client's youngest job); asking registers it as a long job's holder."""
+def yield_worker(*, worker_name: str, job: TakenJob, started_at: float, ran: float, grace: float) -> bool:
+    """Whether this worker's long-running `job` (running `ran` seconds) is to be handed back so
+    that another client's waiting job gets the worker (rebalance.lua): its client holds more than
+    its fair share of the type's workers, or every worker runs a long job while a client with
+    nothing running waits and its client is the heaviest; and it is that client's youngest job
+    that may be handed back (one handed back k times only after `grace` * 2^k seconds). Asking
+    registers it as a long job's holder."""
     if not job.client:
         return False
     name = job.task_name
     reply = script(_REBALANCE)(
-        keys=[keys.fair_holders(name), keys.fair_waiting(name), keys.workers_of(name)],
-        args=[keys.worker(worker_name), job.client, f"{started_at:.6f}"],
+        keys=[
+            keys.fair_holders(name),
+            keys.fair_waiting(name),
+            keys.workers_of(name),
+            keys.fair_used(name),
+            keys.fair_running(name),
+            keys.job(job.job_id),
+        ],
+        args=[keys.worker(worker_name), job.client, f"{started_at:.6f}", f"{ran:.6f}", f"{grace:.6f}"],
     )
     return reply == 1
 

@@ -113,6 +113,9 @@ DURATION_PREFIX = OURS + "metrics:job_duration:"
 FAIR_PREFIX = OURS + "fair:"
 # The clients that submitted a job: its owners (who may cancel, retry and, with keys, read it).
 OWNERS_PREFIX = OURS + "owners:"
+# Each owner's Cancel-After deadline of a job (owner -> Unix time, or "none"): the job's own
+# (DEADLINE_FIELD) is the latest of them, none while any owner set none.
+DEADLINES_PREFIX = OURS + "deadlines:"
 # A client's request counter for one rate-limit window.
 THROTTLE_PREFIX = OURS + "throttle:"
 BUDGET_PREFIX = OURS + "budget:"  # bytes a client's jobs hold, per expiry slot (jobs/budgets.py)
@@ -185,6 +188,10 @@ def fair_holders(name: str) -> str:
 
 def owners(job_id: str) -> str:
     return OWNERS_PREFIX + job_id
+
+
+def deadlines(job_id: str) -> str:
+    return DEADLINES_PREFIX + job_id
 
 
 def fair_clients_prefix(name: str) -> str:

@@ -321,7 +321,8 @@ SYNC_PROCESSES = env_int("SYNC_PROCESSES", 1)
 MAX_BATCH = env_int("MAX_BATCH", 1000)
 # fair: workers serve the clients of a task type by least worker time used (a client is its API
 # key, else its address), so one client's 10,000 jobs do not hold up everyone else's, and a client
-# holding more than its share of workers gives one back to a waiting client; fifo: first come, first served.
+# holding more than its share of workers (or the heaviest, when long jobs hold every worker and a
+# client with nothing running waits) gives one back to a waiting client; fifo: first come, first served.
 QUEUE_ORDER = env_str("QUEUE_ORDER", "fair")
 if QUEUE_ORDER not in ("fair", "fifo"):
     raise ImproperlyConfigured(f"QUEUE_ORDER must be fair or fifo, got {QUEUE_ORDER!r}.")

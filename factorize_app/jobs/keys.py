@@ -182,7 +182,8 @@ def fair_caps(name: str) -> str:
 
 
 def fair_holders(name: str) -> str:
-    """Hash: worker name -> "<client> <start>" while it runs one of the client's jobs for long."""
+    """Hash: worker name -> "<may be handed back: 1/0> <start> <client>" while it runs one of the
+    client's jobs for long (rebalance.lua)."""
     return f"{FAIR_PREFIX}{name}:holders"
 
 

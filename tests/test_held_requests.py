@@ -155,3 +155,14 @@ def test_past_the_process_bound_submits_polls_and_streams_answer_at_once(redis_c
     assert stream.status_code == 200 and stream.text.startswith("event: status")
     assert '"status":"queued"' in stream.text and stream.text.endswith("retry: 5000\n\n")
     assert held.headers["Preference-Applied"] == "wait=1"
+
+
+def test_the_process_bound_counts_every_clients_held_requests_together(settings):
+    from factorize_app.api.holds import HeldRequests
+
+    settings.MAX_HELD_PER_CLIENT, settings.MAX_HELD_REQUESTS = 5, 3
+    held = HeldRequests()
+    assert [held.take(f"10.0.0.{i}") for i in range(4)] == [True, True, True, False]  # each within its own cap
+    held.give_back("10.0.0.1")
+    assert held.take("10.0.0.9") and not held.take("10.0.0.1")
+    assert held.total == 3 and held.held("10.0.0.1") == 0

@@ -165,4 +165,4 @@ def test_the_process_bound_counts_every_clients_held_requests_together(settings)
     assert [held.take(f"10.0.0.{i}") for i in range(4)] == [True, True, True, False]  # each within its own cap
     held.give_back("10.0.0.1")
     assert held.take("10.0.0.9") and not held.take("10.0.0.1")
-    assert held.total == 3 and held.held("10.0.0.1") == 0
+    assert held.total() == 3 and held.held("10.0.0.1") == 0

@@ -24,6 +24,7 @@ class ApiKeyAdmin(admin.ModelAdmin):
         "revoked_at",
         "max_queued",
         "max_running",
+        "max_redis_bytes",
     ]
     list_filter = [("revoked_at", admin.EmptyFieldListFilter)]
     search_fields = ["name", "prefix"]
@@ -31,6 +32,7 @@ class ApiKeyAdmin(admin.ModelAdmin):
         "name",
         "max_queued",
         "max_running",
+        "max_redis_bytes",
         "shown_prefix",
         "created_at",
         "last_used_at",

@@ -41,6 +41,11 @@ class ApiKey(models.Model):
     max_running = models.PositiveIntegerField(
         null=True, blank=True, help_text="Jobs this key may have running at once; empty: MAX_RUNNING_PER_CLIENT."
     )
+    max_redis_bytes = models.PositiveBigIntegerField(
+        null=True,
+        blank=True,
+        help_text="Bytes of Redis memory this key's jobs may hold at once; empty: the per-client budget.",
+    )
 
     class Meta:
         verbose_name = "API key"
@@ -69,10 +74,15 @@ class ApiKey(models.Model):
 
     @classmethod
     def create_key(
-        cls, *, name: str, max_queued: int | None = None, max_running: int | None = None
+        cls,
+        *,
+        name: str,
+        max_queued: int | None = None,
+        max_running: int | None = None,
+        max_redis_bytes: int | None = None,
     ) -> tuple[ApiKey, str]:
         """Create a key; (the stored key, its plaintext). The plaintext exists only here: show it once."""
-        api_key = cls(name=name, max_queued=max_queued, max_running=max_running)
+        api_key = cls(name=name, max_queued=max_queued, max_running=max_running, max_redis_bytes=max_redis_bytes)
         plaintext = api_key.assign_new_key()
         api_key.save()
         return api_key, plaintext

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import dataclasses
 import logging
 import signal
 import statistics
@@ -586,6 +587,14 @@ class _Batch:
                 for job in running
             )
 
+    def set_deadline(self, job_id: str, deadline: float | None) -> None:
+        """A running job's deadline as Redis has it now (a shared job's moves with its owners)."""
+        with self._lock:
+            if self._running and any(job.job_id == job_id for job in self._running[1]):
+                since, running = self._running
+                self._running = (since, [dataclasses.replace(job, deadline=deadline) if job.job_id == job_id else job
+                                         for job in running])  # fmt: skip
+
     def stops_pending(self) -> dict[str, str]:
         """Stops asked for the job still running alone (to interrupt again if the last signal
         came between two handler calls)."""
@@ -718,6 +727,10 @@ def _canceled(outcome: jobs.JobOutcome, reason: str) -> jobs.JobOutcome:
     return jobs.JobOutcome(outcome.job, jobs.CANCELED, outcome.seconds, exc_string=reason)
 
 
+def _past_deadline(job: jobs.TakenJob) -> bool:
+    return job.deadline is not None and time.time() > job.deadline
+
+
 def _ended_before_start(job: jobs.TakenJob) -> jobs.JobOutcome | None:
     """A taken job that must not run: stopped before it was taken (its worker died after the
     request), or past its Cancel-After deadline while it waited."""
@@ -750,10 +763,19 @@ class _LeaseKeeper:
         try:
             asked = jobs.take_stop_requests(worker_name=self._worker.name)
         except jobs.QueueUnavailable:
-            asked = set()
-        wanted = {job_id: jobs.CANCELED_ERROR for job_id in asked} | self._batch.stops_pending()
-        for job in self._batch.running():
-            if job.deadline is not None and time.time() > job.deadline:
+            asked = {}
+        wanted = {job_id: jobs.CANCELED_ERROR for job_id, stop in asked.items() if stop} | self._batch.stops_pending()
+        running = self._batch.running()
+        # A shared job's deadline is its owners' latest: read again when an owner withdrew, or
+        # when the one taken with it passes (a later owner may have lifted or extended it).
+        reread = [job.job_id for job in running if job.job_id in asked or _past_deadline(job)]
+        if reread:
+            with contextlib.suppress(jobs.QueueUnavailable):  # else the deadline taken with it holds
+                for job_id, deadline in jobs.job_deadlines(job_ids=reread).items():
+                    self._batch.set_deadline(job_id, deadline)
+            running = self._batch.running()
+        for job in running:
+            if _past_deadline(job):
                 wanted.setdefault(job.job_id, jobs.DEADLINE_CANCELED_ERROR)
         for job_id, reason in self._yield_if_fair().items():
             wanted.setdefault(job_id, reason)  # a cancel asked meanwhile wins
@@ -763,13 +785,17 @@ class _LeaseKeeper:
 
     def _yield_if_fair(self) -> dict[str, str]:
         """A job running alone for long is handed back when its client holds more than its fair
-        share of the type's workers while another client's job waits (jobs.yield_worker)."""
+        share of the type's workers, or every worker runs a long job and its client is the
+        heaviest, while another client's job waits (jobs.yield_worker)."""
         running, since = self._batch.running_alone()
-        if running is None or time.monotonic() - since < hand_back_after():
+        ran = time.monotonic() - since
+        if running is None or ran < hand_back_after():
             return {}
         try:
-            started_at = time.time() - (time.monotonic() - since)
-            if jobs.yield_worker(worker_name=self._worker.name, job=running, started_at=started_at):
+            started_at = time.time() - ran
+            if jobs.yield_worker(
+                worker_name=self._worker.name, job=running, started_at=started_at, ran=ran, grace=hand_back_after()
+            ):
                 logger.info("giving the worker back to another client", extra={"job_id": running.job_id})
                 return {running.job_id: YIELDED}
         except jobs.QueueUnavailable:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
 
@@ -88,6 +89,55 @@ class RoutineMessages(logging.Filter):
         return True
 
 
+# Secrets a line may carry: a query parameter whose name says key, token, secret, password or
+# signature (`?key=fzk_...`, `&api_key=...`, `access_token=...`), and an API key anywhere (its
+# public prefix is kept, to tell keys apart). The key form is project/models.py's KEY_PATTERN.
+_SECRET_PARAMETER = re.compile(
+    r"(?P<name>(?:^|[?&;])[^=&;?\s'\"]*(?:key|token|secret|password|passwd|signature|credential)[^=&;?\s'\"]*=)"
+    r"[^&;\s'\"<>]*",
+    re.IGNORECASE,
+)
+_API_KEY = re.compile(r"\b(fzk_[0-9a-f]{8}_)[A-Za-z0-9_-]+")
+REDACTED = "[redacted]"
+
+
+def redact(text: str) -> str:
+    """`text` with secret query parameters' values and API keys' secrets replaced by REDACTED."""
+    if "=" not in text and "fzk_" not in text:
+        return text
+    return _API_KEY.sub(rf"\g<1>{REDACTED}", _SECRET_PARAMETER.sub(rf"\g<name>{REDACTED}", text))
+
+
+class RedactSecrets(logging.Filter):
+    """Redact secrets (REDACTED) from a record's message, arguments and extra fields before any
+    handler writes it: Django's `django.request` warning carries the request (its repr is the
+    path with its query string), and the web servers' access lines the query string. A client
+    that sends its key in the URL is refused, but must not leave the key in the logs."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.msg, str):
+            record.msg = redact(record.msg)
+        if isinstance(record.args, tuple):
+            record.args = tuple(_redacted(arg) for arg in record.args)
+        elif isinstance(record.args, dict):
+            record.args = {name: _redacted(value) for name, value in record.args.items()}
+        for name, value in _extras(record).items():
+            if not isinstance(value, (int, float, bool, type(None))):
+                text = str(value)
+                if redact(text) != text:
+                    setattr(record, name, redact(text))
+        return True
+
+
+def _redacted(value):
+    """A log argument, redacted if its text carries a secret (as text then: its repr is what is logged)."""
+    if isinstance(value, (int, float, bool, type(None))):
+        return value
+    text = str(value)
+    redacted = redact(text)
+    return value if redacted == text else redacted
+
+
 def logging_config(log_format: str = "json", level: str = "INFO", *, access_log: bool = True) -> dict:
     """A logging.config.dictConfig dict: one handler (stderr) with one formatter for every logger.
 
@@ -102,12 +152,15 @@ def logging_config(log_format: str = "json", level: str = "INFO", *, access_log:
         "version": 1,
         "disable_existing_loggers": False,
         "formatters": {"default": {"()": f"{__name__}.{formatter.__name__}"}},
-        "filters": {"routine": {"()": f"{__name__}.RoutineMessages", "level": level}},
+        "filters": {
+            "routine": {"()": f"{__name__}.RoutineMessages", "level": level},
+            "redact": {"()": f"{__name__}.RedactSecrets"},
+        },
         "handlers": {
             "console": {
                 "class": "logging.StreamHandler",
                 "formatter": "default",
-                "filters": ["routine"],
+                "filters": ["routine", "redact"],
                 "level": level,
             }
         },
@@ -117,9 +170,13 @@ def logging_config(log_format: str = "json", level: str = "INFO", *, access_log:
         # consoles; gunicorn also turns propagation off), and RQ adds handlers of its own only to
         # a logger that has none up its hierarchy.
         "loggers": {
-            name: {"handlers": [], "level": logger_level, "propagate": True}
+            # The loggers that print request lines redact at the source too, so that no handler
+            # added later (a test's, an error tracker's) sees a secret.
+            name: {"handlers": [], "level": logger_level, "propagate": True, "filters": ["redact"]}
             for name, logger_level in {
                 "django": level,
+                "django.request": level,
+                "django.server": level,
                 "factorize_app": level,
                 "rq": level,
                 "_granian": level,

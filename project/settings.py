@@ -106,6 +106,12 @@ if any("://" not in origin for origin in CSRF_TRUSTED_ORIGINS):
 # inputs of the longest numbers (about 120 bytes each) several times over.
 MAX_REQUEST_BYTES = env_int("MAX_REQUEST_BYTES", 1024 * 1024)
 DATA_UPLOAD_MAX_MEMORY_SIZE = MAX_REQUEST_BYTES
+# Per web process: bytes of request bodies above LARGE_BODY_BYTES (batches) read and parsed at
+# once; a large body that does not fit is answered 503 (Retry-After: 1) before it is read, so a
+# process's memory stays bounded however many large bodies arrive together (a 1 MB batch of 1,000
+# items costs 12-15 MB while parsed, validated and answered). 0: no budget.
+BODY_MEMORY_BUDGET = env_int("BODY_MEMORY_BUDGET", 4 * 1024 * 1024)
+LARGE_BODY_BYTES = env_int("LARGE_BODY_BYTES", 64 * 1024)
 
 INSTALLED_APPS = [
     # Listed before django_rq so that its `rqworker` command (all queues by default) wins.
@@ -127,6 +133,7 @@ MIDDLEWARE = [
     "factorize_app.api.metrics.RequestMetricsMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "factorize_app.api.middleware.RequestBodyLimitMiddleware",
+    "factorize_app.api.bodies.LargeBodyBudgetMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -314,7 +321,8 @@ SYNC_PROCESSES = env_int("SYNC_PROCESSES", 1)
 MAX_BATCH = env_int("MAX_BATCH", 1000)
 # fair: workers serve the clients of a task type by least worker time used (a client is its API
 # key, else its address), so one client's 10,000 jobs do not hold up everyone else's, and a client
-# holding more than its share of workers gives one back to a waiting client; fifo: first come, first served.
+# holding more than its share of workers (or the heaviest, when long jobs hold every worker and a
+# client with nothing running waits) gives one back to a waiting client; fifo: first come, first served.
 QUEUE_ORDER = env_str("QUEUE_ORDER", "fair")
 if QUEUE_ORDER not in ("fair", "fifo"):
     raise ImproperlyConfigured(f"QUEUE_ORDER must be fair or fifo, got {QUEUE_ORDER!r}.")
@@ -323,9 +331,27 @@ if QUEUE_ORDER not in ("fair", "fifo"):
 # 0: no cap of its own, the fair share of workers still applies). API keys may override both.
 MAX_QUEUED_PER_CLIENT = env_int("MAX_QUEUED_PER_CLIENT", 10000)
 MAX_RUNNING_PER_CLIENT = env_int("MAX_RUNNING_PER_CLIENT", 0)
+# Per client (its API key, else its address): the Redis memory its jobs may hold at once, queued
+# inputs and kept results together (factorize_app/jobs/budgets.py); a submit of new jobs beyond
+# it is a 429 naming REDIS_CLIENT_SHARE, until its oldest jobs' records expire. The budget is
+# REDIS_CLIENT_BYTES if above 0, else REDIS_CLIENT_SHARE of Redis's maxmemory (no maxmemory: no
+# budget); each new job is charged REDIS_JOB_BYTES (measured: 11.8 KB for a finished
+# factorization's job hash, registries, owners, events and result) plus twice its input's JSON.
+try:
+    REDIS_CLIENT_SHARE = float(env_str("REDIS_CLIENT_SHARE", "0.1"))
+except ValueError:
+    raise ImproperlyConfigured("REDIS_CLIENT_SHARE must be a number (a fraction of maxmemory).") from None
+REDIS_CLIENT_BYTES = env_int("REDIS_CLIENT_BYTES", 0)
+REDIS_JOB_BYTES = env_int("REDIS_JOB_BYTES", 12_000)
 # Per client and web process: requests held open at once (long polls, event streams); beyond
 # it a request answers at once (its Prefer: wait is not applied; a stream sends its state and ends).
 MAX_HELD_PER_CLIENT = env_int("MAX_HELD_PER_CLIENT", 32)
+# Per web process, all clients together: requests held open at once (long polls, waiting submits,
+# event streams), below the server's WEB_THREADS so that health probes and ordinary polls always
+# find a thread (64 of them, or a quarter of a smaller server's); beyond it a request answers at
+# once, as beyond the per-client cap.
+_WEB_THREADS = env_int("WEB_THREADS", 640)  # serve.sh's default
+MAX_HELD_REQUESTS = env_int("MAX_HELD_REQUESTS", max(1, _WEB_THREADS - min(64, _WEB_THREADS // 4)))
 # The key of job ids' HMAC (ids no one can compute from a guessed input). Empty (the default): the
 # deployment's own key, made once and kept in Redis beside the jobs (factorize:job-id-key), apart
 # from SECRET_KEY, which can then be rotated freely. Set: it overrides the stored key; changing it
@@ -337,6 +363,10 @@ JOB_ID_KEY = env_str("JOB_ID_KEY", "")
 # MAX_BATCH fits in it (6000/minute is the 100 a second of a steady client).
 THROTTLE_SUBMIT = env_str("THROTTLE_SUBMIT", "6000/minute")
 THROTTLE_POLL = env_str("THROTTLE_POLL", "200/second")
+# Failed authentications (unknown, revoked or malformed API keys) per client address (an IPv6
+# /64 counts as one) and web process; past it, that address's keys are answered 429 without a
+# database lookup until the window ends (a key already verified still works). Empty: no limit.
+THROTTLE_AUTH_FAILURES = env_str("THROTTLE_AUTH_FAILURES", "20/minute")
 # Completion webhooks (`"webhook": "<url>"` on a submit). Deliveries are signed as Standard
 # Webhooks specify with WEBHOOK_SECRET (`whsec_<base64 key>`; empty: webhooks are refused), sent
 # only to the hosts of WEBHOOK_ALLOWED_HOSTS (comma-separated `host` or `host:port`; empty:

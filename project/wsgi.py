@@ -14,6 +14,11 @@ except ImproperlyConfigured as refused:
     print(f"error: ImproperlyConfigured: {refused}", file=sys.stderr, flush=True)
     raise SystemExit(1) from None
 
+# A stop signal answers the held requests at once (rolling upgrades lose nothing; api/shutdown.py).
+from factorize_app.api import shutdown  # noqa: E402
+
+shutdown.install()
+
 # The hot poll paths skip Django's request cycle (factorize_app/api/lean.py); the rest is Django.
 from factorize_app.api.lean import LeanPollApp  # noqa: E402
 

@@ -3,21 +3,26 @@
 #
 # Usage: scripts/docker-offline-images.sh [--env-file PATH] [--no-pull]
 #
-# For each of python:3.11-slim and redis:7-alpine: use the image if it is
-# present locally or `docker pull` succeeds within PULL_TIMEOUT seconds;
-# otherwise build a stand-in from Debian bookworm packages:
+# For each of python:3.11-slim, redis:7-alpine and haproxy:2.8-alpine: use the
+# image if it is present locally or `docker pull` succeeds within PULL_TIMEOUT
+# seconds; otherwise build a stand-in from Debian bookworm packages:
 #   local/python:3.11-bookworm  python3 (3.11) + python3-venv, host CA bundle,
 #                               PIP_CERT set, `python` -> python3; glibc, so pip
 #                               installs manylinux wheels (scikit-learn, numpy)
 #   local/redis:7-bookworm      Debian's redis-server/redis-tools, WORKDIR
 #                               /data, protected mode off (like the official
 #                               image), CMD redis-server
-# Both are based on local/debian:bookworm (debootstrap --variant=minbase),
+#   local/haproxy:2.6-bookworm  Debian's haproxy (2.6), laid out like the
+#                               official image: user haproxy, configuration
+#                               /usr/local/etc/haproxy/haproxy.cfg, -W -db,
+#                               STOPSIGNAL SIGUSR1 (deploy/compose/proxy.yml)
+# All are based on local/debian:bookworm (debootstrap --variant=minbase),
 # which is created only if missing. Stand-ins are rebuilt only when their
 # recipe (this script's Dockerfiles or the host CA bundle) changed.
 #
-# Progress goes to stderr. stdout gets exactly two lines, for eval or an env
-# file:  PYTHON_IMAGE=...  REDIS_IMAGE=...  (also written to --env-file PATH).
+# Progress goes to stderr. stdout gets exactly three lines, for eval or an env
+# file:  PYTHON_IMAGE=...  REDIS_IMAGE=...  PROXY_IMAGE=...  (also written to
+# --env-file PATH).
 #
 # Environment:
 #   PULL_TIMEOUT     seconds allowed per `docker pull` (default 20)
@@ -30,9 +35,11 @@ set -euo pipefail
 
 PYTHON_UPSTREAM="python:3.11-slim"
 REDIS_UPSTREAM="redis:7-alpine"
+PROXY_UPSTREAM="haproxy:2.8-alpine"
 DEBIAN_BASE="local/debian:bookworm"
 PYTHON_STANDIN="local/python:3.11-bookworm"
 REDIS_STANDIN="local/redis:7-bookworm"
+PROXY_STANDIN="local/haproxy:2.6-bookworm"
 RECIPE_LABEL="org.project.standin-recipe"
 
 PULL_TIMEOUT="${PULL_TIMEOUT:-20}"
@@ -45,7 +52,7 @@ WORK_DIR=""
 
 log() { printf 'offline-images: %s\n' "$*" >&2; }
 
-usage() { sed -n '2,28p' "$0" | sed 's/^# \{0,1\}//' >&2; }
+usage() { sed -n '2,33p' "$0" | sed 's/^# \{0,1\}//' >&2; }
 
 cleanup() {
     local mnt
@@ -73,7 +80,7 @@ upstream_available() {
             log "using $image (pulled)"
             return 0
         fi
-        # Both upstream images live on the same registry: do not wait twice.
+        # The upstream images live on the same registry: do not wait again.
         log "cannot pull $image; no more pull attempts this run"
         TRY_PULL=0
     fi
@@ -195,6 +202,42 @@ CMD ["redis-server"]
 EOF
 }
 
+write_haproxy_context() {
+    local ctx="$1"
+    mkdir -p "$ctx"
+    cat >"$ctx/docker-entrypoint.sh" <<'EOF'
+#!/bin/sh
+# Like the official image: `docker run IMAGE -f CFG` means haproxy with those
+# arguments, and haproxy runs in the foreground in master-worker mode.
+set -e
+if [ "${1#-}" != "$1" ]; then
+    set -- haproxy "$@"
+fi
+if [ "$1" = haproxy ]; then
+    shift
+    set -- haproxy -W -db "$@"
+fi
+exec "$@"
+EOF
+    chmod 0755 "$ctx/docker-entrypoint.sh"
+    cat >"$ctx/Dockerfile" <<'EOF'
+# Stand-in for haproxy:2.8-alpine, from Debian bookworm packages (HAProxy 2.6).
+FROM local/debian:bookworm
+RUN apt-get update \
+ && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends haproxy \
+ && rm -rf /var/lib/apt/lists/* \
+ && mkdir -p /usr/local/etc/haproxy /var/lib/haproxy \
+ && chown haproxy:haproxy /var/lib/haproxy
+COPY docker-entrypoint.sh /usr/local/bin/
+# SIGUSR1: a soft stop (connections under way finish), as in the official image.
+STOPSIGNAL SIGUSR1
+USER haproxy
+WORKDIR /var/lib/haproxy
+ENTRYPOINT ["docker-entrypoint.sh"]
+CMD ["haproxy", "-f", "/usr/local/etc/haproxy/haproxy.cfg"]
+EOF
+}
+
 recipe_hash() {
     (cd "$1" && find . -type f -print0 | LC_ALL=C sort -z | xargs -0 sha256sum) \
         | sha256sum | cut -c1-16
@@ -233,7 +276,7 @@ build_standin() {
 }
 
 main() {
-    local python_image redis_image
+    local python_image redis_image proxy_image
     while (($#)); do
         case "$1" in
             --env-file)
@@ -282,12 +325,19 @@ main() {
         redis_image="$REDIS_STANDIN"
     fi
 
+    if upstream_available "$PROXY_UPSTREAM"; then
+        proxy_image="$PROXY_UPSTREAM"
+    else
+        build_standin "$PROXY_STANDIN" write_haproxy_context
+        proxy_image="$PROXY_STANDIN"
+    fi
+
     if [[ -n "$ENV_FILE" ]]; then
         mkdir -p "$(dirname "$ENV_FILE")"
-        printf 'PYTHON_IMAGE=%s\nREDIS_IMAGE=%s\n' "$python_image" "$redis_image" >"$ENV_FILE"
+        printf 'PYTHON_IMAGE=%s\nREDIS_IMAGE=%s\nPROXY_IMAGE=%s\n' "$python_image" "$redis_image" "$proxy_image" >"$ENV_FILE"
         log "wrote $ENV_FILE"
     fi
-    printf 'PYTHON_IMAGE=%s\nREDIS_IMAGE=%s\n' "$python_image" "$redis_image"
+    printf 'PYTHON_IMAGE=%s\nREDIS_IMAGE=%s\nPROXY_IMAGE=%s\n' "$python_image" "$redis_image" "$proxy_image"
 }
 
 main "$@"

@@ -10,8 +10,11 @@ set -eu
 cd "$(dirname "$0")/.."
 : "${HOST:=0.0.0.0}" "${PORT:=8080}" "${WEB_CONCURRENCY:=2}" "${WEB_THREADS:=640}" "${ACCESS_LOG:=0}"
 export HOST PORT WEB_CONCURRENCY WEB_THREADS ACCESS_LOG
-# A worker that has not stopped WEB_KILL_TIMEOUT seconds after a stop signal is killed (granian
-# otherwise waits for it forever when a stop signal reaches its workers and master together).
+# On SIGTERM (or SIGINT) the server stops accepting connections and each process answers the
+# requests it holds (long polls, event streams) at once and exits (factorize_app/api/shutdown.py):
+# a stop takes about a second. A worker that has not stopped WEB_KILL_TIMEOUT seconds after a stop
+# signal is killed all the same (granian otherwise waits for it forever when a stop signal reaches
+# its workers and master together).
 # ACCESS_LOG=1: one log line per request (it costs about a third of the hot poll's throughput here;
 # requests are counted per route and status in /metrics either way).
 access_log="--access-log"

@@ -41,10 +41,12 @@ SLOW_MODULES = (
     "test_docker_files.py",  # hadolint and docker compose on every file
     "test_event_stream.py",
     "test_fuzz.py",  # schemathesis over every operation: minutes
+    "test_graceful_shutdown.py",  # real servers (granian, gunicorn) stopped with held requests
     "test_full_redis.py",  # Redis filled to its maxmemory
     "test_kubernetes.py",  # kustomize and schema validation of every manifest
     "test_operator.py",
     "test_redis_outage.py",  # Redis stopped and started again
+    "test_request_bodies.py",  # bursts of 1 MB bodies against two servers
     "test_rq_ecosystem.py",  # RQ's own tools and dashboards against real workers
     "test_sentinel.py",  # a Sentinel group and a failover
     "test_soak.py",
@@ -59,6 +61,8 @@ SLOW_TESTS = {
     "test_api_keys.py::test_the_client_with_and_without_a_key",
     "test_api_keys.py::test_unknown_malformed_and_revoked_keys_are_401",
     "test_api_keys.py::test_without_a_key_every_api_request_is_401_json",
+    "test_budgets.py::test_one_client_holds_at_most_its_share_of_a_capped_redis",
+    "test_budgets.py::test_the_charge_expires_with_the_jobs_records",
     "test_client.py::test_a_failed_job_prints_failed_and_exits_1",
     "test_client.py::test_redis_down_is_retried_a_bounded_number_of_times_then_exits_2",
     "test_client.py::test_the_client_waits_with_prefer_instead_of_polling",

@@ -16,6 +16,7 @@ os.environ.setdefault("WORKER_MAINTENANCE_INTERVAL", "1")
 # Every test client is 127.0.0.1: the rate limits are tested on their own (test_throttling).
 os.environ.setdefault("THROTTLE_SUBMIT", "100000/second")
 os.environ.setdefault("THROTTLE_POLL", "100000/second")
+os.environ.setdefault("THROTTLE_AUTH_FAILURES", "100000/second")
 
 from project.settings import *  # noqa: E402, F403
 from project.settings import DEFAULT_TASK_TYPES  # noqa: E402

@@ -332,10 +332,10 @@ def test_the_proxy_recipe_is_the_only_way_in_and_the_only_trusted_address():
     assert web["environment"]["TRUSTED_PROXIES"] == address
     header = web["environment"]["CLIENT_IP_HEADER"]
     (mount,) = proxy["volumes"]
-    nginx = Path(mount["source"]).read_text()
-    assert mount["target"] == "/etc/nginx/conf.d/default.conf" and mount["read_only"] is True
-    assert f"proxy_set_header {header} $remote_addr;" in nginx, "the proxy sets (replaces) the trusted header"
-    assert "listen 8080;" in nginx and "http://web:8080" in nginx
+    haproxy = Path(mount["source"]).read_text()
+    assert mount["target"] == "/usr/local/etc/haproxy/haproxy.cfg" and mount["read_only"] is True
+    assert f"http-request set-header {header} %[src]" in haproxy, "the proxy sets (replaces) the trusted header"
+    assert "bind :8080" in haproxy and "web:8080" in haproxy
     assert proxy["logging"]["options"] and proxy["deploy"]["resources"]["limits"]["memory"]
     # The workers are unchanged; the settings still pass through.
     assert compose_config(files=("docker-compose.yml", PROXY_FILE), PRODUCTION="1")["services"]["worker"][
@@ -380,3 +380,24 @@ def test_env_example_holds_no_secret(name):
     )
     assert values["SECRET_KEY"] == ""
     assert values["DJANGO_SUPERUSER_PASSWORD"] == ""
+
+
+def test_every_file_the_compose_files_name_exists():
+    """The header once sent operators to deploy/compose.proxy.yml, which never existed."""
+    for name in ("docker-compose.yml", PROXY_FILE):
+        named = re.findall(r"\b((?:deploy|scripts|docs|tests)/[\w./-]*\w)", (ROOT / name).read_text())
+        assert named
+        for path in named:
+            assert (ROOT / path).exists(), f"{name} names {path}, which does not exist"
+
+
+def test_behind_the_proxy_the_web_runs_replicas_that_stop_gracefully():
+    """Two replicas (one serves while the other is replaced, scripts/rolling-upgrade.sh), ready
+    only when /readyz answers (503 while stopping), and given longer to stop than the server's own
+    kill timeout, so a stop is the server's drain, never docker's SIGKILL."""
+    web = compose_config(files=("docker-compose.yml", PROXY_FILE))["services"]["web"]
+    assert web["deploy"]["replicas"] >= 2
+    assert "/readyz" in " ".join(web["healthcheck"]["test"])
+    kill_timeout = int(re.search(r"WEB_KILL_TIMEOUT:-(\d+)", (ROOT / "scripts" / "serve.sh").read_text()).group(1))
+    assert int(web["stop_grace_period"].removesuffix("s")) > kill_timeout
+    assert "WEB_KILL_TIMEOUT" in web["environment"], "settable from the shell"

@@ -534,6 +534,27 @@ def test_the_web_server_answers_the_probes_with_the_configmap_settings(tmp_path:
         assert requests.get(f"{url}/readyz", headers=headers, timeout=30).status_code == 503
 
 
+def test_a_web_rolling_update_takes_pods_out_before_they_stop_and_waits_for_the_drain():
+    """maxUnavailable 0: a new pod is ready before an old one goes; preStop keeps the old one
+    serving while the endpoints drop it; the grace period outlasts the pause and the server's stop
+    (held requests answered at once, its workers killed after WEB_KILL_TIMEOUT at worst)."""
+    deployment = one("Deployment", "web")
+    pod, web = deployment["spec"]["template"]["spec"], container(deployment)
+    rolling = deployment["spec"]["strategy"]["rollingUpdate"]
+    assert deployment["spec"]["strategy"]["type"] == "RollingUpdate"
+    assert rolling["maxUnavailable"] == 0 and rolling["maxSurge"] >= 1
+    assert deployment["spec"]["minReadySeconds"] > 0
+    command = web["lifecycle"]["preStop"]["exec"]["command"]
+    assert command[0] == "sleep", "coreutils' sleep, in the image (Debian-based)"
+    pause = int(command[1])
+    readiness = web["readinessProbe"]
+    assert readiness["httpGet"]["path"] == "/readyz", "503 while the server stops (api/shutdown.py)"
+    assert pause >= 5, "endpoints are removed asynchronously: give them a few seconds"
+    default_kill = re.search(r"WEB_KILL_TIMEOUT:-(\d+)", (ROOT / "scripts" / "serve.sh").read_text()).group(1)
+    kill_timeout = int(config().get("WEB_KILL_TIMEOUT", default_kill))
+    assert pod["terminationGracePeriodSeconds"] > pause + kill_timeout
+
+
 def test_the_web_pods_own_address_is_an_allowed_host_for_the_annotated_scrape():
     """Prometheus's annotation-based discovery scrapes <pod IP>:<port> with that as Host: the pod
     hands its address (the downward API) to POD_IP, which the settings add to ALLOWED_HOSTS."""

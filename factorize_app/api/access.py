@@ -18,7 +18,9 @@ def reading_owner(identity: ClientIdentity) -> str:
 
 def limits_of(identity: ClientIdentity) -> jobs.ClientLimits:
     """The client's caps: its key's own, else the settings' (None)."""
-    return jobs.ClientLimits(max_queued=identity.max_queued, max_running=identity.max_running)
+    return jobs.ClientLimits(
+        max_queued=identity.max_queued, max_running=identity.max_running, redis_bytes=identity.max_redis_bytes
+    )
 
 
 def add_traceback(body: dict[str, Any], state: jobs.JobState, identity: ClientIdentity) -> dict[str, Any]:

@@ -6,6 +6,8 @@ never an anonymous request, so no client can invent an identity (or a fresh one 
 Key lookups are cached in process for API_KEY_CACHE_SECONDS (a revocation takes effect within
 that), failed ones too, so neither a valid nor a bogus key costs a database query per request;
 uses are counted in memory and written at most every API_KEY_USE_FLUSH_SECONDS per key and process.
+Failed authentications are counted per address: past THROTTLE_AUTH_FAILURES, an address's keys
+are answered 429 without a lookup (random keys would otherwise cost one query each).
 
 `identify(meta)` works on a WSGI environ and on request.META alike (the lean lane has no
 request object); it remembers its answer in `meta`, so a request is identified, and its key's
@@ -29,9 +31,10 @@ from django.db import DatabaseError, close_old_connections, connection
 from django.db.models import F
 from django.http import JsonResponse
 from rest_framework.authentication import BaseAuthentication, SessionAuthentication
-from rest_framework.exceptions import APIException, AuthenticationFailed
+from rest_framework.exceptions import APIException, AuthenticationFailed, Throttled
 from rest_framework.permissions import BasePermission
 
+from factorize_app.api.auth_failures import FailedAuthentications
 from factorize_app.api.clients import client_address
 from factorize_app.models import KEY_PATTERN, MAX_KEY_LENGTH, ApiKey, key_digest
 
@@ -47,6 +50,15 @@ class InvalidApiKey(Exception):
     """A request presented a key that is malformed, unknown or revoked."""
 
 
+class TooManyFailedAuthentications(InvalidApiKey):
+    """The request's address failed to authenticate THROTTLE_AUTH_FAILURES times in the current
+    window: its key is not looked up (429, `retry_after` seconds)."""
+
+    def __init__(self, retry_after: int) -> None:
+        super().__init__(f"too many failed authentications from this address; retry in {retry_after} s")
+        self.retry_after = retry_after
+
+
 @dataclass(frozen=True)
 class ClientIdentity:
     """A client as the job service counts it: `name` keys fair order, rate limits and caps."""
@@ -56,6 +68,7 @@ class ClientIdentity:
     staff: bool = False
     max_queued: int | None = None  # a key's own caps; None: the settings' per-client defaults
     max_running: int | None = None
+    max_redis_bytes: int | None = None
 
 
 def identify(meta) -> ClientIdentity:
@@ -70,7 +83,7 @@ def identify(meta) -> ClientIdentity:
     if key is None:
         identity = ClientIdentity(name="address-" + client_address(meta))
     else:
-        identity = key_identity(key)
+        identity = key_identity(key, address=client_address(meta))
         USES.count(identity.key_id)
     meta[IDENTITY_KEY] = identity
     return identity
@@ -116,17 +129,31 @@ def presented_key(meta) -> str | None:
     return credentials.strip()
 
 
-def key_identity(key: str) -> ClientIdentity:
-    """The identity of a valid key; InvalidApiKey otherwise (a malformed one costs no lookup)."""
-    if len(key) > MAX_KEY_LENGTH or not KEY_PATTERN.fullmatch(key):
-        raise InvalidApiKey("Invalid API key.")
-    digest = key_digest(key)
+def key_identity(key: str, *, address: str = "") -> ClientIdentity:
+    """The identity of a valid key; InvalidApiKey otherwise (a malformed one costs no lookup).
+    Each failure counts against `address` (the client's); past THROTTLE_AUTH_FAILURES in the
+    window, any key this process has not verified is TooManyFailedAuthentications, unlooked-up."""
     ttl = settings.API_KEY_CACHE_SECONDS
     now = time.monotonic()
-    if ttl > 0:
+    digest = key_digest(key) if len(key) <= MAX_KEY_LENGTH else ""
+    if ttl > 0 and digest:
         identity = _VALID_KEYS.get(digest, now)
         if identity is not None:
             return identity
+    retry_after = FAILURES.retry_after(address)
+    if retry_after is not None:
+        raise TooManyFailedAuthentications(retry_after)
+    try:
+        return _verify(key, digest, ttl, now)
+    except InvalidApiKey:
+        FAILURES.count(address)
+        raise
+
+
+def _verify(key: str, digest: str, ttl: float, now: float) -> ClientIdentity:
+    if not digest or not KEY_PATTERN.fullmatch(key):
+        raise InvalidApiKey("Invalid API key.")
+    if ttl > 0:
         refusal = _REFUSED_KEYS.get(digest, now)
         if refusal is not None:
             raise InvalidApiKey(refusal)
@@ -142,13 +169,21 @@ def key_identity(key: str) -> ClientIdentity:
 
 
 def _look_up(digest: str) -> tuple[ClientIdentity | None, str]:
-    api_key = ApiKey.objects.filter(digest=digest).only("pk", "revoked_at", "max_queued", "max_running").first()
+    api_key = (
+        ApiKey.objects.filter(digest=digest)
+        .only("pk", "revoked_at", "max_queued", "max_running", "max_redis_bytes")
+        .first()
+    )
     if api_key is None:
         return None, "Invalid API key."
     if api_key.revoked_at is not None:
         return None, "The API key has been revoked."
     identity = ClientIdentity(
-        name=f"key-{api_key.pk}", key_id=api_key.pk, max_queued=api_key.max_queued, max_running=api_key.max_running
+        name=f"key-{api_key.pk}",
+        key_id=api_key.pk,
+        max_queued=api_key.max_queued,
+        max_running=api_key.max_running,
+        max_redis_bytes=api_key.max_redis_bytes,
     )
     return identity, ""
 
@@ -193,6 +228,9 @@ class ExpiringCache:
 
 _VALID_KEYS = ExpiringCache(max_entries=CACHE_ENTRIES)
 _REFUSED_KEYS = ExpiringCache(max_entries=CACHE_ENTRIES)
+
+
+FAILURES = FailedAuthentications()
 
 
 def forget_key(digest: str) -> None:
@@ -282,6 +320,8 @@ class ApiKeyAuthentication(BaseAuthentication):
     def authenticate(self, request):
         try:
             identity = identify(request.META)
+        except TooManyFailedAuthentications as exc:
+            raise Throttled(wait=exc.retry_after, detail=f"Request was throttled: {exc}.") from None
         except InvalidApiKey as exc:
             raise AuthenticationFailed(str(exc)) from None
         except DatabaseError as exc:
@@ -322,6 +362,10 @@ def key_or_staff_refusal(request) -> JsonResponse | None:
     """For a plain Django view (/metrics): None for a valid key or a staff session, else the 401."""
     try:
         identity = identify(request.META)
+    except TooManyFailedAuthentications as exc:
+        response = JsonResponse({"detail": f"Request was throttled: {exc}."}, status=429)
+        response["Retry-After"] = str(exc.retry_after)
+        return response
     except InvalidApiKey as exc:
         return _unauthorized(str(exc))
     if identity.key_id is not None or (request.user.is_authenticated and request.user.is_staff):

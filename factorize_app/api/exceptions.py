@@ -83,8 +83,9 @@ def exception_handler(exc, context):
     if isinstance(exc, (JobNotCancellable, JobNotRetryable)):
         return Response({"detail": str(exc), "status": exc.status}, status=status.HTTP_409_CONFLICT)
     if isinstance(exc, ClientLimitExceeded):
-        body = {"detail": str(exc), "limit": exc.limit, "max": exc.cap}
-        return Response(body, status=status.HTTP_429_TOO_MANY_REQUESTS, headers={"Retry-After": "1"})
+        body = {"detail": str(exc), "limit": exc.limit, "max": exc.cap, **getattr(exc, "details", {})}
+        headers = {"Retry-After": str(getattr(exc, "retry_after", 1))}  # a budget: when its oldest jobs expire
+        return Response(body, status=status.HTTP_429_TOO_MANY_REQUESTS, headers=headers)
     if isinstance(exc, Throttled):  # a batch's items, counted after DRF's throttle let the request in
         exc = exceptions.Throttled(wait=exc.retry_after)
     return drf_exception_handler(exc, context)

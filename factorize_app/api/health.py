@@ -4,6 +4,7 @@ from django.conf import settings
 from django.http import JsonResponse
 
 from factorize_app import jobs
+from factorize_app.api.shutdown import draining
 from factorize_app.tasks import task_types
 
 
@@ -17,13 +18,16 @@ READY_TIMEOUT = 1.0
 
 
 def readyz(request) -> JsonResponse:
-    """Ready for traffic: the job queue's Redis answers (sync mode needs no Redis), within 1 s.
+    """Ready for traffic: the job queue's Redis answers (sync mode needs no Redis), within 1 s;
+    not while the process is stopping (503 "draining": a load balancer takes it out of rotation).
 
     A Redis that answers but refuses writes (full, read-only, failed persistence) is reported as
     "degraded" with its reason, still 200: polls of existing jobs answer, so taking every web
     process out of rotation would turn a refusal of new jobs into a full outage. So is a task type
     whose workers' model setup fails (`setup_errors`, by type): its jobs wait, the others' run.
     """
+    if draining():
+        return JsonResponse({"status": "draining", "detail": "This server is stopping."}, status=503)
     if settings.EXECUTION_MODE != "async":
         return JsonResponse({"status": "ok"})
     try:

@@ -18,7 +18,7 @@ these requests, and how the lane matches it:
 - CommonMiddleware: `DISALLOWED_USER_AGENTS` and `PREPEND_WWW` (the lane stands aside when set).
 - RequestBodyLimitMiddleware: the lane reads at most MAX_BODY bytes, below MAX_REQUEST_BYTES.
 - The views' long poll: `Prefer: wait` parsed by the same function (api/prefer.py), held under
-  the same per-client cap (api/holds.py), answered with the same `Preference-Applied`.
+  the same per-client and per-process caps (api/holds.py), answered with the same `Preference-Applied`.
 - DRF: the same throttle (counted in the poll's round trip), the same validation
   (`TaskType.validate`), JSON only by content type. The same authentication: an API key this
   process has already verified (its cache of key lookups), whose identity then counts for fair

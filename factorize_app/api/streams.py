@@ -12,9 +12,11 @@ a queued job alive and refreshes `load`. Changes RQ's own tools make (its cleanu
 whose worker died, `rq requeue`) get their events, with ids, from `jobs.reconcile`, which the
 workers run every second and each open stream at every keep-alive (in case none does). Each
 stream holds a server thread (WSGI), so a process serves at most EVENT_STREAMS_MAX of them and
-answers 503 beyond, leaving threads for polls; and a client at its MAX_HELD_PER_CLIENT gets the
-job's state and the end of the stream at once (with a `retry:` for its reconnection), not a held
-one.
+answers 503 beyond, leaving threads for polls; and a client at its MAX_HELD_PER_CLIENT, or any
+client while the process holds MAX_HELD_REQUESTS requests (streams, long polls and waiting
+submits together: api/holds.py), gets the job's state and the end of the stream at once (with a
+`retry:` for its reconnection), not a held one. A server that is stopping (api/shutdown.py)
+ends its streams the same way, at once.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from typing import Any
 from django.conf import settings
 from django.http import HttpResponse, StreamingHttpResponse
 from rest_framework import status
+from rest_framework.exceptions import ValidationError
 from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.response import Response
 from rest_framework.settings import api_settings
@@ -37,12 +40,19 @@ from rest_framework.settings import api_settings
 from factorize_app import jobs
 from factorize_app.api.holds import HELD
 from factorize_app.api.responses import status_body
+from factorize_app.api.shutdown import draining
 from factorize_app.tasks import get_task_type
 
 EVENT_STREAM = "text/event-stream"
 KEEP_ALIVE = b": keep-alive\n\n"
 # What a stream answered at once (its client holds too many) tells EventSource: reconnect in 5 s.
 RECONNECT_LATER = b"retry: 5000\n\n"
+
+
+def reconnect_soon() -> bytes:
+    """What a stopping server's streams end with: reconnect after POLL_RETRY_AFTER (to another
+    server), as a poll answered by it is told by its `Retry-After`."""
+    return f"retry: {settings.POLL_RETRY_AFTER * 1000}\n\n".encode()
 
 
 class EventStreamRenderer(BaseRenderer):
@@ -101,7 +111,10 @@ def open_stream(request, job_id: str, *, client: str, owner: str = "") -> HttpRe
     `client` (held as one of its requests); with `owner`, a job it does not own is a 404."""
     # Errors below (an unknown job, Redis down) are answered as JSON, not as an event stream.
     request.accepted_renderer, request.accepted_media_type = JSONRenderer(), JSONRenderer.media_type
-    after = jobs.valid_event_id(request.META.get("HTTP_LAST_EVENT_ID"))
+    try:
+        after = jobs.valid_event_id(request.META.get("HTTP_LAST_EVENT_ID"))
+    except ValueError as exc:  # malformed, or past 64 bits (which Redis would answer with an error)
+        raise ValidationError({"Last-Event-ID": [str(exc)]}) from None
     latest = jobs.latest_event(job_id=job_id) if after is None else None
     state = jobs.get_status(job_id=job_id, owner=owner)  # after the latest event: nothing between is lost
     if after is None:
@@ -128,7 +141,7 @@ def open_stream(request, job_id: str, *, client: str, owner: str = "") -> HttpRe
             status=status.HTTP_503_SERVICE_UNAVAILABLE,
             headers={"Retry-After": "5"},
         )
-    held = HELD.take(client)
+    held = not draining() and HELD.take(client)
     if not held:
         SLOTS.give_back()
         first = first or [(state, None)]
@@ -158,7 +171,7 @@ class _EventStream:
         if sent is not None and sent.done:
             return
         if self.client is None:
-            yield RECONNECT_LATER
+            yield reconnect_soon() if draining() else RECONNECT_LATER
             return
         self._watch = jobs.watch_events(job_id=self.job_id, after=self.cursor)
         base = self.state
@@ -172,6 +185,10 @@ class _EventStream:
                 next_keepalive = time.monotonic() + keepalive
                 if base.done:
                     return
+            if draining():  # the server is stopping: the state as it stands (no id: no new entry), and goodbye
+                yield _format(status_body(task_type, base), None)
+                yield reconnect_soon()
+                return
             now = time.monotonic()
             if now >= next_keepalive:
                 with contextlib.suppress(jobs.QueueUnavailable):

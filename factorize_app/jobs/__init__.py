@@ -10,6 +10,7 @@ names below are the whole of what they use. One room per side:
 - `reconcile`: what RQ's own tools did to jobs (cleanup, requeue, empty), made good;
 - `diagnostics`: workers' failed model setups, failed jobs' tracebacks;
 - `events`: each job's event stream (appended on every change) and the web's one reader of them;
+- `release`: every wait of a web process ended at once, when its server stops;
 - `sync`: sync mode's process pool (no Redis);
 - `keys`: every Redis key name; `connection`: the Redis clients and the scripts (`*.lua`);
 - `errors`, `states`, `ids`: what can go wrong, the values handed out, job ids and inputs.
@@ -70,6 +71,7 @@ from factorize_app.jobs.monitoring import (
     worker_liveness,
 )
 from factorize_app.jobs.reconcile import RECONCILE_SECONDS, reconcile
+from factorize_app.jobs.release import release_waits, released
 from factorize_app.jobs.states import (
     ABORTED,
     ABORTED_ERROR,
@@ -107,6 +109,7 @@ from factorize_app.jobs.worker_side import (
     TakenJob,
     extend_lease,
     finish_jobs,
+    job_deadlines,
     report_progress,
     take_jobs,
     take_stop_requests,
@@ -170,6 +173,7 @@ __all__ = [
     "finish_jobs",
     "report_progress",
     "take_stop_requests",
+    "job_deadlines",
     "get_status",
     "job_durations",
     "job_id_for",
@@ -180,6 +184,8 @@ __all__ = [
     "queue_stats",
     "retry",
     "redis_memory",
+    "release_waits",
+    "released",
     "submit",
     "submit_many",
     "status_body",

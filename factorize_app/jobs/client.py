@@ -29,7 +29,7 @@ from rq.job import Job, Retry
 from rq.utils import now as rq_now
 from rq.utils import utcformat
 
-from factorize_app.jobs import events, keys
+from factorize_app.jobs import budgets, events, keys
 from factorize_app.jobs.connection import (
     CLOCK_KEYS,
     OUTAGE_GAP,
@@ -60,6 +60,7 @@ from factorize_app.jobs.ids import (
     task_type_of,
 )
 from factorize_app.jobs.monitoring import admit_new_jobs
+from factorize_app.jobs.release import released, wake_key
 from factorize_app.jobs.states import (
     ABORTED,
     ABORTED_ERROR,
@@ -101,8 +102,10 @@ def submit(
     `limits` are its own caps (ClientLimitExceeded beyond the queued one). With `wait`, hold up to that many
     seconds for the job to finish (a long poll). With `rate_limit`, count this request against
     the client's allowance first (in the same round trip), raising Throttled when it is used up.
-    With `cancel_after`, a job this submit creates is cancelled that many seconds from now (a
-    later submit of the same input polls it and does not move its deadline).
+    With `cancel_after`, the job is cancelled that many seconds from now unless another of its
+    owners still wants it: a deadline is its submitter's (a job shared by several owners stops at
+    the latest of their deadlines, never while one of them set none); a later submit of the same
+    input by the same client polls it and does not move its deadline.
     """
     return submit_many(
         task_type=task_type,
@@ -178,7 +181,8 @@ def cancel(*, job_id: str, client: str = "", staff: bool = False) -> JobState | 
     state = get_status(job_id=job_id)  # JobNotFound for an id this service did not make
     name = task_type.name
     reply = script(_CANCEL)(
-        keys=[keys.job(job_id), keys.owners(job_id), keys.pending(name), keys.queued_inputs(name), keys.canceled(name)],
+        keys=[keys.job(job_id), keys.owners(job_id), keys.pending(name), keys.queued_inputs(name), keys.canceled(name),
+              keys.deadlines(job_id)],  # fmt: skip
         args=[job_id, task_type.setting("failure_ttl"), utcformat(rq_now()), keys.STOP_PREFIX, _CANCELED_OUTCOME,
               CANCELED_ERROR, "" if staff else (client or "anonymous"), keys.fair_clients_prefix(name),
               keys.STATE_FIELD],  # fmt: skip
@@ -263,14 +267,16 @@ def enqueue(
                     retry=Retry(max=settings.JOB_MAX_RETRIES) if settings.JOB_MAX_RETRIES > 0 else None,
                     pipeline=pipe,
                 )
-            if cancel_after is not None:
-                for job_id in new_jobs:
-                    # From this instant, to the microsecond: whole seconds alone set it up to 1 s early.
-                    pipe.hset(keys.job(job_id), keys.DEADLINE_FIELD, redis_time + micros / 1e6 + cancel_after)
-            for job_id in new_jobs:  # a job made anew has only this client for owner
-                pipe.delete(keys.owners(job_id))
+            # From this instant, to the microsecond: whole seconds alone set it up to 1 s early.
+            deadline = None if cancel_after is None else redis_time + micros / 1e6 + cancel_after
+            for job_id in new_jobs:  # a job made anew has only this client for owner, and its deadline
+                if deadline is not None:
+                    pipe.hset(keys.job(job_id), keys.DEADLINE_FIELD, deadline)
+                pipe.delete(keys.owners(job_id), keys.deadlines(job_id))
                 pipe.sadd(keys.owners(job_id), client or "anonymous")
+                pipe.hset(keys.deadlines(job_id), client or "anonymous", "none" if deadline is None else deadline)
                 pipe.expire(keys.owners(job_id), owners_ttl(task_type))
+                pipe.expire(keys.deadlines(job_id), owners_ttl(task_type))
             fair_client = (client or "anonymous") if fair_order() else ""
             name = task_type.name
             own_cap = "" if limits is None or limits.max_running is None else limits.max_running
@@ -304,7 +310,7 @@ def _submit_batch(
     owner = client or "anonymous"
     for _attempt in range(5):
         waiting = [job_id for job_id in inputs if job_id not in states]
-        load, snapshots = _poll_many(task_type, waiting, rate_limit, claim=owner)
+        load, snapshots = _poll_many(task_type, waiting, rate_limit, claim=owner, claim_after=cancel_after)
         rate_limit = None  # counted once
         missing = []
         for job_id, snapshot in zip(waiting, snapshots, strict=True):
@@ -320,6 +326,8 @@ def _submit_batch(
             ]
         admit_new_jobs(task_type=task_type, count=len(missing))
         _check_queued_cap(task_type, client, len(missing), limits or ClientLimits())
+        budgets.charge(task_type=task_type, client=client, new_inputs=[inputs[job_id] for job_id in missing],
+                       budget=(limits or ClientLimits()).redis_bytes)  # fmt: skip
         enqueue(task_type, {job_id: inputs[job_id] for job_id in missing}, client, cancel_after, limits)
     raise QueueUnavailable(f"{len(missing)} jobs kept changing under concurrent requests; try again")
 
@@ -352,15 +360,17 @@ def _wait_until_done(
 ) -> list[JobState]:
     """Block on the jobs' RQ result streams (XREAD; every waiter wakes when a worker writes a
     result), never spinning on Redis; then poll again. Re-polling at least every half JOB_TTL
-    keeps queued jobs alive while their client waits."""
+    keeps queued jobs alive while their client waits. The process's wake-up stream is read too:
+    a stopping server ends every wait at once (`release`)."""
     deadline = time.monotonic() + min(seconds, settings.MAX_WAIT)
     chunk = max(1.0, task_type.setting("job_ttl") / 2)
     seen: dict[str, str] = {}
-    while not all(state.done for state in states):
+    while not all(state.done for state in states) and not released():
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             break
         streams = {keys.results(s.job_id): seen.get(s.job_id, "0-0") for s in states if not s.done}
+        streams[wake_key()] = "0-0"
         block_ms = max(1, int(min(remaining, chunk) * 1000))
         for stream, entries in blocking_client().xread(streams, count=10, block=block_ms) or []:
             seen[stream.decode().removeprefix(keys.RESULTS_PREFIX)] = entries[-1][0]
@@ -383,9 +393,11 @@ def _poll_many(
     *,
     claim: str = "",
     check: str = "",
+    claim_after: int | None = None,
 ) -> tuple[int, list[_Snapshot | None]]:
     """The type's load and a snapshot of each job (None: no such job, or, with `check`, not that
-    client's), in one round trip; `claim` makes a client an owner of each job that exists."""
+    client's), in one round trip; `claim` makes a client an owner of each job that exists, with its
+    own deadline (`claim_after` seconds from now; None: none) and, in fair order, its own turn."""
     throttle_key, limit, window, cost = "", 0, 0, 0
     if rate_limit is not None:
         cost = rate_limit.cost
@@ -394,11 +406,13 @@ def _poll_many(
         limit, window = rate_limit.limit, rate_limit.window
     name = task_type.name
     script_keys = [keys.pending(name), keys.started(name), throttle_key, *CLOCK_KEYS]
-    script_keys += [keys.aborted(name), keys.canceled(name)]
+    script_keys += [keys.aborted(name), keys.canceled(name), keys.fair_waiting(name), keys.fair_used(name)]
     failure_ttl = task_type.setting("failure_ttl")
     args = [task_type.setting("job_ttl"), limit, window, OUTAGE_GAP, keys.JOB_PREFIX, failure_ttl, _ABORTED_OUTCOME]
     args += [keys.EVENTS_PREFIX, events.EVENTS_MAXLEN, events.done_ttl(failure_ttl)]
     args += [keys.OWNERS_PREFIX, claim, check, owners_ttl(task_type), cost, keys.STATE_FIELD, CANCELED, ABORTED]
+    args += ["" if claim_after is None else claim_after, keys.DEADLINES_PREFIX]
+    args += [keys.fair_clients_prefix(name) if fair_order() else ""]
     args += job_ids
     reply = run_script(_POLL, script_keys, args)
     if reply[0] == b"throttled":

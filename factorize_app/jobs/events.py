@@ -42,7 +42,9 @@ EVENTS_MAXLEN = 50
 # Longest the dispatcher blocks before reading its set of streams again (a stream added while it
 # blocks wakes it at once, through its wake-up stream).
 DISPATCH_BLOCK_SECONDS = 5
-_EVENT_ID = re.compile(r"^[0-9]{1,20}-[0-9]{1,20}$")
+_EVENT_ID = re.compile(r"[0-9]{1,20}-[0-9]{1,20}", re.ASCII)  # matched whole (fullmatch)
+_STREAM_ID_PART_LIMIT = 2**64  # Redis stream ids are two unsigned 64-bit integers
+_LAST_EVENT_ID = f"{2**64 - 1}-{2**64 - 1}"
 
 
 @dataclass(frozen=True)
@@ -79,10 +81,23 @@ def done_ttl(result_ttl: int) -> int:
     return max(1, min(int(result_ttl), settings.EVENT_STREAM_RETENTION))
 
 
+class InvalidEventId(ValueError):
+    """A Last-Event-ID that is no stream entry id this service could have sent."""
+
+
 def valid_event_id(text: str | None) -> str | None:
-    """A Last-Event-ID as sent by a client, if it is a stream entry id; else None."""
+    """A client's Last-Event-ID as a stream entry id (`<ms>-<seq>`, each part below 2**64, in its
+    canonical form: no leading zeros); None when absent or empty; else InvalidEventId. Redis
+    answers an id past 64 bits with an error, so this is checked before asking it."""
     text = (text or "").strip()
-    return text if _EVENT_ID.match(text) else None
+    if not text:
+        return None
+    if not _EVENT_ID.fullmatch(text):
+        raise InvalidEventId("not an event id: expected <milliseconds>-<sequence>, as the stream sent it")
+    milliseconds, sequence = event_id_key(text)
+    if milliseconds >= _STREAM_ID_PART_LIMIT or sequence >= _STREAM_ID_PART_LIMIT:
+        raise InvalidEventId("not an event id: each part of <milliseconds>-<sequence> is below 2**64")
+    return f"{milliseconds}-{sequence}"
 
 
 def event_id_key(event_id: str) -> tuple[int, int]:
@@ -100,6 +115,8 @@ def latest_event(*, job_id: str) -> JobEvent | None:
 @translate_outages
 def events_after(*, job_id: str, after: str) -> list[JobEvent]:
     """The job's events newer than `after`, oldest first (what a reconnecting client missed)."""
+    if after == _LAST_EVENT_ID:  # none can be newer, and Redis refuses the range after it
+        return []
     return [_event(entry) for entry in redis_client().xrange(keys.events(job_id), min=f"({after}", max="+")]
 
 
@@ -117,13 +134,14 @@ class EventWatch:
     """One response's view of a job's stream, fed by the dispatcher: the events newer than the
     last one it was given, in order, each once."""
 
-    def __init__(self, dispatcher: _Dispatcher, job_id: str, after: str) -> None:
+    def __init__(self, dispatcher: _Dispatcher, job_id: str, after: str, *, released: bool = False) -> None:
         self.job_id = job_id
         self._dispatcher = dispatcher
         self._after = event_id_key(after)
         self._pending: collections.deque[JobEvent] = collections.deque()
         self._ready = threading.Condition()
         self._closed = False
+        self._released = released  # the server is stopping: wait() no longer blocks
 
     def deliver(self, events: list[JobEvent]) -> None:
         with self._ready:
@@ -135,10 +153,17 @@ class EventWatch:
             if self._pending:
                 self._ready.notify_all()
 
-    def wait(self, timeout: float) -> list[JobEvent]:
-        """The events that arrived, waiting up to `timeout` seconds for the first one."""
+    def release(self) -> None:
+        """Make wait() return now, and never block again (see `release`)."""
         with self._ready:
-            if not self._pending:
+            self._released = True
+            self._ready.notify_all()
+
+    def wait(self, timeout: float) -> list[JobEvent]:
+        """The events that arrived, waiting up to `timeout` seconds for the first one (not at all
+        once released)."""
+        with self._ready:
+            if not self._pending and not self._released:
                 self._ready.wait(max(0.0, timeout))
             events = list(self._pending)
             self._pending.clear()
@@ -162,10 +187,11 @@ class _Dispatcher:
         self._wake_key = keys.events_wake(uuid.uuid4().hex)
         self._has_work = threading.Event()
         self._thread: threading.Thread | None = None
+        self._released = False
 
     def watch(self, job_id: str, after: str) -> EventWatch:
-        watch = EventWatch(self, job_id, after)
         with self._lock:
+            watch = EventWatch(self, job_id, after, released=self._released)
             watchers = self._watches.setdefault(job_id, set())
             watchers.add(watch)
             cursor = self._cursors.get(job_id)
@@ -179,6 +205,14 @@ class _Dispatcher:
         if wake:
             self._wake()
         return watch
+
+    def release(self) -> None:
+        """Wake every watch's wait, now and from now on (the server is stopping)."""
+        with self._lock:
+            self._released = True
+            watches = [watch for watchers in self._watches.values() for watch in watchers]
+        for watch in watches:
+            watch.release()
 
     def unwatch(self, watch: EventWatch) -> None:
         with self._lock:

@@ -113,8 +113,12 @@ DURATION_PREFIX = OURS + "metrics:job_duration:"
 FAIR_PREFIX = OURS + "fair:"
 # The clients that submitted a job: its owners (who may cancel, retry and, with keys, read it).
 OWNERS_PREFIX = OURS + "owners:"
+# Each owner's Cancel-After deadline of a job (owner -> Unix time, or "none"): the job's own
+# (DEADLINE_FIELD) is the latest of them, none while any owner set none.
+DEADLINES_PREFIX = OURS + "deadlines:"
 # A client's request counter for one rate-limit window.
 THROTTLE_PREFIX = OURS + "throttle:"
+BUDGET_PREFIX = OURS + "budget:"  # bytes a client's jobs hold, per expiry slot (jobs/budgets.py)
 ABORTED_PREFIX = OURS + "aborted:"
 STOP_PREFIX = OURS + "stop:"
 # Fields of ours in RQ's job hash (fields, not keys; read by poll.lua and take.lua by these names).
@@ -180,12 +184,17 @@ def fair_caps(name: str) -> str:
 
 
 def fair_holders(name: str) -> str:
-    """Hash: worker name -> "<client> <start>" while it runs one of the client's jobs for long."""
+    """Hash: worker name -> "<may be handed back: 1/0> <start> <client>" while it runs one of the
+    client's jobs for long (rebalance.lua)."""
     return f"{FAIR_PREFIX}{name}:holders"
 
 
 def owners(job_id: str) -> str:
     return OWNERS_PREFIX + job_id
+
+
+def deadlines(job_id: str) -> str:
+    return DEADLINES_PREFIX + job_id
 
 
 def fair_clients_prefix(name: str) -> str:
@@ -262,3 +271,8 @@ def webhook_client(owner: str) -> str:
 
 def webhook_delivery(delivery_id: str) -> str:
     return WEBHOOK_DELIVERY_PREFIX + delivery_id
+
+
+def budget(client: str, slot: int) -> str:
+    """Bytes charged to a client's jobs whose records expire within expiry slot `slot`."""
+    return f"{BUDGET_PREFIX}{client}:{slot}"

@@ -6,8 +6,14 @@
 -- key prefix, the client claiming the jobs ('' for none: a submit makes its client an owner), the
 -- client who must own them ('' for none: with API keys, a job read by id), the owners' TTL, what
 -- the request costs against the rate limit (a batch: one per item), our state field, RQ's word
--- for an aborted job (canceled) and ours (aborted), then the job ids. A job's answered status is
--- our state where we keep one, else RQ's.
+-- for an aborted job (canceled) and ours (aborted), the claiming client's Cancel-After seconds
+-- ('' for none), the owners' deadlines key prefix, the prefix of the type's clients' lists ('' in
+-- FIFO order), then the job ids. A job's answered status is our state where we keep one, else RQ's.
+-- A client that becomes an owner of a job still queued or running joins it on its own terms: its
+-- deadline is kept with the others' (the job's is the latest of them, none while any owner set
+-- none: it stops only when no owner still wants it), and, in fair order, a queued job is lined up
+-- in the client's own list too, so it runs at the earliest turn among its owners (the take skips
+-- the copies of a job no longer queued). KEYS[8], KEYS[9]: the type's waiting clients, their use.
 -- An abort is appended to the job's event stream (events.append's fields) and to RQ's canceled
 -- registry too (KEYS[7]), so the dashboard counts it. A queued job past its Cancel-After deadline ends aborted here: it never runs.
 -- First the client's rate-limit counter (a fixed window). Then, per job: refresh a queued job's
@@ -31,8 +37,33 @@ local failure_ttl, aborted_outcome = tonumber(ARGV[6]), ARGV[7]
 local events_prefix, events_maxlen, events_ttl = ARGV[8], ARGV[9], ARGV[10]
 local owners_prefix, claim, check, owners_ttl = ARGV[11], ARGV[12], ARGV[13], ARGV[14]
 local state_field, rq_aborted, aborted = ARGV[16], ARGV[17], ARGV[18]
+local claim_after, deadlines_prefix, clients_prefix = ARGV[19], ARGV[20], ARGV[21]
+
+local function join(id, key, status)
+  local deadlines = deadlines_prefix .. id
+  if claim_after == '' then
+    redis.pcall('HSET', deadlines, claim, 'none')
+    redis.pcall('HDEL', key, 'factorize_deadline')
+  else
+    local mine = now + tonumber(claim_after)
+    redis.pcall('HSET', deadlines, claim, mine)
+    local current = tonumber(redis.call('HGET', key, 'factorize_deadline') or '')
+    if current and mine > current then redis.pcall('HSET', key, 'factorize_deadline', mine) end
+  end
+  redis.pcall('EXPIRE', deadlines, owners_ttl)
+  if status == 'queued' and clients_prefix ~= '' then
+    redis.pcall('RPUSH', clients_prefix .. claim, id)
+    if not redis.call('ZSCORE', KEYS[8], claim) then
+      local level = tonumber(redis.call('HGET', KEYS[9], ':clock')) or 0
+      local score = math.max(level, tonumber(redis.call('HGET', KEYS[9], claim)) or 0)
+      redis.pcall('HSET', KEYS[9], claim, score)
+      redis.pcall('ZADD', KEYS[8], score, claim)
+    end
+  end
+end
+
 local answers = {}
-for i = 19, #ARGV do
+for i = 22, #ARGV do
   local key = job_prefix .. ARGV[i]
   local fields = redis.call('HMGET', key, 'status', 'description', 'factorize_outcome', 'factorize_progress',
     'factorize_deadline', state_field)
@@ -48,9 +79,11 @@ for i = 19, #ARGV do
   if fields[1] and claim ~= '' then
     -- A new owner, or a job still alive by its polls: the owners outlive it (a done job's do already).
     local added = redis.pcall('SADD', owners_prefix .. ARGV[i], claim)
-    if added == 1 or fields[1] == 'queued' or fields[1] == 'started' then
+    local live = fields[1] == 'queued' or fields[1] == 'started'
+    if added == 1 or live then
       redis.pcall('EXPIRE', owners_prefix .. ARGV[i], owners_ttl)
     end
+    if added == 1 and live then join(ARGV[i], key, fields[1]) end
   elseif fields[1] and check ~= '' and redis.call('SISMEMBER', owners_prefix .. ARGV[i], check) == 0 then
     fields[1] = false
   end

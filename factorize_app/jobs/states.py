@@ -65,6 +65,7 @@ class ClientLimits:
 
     max_queued: int | None = None
     max_running: int | None = None
+    redis_bytes: int | None = None  # its budget of Redis memory (jobs/budgets.py)
 
     @property
     def queued(self) -> int:

@@ -6,8 +6,9 @@
 -- the head of RQ's list that waits in no client's list (RQ's own re-queues). A job taken from a
 -- client's list stays in RQ's list until it reaches the head, where it is dropped as no longer
 -- queued: each id enters and leaves RQ's list once, so a take costs the same however long the
--- queue (no LREM scan). Ids whose job is no longer queued (expired, cancelled, listed twice) are
--- skipped. The rest start as RQ's worker starts them, each with an execution leased for `lease`
+-- queue (no LREM scan). Ids whose job is no longer queued (expired, cancelled, listed twice: a
+-- shared job is lined up in each of its owners' lists, and runs at the earliest of their turns) or
+-- no longer the client's (an owner that withdrew) are skipped. The rest start as RQ's worker starts them, each with an execution leased for `lease`
 -- seconds in the StartedJobRegistry.
 -- Nothing is taken while RQ's workers are suspended (`rq suspend`): the worker checks that before
 -- it takes, and the check here closes the gap between that check and the take.
@@ -19,7 +20,7 @@
 -- inputs, its waiting clients, their use, their running jobs, their caps.
 -- ARGV: count, lease, the worker's name, the start stamp, the execution id, fair ('1' or '0'), the
 -- outage gap, the job hash prefix, the execution hash prefix, the event stream prefix, the event
--- stream's length; then per queue: its name, the prefix of its clients' lists, the estimated
+-- stream's length, the owners' key prefix; then per queue: its name, the prefix of its clients' lists, the estimated
 -- seconds of one job, the default cap on a client's running jobs (0: none), a running job's
 -- event stream TTL. Each job started gets its `started` event.
 -- Answers {queue name, {id, description, timeout, result_ttl, failure_ttl, stop, deadline, client}...}
@@ -29,6 +30,7 @@ local now = clock_tick(KEYS[2], KEYS[3], ARGV[7])
 local count, lease, worker, stamp, execution_id = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3], ARGV[4], ARGV[5]
 local fair = ARGV[6] == '1'
 local job_prefix, execution_prefix, events_prefix, events_maxlen = ARGV[8], ARGV[9], ARGV[10], ARGV[11]
+local owners_prefix = ARGV[12]
 local CLOCK = ':clock' -- the use of the client served last, in the use hash (no client is named so)
 local SCAN = 256 -- clients at their cap looked past at most, per take
 local taken
@@ -39,6 +41,7 @@ local function start(queue, id, job, client)
   local execution = id .. ':' .. execution_id
   local execution_key = execution_prefix .. execution
   redis.call('HSET', key, 'status', 'started', 'started_at', stamp, 'last_heartbeat', stamp, 'worker_name', worker)
+  if client ~= '' and job[8] ~= client then redis.call('HSET', key, 'factorize_client', client) end -- its turn
   redis.call('PERSIST', key)
   redis.call('HSET', execution_key, 'id', execution_id, 'job_id', id, 'created_at', now, 'last_heartbeat', now,
     'worker_name', worker)
@@ -102,6 +105,13 @@ local function serve_head(queue)
   return true
 end
 
+-- Whether a queued job taken from `client`'s list is still the client's: it owns it (a job of
+-- ours without owners, from before owners were kept, is its first client's).
+local function owned(id, job, client)
+  if redis.call('SISMEMBER', owners_prefix .. id, client) == 1 then return true end
+  return job[8] == client and redis.call('EXISTS', owners_prefix .. id) == 0
+end
+
 local served_use -- the use of the client served last, written to the use hash once per take
 
 local function serve_client(queue)
@@ -111,7 +121,7 @@ local function serve_client(queue)
   local id = redis.call('LPOP', list)
   local job = id and fields(id)
   local used = score
-  if job and job[1] == 'queued' and job[8] == client then
+  if job and job[1] == 'queued' and owned(id, job, client) then
     used = tonumber(redis.call('HINCRBYFLOAT', queue.used, client, queue.estimate))
     served_use = score
     start(queue, id, job, client)
@@ -125,7 +135,7 @@ local function serve_client(queue)
 end
 
 for n = 0, (#KEYS - 5) / 9 - 1 do
-  local k, a = 5 + 9 * n, 11 + 5 * n
+  local k, a = 5 + 9 * n, 12 + 5 * n
   local queue = {
     list = KEYS[k + 1], workers = KEYS[k + 2], started = KEYS[k + 3], pending = KEYS[k + 4],
     inputs = KEYS[k + 5], waiting = KEYS[k + 6], used = KEYS[k + 7], running = KEYS[k + 8], caps = KEYS[k + 9],

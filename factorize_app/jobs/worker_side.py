@@ -103,7 +103,7 @@ def take_jobs(
     execution_id = uuid.uuid4().hex
     script_keys = [keys.worker(worker_name), *CLOCK_KEYS, keys.SUSPENDED, keys.worker_executions(worker_name)]
     args = [count, lease, worker_name, utcformat(rq_now()), execution_id, int(fair_order()), OUTAGE_GAP]
-    args += [keys.JOB_PREFIX, keys.EXECUTION_PREFIX, keys.EVENTS_PREFIX, events.EVENTS_MAXLEN]
+    args += [keys.JOB_PREFIX, keys.EXECUTION_PREFIX, keys.EVENTS_PREFIX, events.EVENTS_MAXLEN, keys.OWNERS_PREFIX]
     for name in queue_names:
         script_keys += [
             keys.queue(name),
@@ -263,16 +263,26 @@ def _settle(
 
 
 @translate_outages
-def yield_worker(*, worker_name: str, job: TakenJob, started_at: float) -> bool:
-    """Whether this worker's long-running `job` is to be handed back so that another client's
-    waiting job gets the worker (its client holds more than its fair share of the type's
-    workers, and it is that client's youngest job); asking registers it as a long job's holder."""
+def yield_worker(*, worker_name: str, job: TakenJob, started_at: float, ran: float, grace: float) -> bool:
+    """Whether this worker's long-running `job` (running `ran` seconds) is to be handed back so
+    that another client's waiting job gets the worker (rebalance.lua): its client holds more than
+    its fair share of the type's workers, or every worker runs a long job while a client with
+    nothing running waits and its client is the heaviest; and it is that client's youngest job
+    that may be handed back (one handed back k times only after `grace` * 2^k seconds). Asking
+    registers it as a long job's holder."""
     if not job.client:
         return False
     name = job.task_name
     reply = script(_REBALANCE)(
-        keys=[keys.fair_holders(name), keys.fair_waiting(name), keys.workers_of(name)],
-        args=[keys.worker(worker_name), job.client, f"{started_at:.6f}"],
+        keys=[
+            keys.fair_holders(name),
+            keys.fair_waiting(name),
+            keys.workers_of(name),
+            keys.fair_used(name),
+            keys.fair_running(name),
+            keys.job(job.job_id),
+        ],
+        args=[keys.worker(worker_name), job.client, f"{started_at:.6f}", f"{ran:.6f}", f"{grace:.6f}"],
     )
     return reply == 1
 
@@ -284,13 +294,33 @@ def _end_execution(pipe: redis.client.Pipeline, job: TakenJob, worker_name: str)
 
 
 @translate_outages
-def take_stop_requests(*, worker_name: str) -> set[str]:
-    """The ids of running jobs this worker has been asked to stop since it last looked."""
+def take_stop_requests(*, worker_name: str) -> dict[str, bool]:
+    """The running jobs this worker has been asked about since it last looked: each id, and
+    whether it is to stop (a DELETE, RQ's stop command) or only to read its deadline again
+    (job_deadlines: an owner of a shared job withdrew)."""
     with redis_client().pipeline(transaction=True) as pipe:
         pipe.smembers(keys.stop_requests(worker_name))
         pipe.delete(keys.stop_requests(worker_name))
         members, _ = pipe.execute()
-    return {member.decode() for member in members}
+    ids = sorted(member.decode() for member in members)
+    if not ids:
+        return {}
+    with redis_client().pipeline(transaction=False) as pipe:
+        for job_id in ids:
+            pipe.hexists(keys.job(job_id), keys.STOP_FIELD)
+        stops = pipe.execute()
+    return dict(zip(ids, map(bool, stops), strict=True))
+
+
+@translate_outages
+def job_deadlines(*, job_ids: list[str]) -> dict[str, float | None]:
+    """The jobs' Cancel-After deadlines now (Unix time; None: none). A shared job's deadline
+    moves while it runs: a later owner that set none lifts it, one with a later one extends it."""
+    with redis_client().pipeline(transaction=False) as pipe:
+        for job_id in job_ids:
+            pipe.hget(keys.job(job_id), keys.DEADLINE_FIELD)
+        values = pipe.execute()
+    return {job_id: float(value) if value else None for job_id, value in zip(job_ids, values, strict=True)}
 
 
 @translate_outages

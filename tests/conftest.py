@@ -184,6 +184,18 @@ def api() -> APIClient:
     return APIClient()
 
 
+@pytest.fixture
+def key(db) -> Callable[..., dict[str, str]]:
+    """Makes a fresh API key (name, and its own limits) and answers its header for the in-process client."""
+    from factorize_app.models import ApiKey
+
+    def make(name: str = "client", **overrides) -> dict[str, str]:
+        _, plaintext = ApiKey.create_key(name=name, **overrides)
+        return {"HTTP_AUTHORIZATION": f"Bearer {plaintext}"}
+
+    return make
+
+
 class WorkerProcess:
     def __init__(self, process: subprocess.Popen, log_path: Path):
         self.process = process

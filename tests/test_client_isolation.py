@@ -16,22 +16,10 @@ import requests
 from rq.registry import StartedJobRegistry
 
 from factorize_app import jobs
-from factorize_app.models import ApiKey
 from factorize_app.tasks import get_task_type
 from tests.conftest import wait_until, web_server
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def key():
-    """A fresh API key's header for the in-process client."""
-
-    def make(name: str = "client", **overrides) -> dict[str, str]:
-        _, plaintext = ApiKey.create_key(name=name, **overrides)
-        return {"HTTP_AUTHORIZATION": f"Bearer {plaintext}"}
-
-    return make
 
 
 def post(api, path: str, body: dict, auth: dict | None = None, **headers):

@@ -6,19 +6,9 @@ from __future__ import annotations
 
 import pytest
 
-from factorize_app.models import ApiKey
 from tests.conftest import wait_until
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def key():
-    def make(name: str) -> dict[str, str]:
-        _, plaintext = ApiKey.create_key(name=name)
-        return {"HTTP_AUTHORIZATION": f"Bearer {plaintext}"}
-
-    return make
 
 
 def submit(api, auth: dict, body: dict, **headers) -> dict:

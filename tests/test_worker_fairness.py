@@ -8,19 +8,9 @@ import time
 import pytest
 from rq.registry import StartedJobRegistry
 
-from factorize_app.models import ApiKey
 from tests.conftest import wait_until
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def key():
-    def make(name: str) -> dict[str, str]:
-        _, plaintext = ApiKey.create_key(name=name)
-        return {"HTTP_AUTHORIZATION": f"Bearer {plaintext}"}
-
-    return make
 
 
 def sleep_job(api, auth, seconds: float, tag: str, **headers) -> dict:

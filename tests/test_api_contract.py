@@ -269,7 +269,7 @@ def generated_client(tmp_path_factory):
     schema = folder / "openapi.yaml"
     env = service_env()
     subprocess.run([PYTHON, "manage.py", "spectacular", "--file", str(schema)], cwd=ROOT, env=env, check=True)
-    (folder / "config.yaml").write_text("package_name_override: factorize_client\npost_hooks: []\n")
+    (folder / "config.yaml").write_text("package_name_override: generated_factorize_client\npost_hooks: []\n")
     generator = Path(PYTHON).parent / "openapi-python-client"
     generated = subprocess.run(
         [generator, "generate", "--path", schema, "--config", folder / "config.yaml", "--meta", "none"],
@@ -281,15 +281,16 @@ def generated_client(tmp_path_factory):
     assert generated.returncode == 0, generated.stdout + generated.stderr
     sys.path.insert(0, str(folder))
     try:
-        yield importlib.import_module("factorize_client")
+        # Not named factorize_client: that is the project's own client (client/), maybe imported already.
+        yield importlib.import_module("generated_factorize_client")
     finally:
         sys.path.remove(str(folder))
 
 
 def test_a_generated_client_submits_a_batch_once_and_a_webhook_filter_as_a_list(generated_client, redis_conn):
-    from factorize_client import Client
-    from factorize_client.api.factorize import factorization_batch, factorization_submit
-    from factorize_client.models import FactorizationBatchInput, FactorizationInput, WebhookEventsFilterEnum
+    from generated_factorize_client import Client
+    from generated_factorize_client.api.factorize import factorization_batch, factorization_submit
+    from generated_factorize_client.models import FactorizationBatchInput, FactorizationInput, WebhookEventsFilterEnum
 
     with web_server(WEBHOOK_SECRET=WEBHOOK_SECRET, WEBHOOK_ALLOWED_HOSTS="127.0.0.1:9") as url:
         client = Client(base_url=url, raise_on_unexpected_status=True)

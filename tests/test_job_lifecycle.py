@@ -176,6 +176,7 @@ def test_queues_endpoint_counts_each_task_type(api, start_worker):
         "canceled": 0,
         "aborted": 0,
         "workers": 0,
+        "workers_lost": 0,
         "setup_error": None,
     }
     assert stats["primes"]["finished"] == 1

@@ -17,7 +17,7 @@ class FactorizeAppConfig(AppConfig):
         install_bounded_resolver()  # before any Redis connection: name resolution bounded too
 
         # One RQ queue per task type, named after it: derived here so that a task type is
-        # declared in one place (its module, listed in TASK_TYPES) and nowhere else.
+        # declared in one place (its folder under factorize_app/tasks/, discovered) and nowhere else.
         settings.RQ_QUEUES = {
             task_type.name: {**settings.RQ_CONNECTION, "DEFAULT_TIMEOUT": task_type.setting("job_timeout")}
             for task_type in task_types()

@@ -28,9 +28,14 @@ def client(i: int) -> httpx.Client:
 
 
 def blocked_reads(redis_conn) -> int:
-    """Requests the server holds now: each waits in a blocking XREAD of its own."""
+    """Requests the server holds now: each waits in a blocking XREAD of its own (blocked now: flag
+    `b`; an idle pooled connection whose last command was an XREAD is not one)."""
     db = str(redis_conn.connection_pool.connection_kwargs.get("db", 0))
-    return sum(1 for c in redis_conn.client_list() if c.get("cmd") == "xread" and c.get("db") == db)
+    return sum(
+        1
+        for c in redis_conn.client_list()
+        if c.get("cmd") == "xread" and c.get("db") == db and "b" in c.get("flags", "")
+    )
 
 
 class PollLoad:

@@ -130,6 +130,8 @@ cmd_start() {
     local pid
     if engine_answers; then
         echo "using running engine ($(docker info --format '{{.ServerVersion}}' 2>/dev/null || echo unknown))"
+        # Its compose plugin may point at a virtualenv that is gone: link it again if so.
+        ensure_compose || log "warning: docker compose is unavailable"
         return 0
     fi
     if [[ "$(id -u)" -ne 0 ]]; then

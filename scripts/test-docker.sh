@@ -21,6 +21,8 @@ if ! docker info >/dev/null 2>&1; then
         exit 0
     fi
 fi
+# A running engine's compose plugin may be a link into a virtualenv that is gone.
+docker compose version >/dev/null 2>&1 || PYTHON="$bin/python" scripts/docker-engine.sh start >&2
 if ((started_engine)); then
     trap 'scripts/docker-engine.sh stop' EXIT
 fi

@@ -188,7 +188,7 @@ def test_a_job_run_by_a_stock_rq_worker_leaves_no_phantom_load_and_gets_its_even
     job_id = submit(api, "/factorize", number=4757).json()["job_id"]
     stock_worker = (
         "import django; django.setup(); from rq import SimpleWorker; from factorize_app.jobs.connection import "
-        "redis_client; SimpleWorker(['factorization'], connection=redis_client()).work(burst=True)"
+        "redis_connection; SimpleWorker(['factorization'], connection=redis_connection()).work(burst=True)"
     )
     stock = subprocess.run([PYTHON, "-c", stock_worker], cwd=ROOT, env=service_env(PYTHONPATH=str(ROOT)),
                            capture_output=True, text=True, timeout=60)  # fmt: skip

@@ -215,7 +215,7 @@ def test_settings_turn_redis_sentinels_into_django_rq_sentinel_settings():
 
 
 def test_blocking_client_follows_the_sentinels(sentinel_group: SentinelGroup, monkeypatch):
-    """blocking_client() on a Sentinel pool: a Sentinel pool of its own (longer timeout), same master."""
+    """blocking_connection() on a Sentinel pool: a Sentinel pool of its own (longer timeout), same master."""
     connection = redis_sentinel_connection(
         f"redis://127.0.0.1:1/{DB}",
         sentinels=[("127.0.0.1", port) for port in sentinel_group.sentinel_ports],
@@ -226,10 +226,10 @@ def test_blocking_client_follows_the_sentinels(sentinel_group: SentinelGroup, mo
     monkeypatch.setattr(
         django_rq.settings, "QUEUES", {name: {**connection, "DEFAULT_TIMEOUT": 300} for name in settings.RQ_QUEUES}
     )
-    jobs_connection.redis_client.cache_clear()
-    jobs_connection.blocking_client.cache_clear()
+    jobs_connection.redis_connection.cache_clear()
+    jobs_connection.blocking_connection.cache_clear()
     try:
-        client, blocking = jobs_connection.redis_client(), jobs_connection.blocking_client()
+        client, blocking = jobs_connection.redis_connection(), jobs_connection.blocking_connection()
         assert isinstance(blocking.connection_pool, redis.sentinel.SentinelConnectionPool)
         assert blocking.connection_pool is not client.connection_pool
         kwargs = blocking.connection_pool.connection_kwargs
@@ -240,8 +240,8 @@ def test_blocking_client_follows_the_sentinels(sentinel_group: SentinelGroup, mo
         assert blocking.get("sentinel:probe") == b"1"
         assert int(blocking.connection_pool.get_master_address()[1]) == sentinel_group.master_port
     finally:
-        jobs_connection.redis_client.cache_clear()
-        jobs_connection.blocking_client.cache_clear()
+        jobs_connection.redis_connection.cache_clear()
+        jobs_connection.blocking_connection.cache_clear()
 
 
 def test_web_and_worker_carry_on_through_a_sentinel_failover(

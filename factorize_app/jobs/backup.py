@@ -17,7 +17,7 @@ from pathlib import Path
 
 import redis
 
-from factorize_app.jobs.connection import redis_client
+from factorize_app.jobs.connection import redis_connection
 
 FILE = "redis-keys.jsonl"
 BATCH = 500  # keys per round trip
@@ -31,7 +31,7 @@ class RestoreRefused(Exception):
 
 def dump_redis(directory: Path) -> int:
     """Write every key of the service's Redis database to `directory`/FILE; the number of keys."""
-    conn = redis_client()
+    conn = redis_connection()
     count = 0
     path = directory / FILE
     conn.execute_command("CLIENT", "PAUSE", MAX_PAUSE_MS, "WRITE")
@@ -58,7 +58,7 @@ def dump_redis(directory: Path) -> int:
 
 def restore_redis(directory: Path, *, replace: bool = False) -> int:
     """Put the keys of `directory`/FILE back into the service's Redis database; the number restored."""
-    conn = redis_client()
+    conn = redis_connection()
     if not replace and conn.dbsize():
         raise RestoreRefused(f"the Redis database holds {conn.dbsize()} keys")
     count = 0

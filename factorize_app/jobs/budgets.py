@@ -30,7 +30,7 @@ from typing import Any
 from django.conf import settings
 
 from factorize_app.jobs import keys
-from factorize_app.jobs.connection import lua, redis_client, run_script
+from factorize_app.jobs.connection import lua, redis_connection, run_script
 from factorize_app.jobs.errors import ClientLimitExceeded
 from factorize_app.jobs.monitoring import redis_memory
 from factorize_app.tasks import TaskType, task_types
@@ -107,4 +107,4 @@ def held(*, client: str) -> int:
     width = slot_seconds()
     first = int(time.time() // width)
     slot_keys = [keys.budget(client or "anonymous", slot) for slot in range(first, first + SLOTS + 3)]
-    return sum(int(value or 0) for value in redis_client().mget(slot_keys))
+    return sum(int(value or 0) for value in redis_connection().mget(slot_keys))

@@ -33,9 +33,9 @@ from factorize_app.jobs import budgets, events, keys
 from factorize_app.jobs.connection import (
     CLOCK_KEYS,
     OUTAGE_GAP,
-    blocking_client,
+    blocking_connection,
     lua,
-    redis_client,
+    redis_connection,
     rq_queue,
     run_script,
     script,
@@ -161,7 +161,7 @@ def get_status(
 @translate_outages
 def is_owner(*, job_id: str, client: str) -> bool:
     """Whether `client` submitted the job (one of its owners)."""
-    return bool(redis_client().sismember(keys.owners(job_id), client))
+    return bool(redis_connection().sismember(keys.owners(job_id), client))
 
 
 @translate_outages
@@ -210,7 +210,7 @@ def retry(*, job_id: str, client: str = "", staff: bool = False, limits: ClientL
     if state.status not in RETRYABLE:
         raise JobNotRetryable(state.status)
     name = task_type.name
-    with redis_client().pipeline(transaction=True) as pipe:
+    with redis_connection().pipeline(transaction=True) as pipe:
         pipe.delete(keys.job(job_id), keys.results(job_id), keys.events(job_id))  # a clean start
         for registry in (keys.failed(name), keys.canceled(name), keys.aborted(name)):
             pipe.zrem(registry, job_id)
@@ -237,7 +237,7 @@ def enqueue(
     job_ttl = task_type.setting("job_ttl")
     queue = rq_queue(task_type.name)
     job_keys = [keys.job(job_id) for job_id in new_jobs]
-    with redis_client().pipeline(transaction=True) as pipe:
+    with redis_connection().pipeline(transaction=True) as pipe:
         try:
             pipe.watch(*job_keys)
             if pipe.exists(*job_keys):
@@ -339,7 +339,7 @@ def _check_queued_cap(task_type: TaskType, client: str, adding: int, limits: Cli
     cap = limits.queued
     if not fair_order() or cap <= 0:
         return
-    queued = redis_client().llen(keys.fair_client(task_type.name, client or "anonymous"))
+    queued = redis_connection().llen(keys.fair_client(task_type.name, client or "anonymous"))
     if queued + adding > cap:
         raise ClientLimitExceeded("MAX_QUEUED_PER_CLIENT", cap)
 
@@ -372,7 +372,7 @@ def _wait_until_done(
         streams = {keys.results(s.job_id): seen.get(s.job_id, "0-0") for s in states if not s.done}
         streams[wake_key()] = "0-0"
         block_ms = max(1, int(min(remaining, chunk) * 1000))
-        for stream, entries in blocking_client().xread(streams, count=10, block=block_ms) or []:
+        for stream, entries in blocking_connection().xread(streams, count=10, block=block_ms) or []:
             seen[stream.decode().removeprefix(keys.RESULTS_PREFIX)] = entries[-1][0]
         states = poll()
     return states
@@ -450,6 +450,6 @@ def _state(task_type: TaskType, job_id: str, snapshot: _Snapshot, data: dict[str
 
 def _fetch(job_id: str) -> Job | None:
     try:
-        return Job.fetch(job_id, connection=redis_client())
+        return Job.fetch(job_id, connection=redis_connection())
     except NoSuchJobError:
         return None

@@ -45,20 +45,20 @@ def lua(name: str, *helpers: str) -> str:
 
 
 @functools.cache
-def redis_client() -> redis.Redis:
-    """One client (and connection pool) per process, shared by every queue."""
+def redis_connection() -> redis.Redis:
+    """One connection pool per process, shared by every queue."""
     return django_rq.get_connection(task_types()[0].name)
 
 
 @functools.cache
 def rq_queue(name: str):
-    return django_rq.get_queue(name, connection=redis_client(), commit_mode="auto")
+    return django_rq.get_queue(name, connection=redis_connection(), commit_mode="auto")
 
 
 @functools.cache
 def script(source: str):
     """The script registered with redis-py (EVALSHA, loaded on NOSCRIPT): call it with keys, args."""
-    return redis_client().register_script(source)
+    return redis_connection().register_script(source)
 
 
 _thread = threading.local()
@@ -75,7 +75,7 @@ def run_script(source: str, keys: list[str], args: list[Any]) -> Any:
     for attempt in (1, 2):  # a connection broken since its last use (a Redis restart, a failover) is retried once
         connection = getattr(_thread, "connection", None)
         if connection is None:
-            connection = redis_client().connection_pool.make_connection()
+            connection = redis_connection().connection_pool.make_connection()
             # Connect here: a Sentinel pool's connection asks the sentinels for the master in
             # connect(), which a first send_command would skip.
             connection.connect()
@@ -99,9 +99,9 @@ def run_script(source: str, keys: list[str], args: list[Any]) -> Any:
 
 
 @functools.cache
-def blocking_client() -> redis.Redis:
+def blocking_connection() -> redis.Redis:
     """A client whose socket timeout outlasts the longest wait, for the blocking reads."""
-    client = redis_client()
+    client = redis_connection()
     pool = client.connection_pool
     timeout = settings.MAX_WAIT + settings.REDIS_SOCKET_TIMEOUT
     if isinstance(pool, redis.sentinel.SentinelConnectionPool):

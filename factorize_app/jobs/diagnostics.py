@@ -16,7 +16,7 @@ from rq.exceptions import NoSuchJobError
 from rq.job import Job
 
 from factorize_app.jobs import keys
-from factorize_app.jobs.connection import redis_client
+from factorize_app.jobs.connection import redis_connection
 from factorize_app.jobs.errors import translate_outages
 
 # The most characters of a traceback kept (its end: where it was raised).
@@ -35,7 +35,7 @@ def _now() -> str:
 def record_setup_failure(*, task_name: str, error: str, traceback: str = "") -> dict[str, Any]:
     """Record that a worker of `task_name` could not set its model up (it exits and is started
     again): the error in one line, the traceback, since when it fails, and how often it has."""
-    client = redis_client()
+    client = redis_connection()
     previous = client.hget(keys.SETUP_FAILURES, task_name)
     earlier = json.loads(previous) if previous else {}
     now = _now()
@@ -54,7 +54,7 @@ def record_setup_failure(*, task_name: str, error: str, traceback: str = "") -> 
 def clear_setup_failures(*, task_names: list[str]) -> None:
     """The types' setups succeeded: they are no longer reported as failing."""
     if task_names:
-        redis_client().hdel(keys.SETUP_FAILURES, *task_names)
+        redis_connection().hdel(keys.SETUP_FAILURES, *task_names)
 
 
 @translate_outages
@@ -64,7 +64,7 @@ def setup_failures() -> dict[str, dict[str, Any]]:
     of the type is trying any more; /queues shows it has none)."""
     cutoff = datetime.datetime.now(datetime.UTC) - datetime.timedelta(seconds=SETUP_FAILURE_STALE)
     failures = {}
-    for name, value in redis_client().hgetall(keys.SETUP_FAILURES).items():
+    for name, value in redis_connection().hgetall(keys.SETUP_FAILURES).items():
         failure = json.loads(value)
         if datetime.datetime.fromisoformat(failure["last"]) >= cutoff:
             failures[name.decode()] = failure
@@ -76,7 +76,7 @@ def failure_traceback(*, job_id: str) -> str | None:
     """A failed job's full traceback as its worker recorded it (the poll's `error` is its last
     line); None when there is none (not failed, or gone)."""
     try:
-        job = Job.fetch(job_id, connection=redis_client())
+        job = Job.fetch(job_id, connection=redis_connection())
     except NoSuchJobError:
         return None
     latest = job.latest_result()

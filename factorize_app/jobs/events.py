@@ -29,7 +29,7 @@ import redis
 from django.conf import settings
 
 from factorize_app.jobs import keys
-from factorize_app.jobs.connection import blocking_client, redis_client
+from factorize_app.jobs.connection import blocking_connection, redis_connection
 from factorize_app.jobs.errors import translate_outages
 from factorize_app.jobs.states import STARTED, JobState
 from factorize_app.tasks import TaskType
@@ -108,7 +108,7 @@ def event_id_key(event_id: str) -> tuple[int, int]:
 @translate_outages
 def latest_event(*, job_id: str) -> JobEvent | None:
     """The job's newest event, None if its stream is empty or gone."""
-    entries = redis_client().xrevrange(keys.events(job_id), count=1)
+    entries = redis_connection().xrevrange(keys.events(job_id), count=1)
     return _event(entries[0]) if entries else None
 
 
@@ -117,7 +117,7 @@ def events_after(*, job_id: str, after: str) -> list[JobEvent]:
     """The job's events newer than `after`, oldest first (what a reconnecting client missed)."""
     if after == _LAST_EVENT_ID:  # none can be newer, and Redis refuses the range after it
         return []
-    return [_event(entry) for entry in redis_client().xrange(keys.events(job_id), min=f"({after}", max="+")]
+    return [_event(entry) for entry in redis_connection().xrange(keys.events(job_id), min=f"({after}", max="+")]
 
 
 def state_after(state: JobState, event: JobEvent) -> JobState:
@@ -234,7 +234,7 @@ class _Dispatcher:
         """Make the dispatcher's blocked XREAD return, so it reads the new stream too. A refused
         write (Redis full or read-only) only delays that to the end of the current block."""
         try:
-            with redis_client().pipeline(transaction=False) as pipe:
+            with redis_connection().pipeline(transaction=False) as pipe:
                 pipe.xadd(self._wake_key, {"w": 1}, maxlen=1)
                 pipe.expire(self._wake_key, DISPATCH_BLOCK_SECONDS * 4)
                 pipe.execute()
@@ -253,7 +253,7 @@ class _Dispatcher:
                 continue
             streams[self._wake_key] = "$"
             try:
-                reply = blocking_client().xread(streams, block=DISPATCH_BLOCK_SECONDS * 1000)
+                reply = blocking_connection().xread(streams, block=DISPATCH_BLOCK_SECONDS * 1000)
                 if failing:
                     logger.info("event streams: Redis answers again")
                 failing = False
@@ -309,6 +309,6 @@ def _event(entry) -> JobEvent:
 
 def record(job_id: str, status: str, *, ttl: int, outcome: str = "") -> None:
     """Append one event in a round trip of its own (a change made by a script, e.g. a cancel)."""
-    with redis_client().pipeline(transaction=False) as pipe:
+    with redis_connection().pipeline(transaction=False) as pipe:
         append(pipe, job_id, status, ttl=ttl, outcome=outcome)
         pipe.execute()

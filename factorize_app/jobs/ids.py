@@ -32,7 +32,7 @@ import redis
 from django.conf import settings
 
 from factorize_app.jobs import keys
-from factorize_app.jobs.connection import redis_client
+from factorize_app.jobs.connection import redis_connection
 from factorize_app.jobs.errors import JobNotFound
 from factorize_app.tasks import TaskType, UnknownTaskType, get_task_type
 
@@ -99,7 +99,7 @@ class _StoredKey:
 
     @staticmethod
     def _load(cached: bytes | None) -> bytes:
-        conn = redis_client()
+        conn = redis_connection()
         stored = conn.get(keys.JOB_ID_KEY)
         if stored is None:
             stored = _store(conn, cached)

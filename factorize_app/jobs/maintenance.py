@@ -19,7 +19,7 @@ from redis.exceptions import WatchError
 
 from factorize_app.jobs import keys
 from factorize_app.jobs.client import enqueue
-from factorize_app.jobs.connection import CLOCK_KEYS, OUTAGE_GAP, lua, redis_client, script
+from factorize_app.jobs.connection import CLOCK_KEYS, OUTAGE_GAP, lua, redis_connection, script
 from factorize_app.jobs.errors import translate_outages
 from factorize_app.jobs.ids import input_of
 from factorize_app.jobs.monitoring import beat_is_recent
@@ -53,7 +53,7 @@ class Swept:
 def sweep_queue(*, limit: int = 1000) -> Swept:
     """Re-enqueue the jobs that expired during outages, forget those that expired unpolled (at
     most `limit` expired jobs of each type looked at). Answers how many came back, and from what."""
-    conn = redis_client()
+    conn = redis_connection()
     script(_TICK)(keys=CLOCK_KEYS, args=[OUTAGE_GAP])  # records an outage that ends now, if any
     outages = conn.lrange(keys.OUTAGES, 0, -1)
     outage_start = min((float(entry.split()[0]) for entry in outages), default=None)
@@ -101,7 +101,7 @@ def take_cleaning_lock(*, queue_name: str, worker_name: str) -> bool:
     SIGKILL, a lost node) would stall the recovery of every dead worker's jobs on that queue for
     as long. This one names its holder, and a lock whose holder no longer heartbeats (or that
     names no worker: RQ's flag) is taken over. Release it with RQ's release_maintenance_lock."""
-    conn = redis_client()
+    conn = redis_connection()
     lock = keys.cleaning_lock(queue_name)
     if conn.set(lock, worker_name, nx=True, ex=CLEANING_LOCK_SECONDS):
         return True
@@ -126,7 +126,7 @@ def clean_stale_workers() -> list[str]:
     """Unregister workers that stopped heartbeating (killed, lost with their node) more than
     WORKER_LIVENESS ago, so RQ's and the dashboard's listings show live workers only. Their jobs
     are recovered by RQ's registry cleanup when their lease runs out. Answers their names."""
-    conn = redis_client()
+    conn = redis_connection()
     worker_keys = [key.decode() for key in conn.smembers(keys.ALL_WORKERS)]
     if not worker_keys:
         return []
@@ -156,7 +156,7 @@ def upgrade_statuses() -> int:
     """Jobs stored by an earlier version with `aborted` in RQ's status field (a word RQ's tools
     cannot read) get RQ's `canceled` there and `aborted` in our own field. Run at a worker's
     start; the aborted registries bound the look. Answers how many were mended."""
-    conn = redis_client()
+    conn = redis_connection()
     mended = 0
     for task_type in task_types():
         for raw in conn.zrange(keys.aborted(task_type.name), 0, -1):

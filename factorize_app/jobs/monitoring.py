@@ -25,7 +25,7 @@ from rq.registry import CanceledJobRegistry, FailedJobRegistry, FinishedJobRegis
 from rq.utils import utcparse
 
 from factorize_app.jobs import keys
-from factorize_app.jobs.connection import CLOCK_KEYS, OUTAGE_GAP, lua, redis_client, rq_queue, script
+from factorize_app.jobs.connection import CLOCK_KEYS, OUTAGE_GAP, lua, redis_connection, rq_queue, script
 from factorize_app.jobs.diagnostics import setup_error, setup_failures
 from factorize_app.jobs.errors import FULL, QueueUnavailable, SubmitRefused, translate_outages, write_refusal
 from factorize_app.jobs.reconcile import reconcile
@@ -49,7 +49,7 @@ def queue_stats() -> list[dict[str, Any]]:
     with contextlib.suppress(QueueUnavailable):
         reconcile()
     stats = []
-    lost = redis_client().hgetall(keys.WORKERS_LOST)
+    lost = redis_connection().hgetall(keys.WORKERS_LOST)
     failures = setup_failures()
     for task_type in task_types():
         queue = rq_queue(task_type.name)
@@ -75,7 +75,7 @@ def queue_stats() -> list[dict[str, Any]]:
 
 def _live_count(registry: str) -> int:
     """Members of a registry scored by expiry whose time has not come (as RQ's count cleans up)."""
-    with redis_client().pipeline(transaction=False) as pipe:
+    with redis_connection().pipeline(transaction=False) as pipe:
         pipe.zremrangebyscore(registry, 0, time.time())
         pipe.zcard(registry)
         return int(pipe.execute()[1])
@@ -126,7 +126,7 @@ def drop_lost_workers(
     registration's pid and birth) without unregistering: SIGKILLed, by the kernel for memory
     or by a watchdog. A worker's start calls this, before registering itself, so that a restart
     loop leaves no registrations to count; each is counted in its queues' `workers_lost`."""
-    conn = redis_client()
+    conn = redis_connection()
     worker_keys = [key.decode() for key in conn.smembers(keys.ALL_WORKERS)]
     with conn.pipeline(transaction=False) as pipe:
         for key in worker_keys:
@@ -158,7 +158,7 @@ def drop_lost_workers(
 @translate_outages
 def job_durations() -> dict[tuple[str, str], dict[str, float]]:
     """Per (task type, status): {bucket bound or "sum": value}, non-cumulative counts."""
-    with redis_client().pipeline(transaction=False) as pipe:
+    with redis_connection().pipeline(transaction=False) as pipe:
         for task_type in task_types():
             pipe.hgetall(keys.durations(task_type.name))
         hashes = pipe.execute()
@@ -188,7 +188,7 @@ def _memory_reading() -> tuple[float, int, int]:
         # One thread reads; the others keep the last reading meanwhile (or wait for the first).
         if _memory_lock.acquire(blocking=seen is None):
             try:
-                info = redis_client().info("memory")
+                info = redis_connection().info("memory")
                 seen = _memory_seen = (time.monotonic(), int(info["used_memory"]), int(info.get("maxmemory", 0)))
             finally:
                 _memory_lock.release()
@@ -234,7 +234,7 @@ def job_growth(task_type: TaskType) -> tuple[int, int]:
     seen = _growth.get(name)
     if seen is not None and time.monotonic() - seen[0] < GROWTH_SECONDS:
         return seen[1], seen[2]
-    conn = redis_client()
+    conn = redis_connection()
     ended = _job_footprints(conn, conn.zrevrange(keys.finished(name), 0, GROWTH_SAMPLE - 1))
     queued = _job_footprints(conn, conn.lrange(keys.queue(name), 0, GROWTH_SAMPLE - 1))
     if ended:
@@ -249,7 +249,7 @@ def job_growth(task_type: TaskType) -> tuple[int, int]:
 def pending_reserve() -> int:
     """Bytes kept for what accepted jobs will still write: each queued or running job's growth
     up to its end, and each live worker's room."""
-    total = redis_client().scard(keys.ALL_WORKERS) * WORKER_ROOM
+    total = redis_connection().scard(keys.ALL_WORKERS) * WORKER_ROOM
     for task_type in task_types():
         queued, started = counts(task_type)
         total += (queued + started) * job_growth(task_type)[1]
@@ -299,7 +299,7 @@ def admit_new_jobs(*, task_type: TaskType | None = None, count: int = 0) -> None
 
 def ping() -> None:
     """Raise QueueUnavailable unless Redis answers."""
-    translate_outages(redis_client().ping)()
+    translate_outages(redis_connection().ping)()
 
 
 _probe_lock = threading.Lock()
@@ -333,7 +333,7 @@ def _probe_executor() -> concurrent.futures.ThreadPoolExecutor:
 @translate_outages
 def _probe_once() -> str | None:
     try:
-        redis_client().set(keys.PROBE, "1", px=60_000)  # a write: refused exactly when submits would be
+        redis_connection().set(keys.PROBE, "1", px=60_000)  # a write: refused exactly when submits would be
     except redis.exceptions.ResponseError as exc:
         reason = write_refusal(exc)
         if reason is None:

@@ -17,7 +17,7 @@ from rq.exceptions import NoSuchJobError
 from rq.job import Job
 
 from factorize_app.jobs import events, keys
-from factorize_app.jobs.connection import lua, redis_client, script
+from factorize_app.jobs.connection import lua, redis_connection, script
 from factorize_app.jobs.errors import translate_outages
 from factorize_app.jobs.states import DONE_STATUSES, FINISHED, QUEUED, describe_error
 from factorize_app.tasks import TaskType, task_types
@@ -60,7 +60,7 @@ def _append_event(task_type: TaskType, job_id: str, status: str) -> int:
     outcome, ttl = "", events.running_ttl(task_type)
     if status in DONE_STATUSES:
         try:
-            job = Job.fetch(job_id, connection=redis_client())
+            job = Job.fetch(job_id, connection=redis_connection())
         except NoSuchJobError:
             return 0
         latest = job.latest_result()

@@ -22,7 +22,7 @@ import uuid
 import redis
 
 from factorize_app.jobs import keys
-from factorize_app.jobs.connection import redis_client
+from factorize_app.jobs.connection import redis_connection
 from factorize_app.jobs.events import dispatcher
 
 logger = logging.getLogger("factorize_app.jobs")
@@ -52,7 +52,7 @@ def release_waits() -> None:
     _RELEASED.set()
     dispatcher().release()
     try:
-        with redis_client().pipeline(transaction=False) as pipe:
+        with redis_connection().pipeline(transaction=False) as pipe:
             pipe.xadd(wake_key(), {"released": 1}, maxlen=1)
             pipe.expire(wake_key(), WAKE_TTL)
             pipe.execute()

@@ -20,7 +20,7 @@ from django.conf import settings
 from redis.lock import Lock
 
 from factorize_app.jobs import keys
-from factorize_app.jobs.connection import blocking_client, redis_client
+from factorize_app.jobs.connection import blocking_connection, redis_connection
 from factorize_app.jobs.errors import translate_outages
 from factorize_app.jobs.events import JobEvent, _event, event_id_key
 from factorize_app.jobs.states import DONE_STATUSES, STARTED
@@ -51,7 +51,7 @@ class DispatcherLease:
     expires unless its holder renews it (a SIGKILLed holder's lease runs out in `seconds`)."""
 
     def __init__(self, seconds: float = 10.0) -> None:
-        self._lock = Lock(redis_client(), keys.WEBHOOK_DISPATCHER, timeout=seconds, thread_local=False)
+        self._lock = Lock(redis_connection(), keys.WEBHOOK_DISPATCHER, timeout=seconds, thread_local=False)
         self._held = False
 
     def hold(self) -> bool:
@@ -91,7 +91,7 @@ class Dispatcher:
     @translate_outages
     def dispatch(self, *, block_ms: int, body_for: BodyFor) -> int:
         """One round: new events of one window of watched jobs turned into deliveries; how many."""
-        client = redis_client()
+        client = redis_connection()
         if self._wake_after == "$":
             last = client.xrevrange(keys.WEBHOOK_WAKE, count=1)
             self._wake_after = last[0][0].decode() if last else "0-0"
@@ -117,7 +117,7 @@ class Dispatcher:
                 client.zrem(keys.WEBHOOK_WATCHED, job_id)
         streams = {**cursors, keys.WEBHOOK_WAKE: self._wake_after}
         block = block_ms if ends_pass and not self._found else None
-        reply = blocking_client().xread(streams, count=100, block=block) or []
+        reply = blocking_connection().xread(streams, count=100, block=block) or []
         made = 0
         for stream, entries in reply:
             name = stream.decode()
@@ -177,14 +177,14 @@ class Dispatcher:
             pipe.expire(subs_key, settings.WEBHOOK_RETENTION)
             return made
 
-        return redis_client().transaction(attempt, subs_key, value_from_callable=True)
+        return redis_connection().transaction(attempt, subs_key, value_from_callable=True)
 
     @translate_outages
     def requeue_due(self, *, limit: int = 500) -> int:
         """Queue again the pending deliveries whose time came (a retry, an expired attempt's lease,
         a queued one past its grace, one put back over its share of threads), each under a new
         token; how many."""
-        client = redis_client()
+        client = redis_connection()
         due = [raw.decode() for raw in client.zrangebyscore(keys.WEBHOOK_DUE, "-inf", time.time(), start=0, num=limit)]
         for delivery_id in due:
             key = keys.webhook_delivery(delivery_id)
@@ -207,7 +207,7 @@ class Dispatcher:
     def forget_stale(self) -> int:
         """Stop watching jobs that vanished (expired unrun, their stream gone) or whose wait ran
         out (WEBHOOK_RETENTION); their subscriptions end `expired`. How many."""
-        client = redis_client()
+        client = redis_connection()
         job_ids = [raw.decode() for raw in client.zrange(keys.WEBHOOK_WATCHED, 0, -1)]
         with client.pipeline(transaction=False) as pipe:
             for job_id in job_ids:

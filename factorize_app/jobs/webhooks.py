@@ -33,7 +33,7 @@ from django.conf import settings
 from rq.queue import Queue
 
 from factorize_app.jobs import keys
-from factorize_app.jobs.connection import redis_client
+from factorize_app.jobs.connection import redis_connection
 from factorize_app.jobs.errors import SubmitRefused, translate_outages
 from factorize_app.jobs.monitoring import admit_new_jobs
 
@@ -90,7 +90,7 @@ def delivery_span() -> float:
 def admit(*, owner: str, wanted: list[tuple[str, str]]) -> tuple[list[str | None], int]:
     """Whether `owner` may subscribe each (job id, url) of `wanted`, in order (None: yes, or it
     is subscribed already; else why not), and how many new subscriptions that makes."""
-    client = redis_client()
+    client = redis_connection()
     now = time.time()
     job_ids = list(dict.fromkeys(job_id for job_id, _ in wanted))
     with client.pipeline(transaction=False) as pipe:
@@ -136,7 +136,7 @@ def subscribe(*, job_id: str, url: str, events: list[str], owner: str, done_body
 
     `done_body`: the job is already done and this is its status body: the `completed` delivery is
     made at once (its stream may be gone) and the job is not watched."""
-    client = redis_client()
+    client = redis_connection()
     sub_id = subscription_id(owner, url)
     subs_key = keys.webhook_subscriptions(job_id)
     live_key = keys.webhook_client(owner)
@@ -177,7 +177,7 @@ def subscribe(*, job_id: str, url: str, events: list[str], owner: str, done_body
 def subscriptions(*, job_id: str, owner: str | None = None) -> list[dict[str, Any]]:
     """The job's subscriptions (only `owner`'s unless None) with the state of their newest
     deliveries (SHOWN_DELIVERIES each): reads only those subscriptions' records."""
-    client = redis_client()
+    client = redis_connection()
     subs = {
         sub_id.decode(): json.loads(raw) for sub_id, raw in client.hgetall(keys.webhook_subscriptions(job_id)).items()
     }
@@ -285,7 +285,7 @@ def _add_delivery(
 
 
 def _enqueue(pipe: redis.client.Pipeline, delivery_id: str, token: int) -> None:
-    Queue(keys.WEBHOOK_QUEUE, connection=redis_client()).enqueue(
+    Queue(keys.WEBHOOK_QUEUE, connection=redis_connection()).enqueue(
         DELIVER,
         delivery_id,
         token,
@@ -349,7 +349,7 @@ def claim(*, delivery_id: str, token: int, admit: Callable[[str, str], bool] | N
         return Delivery(delivery_id, record["job"], record["url"], owner, record["event"], record["body"], attempts,
                         token, now + settings.WEBHOOK_TIMEOUT)  # fmt: skip
 
-    return redis_client().transaction(attempt, key, value_from_callable=True)
+    return redis_connection().transaction(attempt, key, value_from_callable=True)
 
 
 def _ended(pipe: redis.client.Pipeline, record: dict[str, str]) -> None:
@@ -387,14 +387,14 @@ def record_attempt(
         pipe.hincrby(keys.WEBHOOK_METRICS, f"{delivery.event} {outcome}", 1)
         return outcome
 
-    return redis_client().transaction(attempt, key, value_from_callable=True)
+    return redis_connection().transaction(attempt, key, value_from_callable=True)
 
 
 @translate_outages
 def delivery_counts() -> dict[tuple[str, str], int]:
     """Delivery attempts' outcomes so far, by (event, outcome): delivered, retried, failed."""
     counts = {}
-    for field, value in redis_client().hgetall(keys.WEBHOOK_METRICS).items():
+    for field, value in redis_connection().hgetall(keys.WEBHOOK_METRICS).items():
         event, _, outcome = field.decode().partition(" ")
         counts[(event, outcome)] = int(value)
     return counts

@@ -22,7 +22,7 @@ from rq.utils import utcformat
 from rq.worker import WorkerStatus
 
 from factorize_app.jobs import events, keys
-from factorize_app.jobs.connection import CLOCK_KEYS, OUTAGE_GAP, blocking_client, lua, redis_client, script
+from factorize_app.jobs.connection import CLOCK_KEYS, OUTAGE_GAP, blocking_connection, lua, redis_connection, script
 from factorize_app.jobs.errors import translate_outages
 from factorize_app.jobs.ids import input_of, queued_input, task_type_of
 from factorize_app.jobs.states import (
@@ -182,7 +182,7 @@ def finish_jobs(
         entry = Result(
             job_id=job.job_id,
             type=_RESULT_TYPES[outcome.status],
-            connection=redis_client(),
+            connection=redis_connection(),
             return_value=outcome.result if finished else None,
             exc_string=None if finished else (outcome.exc_string or ""),
             worker_name=worker_name,
@@ -200,7 +200,7 @@ def finish_jobs(
         bucket = next((f"{bound}" for bound in DURATION_BUCKETS if outcome.seconds <= bound), "+Inf")
         for field, value in ((f"{outcome.status}:{bucket}", 1), (f"{outcome.status}:sum", outcome.seconds)):
             histogram[(job.task_name, field)] = histogram.get((job.task_name, field), 0) + value
-    with redis_client().pipeline(transaction=True) as pipe:
+    with redis_connection().pipeline(transaction=True) as pipe:
         if records:
             prefixes = [keys.JOB_PREFIX, keys.RESULTS_PREFIX, keys.EVENTS_PREFIX, keys.EXECUTION_PREFIX]
             header = [ended_at, *prefixes, PROGRESS_FIELD, keys.STOP_FIELD, events.EVENTS_MAXLEN, keys.STATE_FIELD]
@@ -298,14 +298,14 @@ def take_stop_requests(*, worker_name: str) -> dict[str, bool]:
     """The running jobs this worker has been asked about since it last looked: each id, and
     whether it is to stop (a DELETE, RQ's stop command) or only to read its deadline again
     (job_deadlines: an owner of a shared job withdrew)."""
-    with redis_client().pipeline(transaction=True) as pipe:
+    with redis_connection().pipeline(transaction=True) as pipe:
         pipe.smembers(keys.stop_requests(worker_name))
         pipe.delete(keys.stop_requests(worker_name))
         members, _ = pipe.execute()
     ids = sorted(member.decode() for member in members)
     if not ids:
         return {}
-    with redis_client().pipeline(transaction=False) as pipe:
+    with redis_connection().pipeline(transaction=False) as pipe:
         for job_id in ids:
             pipe.hexists(keys.job(job_id), keys.STOP_FIELD)
         stops = pipe.execute()
@@ -316,7 +316,7 @@ def take_stop_requests(*, worker_name: str) -> dict[str, bool]:
 def job_deadlines(*, job_ids: list[str]) -> dict[str, float | None]:
     """The jobs' Cancel-After deadlines now (Unix time; None: none). A shared job's deadline
     moves while it runs: a later owner that set none lifts it, one with a later one extends it."""
-    with redis_client().pipeline(transaction=False) as pipe:
+    with redis_connection().pipeline(transaction=False) as pipe:
         for job_id in job_ids:
             pipe.hget(keys.job(job_id), keys.DEADLINE_FIELD)
         values = pipe.execute()
@@ -344,4 +344,4 @@ def wait_for_work(*, queue_names: list[str], timeout: float) -> None:
     Jobs that reach a queue some other way (RQ's retries, the dashboard) are found at the latest
     when the timeout runs out.
     """
-    blocking_client().blpop([keys.wake(name) for name in queue_names], timeout=timeout)
+    blocking_connection().blpop([keys.wake(name) for name in queue_names], timeout=timeout)

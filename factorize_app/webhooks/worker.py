@@ -21,7 +21,7 @@ from rq.queue import Queue
 from rq.worker import SimpleWorker
 
 from factorize_app import jobs
-from factorize_app.jobs.connection import redis_client
+from factorize_app.jobs.connection import redis_connection
 from factorize_app.tasks import get_task_type
 from factorize_app.webhooks import delivery
 from factorize_app.worker import RecoverableCleaning, _as_queue_error, _Trouble
@@ -211,6 +211,6 @@ class WebhookWorker(RecoverableCleaning, SimpleWorker):
 
 def run(*, burst: bool = False, name: str | None = None, logging_level: str = "INFO") -> None:
     """`manage.py rqworker webhooks`."""
-    connection = redis_client()
+    connection = redis_connection()
     worker = WebhookWorker([Queue(QUEUE, connection=connection)], connection=connection, name=name)
     worker.work(burst=burst, logging_level=logging_level)

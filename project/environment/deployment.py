@@ -37,7 +37,7 @@ SERVER_SECTION = Section(
         Setting("WEB_TIMEOUT", INT, "120", "gunicorn only: seconds before a silent worker process is restarted."),
         Setting("WEB_KILL_TIMEOUT", INT, "10", "granian only: seconds a stopping process has to finish its "
                 "requests before it is killed."),
-        Setting("ACCESS_LOG", BOOL, "0", "On: one log line per request (it costs about a third of the hot "
+        Setting("ACCESS_LOG", choice("0", "1"), "0", "`1`: one log line per request (it costs about a third of the hot "
                 "poll's throughput; `/metrics` counts requests either way)."),
     ),
 )

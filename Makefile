@@ -8,7 +8,7 @@ REDIS_URL ?= redis://127.0.0.1:6379/0
 # Tests use their own database number and flush only that one.
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/15
 
-.PHONY: install install-test redis run serve worker test test-fast test-model test-docker bench lint deploy-files clean
+.PHONY: install install-test redis run serve worker test test-fast test-model test-docker bench lint deploy-files settings-reference clean
 
 # Serving needs the service's requirements and each model's own: in this virtualenv when they
 # resolve together, else in the model's own (.venv-models/NAME), else the model is refused in one
@@ -50,6 +50,11 @@ worker: redis
 ## (docs/deployment-files.md); `make deploy-files CHECK=1` only says which are out of date.
 deploy-files: install
 	$(BIN)/python manage.py deployfiles $(if $(CHECK),--check)
+
+## The configuration reference (docs/configuration.md) and .env.example, from the settings' table
+## (project/environment/); `make settings-reference CHECK=1` only says which are out of date.
+settings-reference: install
+	$(BIN)/python -m project.environment.reference $(if $(CHECK),--check)
 
 lint: install-test
 	$(BIN)/ruff check .

@@ -154,7 +154,13 @@ STORAGES = {
         if STATIC_COLLECTED
         else "django.contrib.staticfiles.storage.StaticFilesStorage"
     },
+    # Jobs' files (factorize_app/jobs/files.py): bytes referred to from Redis, kept out of it.
+    "job_files": {
+        "BACKEND": "django.core.files.storage.FileSystemStorage",
+        "OPTIONS": {"location": str(BASE_DIR / ".run" / "files")},
+    },
 }
+JOB_FILES_STORAGE = "job_files"
 if not STATIC_COLLECTED:
     warnings.filterwarnings("ignore", message="No directory at")
 

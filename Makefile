@@ -82,13 +82,15 @@ test-docker: install-test
 	@scripts/ensure-redis.sh "$(TEST_REDIS_URL)"
 	TEST_REDIS_URL=$(TEST_REDIS_URL) VENV=$(VENV) scripts/test-docker.sh $(PYTEST_ARGS)
 
-## The service against its peers (FastAPI, RQ, Celery, Dramatiq); writes bench/RESULTS.md.
+## The service against its peers (FastAPI, RQ, Celery, Dramatiq); writes bench/RESULTS.md and its charts
+## (bench/charts/). Some scenarios only: make bench SCENARIOS="workers scaling" (python -m bench --help
+## lists them); smaller counts: make bench BENCH_ARGS="--fraction 0.05 --runs 1 --seconds 2".
 BENCH_REDIS_URL ?= redis://127.0.0.1:6379/9
 bench: install-test
 	$(BIN)/python -m pip install -q -r bench/requirements.txt
 	@scripts/ensure-redis.sh "$(BENCH_REDIS_URL)"
 	@command -v wrk >/dev/null || (apt-get update -q && apt-get install -y -q wrk)
-	BENCH_REDIS_URL=$(BENCH_REDIS_URL) $(BIN)/python bench/run.py $(BENCH_ARGS)
+	BENCH_REDIS_URL=$(BENCH_REDIS_URL) $(BIN)/python -m bench $(if $(SCENARIOS),--only $(SCENARIOS)) $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .venv-models .run .pytest_cache .ruff_cache staticfiles test-artifacts

@@ -12,14 +12,14 @@ import dataclasses
 from pathlib import Path
 
 CHARTS = Path(__file__).resolve().parent / "charts"
-OURS_COLOUR = "#1f6feb"
-PEER_COLOURS = ("#8b949e", "#d29922", "#2da44e", "#a371f7", "#cf222e")
+OURS_COLOURS = ("#1f6feb", "#6ca4f8", "#a8c8fb")  # ours, then our variants (e.g. with an access log)
+PEER_COLOURS = ("#2da44e", "#d29922", "#8b949e", "#a371f7", "#cf222e")
 
 
 @dataclasses.dataclass(frozen=True)
 class Bars:
-    """One group of bars per case (e.g. "1 process"), one bar per engine in each; the first engine
-    of a group is ours."""
+    """One group of bars per case (e.g. "1 process"), one bar per engine in each; ours are the
+    engines whose label starts with "ours"."""
 
     name: str
     title: str
@@ -29,7 +29,7 @@ class Bars:
 
 @dataclasses.dataclass(frozen=True)
 class Curves:
-    """A figure by process count, one line per engine (ours first); None where not measured."""
+    """A figure by process count, one line per engine ("ours..." for ours); None where not measured."""
 
     name: str
     title: str
@@ -40,8 +40,13 @@ class Curves:
 
 
 def _colours(labels: list[str]) -> dict[str, str]:
-    return {label: OURS_COLOUR if i == 0 else PEER_COLOURS[(i - 1) % len(PEER_COLOURS)]
-            for i, label in enumerate(labels)}  # fmt: skip
+    """Blues for ours and our variants (labels starting with "ours"), other colours for the peers."""
+    ours = [label for label in labels if label.startswith("ours")]
+    peers = [label for label in labels if not label.startswith("ours")]
+    return {
+        **{label: OURS_COLOURS[min(i, len(OURS_COLOURS) - 1)] for i, label in enumerate(ours)},
+        **{label: PEER_COLOURS[i % len(PEER_COLOURS)] for i, label in enumerate(peers)},
+    }
 
 
 def _engines(groups: dict[str, dict[str, float]]) -> list[str]:

@@ -124,8 +124,10 @@ class Bench:
 
     def warm_worker(self, queue: str, timeout: float = 120, **env: str) -> list[subprocess.Popen]:
         """One worker for `queue`, returned once it has registered (its model loaded)."""
+        from factorize_app.jobs import keys
+
         procs = self.workers(1, queue, burst=False, **env)
-        wait_until(lambda: int(self.conn.scard(f"rq:workers:{queue}")) >= 1, timeout, 0.02, f"the {queue} worker")
+        wait_until(lambda: int(self.conn.scard(keys.workers_of(queue))) >= 1, timeout, 0.02, f"the {queue} worker")
         return procs
 
     @staticmethod

@@ -7,7 +7,7 @@ A scenario module has:
   the result alone (a recorded one too: tests/test_bench.py renders each from
   tests/bench_results.json);
 - optionally `charts(result: dict) -> list[bench.charts.Bars | bench.charts.Curves]`: its charts
-  (ours first, then the peers), drawn beside RESULTS.md and shown under its section.
+  (labels of ours start with "ours"), drawn beside RESULTS.md and shown under its section.
 """
 
 from __future__ import annotations

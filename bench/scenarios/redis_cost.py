@@ -130,7 +130,7 @@ def report(result: dict) -> list[str]:
     for label, side in (("ours", ours), ("Dramatiq", peer)):
         top = ", ".join(f"`{name}` {v['calls']:.1f} × {v['usec'] / max(v['calls'], 1e-9):.1f} µs"
                         for name, v in side["drain"]["top"].items())  # fmt: skip
-        lines.append(f"- {label}'s costliest commands while draining, per job: {top}.")
+        lines.append(f"- {label}, the costliest commands while draining, per job: {top}.")
     return [*lines, ""]
 
 

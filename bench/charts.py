@@ -56,6 +56,8 @@ def _engines(groups: dict[str, dict[str, float]]) -> list[str]:
 
 def draw(charts: list[Bars | Curves], directory: Path = CHARTS) -> list[Path]:
     """Write each chart as `directory/<name>.svg`; answer the paths written."""
+    if not charts:
+        return []
     import matplotlib
 
     matplotlib.use("Agg")  # no display: files only

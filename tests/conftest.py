@@ -75,6 +75,8 @@ SLOW_TESTS = {
     "test_client_isolation.py::test_a_client_alone_uses_every_worker_and_gives_one_back_when_another_waits",
     "test_client_isolation.py::test_a_keys_running_cap_keeps_its_jobs_to_one_worker",
     "test_client_isolation.py::test_held_requests_per_client_are_capped_and_health_probes_stay_free",
+    "test_dashboards.py::test_every_metric_and_label_the_dashboard_and_rules_use_is_served",
+    "test_dashboards.py::test_the_oldest_queued_jobs_wait_is_served_until_a_worker_takes_it",
     "test_deadline.py::test_cancel_after_on_an_idle_worker_is_never_early_nor_late",
     "test_deadline.py::test_cancel_after_right_after_a_delete_is_never_early_nor_late",
     "test_digits.py::test_digits_end_to_end_through_the_queue",

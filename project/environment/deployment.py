@@ -102,4 +102,22 @@ PROXY = Section(
     ),
 )
 
-SECTIONS = (LOGS, SERVER_SECTION, ADMIN, CONTAINERS, PROXY)
+PROMETHEUS = Section(
+    "Prometheus (Compose profile `prometheus`)",
+    COMPOSE,
+    "`docker compose --profile prometheus up` adds a Prometheus with the alerting rules of "
+    "`deploy/prometheus/`, scraping the web service ([Dashboards and alerts](operations-dashboards.md)).",
+    (
+        Setting("PROMETHEUS_IMAGE", TEXT, "prom/prometheus:v2.53.2", "Prometheus's image "
+                "(`scripts/docker-offline-images.sh` builds a stand-in from Debian's package when it cannot be "
+                "pulled)."),
+        Setting("PROMETHEUS_BIND", TEXT, "127.0.0.1", "The host address Prometheus is published on."),
+        Setting("PROMETHEUS_PORT", INT, "9090", "The host port Prometheus is published on."),
+        Setting("PROMETHEUS_RETENTION", TEXT, "15d", "How long Prometheus keeps its samples."),
+        Setting("PROMETHEUS_MEMORY", SIZE, "512m", "The Prometheus container's memory."),
+        Setting("PROMETHEUS_CPUS", TEXT, "0.5", "CPUs of the Prometheus container."),
+        Setting("PROMETHEUS_PIDS", INT, "128", "Processes and threads of the Prometheus container."),
+    ),
+)
+
+SECTIONS = (LOGS, SERVER_SECTION, ADMIN, CONTAINERS, PROXY, PROMETHEUS)

@@ -62,20 +62,23 @@ class Factorizer:
 
 
 class _Tracker:
-    """Turns work done into a fraction that only grows: Pollard rho's steps against the fourth
-    root of n (its worst case), then ECM's curves, weighted by B1, against the rounds planned."""
+    """Turns work done into a fraction that only grows: for a number too small for ECM, Pollard
+    rho's steps against the fourth root of n (its worst case); for the others, ECM's curves,
+    weighted by B1, against the rounds planned (their Pollard rounds are a short prelude: None)."""
 
     def __init__(self, report: Progress, n: int) -> None:
         self.report, self.last = report, 0.0
-        self.rho_steps, self.rho_worst = 0, int(isqrt(isqrt(n)))
+        self.rho_steps, self.rho_worst = 0, int(isqrt(isqrt(n))) if num_digits(n) < ECM_DIGITS else 0
         self.curves = self.work = self.rounds = self.planned_curves = self.planned_work = 0
 
-    def tell(self, fraction: float, message: str) -> None:
-        self.last = max(self.last, min(RUNNING_MAX, fraction))
-        self.report(self.last, message)
+    def tell(self, fraction: float | None, message: str) -> None:
+        if fraction is not None:
+            fraction = self.last = max(self.last, min(RUNNING_MAX, fraction))
+        self.report(fraction, message)
 
     def pollard(self, steps: int) -> None:
-        self.tell(self.rho_steps / self.rho_worst, f"trial division, Pollard p-1 and rho ({steps} steps)")
+        fraction = self.rho_steps / self.rho_worst if self.rho_worst else None
+        self.tell(fraction, f"trial division, Pollard p-1 and rho ({steps} steps)")
         self.rho_steps += steps
 
     def plan_ecm(self, n: int) -> None:
@@ -101,7 +104,7 @@ def factorize(number: int, report: Progress) -> dict[int, int]:
     """{prime: exponent}, exactly `factorint(number)`'s, found by its own steps, reporting them."""
     if number < 10:
         return {int(p): e for p, e in factorint(number).items()}
-    report(0.0, "trial division")
+    report(None, "trial division")
     factors: dict[int, int] = {}
     n, next_p = _factorint_small(factors, number, SMALL_LIMIT, SMALL_FAIL_MAX)
     if next_p == 0:

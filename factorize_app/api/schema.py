@@ -183,7 +183,7 @@ class ProgressSerializer(serializers.Serializer):
     fraction = serializers.FloatField(
         allow_null=True, min_value=0, max_value=1, help_text="Done so far, 0 to 1; null if unknown."
     )
-    message = serializers.CharField(help_text="What the handler is doing, e.g. `ECM, curve 31 of up to 415`.")
+    message = serializers.CharField(help_text="What the handler is doing, e.g. `ECM, curve 31 of up to 250`.")
 
 
 class InvalidItemSerializer(serializers.Serializer):

@@ -5,11 +5,12 @@ next factorint first), with sympy's factor cache emptied before each call: it re
 found, and would answer the second run at once. Seconds are wall time and this process's CPU time
 (the CPU figure is the one other processes on a shared machine do not disturb).
 
-    .venv/bin/python bench/handler_speed.py [NUMBER ...]
+    .venv/bin/python bench/handler_speed.py [--repeats N] [NUMBER ...]
 """
 
 from __future__ import annotations
 
+import argparse
 import random
 import sys
 import time
@@ -60,34 +61,41 @@ def _plain(number: int) -> dict[int, int]:
     return {int(p): int(e) for p, e in factorint(number).items()}
 
 
-def _one(handler: Factorizer, number: int, ours_first: bool) -> dict:
+def _one(handler: Factorizer, number: int, ours_first: bool, repeats: int) -> dict:
     reports: list[tuple[float | None, str]] = []
 
     def ours(n: int) -> dict[int, int]:
+        reports.clear()
         result = handler.handle({"number": n}, progress=lambda fraction, message: reports.append((fraction, message)))
         return dict(result["factorization"])
 
-    order = [("ours", ours), ("factorint", _plain)]
-    runs = {name: _timed(call, number) for name, call in (order if ours_first else order[::-1])}
-    assert runs["ours"][2] == runs["factorint"][2], f"{number}: {runs['ours'][2]} != {runs['factorint'][2]}"
+    runs: dict[str, list[tuple[float, float, dict[int, int]]]] = {"ours": [], "factorint": []}
+    for repeat in range(repeats):
+        order = [("ours", ours), ("factorint", _plain)]
+        for name, call in order if ours_first == (repeat % 2 == 0) else order[::-1]:
+            runs[name].append(_timed(call, number))
+    found = {name: {tuple(sorted(run[2].items())) for run in timings} for name, timings in runs.items()}
+    assert found["ours"] == found["factorint"] and len(found["ours"]) == 1, f"{number}: {found}"
     return {
         "number": number,
-        "ours": runs["ours"][0],
-        "factorint": runs["factorint"][0],
-        "ours_cpu": runs["ours"][1],
-        "factorint_cpu": runs["factorint"][1],
+        "ours": min(run[0] for run in runs["ours"]),
+        "factorint": min(run[0] for run in runs["factorint"]),
+        "ours_cpu": min(run[1] for run in runs["ours"]),
+        "factorint_cpu": min(run[1] for run in runs["factorint"]),
         "reports": len(reports),
     }
 
 
-def measure(numbers: list[int] | None = None) -> dict:
-    """Per number: seconds (wall and CPU) for ours and for plain factorint; totals and ratios.
+def measure(numbers: list[int] | None = None, repeats: int = 1) -> dict:
+    """Per number: seconds (wall and CPU, the least of `repeats` runs) for ours and for plain
+    factorint; totals and ratios.
 
     {"numbers": [{"number", "ours", "factorint", "ours_cpu", "factorint_cpu", "reports"}, ...],
      "ours", "factorint", "ours_cpu", "factorint_cpu" (totals), "ratio", "ratio_cpu"}
     Raises AssertionError if a factorization differs from factorint's."""
     handler = Factorizer()
-    rows = [_one(handler, number, index % 2 == 0) for index, number in enumerate(numbers or default_numbers())]
+    numbers = numbers or default_numbers()
+    rows = [_one(handler, number, index % 2 == 0, repeats) for index, number in enumerate(numbers)]
     totals = {key: sum(row[key] for row in rows) for key in ("ours", "factorint", "ours_cpu", "factorint_cpu")}
     return {
         "numbers": rows,
@@ -98,8 +106,11 @@ def measure(numbers: list[int] | None = None) -> dict:
 
 
 def main() -> None:
-    numbers = [int(arg) for arg in sys.argv[1:]] or None
-    result = measure(numbers)
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("numbers", nargs="*", type=int, help="to factor (default: issue 33's, 10 more, easy ones)")
+    parser.add_argument("--repeats", type=int, default=1, help="runs of each side per number; the least counts")
+    args = parser.parse_args()
+    result = measure(args.numbers or None, repeats=args.repeats)
     columns = ("number", "digits", "ours s", "factorint s", "ratio", "ours CPU s", "factorint CPU s", "reports")
     widths = (44, 6, 8, 11, 6, 10, 15, 7)
     print(" ".join(f"{name:>{width}}" for name, width in zip(columns, widths, strict=True)))

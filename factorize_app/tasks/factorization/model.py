@@ -7,7 +7,7 @@ doubling bounds, then rounds of elliptic-curve factoring (ECM) with growing boun
 are the ones `factorint` tries (the same seeds), run CURVES_PER_CALL at a time so their count can
 be reported. Each call repeats sympy's per-call setup (about a quarter of a curve once sympy's
 prime sieve reaches the round's B2, which it is grown to once a round); the curves themselves
-run on gmpy2 integers, which `factorint` (Python integers) does not, and more than pays for it.
+run on gmpy2 integers (`factorint` runs them on Python integers), which more than pays for it.
 """
 
 from __future__ import annotations
@@ -40,7 +40,10 @@ FERMAT_STEPS = 3
 POLLARD_ROUNDS, ECM_DIGITS = 3, 24
 ECM_B1, ECM_CURVES = 10_000, 50
 CURVES_PER_CALL = 10
-# ECM round i suits factors of up to about 20 + 5 i digits (GMP-ECM's table for the same B1):
+# sympy's sieve is grown to each round's B2 up to this (round 3's, 25 million: 1.6 million primes,
+# 12 MB); past it each call sieves its own stage-2 primes, as factorint's one call does.
+SIEVE_MAX = 25_000_000
+# ECM round i (from 0) suits factors of up to about 20 + 5 i digits (GMP-ECM's table for the same B1):
 # the curves "planned" are those of the rounds up to the one for a factor of half n's digits.
 ECM_FIRST_DIGITS, ECM_DIGITS_PER_ROUND = 20, 5
 RUNNING_MAX = 0.99  # the fraction reported while running: a plan is a guess, the end is not
@@ -195,7 +198,7 @@ def _ecm_rounds(factors: dict, n: int, next_p: int, tracker: _Tracker) -> None:
     bound1, curves = ECM_B1, ECM_CURVES
     while True:
         bound2 = 100 * bound1
-        sieve.extend(bound2)  # once a round, so each call's stage-2 setup finds its primes sieved
+        sieve.extend(min(bound2, SIEVE_MAX))  # once a round, so each call's stage-2 setup finds its primes
         draw = random.Random(bound1).randint  # factorint's curves: sympy's generator, seeded with B1
         n = int(n)
         modulus = mpz(n)

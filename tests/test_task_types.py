@@ -147,7 +147,7 @@ def test_factorization_with_progress_is_factorints_and_its_progress_only_grows()
         assert all(0 <= fraction < 1 for fraction in fractions) and fractions == sorted(fractions), reports
         assert all(message for _, message in reports)
         assert all(fraction is not None for fraction, message in reports if message.startswith("ECM, curve "))
-    assert any(message.startswith("ECM, curve ") for _, message in reports), reports
+    assert any(message.startswith("ECM, curve ") for _, message in reports), reports  # the last number's
 
 
 def test_a_handler_that_ignores_progress_keeps_working():

@@ -16,6 +16,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from factorize_app import jobs
+from factorize_app.webhooks.deliveries import delivery_counts as webhook_delivery_counts
 
 REQUESTS = Counter("factorize_http_requests_total", "HTTP requests answered.", ["method", "route", "status"])
 LATENCY = Histogram(
@@ -41,7 +42,7 @@ class QueueCollector:
             stats = jobs.queue_stats()
             durations = jobs.job_durations()
             used_memory, maxmemory = jobs.redis_memory()
-            webhook_counts = jobs.webhook_delivery_counts()
+            webhook_counts = webhook_delivery_counts()
         except jobs.QueueUnavailable:
             up.add_metric([], 0)
             yield up

@@ -13,11 +13,11 @@ from rest_framework.exceptions import ValidationError
 
 from factorize_app import jobs
 from factorize_app.api.authentication import client_identity
-from factorize_app.api.responses import status_body
 from factorize_app.api.throttling import SUBMIT, rate_limit
 from factorize_app.tasks import TaskType
-from factorize_app.webhooks.signing import receiver_secret
-from factorize_app.webhooks.urls import WebhookRefused, target
+from factorize_app.webhooks import subscriptions
+from factorize_app.webhooks.events import DEFAULT_EVENTS, EVENTS
+from factorize_app.webhooks.targets import WebhookRefused, target
 
 FIELDS = ("webhook", "webhook_events_filter")
 
@@ -30,10 +30,10 @@ class WebhookSerializer(serializers.Serializer):
         "Webhooks specify. An http(s) URL whose host is in the service's WEBHOOK_ALLOWED_HOSTS.",
     )
     webhook_events_filter = serializers.ListField(
-        child=serializers.ChoiceField(choices=jobs.WEBHOOK_EVENTS),
+        child=serializers.ChoiceField(choices=EVENTS),
         required=False,
         allow_empty=False,
-        max_length=len(jobs.WEBHOOK_EVENTS),
+        max_length=len(EVENTS),
         help_text="Which events to deliver: `start`, `progress` (at most one per 500 ms, none while the "
         "previous one is still pending), `completed` "
         '(any end). Default `["completed"]`.',
@@ -95,7 +95,7 @@ def take_webhook(data: Any) -> tuple[Any, dict[str, Any] | None]:
     serializer = WebhookSerializer(data={name: data[name] for name in FIELDS if name in data})
     serializer.is_valid(raise_exception=True)
     fields = serializer.validated_data
-    return rest, {"url": fields["webhook"], "events": fields.get("webhook_events_filter", jobs.DEFAULT_WEBHOOK_EVENTS)}
+    return rest, {"url": fields["webhook"], "events": fields.get("webhook_events_filter", DEFAULT_EVENTS)}
 
 
 def admit(task_type: TaskType, wanted: dict[int, tuple[dict, dict[str, Any]]], request) -> dict[int, str]:
@@ -106,7 +106,7 @@ def admit(task_type: TaskType, wanted: dict[int, tuple[dict, dict[str, Any]]], r
         return {}
     owner = client_identity(request).name
     order = list(wanted)
-    answers, new = jobs.admit_webhooks(
+    answers, new = subscriptions.admit(
         owner=owner, wanted=[(jobs.job_id_for(task_type, wanted[i][0]), wanted[i][1]["url"]) for i in order]
     )
     allowance = rate_limit(SUBMIT, request.META, client=owner)
@@ -119,24 +119,15 @@ def subscribe(task_type: TaskType, state: jobs.JobState, webhook: dict[str, Any]
     """Subscribe after the submit (a job already done gets its `completed` delivery at once); the
     secret that signs this client's deliveries to that receiver. A ValidationError naming
     `webhook` if a concurrent request took the last room under a cap."""
-    done_body = {**status_body(task_type, state), "event": "completed"} if state.done else None
     try:
-        jobs.subscribe_webhook(
-            job_id=state.job_id, url=webhook["url"], events=list(webhook["events"]), owner=owner, done_body=done_body
+        return subscriptions.subscribe(
+            task_type=task_type, state=state, url=webhook["url"], events=list(webhook["events"]), owner=owner
         )
-    except jobs.WebhookSubscriptionRefused as exc:
+    except subscriptions.SubscriptionRefused as exc:
         raise ValidationError({"webhook": [str(exc)]}) from None
-    return receiver_secret(owner=owner, url=webhook["url"])
 
 
 def webhooks_body(*, job_id: str, owner: str | None) -> dict[str, Any]:
     """`GET /jobs/<id>/webhooks`: the subscriptions of `owner` (every one's for None), each with
     its receiver's signing secret, and their deliveries."""
-    subscriptions = [
-        {
-            **{name: value for name, value in sub.items() if name != "owner"},
-            "secret": receiver_secret(owner=sub["owner"], url=sub["url"]),
-        }  # fmt: skip
-        for sub in jobs.webhook_subscriptions(job_id=job_id, owner=owner)
-    ]
-    return {"job_id": job_id, "subscriptions": subscriptions}
+    return {"job_id": job_id, "subscriptions": subscriptions.subscriptions(job_id=job_id, owner=owner)}

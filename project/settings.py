@@ -102,7 +102,7 @@ if any("://" not in origin for origin in CSRF_TRUSTED_ORIGINS):
     raise ImproperlyConfigured("CSRF_TRUSTED_ORIGINS entries need a scheme, e.g. https://queue.example.com.")
 
 # The largest request body accepted; a larger one is answered 413 before it is read
-# (factorize_app.api.middleware.RequestBodyLimitMiddleware). 1 MiB holds a batch of 1000
+# (factorize_app.api.bodies.RequestBodyLimitMiddleware). 1 MiB holds a batch of 1000
 # inputs of the longest numbers (about 120 bytes each) several times over.
 MAX_REQUEST_BYTES = env_int("MAX_REQUEST_BYTES", 1024 * 1024)
 DATA_UPLOAD_MAX_MEMORY_SIZE = MAX_REQUEST_BYTES
@@ -132,7 +132,7 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "factorize_app.api.metrics.RequestMetricsMiddleware",
     "django.middleware.security.SecurityMiddleware",
-    "factorize_app.api.middleware.RequestBodyLimitMiddleware",
+    "factorize_app.api.bodies.RequestBodyLimitMiddleware",
     "factorize_app.api.bodies.LargeBodyBudgetMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -141,7 +141,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
-    "factorize_app.api.middleware.RedisUnavailableMiddleware",
+    "factorize_app.api.exceptions.RedisUnavailableMiddleware",
     "axes.middleware.AxesMiddleware",  # last, as django-axes asks
 ]
 
@@ -155,7 +155,7 @@ AXES_COOLOFF_TIME = timedelta(minutes=env_int("ADMIN_LOGIN_LOCKOUT_MINUTES", 15)
 AXES_LOCKOUT_PARAMETERS = ["ip_address"]
 AXES_RESET_ON_SUCCESS = True
 AXES_VERBOSE = False  # no banner at every start; failed logins are still logged
-AXES_CLIENT_IP_CALLABLE = "factorize_app.api.clients.request_client_address"
+AXES_CLIENT_IP_CALLABLE = "factorize_app.api.identity.clients.request_client_address"
 
 ROOT_URLCONF = "project.urls"
 CSRF_FAILURE_VIEW = "factorize_app.api.exceptions.csrf_failure"
@@ -220,15 +220,15 @@ REST_FRAMEWORK = {
     # browsable API's login page (CSRF-checked). No Basic authentication: passwords are tried on
     # those login pages only, throttled by django-axes, never on every endpoint.
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "factorize_app.api.authentication.ApiKeyAuthentication",
-        "factorize_app.api.authentication.SessionCookieAuthentication",
+        "factorize_app.api.identity.authentication.ApiKeyAuthentication",
+        "factorize_app.api.identity.authentication.SessionCookieAuthentication",
     ],
-    "DEFAULT_PERMISSION_CLASSES": ["factorize_app.api.authentication.ApiKeyRequired"],
+    "DEFAULT_PERMISSION_CLASSES": ["factorize_app.api.identity.authentication.ApiKeyRequired"],
     "EXCEPTION_HANDLER": "factorize_app.api.exceptions.exception_handler",
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
 }
 
-# --- API keys (factorize_app.api.authentication) -------------------------------------------
+# --- API keys (factorize_app.api.identity.api_keys) ---------------------------------------
 # A presented key is always checked (a bad one is a 401). REQUIRE_API_KEY=1: every API request
 # needs a valid key or a logged-in user (401 otherwise); /healthz and /readyz stay open, and
 # /metrics needs a key or a staff login only with METRICS_REQUIRE_API_KEY=1.

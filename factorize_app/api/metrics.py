@@ -126,7 +126,7 @@ def metrics_view(request) -> HttpResponse:
     from django.conf import settings
 
     if settings.METRICS_REQUIRE_API_KEY:
-        from factorize_app.api.authentication import key_or_staff_refusal
+        from factorize_app.api.identity.authentication import key_or_staff_refusal
 
         refusal = key_or_staff_refusal(request)
         if refusal is not None:

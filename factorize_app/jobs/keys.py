@@ -236,3 +236,14 @@ def events_wake(process: str) -> str:
 def budget(client: str, slot: int) -> str:
     """Bytes charged to a client's jobs whose records expire within expiry slot `slot`."""
     return f"{BUDGET_PREFIX}{client}:{slot}"
+
+
+# Jobs' files (jobs/files.py): each file id's record (expiring with it), every stored blob's
+# digest scored by the latest expiry of anything referring to it, and the blobs being deleted.
+FILE_RECORD_PREFIX = OURS + "file:"
+FILE_BLOBS = OURS + "files:blobs"
+FILE_DELETING = OURS + "files:deleting"
+
+
+def file_record(file_id: str) -> str:
+    return FILE_RECORD_PREFIX + file_id

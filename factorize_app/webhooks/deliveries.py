@@ -248,6 +248,12 @@ def record_attempt(
 
 
 @translate_outages
+def pending_count() -> int:
+    """Deliveries not yet delivered or given up: queued, under way, or waiting to retry."""
+    return redis_connection().zcard(keys.DUE)
+
+
+@translate_outages
 def delivery_counts() -> dict[tuple[str, str], int]:
     """Delivery attempts' outcomes so far, by (event, outcome): delivered, retried, failed."""
     counts = {}

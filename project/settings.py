@@ -60,7 +60,7 @@ CSRF_TRUSTED_ORIGINS = env.CSRF_TRUSTED_ORIGINS
 if any("://" not in origin for origin in CSRF_TRUSTED_ORIGINS):
     raise ImproperlyConfigured("CSRF_TRUSTED_ORIGINS entries need a scheme, e.g. https://queue.example.com.")
 
-# Bodies: above MAX_REQUEST_BYTES, 413 before it is read (api.middleware.RequestBodyLimitMiddleware);
+# Bodies: above MAX_REQUEST_BYTES, 413 before it is read (api.bodies.RequestBodyLimitMiddleware);
 # above LARGE_BODY_BYTES, counted against the process's BODY_MEMORY_BUDGET (api.bodies).
 MAX_REQUEST_BYTES = env.MAX_REQUEST_BYTES
 DATA_UPLOAD_MAX_MEMORY_SIZE = MAX_REQUEST_BYTES
@@ -86,7 +86,7 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "factorize_app.api.metrics.RequestMetricsMiddleware",
     "django.middleware.security.SecurityMiddleware",
-    "factorize_app.api.middleware.RequestBodyLimitMiddleware",
+    "factorize_app.api.bodies.RequestBodyLimitMiddleware",
     "factorize_app.api.bodies.LargeBodyBudgetMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -95,7 +95,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
-    "factorize_app.api.middleware.RedisUnavailableMiddleware",
+    "factorize_app.api.exceptions.RedisUnavailableMiddleware",
     "axes.middleware.AxesMiddleware",  # last, as django-axes asks
 ]
 
@@ -108,7 +108,7 @@ AXES_COOLOFF_TIME = timedelta(minutes=env.ADMIN_LOGIN_LOCKOUT_MINUTES)
 AXES_LOCKOUT_PARAMETERS = ["ip_address"]
 AXES_RESET_ON_SUCCESS = True
 AXES_VERBOSE = False  # no banner at every start; failed logins are still logged
-AXES_CLIENT_IP_CALLABLE = "factorize_app.api.clients.request_client_address"
+AXES_CLIENT_IP_CALLABLE = "factorize_app.api.identity.clients.request_client_address"
 
 ROOT_URLCONF = "project.urls"
 CSRF_FAILURE_VIEW = "factorize_app.api.exceptions.csrf_failure"
@@ -179,15 +179,15 @@ REST_FRAMEWORK = {
     # browsable API's login page (CSRF-checked). No Basic authentication: passwords are tried on
     # those login pages only, throttled by django-axes, never on every endpoint.
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "factorize_app.api.authentication.ApiKeyAuthentication",
-        "factorize_app.api.authentication.SessionCookieAuthentication",
+        "factorize_app.api.identity.authentication.ApiKeyAuthentication",
+        "factorize_app.api.identity.authentication.SessionCookieAuthentication",
     ],
-    "DEFAULT_PERMISSION_CLASSES": ["factorize_app.api.authentication.ApiKeyRequired"],
+    "DEFAULT_PERMISSION_CLASSES": ["factorize_app.api.identity.authentication.ApiKeyRequired"],
     "EXCEPTION_HANDLER": "factorize_app.api.exceptions.exception_handler",
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
 }
 
-# --- API keys (factorize_app.api.authentication) -------------------------------------------
+# --- API keys (factorize_app.api.identity.api_keys) ---------------------------------
 REQUIRE_API_KEY = env.REQUIRE_API_KEY
 METRICS_REQUIRE_API_KEY = env.METRICS_REQUIRE_API_KEY
 API_KEY_CACHE_SECONDS = env.API_KEY_CACHE_SECONDS

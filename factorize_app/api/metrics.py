@@ -19,8 +19,9 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from factorize_app import jobs
-from factorize_app.jobs.monitoring import oldest_queued_ages, pending_webhook_deliveries
+from factorize_app.jobs.monitoring import oldest_queued_ages
 from factorize_app.tasks import task_types
+from factorize_app.webhooks import deliveries as webhook_deliveries
 
 REQUESTS = Counter("factorize_http_requests_total", "HTTP requests answered.", ["method", "route", "status"])
 LATENCY = Histogram(
@@ -49,8 +50,8 @@ class QueueCollector:
             stats = jobs.queue_stats()
             durations = jobs.job_durations()
             used_memory, maxmemory = jobs.redis_memory()
-            webhook_counts = jobs.webhook_delivery_counts()
-            webhooks_pending = pending_webhook_deliveries()
+            webhook_counts = webhook_deliveries.delivery_counts()
+            webhooks_pending = webhook_deliveries.pending_count()
             ages = oldest_queued_ages()
         except jobs.QueueUnavailable:
             up.add_metric([], 0)
@@ -162,7 +163,7 @@ class _Renaming:
 
 def metrics_view(request) -> HttpResponse:
     if settings.METRICS_REQUIRE_API_KEY:
-        from factorize_app.api.authentication import key_or_staff_refusal
+        from factorize_app.api.identity.authentication import key_or_staff_refusal
 
         refusal = key_or_staff_refusal(request)
         if refusal is not None:

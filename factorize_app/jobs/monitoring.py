@@ -1,5 +1,5 @@
 """What the queue holds and whether it takes more: load and per-type stats (read-only, so they
-answer on a full Redis), job durations, the backlog's age, pending webhooks, Redis memory, the
+answer on a full Redis), job durations, the backlog's age, Redis memory, the
 admission of new jobs, worker liveness and the readiness probe.
 
 Admission: new submits are refused early, once Redis memory passes REDIS_MEMORY_HIGH_WATER of
@@ -171,7 +171,7 @@ def job_durations() -> dict[tuple[str, str], dict[str, float]]:
     return durations
 
 
-# --- for /metrics: how long the backlog has waited, what webhooks have still to deliver ----------
+# --- for /metrics: how long the backlog has waited -------------------------------------------------
 
 _OLDEST_QUEUED = lua("oldest_queued")
 _STATUS_FIELD, _ENQUEUED_FIELD = "status", "enqueued_at"  # RQ's job hash fields
@@ -194,12 +194,6 @@ def oldest_queued_ages() -> dict[str, float]:
         enqueued = utcparse(enqueued_at.decode()).replace(tzinfo=datetime.UTC).timestamp() if enqueued_at else now
         ages[name] = max(0.0, now - enqueued)
     return ages
-
-
-@translate_outages
-def pending_webhook_deliveries() -> int:
-    """Webhook deliveries not yet delivered or given up: queued, under way, or waiting to retry."""
-    return redis_connection().zcard(keys.WEBHOOK_DUE)
 
 
 _memory_lock = threading.Lock()

@@ -1,4 +1,5 @@
-"""One delivery attempt: resolve, check, connect to the checked address, POST the signed body.
+"""Delivery attempts in the webhooks worker: the carrier job of a delivery, one attempt (sent,
+then recorded), and the pool of threads that runs them.
 
 A 2xx ends the delivery; a refused URL fails it at once; anything else (a connection error, no
 answer within WEBHOOK_TIMEOUT, another status, a redirect: never followed) retries it after the
@@ -7,25 +8,22 @@ next of WEBHOOK_RETRY_DELAYS (jittered), then fails it. Attempts run in the webh
 
 from __future__ import annotations
 
-import contextlib
 import http.client
 import logging
 import random
-import socket
-import ssl
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 from django.conf import settings
 
-from factorize_app import jobs
-from factorize_app.webhooks.signing import receiver_secret, signed_headers
-from factorize_app.webhooks.urls import Target, WebhookRefused, checked_address, origin, target
+from factorize_app.webhooks import deliveries
+from factorize_app.webhooks.deliveries import DELIVERED, Delivery
+from factorize_app.webhooks.sending import post
+from factorize_app.webhooks.targets import WebhookRefused, origin
 
 logger = logging.getLogger("factorize_app.webhooks")
 
-USER_AGENT = "factorize-webhooks/1"
 # A receiver whose attempt failed shares the failing receivers' half of the threads this long.
 FAILING_MARK = 300.0
 JITTER = 0.2  # each delay is drawn from +-20 % of its setting, so failed receivers are not hit in step
@@ -37,12 +35,12 @@ def deliver(delivery_id: str, token: int) -> None:
     if _pool is not None:
         _pool.submit(delivery_id, token)
         return
-    delivery = jobs.claim_delivery(delivery_id=delivery_id, token=token)
+    delivery = deliveries.claim(delivery_id=delivery_id, token=token)
     if delivery is not None:
         attempt(delivery)
 
 
-def attempt(delivery: jobs.Delivery) -> str | None:
+def attempt(delivery: Delivery) -> str | None:
     """Send one attempt and record its answer; the outcome (delivered, retried, failed)."""
     status_code, error, refused = None, None, False
     try:
@@ -54,10 +52,10 @@ def attempt(delivery: jobs.Delivery) -> str | None:
     except (OSError, http.client.HTTPException) as exc:
         error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
     retry_in = None if refused else retry_delay(delivery.attempts)
-    outcome = jobs.record_delivery_attempt(delivery=delivery, status_code=status_code, error=error, retry_in=retry_in)
+    outcome = deliveries.record_attempt(delivery=delivery, status_code=status_code, error=error, retry_in=retry_in)
     extra = {"webhook_id": delivery.delivery_id, "job_id": delivery.job_id, "event": delivery.event,
              "attempt": delivery.attempts, "outcome": outcome, "status": status_code, "error": error}  # fmt: skip
-    logger.log(logging.INFO if outcome == "delivered" else logging.WARNING, "webhook attempt", extra=extra)
+    logger.log(logging.INFO if outcome == DELIVERED else logging.WARNING, "webhook attempt", extra=extra)
     return outcome
 
 
@@ -67,122 +65,6 @@ def retry_delay(attempts: int) -> float | None:
     if attempts > len(delays):
         return None
     return delays[attempts - 1] * random.uniform(1 - JITTER, 1 + JITTER)
-
-
-def post(delivery: jobs.Delivery) -> int:
-    """POST the delivery to its URL (checked again: the settings may have changed since the
-    submit) at the address checked; the answer's status code. Everything (the look-up, connect,
-    TLS, the request, the answer's status line, headers and first 64 KiB) ends by the attempt's
-    deadline (WEBHOOK_TIMEOUT after its claim): a receiver dripping its answer a byte at a time is
-    cut off then, and its attempt counts as timed out."""
-    destination = target(delivery.url)
-    address = checked_address(destination)
-    headers = {
-        "Content-Type": "application/json",
-        "User-Agent": USER_AGENT,
-        **signed_headers(
-            webhook_id=delivery.delivery_id,
-            body=delivery.body,
-            secret=receiver_secret(owner=delivery.owner, url=delivery.url),
-        ),
-    }
-    remaining = delivery.deadline - time.time()
-    if remaining <= 0:  # the look-up took the whole attempt: nothing was sent
-        raise TimeoutError(f"no answer within WEBHOOK_TIMEOUT ({settings.WEBHOOK_TIMEOUT:g} s)")
-    connection = _connection(destination, address, remaining)
-    cutoff = _Cutoff(connection, remaining)
-    try:
-        connection.request("POST", destination.path, body=delivery.body.encode(), headers=headers)
-        response = connection.getresponse()
-        response.read(65536)  # a little of the answer, so the receiver is not cut off mid-write
-        status = response.status
-    except (OSError, http.client.HTTPException):
-        if cutoff.fired.is_set():
-            raise TimeoutError(f"no complete answer within WEBHOOK_TIMEOUT ({settings.WEBHOOK_TIMEOUT:g} s)") from None
-        raise
-    finally:
-        cutoff.cancel()
-        connection.close()
-    if cutoff.fired.is_set():
-        raise TimeoutError(f"no complete answer within WEBHOOK_TIMEOUT ({settings.WEBHOOK_TIMEOUT:g} s)")
-    return status
-
-
-class _Cutoff:
-    """Shuts the connection's socket when the attempt's time is up: http.client's timeout bounds
-    each read, not the answer, so a byte every few seconds would otherwise hold the thread forever."""
-
-    def __init__(self, connection: http.client.HTTPConnection, seconds: float) -> None:
-        self._connection = connection
-        self.fired = threading.Event()
-        self._timer = threading.Timer(seconds, self._fire)
-        self._timer.daemon = True
-        self._timer.start()
-
-    def _fire(self) -> None:
-        self.fired.set()
-        sock = self._connection.sock
-        if sock is not None:
-            with contextlib.suppress(OSError):
-                socket.socket.shutdown(sock, socket.SHUT_RDWR)  # wakes the blocked read (TLS too)
-
-    def cancel(self) -> None:
-        self._timer.cancel()
-
-
-class _CompleteResponse(http.client.HTTPResponse):
-    """http.client takes a connection closed halfway through the headers for their end; here that
-    answer is an error (a receiver killed mid-answer did not take the delivery)."""
-
-    def begin(self) -> None:
-        self.fp = _LastLine(self.fp)
-        super().begin()
-        if self.fp.last == b"":
-            raise http.client.RemoteDisconnected("the receiver closed the connection within its headers")
-
-
-class _LastLine:
-    """A response's file that remembers the last line read (the headers end with an empty one)."""
-
-    def __init__(self, fp) -> None:
-        self._fp = fp
-        self.last: bytes | None = None
-
-    def readline(self, *args) -> bytes:
-        self.last = self._fp.readline(*args)
-        return self.last
-
-    def __getattr__(self, name: str):
-        return getattr(self._fp, name)
-
-
-class _PinnedHTTPConnection(http.client.HTTPConnection):
-    """http.client, connecting to the address checked rather than looking the host up again."""
-
-    response_class = _CompleteResponse
-
-    def __init__(self, destination: Target, address: str, timeout: float) -> None:
-        super().__init__(destination.host, destination.port, timeout=timeout)
-        self._address = address
-
-    def connect(self) -> None:
-        self.sock = socket.create_connection((self._address, self.port), self.timeout)
-        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
-
-class _PinnedHTTPSConnection(_PinnedHTTPConnection):
-    """The same over TLS: the certificate is verified against the URL's host name."""
-
-    default_port = http.client.HTTPS_PORT
-
-    def connect(self) -> None:
-        super().connect()
-        self.sock = ssl.create_default_context().wrap_socket(self.sock, server_hostname=self.host)
-
-
-def _connection(destination: Target, address: str, timeout: float) -> http.client.HTTPConnection:
-    kind = _PinnedHTTPSConnection if destination.scheme == "https" else _PinnedHTTPConnection
-    return kind(destination, address, timeout)
 
 
 class AttemptPool:
@@ -223,7 +105,7 @@ class AttemptPool:
             raise RuntimeError("no free delivery thread")  # the carrier fails; the delivery stays due
         self._reserved.clear()
         try:
-            delivery = jobs.claim_delivery(delivery_id=delivery_id, token=token, admit=self._admits)
+            delivery = deliveries.claim(delivery_id=delivery_id, token=token, admit=self._admits)
         except BaseException:
             self._slots.release()
             raise
@@ -244,7 +126,7 @@ class AttemptPool:
                 and not (failing and self._failing_busy >= max(1, self._size // 2))
             )
 
-    def _take(self, delivery: jobs.Delivery, sign: int = 1) -> None:
+    def _take(self, delivery: Delivery, sign: int = 1) -> None:
         receiver = origin(delivery.url)
         with self._lock:
             self._receivers[receiver] = self._receivers.get(receiver, 0) + sign
@@ -259,7 +141,7 @@ class AttemptPool:
                 if counts[name] <= 0:
                     del counts[name]
 
-    def _run(self, delivery: jobs.Delivery) -> None:
+    def _run(self, delivery: Delivery) -> None:
         outcome = None
         try:
             outcome = attempt(delivery)
@@ -268,7 +150,7 @@ class AttemptPool:
         finally:
             receiver = origin(delivery.url)
             with self._lock:
-                if outcome == "delivered":
+                if outcome == DELIVERED:
                     self._failing.pop(receiver, None)
                 elif outcome is not None:
                     now = time.monotonic()

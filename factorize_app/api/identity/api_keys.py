@@ -1,49 +1,40 @@
-"""Who a request is, verified: an API key (`Authorization: Bearer <key>`), a logged-in Django user
-(the browsable API's session), or else an anonymous client known by its address.
+"""API keys (`Authorization: Bearer <key>`), verified without costing a query per request.
 
-A key a client presents is checked in every mode: an unknown, malformed or revoked key is a 401,
-never an anonymous request, so no client can invent an identity (or a fresh one per request).
-Key lookups are cached in process for API_KEY_CACHE_SECONDS (a revocation takes effect within
-that), failed ones too, so neither a valid nor a bogus key costs a database query per request;
-uses are counted in memory and written at most every API_KEY_USE_FLUSH_SECONDS per key and process.
-Failed authentications are counted per address: past THROTTLE_AUTH_FAILURES, an address's keys
-are answered 429 without a lookup (random keys would otherwise cost one query each).
-
-`identify(meta)` works on a WSGI environ and on request.META alike (the lean lane has no
-request object); it remembers its answer in `meta`, so a request is identified, and its key's
-use counted, once however many callers ask.
+A key a client presents is checked in every mode: an unknown, malformed or revoked key is refused
+(InvalidApiKey: a 401), never taken for an anonymous request, so no client can invent an identity
+(or a fresh one per request). Key lookups are cached in process for API_KEY_CACHE_SECONDS (a
+revocation takes effect within that), failed ones too, so neither a valid nor a bogus key costs a
+database query per request; uses are counted in memory and written at most every
+API_KEY_USE_FLUSH_SECONDS per key and process. Failed authentications are counted per address:
+past THROTTLE_AUTH_FAILURES, an address's keys are answered 429 without a lookup (300 random keys
+once cost 300 queries and got 300 401s).
 """
 
 from __future__ import annotations
 
 import atexit
+import ipaddress
 import logging
+import math
 import os
 import threading
 import time
 from collections import OrderedDict
-from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from django.conf import settings
-from django.contrib.auth.models import AnonymousUser
 from django.db import DatabaseError, close_old_connections, connection
 from django.db.models import F
-from django.http import JsonResponse
-from rest_framework.authentication import BaseAuthentication, SessionAuthentication
-from rest_framework.exceptions import APIException, AuthenticationFailed, Throttled
-from rest_framework.permissions import BasePermission
+from rest_framework.throttling import SimpleRateThrottle
 
-from factorize_app.api.auth_failures import FailedAuthentications
-from factorize_app.api.clients import client_address
+from factorize_app.api.identity.clients import ClientIdentity
 from factorize_app.models import KEY_PATTERN, MAX_KEY_LENGTH, ApiKey, key_digest
 
 logger = logging.getLogger("factorize_app.api")
 
-IDENTITY_KEY = "factorize_app.identity"  # where identify() leaves its answer in the environ
 _SCHEMES = ("bearer", "token")
-CACHE_ENTRIES = 10_000  # per cache (valid keys, refused keys): a bound on memory whatever clients send
-WWW_AUTHENTICATE = "Bearer"
+# Per cache (valid keys, refused keys, failing addresses): a bound on memory whatever clients send.
+CACHE_ENTRIES = 10_000
 
 
 class InvalidApiKey(Exception):
@@ -57,59 +48,6 @@ class TooManyFailedAuthentications(InvalidApiKey):
     def __init__(self, retry_after: int) -> None:
         super().__init__(f"too many failed authentications from this address; retry in {retry_after} s")
         self.retry_after = retry_after
-
-
-@dataclass(frozen=True)
-class ClientIdentity:
-    """A client as the job service counts it: `name` keys fair order, rate limits and caps."""
-
-    name: str
-    key_id: int | None = None
-    staff: bool = False
-    max_queued: int | None = None  # a key's own caps; None: the settings' per-client defaults
-    max_running: int | None = None
-    max_redis_bytes: int | None = None
-
-
-def identify(meta) -> ClientIdentity:
-    """The identity behind a WSGI environ or request.META: its key's, else anonymous by address.
-
-    Raises InvalidApiKey for a bearer key that is not a valid one. Session users are known only
-    to client_identity(request) (a session needs Django's request cycle)."""
-    identity = meta.get(IDENTITY_KEY)
-    if identity is not None:
-        return identity
-    key = presented_key(meta)
-    if key is None:
-        identity = ClientIdentity(name="address-" + client_address(meta))
-    else:
-        identity = key_identity(key, address=client_address(meta))
-        USES.count(identity.key_id)
-    meta[IDENTITY_KEY] = identity
-    return identity
-
-
-def cached_identity(environ) -> ClientIdentity | None:
-    """What identify(environ) answers, when that needs no database and cannot be a 401 (the lean
-    lane's question); None when only DRF can answer: a key this process has not verified within
-    API_KEY_CACHE_SECONDS, a bad key, or no key while REQUIRE_API_KEY is on. Never raises."""
-    identity = environ.get(IDENTITY_KEY)
-    if identity is not None:
-        return identity
-    key = presented_key(environ)
-    if key is None:
-        if settings.REQUIRE_API_KEY:
-            return None
-        identity = ClientIdentity(name="address-" + client_address(environ))
-    else:
-        if settings.API_KEY_CACHE_SECONDS <= 0 or len(key) > MAX_KEY_LENGTH:
-            return None
-        identity = _VALID_KEYS.get(key_digest(key), time.monotonic())
-        if identity is None:
-            return None
-        USES.count(identity.key_id)
-    environ[IDENTITY_KEY] = identity
-    return identity
 
 
 def presented_key(meta) -> str | None:
@@ -188,6 +126,17 @@ def _look_up(digest: str) -> tuple[ClientIdentity | None, str]:
     return identity, ""
 
 
+def cached_key_identity(key: str) -> ClientIdentity | None:
+    """The identity of a key this process verified within API_KEY_CACHE_SECONDS (its use
+    counted); None for any other key (unverified, bad, or caching off). Never a lookup."""
+    if settings.API_KEY_CACHE_SECONDS <= 0 or len(key) > MAX_KEY_LENGTH:
+        return None
+    identity = _VALID_KEYS.get(key_digest(key), time.monotonic())
+    if identity is not None:
+        USES.count(identity.key_id)
+    return identity
+
+
 class ExpiringCache:
     """A bounded, thread-safe map whose entries expire: least recently used entries go first."""
 
@@ -228,9 +177,6 @@ class ExpiringCache:
 
 _VALID_KEYS = ExpiringCache(max_entries=CACHE_ENTRIES)
 _REFUSED_KEYS = ExpiringCache(max_entries=CACHE_ENTRIES)
-
-
-FAILURES = FailedAuthentications()
 
 
 def forget_key(digest: str) -> None:
@@ -290,90 +236,69 @@ class UseCounter:
 USES = UseCounter()
 
 
-def client_identity(request) -> ClientIdentity:
-    """The identity of a DRF (or plain Django) request: its key's, its logged-in user's
-    (`user-<pk>`), else anonymous by address. Remembered in request.META, so client_name(meta)
-    agrees with it once it has run (DRF's throttle asks it before any view does)."""
-    auth = getattr(request, "auth", None)
-    if isinstance(auth, ClientIdentity):
-        return auth
-    user = getattr(request, "user", None)
-    if user is not None and user.is_authenticated:
-        identity = ClientIdentity(name=f"user-{user.pk}", staff=user.is_staff)
-        request.META[IDENTITY_KEY] = identity
-        return identity
-    return identify(request.META)
+class FailedAuthentications:
+    """Failed authentications per address and fixed window (THROTTLE_AUTH_FAILURES, DRF's rate
+    syntax), counted in this process: past the limit, an address's unverified keys are refused
+    (429) without a database lookup until the window ends. An IPv6 client counts by its /64 (one
+    host holds a whole /64), so fresh addresses buy no fresh lookups. At most CACHE_ENTRIES
+    addresses are tracked (the least recently failing are forgotten first)."""
 
+    def __init__(self, *, max_entries: int = CACHE_ENTRIES) -> None:
+        self.max_entries = max_entries
+        self._counts: OrderedDict[str, tuple[int, int]] = OrderedDict()  # address -> (window number, failures)
+        self._lock = threading.Lock()
 
-class KeyStoreUnavailable(APIException):
-    """The database behind API keys and sessions did not answer: an outage (503), not a bug."""
-
-    status_code = 503
-    default_detail = "The key store (the database) is unavailable; try again shortly."
-    default_code = "unavailable"
-
-
-class ApiKeyAuthentication(BaseAuthentication):
-    """DRF authentication by API key: (AnonymousUser, ClientIdentity) for a valid key, None
-    without one (session authentication may still log the request in), 401 for a bad one."""
-
-    def authenticate(self, request):
-        try:
-            identity = identify(request.META)
-        except TooManyFailedAuthentications as exc:
-            raise Throttled(wait=exc.retry_after, detail=f"Request was throttled: {exc}.") from None
-        except InvalidApiKey as exc:
-            raise AuthenticationFailed(str(exc)) from None
-        except DatabaseError as exc:
-            raise KeyStoreUnavailable() from exc
-        if identity.key_id is None:
+    def retry_after(self, address: str) -> int | None:
+        """Seconds until `address` may try a key again, or None if it may now."""
+        rate = _failure_rate()
+        if rate is None:
             return None
-        return AnonymousUser(), identity
-
-    def authenticate_header(self, request) -> str:
-        return WWW_AUTHENTICATE  # so that DRF answers 401 (with this challenge), not 403
-
-
-class SessionCookieAuthentication(SessionAuthentication):
-    """DRF's session authentication (CSRF-checked), skipped for a request without a session
-    cookie: it has no session, and not reading one keeps its answer free of `Vary: Cookie`,
-    as the lean lane answers the same request."""
-
-    def authenticate(self, request):
-        if settings.SESSION_COOKIE_NAME not in request.COOKIES:
+        limit, window = rate
+        now = time.time()
+        slot = now // window
+        with self._lock:
+            counted = self._counts.get(_address_group(address))
+        if counted is None or counted[0] != slot or counted[1] < limit:
             return None
-        try:
-            return super().authenticate(request)
-        except DatabaseError as exc:
-            raise KeyStoreUnavailable() from exc
+        return max(1, math.ceil((slot + 1) * window - now))
+
+    def count(self, address: str) -> None:
+        rate = _failure_rate()
+        if rate is None:
+            return
+        slot = time.time() // rate[1]
+        group = _address_group(address)
+        with self._lock:
+            counted = self._counts.get(group)
+            failures = counted[1] + 1 if counted is not None and counted[0] == slot else 1
+            self._counts[group] = (slot, failures)
+            self._counts.move_to_end(group)
+            while len(self._counts) > self.max_entries:
+                self._counts.popitem(last=False)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._counts.clear()
 
 
-class ApiKeyRequired(BasePermission):
-    """With REQUIRE_API_KEY, every API request needs a valid key or a logged-in user; DRF then
-    answers others 401 with `WWW-Authenticate: Bearer`."""
-
-    def has_permission(self, request, view) -> bool:
-        if not settings.REQUIRE_API_KEY:
-            return True
-        return isinstance(request.auth, ClientIdentity) or bool(request.user and request.user.is_authenticated)
-
-
-def key_or_staff_refusal(request) -> JsonResponse | None:
-    """For a plain Django view (/metrics): None for a valid key or a staff session, else the 401."""
-    try:
-        identity = identify(request.META)
-    except TooManyFailedAuthentications as exc:
-        response = JsonResponse({"detail": f"Request was throttled: {exc}."}, status=429)
-        response["Retry-After"] = str(exc.retry_after)
-        return response
-    except InvalidApiKey as exc:
-        return _unauthorized(str(exc))
-    if identity.key_id is not None or (request.user.is_authenticated and request.user.is_staff):
+def _failure_rate() -> tuple[int, int] | None:
+    rate = settings.THROTTLE_AUTH_FAILURES
+    if not rate:
         return None
-    return _unauthorized("An API key is required: send Authorization: Bearer <key>.")
+    return SimpleRateThrottle.parse_rate(None, rate)
 
 
-def _unauthorized(detail: str) -> JsonResponse:
-    response = JsonResponse({"detail": detail}, status=401)
-    response["WWW-Authenticate"] = WWW_AUTHENTICATE
-    return response
+def _address_group(address: str) -> str:
+    """An IPv4 address itself, an IPv6 address's /64 (IPv4-mapped ones as IPv4)."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address
+    if ip.version == 6:
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.ip_network(f"{ip}/64", strict=False))
+    return address
+
+
+FAILURES = FailedAuthentications()

@@ -1,4 +1,4 @@
-"""Completion webhooks, the dispatcher: turns the events of watched jobs into deliveries.
+"""The dispatcher: turns the events of watched jobs into deliveries.
 
 While a job with subscriptions runs, the webhooks worker's dispatcher (one across replicas:
 `DispatcherLease`) reads the event streams of the watched jobs from each subscription's cursor
@@ -19,29 +19,15 @@ import redis
 from django.conf import settings
 from redis.lock import Lock
 
-from factorize_app.jobs import keys
+from factorize_app import jobs
+from factorize_app.jobs import keys as job_keys
 from factorize_app.jobs.connection import blocking_connection, redis_connection
 from factorize_app.jobs.errors import translate_outages
-from factorize_app.jobs.events import JobEvent, _event, event_id_key
-from factorize_app.jobs.states import DONE_STATUSES, STARTED
-from factorize_app.jobs.webhooks import (
-    COMPLETED,
-    DONE,
-    EXPIRED,
-    PENDING,
-    PROGRESS,
-    QUEUED_GRACE,
-    START,
-    WATCHING,
-    _add_delivery,
-    _enqueue,
-    _live_member,
-    delivery_span,
-)
+from factorize_app.jobs.events import event_id_key, parse_event
+from factorize_app.webhooks import deliveries, keys
+from factorize_app.webhooks.events import COMPLETED, PROGRESS, PROGRESS_INTERVAL_MS, event_name
+from factorize_app.webhooks.subscriptions import DONE, EXPIRED, WATCHING
 
-# Progress deliveries of one subscription are at least this far apart (by the events' times), and
-# none is made while its previous one is still pending: a slow receiver gets the latest, not a pile.
-PROGRESS_INTERVAL_MS = 500
 # Watched jobs read per XREAD: a pass over all of them takes one round per window.
 WINDOW = 500
 
@@ -51,7 +37,7 @@ class DispatcherLease:
     expires unless its holder renews it (a SIGKILLed holder's lease runs out in `seconds`)."""
 
     def __init__(self, seconds: float = 10.0) -> None:
-        self._lock = Lock(redis_connection(), keys.WEBHOOK_DISPATCHER, timeout=seconds, thread_local=False)
+        self._lock = Lock(redis_connection(), keys.DISPATCHER, timeout=seconds, thread_local=False)
         self._held = False
 
     def hold(self) -> bool:
@@ -73,7 +59,7 @@ class DispatcherLease:
 
 
 # (job id, event, webhook event name) -> the body to deliver, or None: the job is gone.
-BodyFor = Callable[[str, JobEvent, str], dict[str, Any] | None]
+BodyFor = Callable[[str, jobs.JobEvent, str], dict[str, Any] | None]
 
 
 class Dispatcher:
@@ -91,51 +77,51 @@ class Dispatcher:
     @translate_outages
     def dispatch(self, *, block_ms: int, body_for: BodyFor) -> int:
         """One round: new events of one window of watched jobs turned into deliveries; how many."""
-        client = redis_connection()
+        connection = redis_connection()
         if self._wake_after == "$":
-            last = client.xrevrange(keys.WEBHOOK_WAKE, count=1)
+            last = connection.xrevrange(keys.WAKE, count=1)
             self._wake_after = last[0][0].decode() if last else "0-0"
-        with client.pipeline(transaction=False) as pipe:
-            pipe.zrange(keys.WEBHOOK_WATCHED, self._offset, self._offset + WINDOW - 1)
-            pipe.zcard(keys.WEBHOOK_WATCHED)
+        with connection.pipeline(transaction=False) as pipe:
+            pipe.zrange(keys.WATCHED, self._offset, self._offset + WINDOW - 1)
+            pipe.zcard(keys.WATCHED)
             window, watched_count = pipe.execute()
         job_ids = [raw.decode() for raw in window]
         self._offset += WINDOW
         ends_pass = self._offset >= watched_count
         if ends_pass:
             self._offset = 0
-        with client.pipeline(transaction=False) as pipe:
+        with connection.pipeline(transaction=False) as pipe:
             for job_id in job_ids:
-                pipe.hgetall(keys.webhook_subscriptions(job_id))
+                pipe.hgetall(keys.subscriptions(job_id))
             watched = dict(zip(job_ids, pipe.execute(), strict=True))
         cursors = {}
         for job_id, subs in watched.items():
             live = [sub["cursor"] for sub in map(json.loads, subs.values()) if sub["state"] == WATCHING]
             if live:
-                cursors[keys.events(job_id)] = min(live, key=event_id_key)
+                cursors[job_keys.events(job_id)] = min(live, key=event_id_key)
             else:
-                client.zrem(keys.WEBHOOK_WATCHED, job_id)
-        streams = {**cursors, keys.WEBHOOK_WAKE: self._wake_after}
+                connection.zrem(keys.WATCHED, job_id)
+        streams = {**cursors, keys.WAKE: self._wake_after}
         block = block_ms if ends_pass and not self._found else None
         reply = blocking_connection().xread(streams, count=100, block=block) or []
         made = 0
         for stream, entries in reply:
             name = stream.decode()
-            if name == keys.WEBHOOK_WAKE:
+            if name == keys.WAKE:
                 self._wake_after = entries[-1][0].decode()
                 continue
             self._found = True
-            job_id = name.removeprefix(keys.EVENTS_PREFIX)
-            made += self._handle(job_id, [_event(entry) for entry in entries], body_for)
+            job_id = name.removeprefix(job_keys.EVENTS_PREFIX)
+            made += self._handle(job_id, [parse_event(entry) for entry in entries], body_for)
         if ends_pass:
             self._found = False
         return made
 
-    def _handle(self, job_id: str, events: list[JobEvent], body_for: BodyFor) -> int:
-        subs_key = keys.webhook_subscriptions(job_id)
+    def _handle(self, job_id: str, events: list[jobs.JobEvent], body_for: BodyFor) -> int:
+        subs_key = keys.subscriptions(job_id)
         bodies: dict[tuple[str, str], dict[str, Any] | None] = {}
 
-        def body(event: JobEvent, name: str) -> dict[str, Any] | None:
+        def body(event: jobs.JobEvent, name: str) -> dict[str, Any] | None:
             if (event.event_id, name) not in bodies:
                 bodies[(event.event_id, name)] = body_for(job_id, event, name)
             return bodies[(event.event_id, name)]
@@ -144,7 +130,7 @@ class Dispatcher:
             subs = {sub_id.decode(): json.loads(raw) for sub_id, raw in pipe.hgetall(subs_key).items()}
             watching = {sub_id: sub for sub_id, sub in subs.items() if sub["state"] == WATCHING}
             busy = {
-                sub_id: pipe.hget(keys.webhook_delivery(sub["progress_delivery"]), "status") == PENDING.encode()
+                sub_id: deliveries.is_pending(pipe, sub["progress_delivery"])
                 for sub_id, sub in watching.items()
                 if sub.get("progress_delivery")
             }
@@ -159,60 +145,40 @@ class Dispatcher:
                     if snapshot is None:  # the job vanished: nothing left to tell
                         updated["state"] = EXPIRED
                         break
-                    delivery_id = _add_delivery(pipe, job_id=job_id, sub_id=sub_id, sub=updated, event=name,
-                                                body=snapshot, now=now)  # fmt: skip
+                    delivery_id = deliveries.add(pipe, job_id=job_id, sub_id=sub_id, owner=updated["owner"],
+                                                 url=updated["url"], event=name, body=snapshot, now=now)  # fmt: skip
                     if name == PROGRESS:
                         updated["progress_delivery"] = delivery_id
                     completed = completed or name == COMPLETED
                     made += 1
                 pipe.hset(subs_key, sub_id, json.dumps(updated))
                 if updated["state"] != WATCHING:
-                    member = _live_member(job_id, sub_id)
+                    member = keys.live_member(job_id, sub_id)
                     if completed:  # live until its delivery ends
-                        pipe.zadd(keys.webhook_client(updated["owner"]), {member: now + delivery_span()})
+                        pipe.zadd(keys.live(updated["owner"]), {member: now + deliveries.delivery_span()})
                     else:
-                        pipe.zrem(keys.webhook_client(updated["owner"]), member)
+                        pipe.zrem(keys.live(updated["owner"]), member)
             if all(updated["state"] != WATCHING for updated, _ in plans.values()):
-                pipe.zrem(keys.WEBHOOK_WATCHED, job_id)
+                pipe.zrem(keys.WATCHED, job_id)
             pipe.expire(subs_key, settings.WEBHOOK_RETENTION)
             return made
 
         return redis_connection().transaction(attempt, subs_key, value_from_callable=True)
 
-    @translate_outages
     def requeue_due(self, *, limit: int = 500) -> int:
-        """Queue again the pending deliveries whose time came (a retry, an expired attempt's lease,
-        a queued one past its grace, one put back over its share of threads), each under a new
-        token; how many."""
-        client = redis_connection()
-        due = [raw.decode() for raw in client.zrangebyscore(keys.WEBHOOK_DUE, "-inf", time.time(), start=0, num=limit)]
-        for delivery_id in due:
-            key = keys.webhook_delivery(delivery_id)
-
-            def attempt(pipe: redis.client.Pipeline, delivery_id=delivery_id, key=key) -> None:
-                status, token = pipe.hmget(key, "status", "token")
-                pipe.multi()
-                if status != PENDING.encode():
-                    pipe.zrem(keys.WEBHOOK_DUE, delivery_id)
-                    return
-                new_token = int(token) + 1
-                pipe.hset(key, "token", new_token)
-                pipe.zadd(keys.WEBHOOK_DUE, {delivery_id: time.time() + QUEUED_GRACE})
-                _enqueue(pipe, delivery_id, new_token)
-
-            client.transaction(attempt, key)
-        return len(due)
+        """Queue again the pending deliveries whose time came (deliveries.requeue_due); how many."""
+        return deliveries.requeue_due(limit=limit)
 
     @translate_outages
     def forget_stale(self) -> int:
         """Stop watching jobs that vanished (expired unrun, their stream gone) or whose wait ran
         out (WEBHOOK_RETENTION); their subscriptions end `expired`. How many."""
-        client = redis_connection()
-        job_ids = [raw.decode() for raw in client.zrange(keys.WEBHOOK_WATCHED, 0, -1)]
-        with client.pipeline(transaction=False) as pipe:
+        connection = redis_connection()
+        job_ids = [raw.decode() for raw in connection.zrange(keys.WATCHED, 0, -1)]
+        with connection.pipeline(transaction=False) as pipe:
             for job_id in job_ids:
-                pipe.exists(keys.job(job_id), keys.events(job_id))
-                pipe.zscore(keys.WEBHOOK_WATCHED, job_id)
+                pipe.exists(job_keys.job(job_id), job_keys.events(job_id))
+                pipe.zscore(keys.WATCHED, job_id)
             replies = pipe.execute()
         stale = [
             job_id
@@ -220,7 +186,7 @@ class Dispatcher:
             if not exists or (deadline or 0) < time.time()
         ]
         for job_id in stale:
-            subs_key = keys.webhook_subscriptions(job_id)
+            subs_key = keys.subscriptions(job_id)
 
             def attempt(pipe: redis.client.Pipeline, subs_key=subs_key, job_id=job_id) -> None:
                 subs = {sub_id.decode(): json.loads(raw) for sub_id, raw in pipe.hgetall(subs_key).items()}
@@ -228,16 +194,16 @@ class Dispatcher:
                 for sub_id, sub in subs.items():
                     if sub["state"] == WATCHING:
                         pipe.hset(subs_key, sub_id, json.dumps({**sub, "state": EXPIRED}))
-                        pipe.zrem(keys.webhook_client(sub["owner"]), _live_member(job_id, sub_id))
-                pipe.zrem(keys.WEBHOOK_WATCHED, job_id)
+                        pipe.zrem(keys.live(sub["owner"]), keys.live_member(job_id, sub_id))
+                pipe.zrem(keys.WATCHED, job_id)
 
-            client.transaction(attempt, subs_key)
+            connection.transaction(attempt, subs_key)
         return len(stale)
 
 
 def _plan(
-    sub: dict[str, Any], events: list[JobEvent], progress_busy: bool
-) -> tuple[dict[str, Any], list[tuple[JobEvent, str]]]:
+    sub: dict[str, Any], events: list[jobs.JobEvent], progress_busy: bool
+) -> tuple[dict[str, Any], list[tuple[jobs.JobEvent, str]]]:
     """A subscription after `events` (its cursor moved past them), and the deliveries they make."""
     updated, wanted = dict(sub), []
     after = event_id_key(sub["cursor"])
@@ -245,7 +211,7 @@ def _plan(
         if event_id_key(event.event_id) <= after or updated["state"] != WATCHING:
             continue
         updated["cursor"] = event.event_id
-        name = _event_name(event)
+        name = event_name(event)
         if name == PROGRESS:
             at = event_id_key(event.event_id)[0]
             if (PROGRESS in sub["events"] and not progress_busy
@@ -259,11 +225,3 @@ def _plan(
             if name == COMPLETED:
                 updated["state"] = DONE
     return updated, wanted
-
-
-def _event_name(event: JobEvent) -> str | None:
-    if event.status in DONE_STATUSES:
-        return COMPLETED
-    if event.status == STARTED:
-        return PROGRESS if event.progress else START
-    return None  # queued (again): not a webhook event

@@ -11,9 +11,12 @@ and the batch's end waits for the writes in flight, so that none is left behind 
     WAITING ──start──> RUNNING or IN_BATCH_CALL ──end──> ENDED ──write──> RECORDING ──> RECORDED
       │  ^                  │ (the call failed,             ^                │
       │  └────unstart───────┘  or a warm stop)              └──write failed──┘
-      ├──stopped, or must not run──> ENDED
+      ├──stopped before it started──> ENDED (canceled)
       └──hand back──> HANDING_BACK ──> HANDED_BACK
                            └──write failed──> WAITING
+
+A job that must not run (stopped before it was taken, or past its deadline) is started and ended
+at once, with no handler call.
 """
 
 from __future__ import annotations
@@ -109,11 +112,14 @@ class Batch:
     # --- the transitions: every change of state, under the lock -------------------------------
 
     def _move(self, entries: Iterable[_Entry], to: JobState) -> None:
+        """All of `entries` move, or none (a step moves its jobs together)."""
+        entries = list(entries)
         for entry in entries:
             if to not in TRANSITIONS[entry.state]:
                 raise InvalidTransition(f"job {entry.job.job_id}: {entry.state.value} -> {to.value}")
+        for entry in entries:
             entry.state = to
-        self._lock.notify_all()
+        self._lock.notify_all()  # finish() waits for writes in flight to settle
 
     def _end(self, entry: _Entry, outcome: jobs.JobOutcome) -> None:
         if not self._in(JobState.ENDED):
@@ -162,7 +168,10 @@ class Batch:
         waited long enough."""
         with self._lock:
             for outcome in outcomes:
-                self._end(self._find(outcome.job.job_id, *CALLED), outcome)
+                entry = self._find(outcome.job.job_id, *CALLED)
+                if entry is None:
+                    raise InvalidTransition(f"job {outcome.job.job_id}: an outcome for a job not called")
+                self._end(entry, outcome)
             due = time.monotonic() - self._first_unrecorded_at >= RESULT_FLUSH_SECONDS
         if due:
             self._write_unrecorded(retry=True)
@@ -261,15 +270,17 @@ class Batch:
                 return
             self._move(waiting, JobState.HANDING_BACK)
         unstarted = [entry.job for entry in waiting]
+        done = False
         try:
             jobs.finish_jobs(worker_name=self.worker_name, outcomes=[], unstarted=unstarted, batch_done=False)
+            done = True
         except jobs.QueueUnavailable:
+            pass
+        finally:  # settled whatever happened: finish() waits for it
             with self._lock:
-                self._move(waiting, JobState.WAITING)
-            return
-        with self._lock:
-            self._move(waiting, JobState.HANDED_BACK)
-        logger.info("handed back jobs held up by a long one", extra={"jobs": len(waiting)})
+                self._move(waiting, JobState.HANDED_BACK if done else JobState.WAITING)
+        if done:
+            logger.info("handed back jobs held up by a long one", extra={"jobs": len(waiting)})
 
     def record_if_due(self) -> None:
         """While a job runs: one attempt, so that a Redis refusing writes never stops the keeper
@@ -287,18 +298,22 @@ class Batch:
             return
         outcomes = [entry.outcome for entry in unrecorded]
         record = lambda: jobs.finish_jobs(worker_name=self.worker_name, outcomes=outcomes, batch_done=False)  # noqa: E731
+        done = False
         try:
             if retry:
                 retrying(record, "recording a batch")
             else:
                 record()
+            done = True
         except jobs.QueueUnavailable:
-            with self._lock:  # the batch's end records them, or this tries again in a second
-                self._move(unrecorded, JobState.ENDED)
-                self._first_unrecorded_at = time.monotonic() + 1.0
-            return
-        with self._lock:
-            self._move(unrecorded, JobState.RECORDED)
+            pass
+        finally:  # settled whatever happened: finish() waits for it
+            with self._lock:
+                if done:
+                    self._move(unrecorded, JobState.RECORDED)
+                else:  # the batch's end records them, or this tries again in a second
+                    self._move(unrecorded, JobState.ENDED)
+                    self._first_unrecorded_at = time.monotonic() + 1.0
 
     # --- progress: the handler's reports, written by the keeper ---------------------------------
 

@@ -26,6 +26,7 @@ One module per concern:
 - `execution`: running a taken batch's handler calls;
 - `batch`: the batch's jobs as a state machine (`JobState`), shared with the lease keeper;
 - `lease`: the lease keeper thread;
+- `progress`: handlers' progress reports, written by the lease keeper;
 - `interruption`: stopping a running job (signals, stop requests, RQ's stop commands);
 - `outage`: riding out Redis outages and write refusals.
 """

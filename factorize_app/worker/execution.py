@@ -20,6 +20,7 @@ from factorize_app.tasks.registry import Progress
 from factorize_app.worker.batch import Batch
 from factorize_app.worker.interruption import YIELDED, JobStopped
 from factorize_app.worker.lease import LeaseKeeper
+from factorize_app.worker.progress import ProgressReports
 
 if TYPE_CHECKING:
     from factorize_app.worker.loop import WarmWorker
@@ -30,14 +31,14 @@ logger = logging.getLogger("factorize_app.worker")
 def run_batch(worker: WarmWorker, taken: list[jobs.TakenJob]) -> int:
     """Run and record the batch; answers how many jobs ended (not counting those handed back)."""
     task_type = get_task_type(taken[0].task_name)
-    batch = Batch(worker.name, taken)
-    with LeaseKeeper(worker, batch):
+    batch, progress = Batch(worker.name, taken), ProgressReports()
+    with LeaseKeeper(worker, batch, progress):
         if task_type.batch_handler is not None and len(taken) > 1:
             running = batch.start_together()
             ended = {job.job_id: outcome for job in running if (outcome := ended_before_start(job))}
             batch.record(list(ended.values()))
             running = [job for job in running if job.job_id not in ended]
-            together = _run_together(worker, task_type, running, batch.reporter(running)) if running else []
+            together = _run_together(worker, task_type, running, progress.reporter(running)) if running else []
             if together:
                 batch.record(batch.stopped_meanwhile(together))
             else:
@@ -46,7 +47,7 @@ def run_batch(worker: WarmWorker, taken: list[jobs.TakenJob]) -> int:
             if worker._stop_requested:
                 batch.unstart([job])  # a warm stop: the running job has finished; hand the rest back
                 break
-            batch.record([ended_before_start(job) or _run_one(worker, task_type, job, batch.reporter([job]))])
+            batch.record([ended_before_start(job) or _run_one(worker, task_type, job, progress.reporter([job]))])
         # Still under the lease keeper: jobs whose results wait for Redis stay leased to us.
         batch.finish()
     ended = [outcome for outcome in batch.outcomes if outcome.status != jobs.QUEUED]

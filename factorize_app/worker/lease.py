@@ -19,6 +19,7 @@ from django.conf import settings
 from factorize_app import jobs, watchdog
 from factorize_app.worker.batch import Batch
 from factorize_app.worker.interruption import STOP_CHECK, stop_what_is_asked
+from factorize_app.worker.progress import ProgressReports
 
 if TYPE_CHECKING:
     from factorize_app.worker.loop import WarmWorker
@@ -37,8 +38,8 @@ def lease_seconds() -> int:
 class LeaseKeeper:
     """`with LeaseKeeper(worker, batch):` around a batch's run; the thread ends with the block."""
 
-    def __init__(self, worker: WarmWorker, batch: Batch) -> None:
-        self._worker, self._batch = worker, batch
+    def __init__(self, worker: WarmWorker, batch: Batch, progress: ProgressReports) -> None:
+        self._worker, self._batch, self._progress = worker, batch, progress
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._keep, name="lease-keeper", daemon=True)
 
@@ -56,7 +57,7 @@ class LeaseKeeper:
         while not self._stop.wait(KEEPER_CHECK):
             watchdog.stamp()  # a job runs (however long): the process is not stuck
             self._batch.record_if_due()
-            self._batch.write_progress_if_due()
+            self._progress.write_if_due()
             if time.monotonic() >= next_stop_check or self._batch.deadline_passed():
                 next_stop_check = time.monotonic() + STOP_CHECK
                 stop_what_is_asked(self._worker, self._batch)

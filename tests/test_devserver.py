@@ -257,6 +257,6 @@ def test_what_a_change_restarts():
     tasks = ROOT / "factorize_app" / "tasks"
     assert watch.affected({tasks / "digits" / "model.py"}, everything) == {"digits"}
     assert watch.affected({tasks / "primes" / "__init__.py"}, everything) == {"primes", "web"}
-    assert watch.affected({ROOT / "factorize_app" / "worker.py"}, everything) == everything
+    assert watch.affected({ROOT / "factorize_app" / "worker" / "loop.py"}, everything) == everything
     assert watch.affected({ROOT / "project" / "settings.py", tasks / "digits" / "model.py"}, everything) == everything
     assert watch.affected({ROOT / "docs" / "development.md"}, everything) == set()

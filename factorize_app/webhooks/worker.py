@@ -18,7 +18,6 @@ from typing import Any
 
 from django.conf import settings
 from rq.queue import Queue
-from rq.worker import SimpleWorker
 
 from factorize_app import jobs
 from factorize_app.jobs.connection import redis_connection
@@ -26,7 +25,8 @@ from factorize_app.tasks import get_task_type
 from factorize_app.webhooks import attempts
 from factorize_app.webhooks.dispatcher import Dispatcher, DispatcherLease
 from factorize_app.webhooks.keys import QUEUE
-from factorize_app.worker import RecoverableCleaning, _as_queue_error, _Trouble
+from factorize_app.worker.base import ServiceWorker
+from factorize_app.worker.outage import Trouble, as_queue_error
 
 logger = logging.getLogger("factorize_app.webhooks")
 
@@ -50,18 +50,16 @@ def status_body_at(job_id: str, event: jobs.JobEvent, name: str) -> dict[str, An
     return {**jobs.status_body(get_task_type(state.task_name), state), "event": name}
 
 
-class WebhookWorker(RecoverableCleaning, SimpleWorker):
+class WebhookWorker(ServiceWorker):
     """Serves the queue `webhooks` only: a delivery's RQ job claims an attempt and hands it to the
     pool, so the worker takes the next delivery at once while slow receivers are waited on."""
 
     def __init__(self, *args, **kwargs) -> None:
-        kwargs.setdefault("maintenance_interval", settings.WORKER_MAINTENANCE_INTERVAL)
-        kwargs.setdefault("job_monitoring_interval", settings.WORKER_HEARTBEAT)
         super().__init__(*args, **kwargs)
         if self.queue_names() != [QUEUE]:
             raise ValueError(f"the webhooks worker serves the queue {QUEUE!r} only")
         self._stopping = threading.Event()
-        self._trouble = _Trouble(f"webhooks worker {self.name}")
+        self._trouble = Trouble(f"webhooks worker {self.name}")
         self._dispatcher: threading.Thread | None = None
         self._pool: attempts.AttemptPool | None = None
 
@@ -70,29 +68,20 @@ class WebhookWorker(RecoverableCleaning, SimpleWorker):
     # waits instead, saying so once when the trouble starts and once when it ends.
 
     def bootstrap(self, *args, **kwargs) -> None:
-        trouble = _Trouble("webhooks worker start")
+        trouble = Trouble("webhooks worker start")
         while True:
             try:
                 super().bootstrap(*args, **kwargs)
                 trouble.ok()
                 return
             except Exception as exc:
-                if _as_queue_error(exc) is None:
+                if as_queue_error(exc) is None:
                     raise
-                time.sleep(trouble.failed(_as_queue_error(exc)))
-
-    def register_birth(self) -> None:
-        if not getattr(self, "_registered", False):  # a retried bootstrap registers once
-            super().register_birth()
-            self._registered = True
-
-    def subscribe(self) -> None:
-        if self.pubsub_thread is None:
-            super().subscribe()
+                time.sleep(trouble.failed(as_queue_error(exc)))
 
     def _riding_out(self, exc: BaseException) -> bool:
         """True (after the wait) for an outage or a write refusal; False for anything else."""
-        error = _as_queue_error(exc)
+        error = as_queue_error(exc)
         if error is None:
             return False
         wait = self._trouble.failed(error)
@@ -105,9 +94,9 @@ class WebhookWorker(RecoverableCleaning, SimpleWorker):
         try:
             super().heartbeat(*args, **kwargs)
         except Exception as exc:
-            if _as_queue_error(exc) is None:
+            if as_queue_error(exc) is None:
                 raise
-            self._trouble.failed(_as_queue_error(exc))  # no wait: the next beat tries again
+            self._trouble.failed(as_queue_error(exc))  # no wait: the next beat tries again
             return
         self._trouble.ok()
 
@@ -131,7 +120,7 @@ class WebhookWorker(RecoverableCleaning, SimpleWorker):
         try:
             super().teardown()
         except Exception as exc:
-            if _as_queue_error(exc) is None:
+            if as_queue_error(exc) is None:
                 raise
             logger.warning("the webhooks worker could not unregister", extra={"error": repr(exc)})
 

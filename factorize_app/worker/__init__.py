@@ -24,7 +24,7 @@ One module per concern:
 - `startup`: loading the models before registering;
 - `costs`: what a type's jobs cost, and so how many to take at once;
 - `execution`: running a taken batch's handler calls;
-- `batch`: the batch's jobs as a state machine (`JobState`), shared with the lease keeper;
+- `batch`: the batch's jobs as a state machine (`InBatch`), shared with the lease keeper;
 - `lease`: the lease keeper thread;
 - `progress`: handlers' progress reports, written by the lease keeper;
 - `interruption`: stopping a running job (signals, stop requests, RQ's stop commands);

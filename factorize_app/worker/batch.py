@@ -2,7 +2,7 @@
 
 The work loop runs the handlers; the lease keeper, in its own thread, records results by time
 (not when the batch ends), stops the jobs asked to stop and hands back to the queue the jobs a
-long one holds up. Each job of the batch is in one named state (`JobState`);
+long one holds up. Each job of the batch is in one named state (`InBatch`);
 every change goes through `Batch._move`, checked against `TRANSITIONS`, under the batch's one
 lock. Redis is written outside the lock, while the jobs concerned are in an in-flight state
 (RECORDING, HANDING_BACK) that no other step takes them from; a failed write moves them back,
@@ -46,7 +46,10 @@ def hand_back_after() -> float:
     return 5 * settings.WORKER_BATCH_SECONDS
 
 
-class JobState(enum.Enum):
+class InBatch(enum.Enum):
+    """Where one job of the batch is, from taken to recorded or handed back (the job service's
+    `JobState` is another thing: what a client sees of a job)."""
+
     # Taken and leased, not started: a stop ends it at once; the keeper may hand it back.
     WAITING = "waiting"
     # Alone in its handler call: a stop interrupts the call (SIGUSR2, JobStopped).
@@ -65,20 +68,20 @@ class JobState(enum.Enum):
     HANDED_BACK = "handed back"
 
 
-TRANSITIONS: dict[JobState, frozenset[JobState]] = {
-    JobState.WAITING: frozenset({JobState.RUNNING, JobState.IN_BATCH_CALL, JobState.ENDED, JobState.HANDING_BACK}),
-    JobState.RUNNING: frozenset({JobState.ENDED, JobState.WAITING}),
-    JobState.IN_BATCH_CALL: frozenset({JobState.ENDED, JobState.WAITING}),
-    JobState.ENDED: frozenset({JobState.RECORDING}),
-    JobState.RECORDING: frozenset({JobState.RECORDED, JobState.ENDED}),
-    JobState.RECORDED: frozenset(),
-    JobState.HANDING_BACK: frozenset({JobState.HANDED_BACK, JobState.WAITING}),
-    JobState.HANDED_BACK: frozenset(),
+TRANSITIONS: dict[InBatch, frozenset[InBatch]] = {
+    InBatch.WAITING: frozenset({InBatch.RUNNING, InBatch.IN_BATCH_CALL, InBatch.ENDED, InBatch.HANDING_BACK}),
+    InBatch.RUNNING: frozenset({InBatch.ENDED, InBatch.WAITING}),
+    InBatch.IN_BATCH_CALL: frozenset({InBatch.ENDED, InBatch.WAITING}),
+    InBatch.ENDED: frozenset({InBatch.RECORDING}),
+    InBatch.RECORDING: frozenset({InBatch.RECORDED, InBatch.ENDED}),
+    InBatch.RECORDED: frozenset(),
+    InBatch.HANDING_BACK: frozenset({InBatch.HANDED_BACK, InBatch.WAITING}),
+    InBatch.HANDED_BACK: frozenset(),
 }
-CALLED = (JobState.RUNNING, JobState.IN_BATCH_CALL)
-IN_FLIGHT = (JobState.RECORDING, JobState.HANDING_BACK)
+CALLED = (InBatch.RUNNING, InBatch.IN_BATCH_CALL)
+IN_FLIGHT = (InBatch.RECORDING, InBatch.HANDING_BACK)
 # The jobs whose leases the keeper renews (those in flight are being settled by their writer).
-LEASED = (JobState.WAITING, *CALLED, JobState.ENDED)
+LEASED = (InBatch.WAITING, *CALLED, InBatch.ENDED)
 
 
 class InvalidTransition(RuntimeError):
@@ -89,7 +92,7 @@ class InvalidTransition(RuntimeError):
 class _Entry:
     index: int  # its place in taken order, the order waiting jobs start in
     job: jobs.TakenJob
-    state: JobState = JobState.WAITING
+    state: InBatch = InBatch.WAITING
     outcome: jobs.JobOutcome | None = None
     stop: str | None = None  # why it was asked to stop while called; kept if it waits again
 
@@ -103,7 +106,7 @@ class Batch:
         self._settled = threading.Condition(self._lock)  # notified when a write in flight settles
         self._entries = [_Entry(index, job) for index, job in enumerate(taken)]
         # Kept by _move, so that a job's steps cost the same in a batch of 10 or of 1,000:
-        self._count = collections.Counter({JobState.WAITING: len(taken)})  # jobs in each state
+        self._count = collections.Counter({InBatch.WAITING: len(taken)})  # jobs in each state
         self._by_id = {entry.job.job_id: entry for entry in self._entries}
         self._first_waiting = 0  # no job before this index is waiting
         self._ended: list[_Entry] = []  # in the order their outcomes came
@@ -112,7 +115,7 @@ class Batch:
 
     # --- the transitions: every change of state, under the lock -------------------------------
 
-    def _move(self, entries: Iterable[_Entry], to: JobState) -> None:
+    def _move(self, entries: Iterable[_Entry], to: InBatch) -> None:
         """All of `entries` move, or none (a step moves its jobs together)."""
         entries = list(entries)
         for entry in entries:
@@ -124,39 +127,39 @@ class Batch:
             self._count[entry.state] -= 1
             self._count[to] += 1
             entry.state = to
-            if to is JobState.WAITING:
+            if to is InBatch.WAITING:
                 self._first_waiting = min(self._first_waiting, entry.index)
         if settled:
             self._settled.notify_all()  # finish() waits for writes in flight
 
     def _end(self, entry: _Entry, outcome: jobs.JobOutcome) -> None:
-        if not self._count[JobState.ENDED]:
+        if not self._count[InBatch.ENDED]:
             self._first_unrecorded_at = time.monotonic()
         entry.outcome = outcome
-        self._move([entry], JobState.ENDED)
+        self._move([entry], InBatch.ENDED)
         self._ended.append(entry)
 
-    def _in(self, *states: JobState) -> list[_Entry]:
+    def _in(self, *states: InBatch) -> list[_Entry]:
         if not any(self._count[state] for state in states):
             return []
         return [entry for entry in self._entries if entry.state in states]
 
-    def _find(self, job_id: str, *states: JobState) -> _Entry | None:
+    def _find(self, job_id: str, *states: InBatch) -> _Entry | None:
         entry = self._by_id.get(job_id)
         return entry if entry is not None and entry.state in states else None
 
     def _next_waiting(self) -> _Entry | None:
         for index in range(self._first_waiting, len(self._entries)):
-            if self._entries[index].state is JobState.WAITING:
+            if self._entries[index].state is InBatch.WAITING:
                 self._first_waiting = index
                 return self._entries[index]
         self._first_waiting = len(self._entries)
         return None
 
     def _unrecorded(self) -> list[_Entry]:
-        if not self._count[JobState.ENDED]:
+        if not self._count[InBatch.ENDED]:
             return []
-        return [entry for entry in self._ended if entry.state is JobState.ENDED]
+        return [entry for entry in self._ended if entry.state is InBatch.ENDED]
 
     # --- the work loop's steps ----------------------------------------------------------------
 
@@ -166,15 +169,15 @@ class Batch:
             entry = self._next_waiting()
             if entry is None:
                 return None
-            self._move([entry], JobState.RUNNING)
+            self._move([entry], InBatch.RUNNING)
             self._called_at = time.monotonic()
             return entry.job
 
     def start_together(self) -> list[jobs.TakenJob]:
         """Every waiting job at once (a batch handler's one call)."""
         with self._lock:
-            waiting = self._in(JobState.WAITING)
-            self._move(waiting, JobState.IN_BATCH_CALL)
+            waiting = self._in(InBatch.WAITING)
+            self._move(waiting, InBatch.IN_BATCH_CALL)
             self._called_at = time.monotonic()
             return [entry.job for entry in waiting]
 
@@ -182,7 +185,7 @@ class Batch:
         """Jobs started but not run (their batch call failed, or a warm stop) wait again."""
         ids = {job.job_id for job in taken}
         with self._lock:
-            self._move([entry for entry in self._in(*CALLED) if entry.job.job_id in ids], JobState.WAITING)
+            self._move([entry for entry in self._in(*CALLED) if entry.job.job_id in ids], InBatch.WAITING)
 
     def record(self, outcomes: list[jobs.JobOutcome]) -> None:
         """Keep the outcomes of called jobs; record every unrecorded one once the oldest has
@@ -209,17 +212,17 @@ class Batch:
         that what it fails to write is here to be written."""
         with self._lock:
             self._settled.wait_for(lambda: not self._in(*IN_FLIGHT))
-            unrecorded, waiting = self._unrecorded(), self._in(JobState.WAITING)
-            self._move(unrecorded, JobState.RECORDING)
-            self._move(waiting, JobState.HANDING_BACK)
+            unrecorded, waiting = self._unrecorded(), self._in(InBatch.WAITING)
+            self._move(unrecorded, InBatch.RECORDING)
+            self._move(waiting, InBatch.HANDING_BACK)
         outcomes, unstarted = [entry.outcome for entry in unrecorded], [entry.job for entry in waiting]
         retrying(
             lambda: jobs.finish_jobs(worker_name=self.worker_name, outcomes=outcomes, unstarted=unstarted),
             "recording a batch",
         )
         with self._lock:
-            self._move(unrecorded, JobState.RECORDED)
-            self._move(waiting, JobState.HANDED_BACK)
+            self._move(unrecorded, InBatch.RECORDED)
+            self._move(waiting, InBatch.HANDED_BACK)
 
     @property
     def outcomes(self) -> list[jobs.JobOutcome]:
@@ -230,7 +233,7 @@ class Batch:
     @property
     def handed_back(self) -> int:
         with self._lock:
-            return len(self._in(JobState.HANDED_BACK))
+            return len(self._in(InBatch.HANDED_BACK))
 
     # --- the lease keeper's steps -------------------------------------------------------------
 
@@ -241,7 +244,7 @@ class Batch:
     def running_alone(self) -> tuple[jobs.TakenJob | None, float]:
         """The job running alone in its handler call, and since when (monotonic); None if none."""
         with self._lock:
-            alone = self._in(JobState.RUNNING)
+            alone = self._in(InBatch.RUNNING)
             return (alone[0].job, self._called_at) if alone else (None, 0.0)
 
     def leased(self) -> list[jobs.TakenJob]:
@@ -254,20 +257,20 @@ class Batch:
         called one is remembered, and True says to interrupt it (a job alone in its handler
         call; one of a batch handler's call ends canceled when the call returns)."""
         with self._lock:
-            entry = self._find(job_id, JobState.WAITING, *CALLED)
+            entry = self._find(job_id, InBatch.WAITING, *CALLED)
             if entry is None:
                 return False
-            if entry.state is JobState.WAITING:
+            if entry.state is InBatch.WAITING:
                 self._end(entry, jobs.JobOutcome(entry.job, jobs.CANCELED, 0.0, exc_string=reason))
                 return False
             entry.stop = reason
-            return entry.state is JobState.RUNNING
+            return entry.state is InBatch.RUNNING
 
     def stops_pending(self) -> dict[str, str]:
         """Stops asked for the job still running alone (to interrupt again if the last signal
         came between two handler calls)."""
         with self._lock:
-            return {entry.job.job_id: entry.stop for entry in self._in(JobState.RUNNING) if entry.stop is not None}
+            return {entry.job.job_id: entry.stop for entry in self._in(InBatch.RUNNING) if entry.stop is not None}
 
     def deadline_passed(self) -> bool:
         """A called job is past its Cancel-After deadline and not yet asked to stop: the lease
@@ -289,10 +292,10 @@ class Batch:
             called = any(self._count[state] for state in CALLED)
             if not called or time.monotonic() - self._called_at < hand_back_after():
                 return
-            waiting = self._in(JobState.WAITING)
+            waiting = self._in(InBatch.WAITING)
             if not waiting:
                 return
-            self._move(waiting, JobState.HANDING_BACK)
+            self._move(waiting, InBatch.HANDING_BACK)
         unstarted = [entry.job for entry in waiting]
         done = False
         try:
@@ -302,7 +305,7 @@ class Batch:
             pass
         finally:  # settled whatever happened: finish() waits for it
             with self._lock:
-                self._move(waiting, JobState.HANDED_BACK if done else JobState.WAITING)
+                self._move(waiting, InBatch.HANDED_BACK if done else InBatch.WAITING)
         if done:
             logger.info("handed back jobs held up by a long one", extra={"jobs": len(waiting)})
 
@@ -310,14 +313,14 @@ class Batch:
         """While a job runs: one attempt, so that a Redis refusing writes never stops the keeper
         renewing leases; what it could not record waits for the next."""
         with self._lock:
-            due = self._count[JobState.ENDED] and time.monotonic() - self._first_unrecorded_at >= RESULT_FLUSH_SECONDS
+            due = self._count[InBatch.ENDED] and time.monotonic() - self._first_unrecorded_at >= RESULT_FLUSH_SECONDS
         if due:
             self._write_unrecorded(retry=False)
 
     def _write_unrecorded(self, *, retry: bool) -> None:
         with self._lock:
             unrecorded = self._unrecorded()
-            self._move(unrecorded, JobState.RECORDING)
+            self._move(unrecorded, InBatch.RECORDING)
         if not unrecorded:
             return
         outcomes = [entry.outcome for entry in unrecorded]
@@ -334,9 +337,9 @@ class Batch:
         finally:  # settled whatever happened: finish() waits for it
             with self._lock:
                 if done:
-                    self._move(unrecorded, JobState.RECORDED)
+                    self._move(unrecorded, InBatch.RECORDED)
                 else:  # the batch's end records them, or this tries again in a second
-                    self._move(unrecorded, JobState.ENDED)
+                    self._move(unrecorded, InBatch.ENDED)
                     self._first_unrecorded_at = time.monotonic() + 1.0
 
 

@@ -24,14 +24,12 @@ from django.conf import settings
 from rq.registry import CanceledJobRegistry, FailedJobRegistry, FinishedJobRegistry
 from rq.utils import utcparse
 
-from factorize_app.jobs import keys
-from factorize_app.jobs.connection import CLOCK_KEYS, OUTAGE_GAP, lua, redis_connection, rq_queue, script
+from factorize_app.jobs import keys, scripts
+from factorize_app.jobs.connection import redis_connection, rq_queue
 from factorize_app.jobs.diagnostics import setup_error, setup_failures
 from factorize_app.jobs.errors import FULL, QueueUnavailable, SubmitRefused, translate_outages, write_refusal
 from factorize_app.jobs.reconcile import reconcile
 from factorize_app.tasks import TaskType, task_types
-
-_LOAD = lua("load")
 
 
 @translate_outages
@@ -84,10 +82,8 @@ def _live_count(registry: str) -> int:
 def counts(task_type: TaskType, with_workers: bool = False) -> tuple[int, ...]:
     """Live queued and running jobs of a type, and with `with_workers` its live workers."""
     name = task_type.name
-    script_keys = [keys.pending(name), keys.started(name), *CLOCK_KEYS]
-    if with_workers:
-        script_keys.append(keys.workers_of(name))
-    reply = script(_LOAD)(keys=script_keys, args=[OUTAGE_GAP])
+    workers = keys.workers_of(name) if with_workers else None
+    reply = scripts.LOAD(pending=keys.pending(name), started=keys.started(name), **scripts.CLOCK_KEYS, workers=workers)
     found = (int(reply[0]), int(reply[1]))
     if with_workers:
         now, beats = int(reply[2]), reply[3]

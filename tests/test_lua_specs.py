@@ -75,6 +75,16 @@ def test_a_call_builds_the_positional_lists_in_the_header_order():
 
 
 @pytest.mark.parametrize(
+    ("keys", "args"),
+    [("a a", ""), ("a", "a"), ("rows[x] b", ""), ("ids* rows[x]", ""), ("b? a", ""), ("g[x]", "#g[y]")]
+    + [("g[x]", "g[x]"), ("g[#x y]", "")],
+)
+def test_a_spec_that_could_be_read_two_ways_is_refused(keys, args):
+    with pytest.raises(ValueError):
+        Script("ambiguous", keys=keys, args=args)
+
+
+@pytest.mark.parametrize(
     ("keys", "args", "values"),
     [
         ("a b?", "x ids*", {"a": "k1", "x": "1", "ids": ["i", "j"]}),

@@ -127,18 +127,22 @@ class Script:
     def __init__(self, name: str, *, keys: str, args: str, helpers: tuple[str, ...] = ()) -> None:
         self.name, self.helpers = name, helpers
         self.keys, self.args = parse(keys), parse(args)
-        groups = {item.name: item for item in (*self.keys, *self.args) if item.members}
-        for item in self.keys:
-            if item.members and item.name in {other.name for other in self.args}:
-                other = next(other for other in self.args if other.name == item.name)
-                if item.kind != "group" or other.kind != "group" or set(item.members) & set(other.members):
-                    raise ValueError(f"{name}: a group in KEYS and ARGV takes the rest of both, its names once")
-                groups[item.name] = Item(item.name, "group", item.members + other.members)
-        self._members = {name: frozenset(m.lstrip("#") for m in item.members) for name, item in groups.items()}
-        names = {item.name for item in (*self.keys, *self.args)}
-        self._required = frozenset(name for name in names if all(
-            item.kind != "optional" for item in (*self.keys, *self.args) if item.name == name))  # fmt: skip
-        self._names = frozenset(names)
+        items = (*self.keys, *self.args)
+        # A group named in both KEYS and ARGV is one: each item gives its keys and its arguments.
+        self.shared = {item.name for item in self.keys if item.members} & {item.name for item in self.args}
+        if len(items) != len({item.name for item in items}) + len(self.shared):
+            raise ValueError(f"{name}.lua: a name is given twice")
+        self._members: dict[str, frozenset[str]] = {}
+        for item in items:
+            if item.members:
+                if item.name in self.shared and item.kind != "group":
+                    raise ValueError(f"{name}.lua: {item.name}, in KEYS and ARGV, takes the rest of both")
+                members, known = {m.lstrip("#") for m in item.members}, self._members.get(item.name, frozenset())
+                if len(members) < len(item.members) or members & known:
+                    raise ValueError(f"{name}.lua: {item.name} names a member twice")
+                self._members[item.name] = known | members
+        self._names = frozenset(item.name for item in items)
+        self._required = frozenset(item.name for item in items if item.kind != "optional")
 
     @functools.cached_property
     def source(self) -> str:
@@ -190,7 +194,7 @@ class Script:
     def binding(self) -> str:
         """The Lua that reads KEYS and ARGV into `K`, `A` and the lists and groups."""
         lines = []
-        shared = {item.name for item in self.keys if item.members} & {item.name for item in self.args if item.members}
+        shared = self.shared
         for table, array, items in (("K", "KEYS", self.keys), ("A", "ARGV", self.args)):
             fixed = [item for item in items if item.fixed]
             fields = ", ".join(f"{item.name} = {array}[{n}]" for n, item in enumerate(fixed, 1))

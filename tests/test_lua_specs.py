@@ -1,6 +1,6 @@
 """Every Redis script has one spec (factorize_app/jobs/scripts.py): its header names the same
 KEYS and ARGV in the same order, its body reads them by name only, and no script types a field
-name, a status word, a key prefix or a constant that Python defines (the preamble gives them)."""
+name, a status word, a key prefix or a constant that Python defines (it names them: `JOB.outcome`)."""
 
 from __future__ import annotations
 
@@ -58,7 +58,7 @@ def test_no_script_types_a_word_python_defines():
     for path in LUA_FILES:
         code = "\n".join(line.split("--", 1)[0] for line in path.read_text().splitlines())
         literals = set(re.findall(r"'([^']*)'", code)) | set(re.findall(r'"([^"]*)"', code))
-        assert not literals & words, f"{path.name} types {sorted(literals & words)}: use its preamble name"
+        assert not literals & words, f"{path.name} types {sorted(literals & words)}: name it (scripts.vocabulary)"
 
 
 def test_a_call_builds_the_positional_lists_in_the_header_order():
@@ -96,7 +96,7 @@ def test_a_spec_that_could_be_read_two_ways_is_refused(keys, args):
     ],
 )
 def test_a_script_reads_by_name_what_the_call_passed_by_name(redis_conn: redis.Redis, keys, args, values):
-    """The preamble's binding, run in Redis, answers each name with the value given for it."""
+    """The script as built, run in Redis, reads each name as the value the call gave for it."""
     spec = Script("probe", keys=keys, args=args)
     items = {item.name: (table, item) for table, items in (("K", spec.keys), ("A", spec.args)) for item in items}
     answers = []
@@ -107,7 +107,7 @@ def test_a_script_reads_by_name_what_the_call_passed_by_name(redis_conn: redis.R
             encode = f"for _, v in ipairs({name}) do out[#out + 1] = cjson.encode(v) end"
             answers.append(f"(function() local out = {{}} {encode} return out end)()")
     script_keys, script_args = spec.build(values)
-    source = spec.binding() + f"return {{{', '.join(answers)}}}"
+    source = spec.lua(f"return {{{', '.join(answers)}}}")
     reply = redis_conn.eval(source, len(script_keys), *script_keys, *script_args)
     for (name, (_, item)), got in zip(items.items(), reply, strict=True):
         if item.fixed:

@@ -29,7 +29,7 @@ from django.conf import settings
 from factorize_app.tasks import task_types
 
 # A clock older than this many seconds means nothing could reach Redis (or nothing ran): an outage
-# (see `maintenance`; the scripts that tick the clock get it in their preamble).
+# (see `maintenance`; the scripts that tick the clock name it: jobs/scripts.py).
 OUTAGE_GAP = 5
 
 

@@ -2,7 +2,7 @@
 
 RQ's own keys (job hashes, queue lists, registries, executions, workers, result streams) come
 from RQ's classes, never retyped, so they follow RQ. Ours live under `factorize:`. The Redis
-scripts build no key of their own: they get full keys as KEYS, or a prefix (in their preamble,
+scripts build no key of their own: they get full keys as KEYS, or a prefix (written into them by
 jobs/scripts.py) where the key depends on a job id the script reads from Redis. The field names
 they use are here too.
 """
@@ -131,8 +131,7 @@ THROTTLE_PREFIX = OURS + "throttle:"
 BUDGET_PREFIX = OURS + "budget:"  # bytes a client's jobs hold, per expiry slot (jobs/budgets.py)
 ABORTED_PREFIX = OURS + "aborted:"
 STOP_PREFIX = OURS + "stop:"
-# Fields of ours in RQ's job hash (fields, not keys; the scripts get them in their preamble, as
-# JOB.<name>: jobs/scripts.py).
+# Fields of ours in RQ's job hash (fields, not keys; the scripts name them JOB.<name>: jobs/scripts.py).
 STOP_FIELD = "factorize_stop"  # why the job is to stop: "canceled", or the deadline's reason
 DEADLINE_FIELD = "factorize_deadline"  # Unix time after which it is cancelled (Cancel-After)
 # Our finer state where RQ's status word has none (aborted: RQ's `status` says canceled), so that

@@ -12,12 +12,13 @@ in both KEYS and ARGV is one: each of its items gives its keys and its arguments
 a counted group (its count, then its items); `#name`, last in a group, a counted list.
 
 A caller passes every name as a keyword (a list for `names*`, a list of dicts for a group), and
-the spec builds the positional lists. The script reads them by name, from the preamble the spec
-puts before it: `K.<key>`, `A.<argument>`, and a Lua list of the same name for each list and
-group. The preamble also gives it what it shares with Python (`vocabulary`): field names, status
-words, key prefixes and constants, as `JOB.outcome`, `STATUS.queued`, `PREFIX.events`,
-`EVENTS_MAXLEN`..., so that no script types one. Helpers (`HELPERS`) define a local function of
-their name, for the scripts that list them.
+the spec builds the positional lists. The script reads them by name: `K.<key>`, `A.<argument>`
+(written as their places, KEYS[n] and ARGV[n], into the source Redis runs), and a Lua list of the
+same name for each list and group (read at its start). Likewise what it shares with Python
+(`vocabulary`: field names, status words, key prefixes and constants) it names as `JOB.outcome`,
+`STATUS.queued`, `PREFIX.events`, `EVENTS_MAXLEN`..., written in as their values: no script types
+one, and naming costs Redis nothing. Helpers (`HELPERS`) define a local function of their name,
+for the scripts that list them.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ HELPERS = ("clock_tick", "append_event", "last_event_status")
 
 
 def vocabulary() -> dict[str, dict[str, str] | str | int]:
-    """What the scripts share with Python: Lua tables of names, and constants."""
+    """What the scripts share with Python: tables of names (`JOB.outcome`), and constants."""
     return {
         "JOB": {
             **{field: field for field in keys.RQ_JOB_FIELDS},
@@ -74,6 +75,10 @@ def vocabulary() -> dict[str, dict[str, str] | str | int]:
         "NO_DEADLINE": keys.NO_DEADLINE,
         "STOP_REQUESTS_TTL": keys.STOP_REQUESTS_TTL,
     }
+
+
+_TABLES = {name: value for name, value in vocabulary().items() if isinstance(value, dict)}
+_SCALARS = {name: value for name, value in vocabulary().items() if not isinstance(value, dict)}
 
 
 @dataclass(frozen=True)
@@ -146,10 +151,31 @@ class Script:
 
     @functools.cached_property
     def source(self) -> str:
-        """The script as Redis runs it: the preamble, the helpers, the body."""
+        """The script as Redis runs it: its helpers and body, their names resolved (`lua`)."""
         parts = [(HERE / f"{part}.lua").read_text() for part in (*self.helpers, self.name)]
-        head = f"-- {self.name}.lua, as jobs/scripts.py builds it: its vocabulary, KEYS and ARGV by name.\n"
-        return "".join([head, preamble("".join(parts)), self.binding(), *parts])
+        # Without its comment lines: a pipeline sends the source with every call (`__call__`).
+        code = "".join(line for part in parts for line in part.splitlines(True) if not line.lstrip().startswith("--"))
+        return f"-- {self.name}.lua, as jobs/scripts.py builds it\n" + self.lua(code)
+
+    def lua(self, code: str) -> str:
+        """`code` as Redis runs it: after the Lua reading its lists and groups, with each of its
+        keys and arguments (`K.<name>`, `A.<name>`) at its place and each word of the vocabulary
+        written in."""
+        places = {
+            "K": {item.name: f"KEYS[{n}]" for n, item in enumerate(self.keys, 1) if item.fixed},
+            "A": {item.name: f"ARGV[{n}]" for n, item in enumerate(self.args, 1) if item.fixed},
+            **{table: {name: _lua(value) for name, value in words.items()} for table, words in _TABLES.items()},
+        }
+
+        def place(match: re.Match) -> str:
+            table, name = match.groups()
+            if name not in places[table]:
+                raise KeyError(f"{self.name}.lua reads {table}.{name}: not in its spec, nor in the vocabulary")
+            return places[table][name]
+
+        code = re.sub(rf"(?<![\w.])({'|'.join(places)})\.(\w+)", place, code)
+        code = re.sub(rf"(?<![\w.])({'|'.join(_SCALARS)})\b", lambda match: _lua(_SCALARS[match[1]]), code)
+        return self.reading() + code
 
     def __call__(self, pipe=None, /, **values: Any) -> Any:
         script_keys, args = self.build(values)
@@ -191,14 +217,12 @@ class Script:
                                 out.append(entry[member])
         return lists
 
-    def binding(self) -> str:
-        """The Lua that reads KEYS and ARGV into `K`, `A` and the lists and groups."""
+    def reading(self) -> str:
+        """The Lua that reads the lists and groups of KEYS and ARGV into Lua lists of their names."""
         lines = []
         shared = self.shared
-        for table, array, items in (("K", "KEYS", self.keys), ("A", "ARGV", self.args)):
+        for array, items in (("KEYS", self.keys), ("ARGV", self.args)):
             fixed = [item for item in items if item.fixed]
-            fields = ", ".join(f"{item.name} = {array}[{n}]" for n, item in enumerate(fixed, 1))
-            lines.append(f"local {table} = {{{fields}}}\n")
             dynamic = [item for item in items if not item.fixed and item.name not in shared]
             if dynamic:
                 lines.append(f"local {', '.join(item.name for item in dynamic)} = {', '.join('{}' for _ in dynamic)}\n")
@@ -238,22 +262,6 @@ def _read(item: Item, array: str) -> str:
     if item.kind == "counted":
         return f"  at = at + 1\n  for _ = 1, tonumber({array}[at]) do\n{body}  end\n"
     return f"  while at < #{array} do\n{body}  end\n"
-
-
-def preamble(source: str) -> str:
-    """The vocabulary a script's source uses, as Lua locals (only what it names)."""
-    words = vocabulary()
-    lines = []
-    for name, value in words.items():
-        if isinstance(value, dict):
-            used = sorted(set(re.findall(rf"\b{name}\.(\w+)", source)))
-            if unknown := [field for field in used if field not in value]:
-                raise KeyError(f"{name}.{unknown[0]} is not in the scripts' vocabulary (jobs/scripts.py)")
-            if used:
-                lines.append(f"local {name} = {{{', '.join(f'{f} = {_lua(value[f])}' for f in used)}}}\n")
-        elif re.search(rf"\b{name}\b", source):
-            lines.append(f"local {name} = {_lua(value)}\n")
-    return "".join(lines)
 
 
 def _lua(value: str | int) -> str:

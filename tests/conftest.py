@@ -8,25 +8,30 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
-import sys
 import tempfile
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 import redis
-import requests
 from django.conf import settings
 from rest_framework.test import APIClient
-from rq.worker import Worker
 
-ROOT = Path(__file__).resolve().parent.parent
-PYTHON = sys.executable
-
+# The processes' helpers are shared with bench/; the tests import them from here as before.
+from tests.processes import (  # noqa: F401
+    PYTHON,
+    ROOT,
+    free_port,
+    process_tree,
+    registered,
+    rqworker,
+    server_pid,
+    stop,
+    wait_until,
+    web_server_with,
+)
 
 # The slow tier, left out by `make test-fast` (-m "not slow"); `make test` runs it. Whole modules
 # (paths from tests/) that kill processes, cut or fill Redis, fuzz, soak, drive a browser, check the
@@ -70,6 +75,8 @@ SLOW_TESTS = {
     "test_client_isolation.py::test_a_client_alone_uses_every_worker_and_gives_one_back_when_another_waits",
     "test_client_isolation.py::test_a_keys_running_cap_keeps_its_jobs_to_one_worker",
     "test_client_isolation.py::test_held_requests_per_client_are_capped_and_health_probes_stay_free",
+    "test_dashboards.py::test_every_metric_and_label_the_dashboard_and_rules_use_is_served",
+    "test_dashboards.py::test_the_oldest_queued_jobs_wait_is_served_until_a_worker_takes_it",
     "test_deadline.py::test_cancel_after_on_an_idle_worker_is_never_early_nor_late",
     "test_deadline.py::test_cancel_after_right_after_a_delete_is_never_early_nor_late",
     "test_digits.py::test_digits_end_to_end_through_the_queue",
@@ -119,24 +126,6 @@ def pytest_collection_modifyitems(config, items):
         stale = SLOW_TESTS - matched
         if stale:
             raise pytest.UsageError(f"tests/conftest.py SLOW_TESTS names tests that do not exist: {sorted(stale)}")
-
-
-def wait_until(predicate: Callable[[], object], timeout: float = 30, interval: float = 0.1, what: str = "condition"):
-    """Poll `predicate` until it returns something truthy; fail the test after `timeout` s."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(interval)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 # The service subprocesses' database (admin users, API keys, sessions): one SQLite file per test
@@ -206,13 +195,7 @@ class WorkerProcess:
         return self.log_path.read_text(errors="replace")
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(sig)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop(self.process, sig, timeout)
 
 
 @pytest.fixture
@@ -222,20 +205,11 @@ def start_worker(redis_conn: redis.Redis, tmp_path: Path) -> Iterator[Callable[.
 
     def start(*queues: str, burst: bool = False, wait: bool = True, **env: str) -> WorkerProcess:
         log_path = tmp_path / f"worker-{len(started)}.log"
-        args = [PYTHON, "manage.py", "rqworker", *queues]
-        if burst:
-            args.append("--burst")
-        with log_path.open("wb") as log:
-            process = subprocess.Popen(args, cwd=ROOT, env=service_env(**env), stdout=log, stderr=subprocess.STDOUT)
+        process = rqworker(service_env(**env), *queues, burst=burst, log=log_path)
         worker = WorkerProcess(process, log_path)
         started.append(worker)
         if wait and not burst:
-            wait_until(
-                lambda: any(w.pid == process.pid for w in Worker.all(connection=redis_conn))
-                or process.poll() is not None,
-                timeout=60,
-                what="the worker to register",
-            )
+            wait_until(lambda: registered(redis_conn, process), timeout=60, what="the worker to register")
             assert process.poll() is None, f"worker exited early:\n{worker.log}"
         return worker
 
@@ -246,73 +220,9 @@ def start_worker(redis_conn: redis.Redis, tmp_path: Path) -> Iterator[Callable[.
 
 @contextmanager
 def web_server(redis_url: str | None = None, **env: str) -> Iterator[str]:
-    """The production web server (scripts/serve.sh, as `make serve` and the Docker image run it)."""
-    port = free_port()
-    process = subprocess.Popen(
-        ["scripts/serve.sh"],
-        cwd=ROOT,
-        env=service_env(redis_url, HOST="127.0.0.1", PORT=str(port), WEB_CONCURRENCY="1", **env),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-
-    def answers() -> bool:
-        try:
-            return requests.get(f"{url}/healthz", timeout=5).status_code == 200
-        except requests.RequestException:  # not listening yet, or still importing under load
-            assert process.poll() is None, "the web server exited at start"
-            return False
-
-    try:
-        wait_until(answers, timeout=60, what="the web server to answer")
+    """The production web server (scripts/serve.sh) on the test Redis database, one process."""
+    with web_server_with(service_env(redis_url, WEB_CONCURRENCY="1", **env)) as url:
         yield url
-    finally:
-        process.terminate()
-        try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
-def process_tree(pid: int) -> list[int]:
-    """A process and all its descendants (a server's worker processes)."""
-    tree, pending = [], [pid]
-    while pending:
-        current = pending.pop()
-        tree.append(current)
-        try:
-            pending.extend(int(child) for child in Path(f"/proc/{current}/task/{current}/children").read_text().split())
-        except FileNotFoundError:
-            continue
-    return tree
-
-
-def server_pid(url: str) -> int:
-    """The main process of the server listening on the URL's port."""
-    port = int(url.rsplit(":", 1)[1].split("/", 1)[0])
-    inode = next(
-        fields[9]
-        for fields in (line.split() for line in Path("/proc/net/tcp").read_text().splitlines()[1:])
-        if fields[1].endswith(f":{port:04X}") and fields[3] == "0A"  # LISTEN
-    )
-    holders = []
-    for proc in Path("/proc").iterdir():
-        try:
-            if proc.name.isdigit() and any(
-                link.readlink().name == f"socket:[{inode}]" for link in (proc / "fd").iterdir()
-            ):
-                holders.append(int(proc.name))
-        except (FileNotFoundError, PermissionError):
-            continue
-    # The server's workers share the listening socket with it: the main one is the holder whose
-    # parent holds none.
-    return next(pid for pid in holders if _parent(pid) not in holders)
-
-
-def _parent(pid: int) -> int:
-    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
 
 
 def dead_redis_url() -> str:

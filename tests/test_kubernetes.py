@@ -32,6 +32,7 @@ from rq.queue import Queue
 
 from factorize_app.api.health import healthz, readyz
 from factorize_app.tasks import registry, task_types
+from project.environment import DJANGO, names_read_by
 from project.settings import DEFAULT_TASK_TYPES
 from tests.conftest import ROOT, dead_redis_url, web_server
 
@@ -117,8 +118,8 @@ def shipped_task_types() -> list[registry.TaskType]:
 
 
 def names_read_by_the_service() -> set[str]:
-    """Environment variables the settings read (env_str/env_int/... calls) and the start scripts use."""
-    names = set(re.findall(r'\benv_\w+\(\s*"([A-Z][A-Z0-9_]*)"', (ROOT / "project" / "settings.py").read_text()))
+    """Environment variables the settings read (as project/environment/ declares) and the start scripts use."""
+    names = names_read_by(DJANGO)
     for script in ("start-web.sh", "serve.sh"):
         names |= set(re.findall(r"\$\{([A-Z][A-Z0-9_]*)", (ROOT / "scripts" / script).read_text()))
     return names

@@ -34,8 +34,8 @@ CLEANING_PREFIX = Queue.registry_cleaning_key.fget(SimpleNamespace(name=""))  # 
 # Fields of RQ's hashes that the scripts read or write, by RQ's own names (RQ keeps no constants
 # for them): a job's (rq.job.Job.to_dict), an execution's (rq.executions.Execution), a worker's.
 RQ_JOB_FIELDS = (
-    "status", "description", "timeout", "result_ttl", "failure_ttl", "worker_name", "started_at", "ended_at",
-    "last_heartbeat",
+    "status", "description", "timeout", "result_ttl", "failure_ttl", "worker_name", "enqueued_at", "started_at",
+    "ended_at", "last_heartbeat",
 )  # fmt: skip
 RQ_EXECUTION_FIELDS = ("id", "job_id", "created_at", "last_heartbeat", "worker_name")
 RQ_WORKER_FIELDS = ("state", "last_heartbeat", "death")
@@ -296,3 +296,14 @@ def webhook_delivery(delivery_id: str) -> str:
 def budget(client: str, slot: int) -> str:
     """Bytes charged to a client's jobs whose records expire within expiry slot `slot`."""
     return f"{BUDGET_PREFIX}{client}:{slot}"
+
+
+# Jobs' files (jobs/files.py): each file id's record (expiring with it), every stored blob's
+# digest scored by the latest expiry of anything referring to it, and the blobs being deleted.
+FILE_RECORD_PREFIX = OURS + "file:"
+FILE_BLOBS = OURS + "files:blobs"
+FILE_DELETING = OURS + "files:deleting"
+
+
+def file_record(file_id: str) -> str:
+    return FILE_RECORD_PREFIX + file_id

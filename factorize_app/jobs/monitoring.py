@@ -1,6 +1,6 @@
 """What the queue holds and whether it takes more: load and per-type stats (read-only, so they
-answer on a full Redis), job durations, Redis memory, the admission of new jobs, worker liveness
-and the readiness probe.
+answer on a full Redis), job durations, the backlog's age, pending webhooks, Redis memory, the
+admission of new jobs, worker liveness and the readiness probe.
 
 Admission: new submits are refused early, once Redis memory passes REDIS_MEMORY_HIGH_WATER of
 maxmemory (`admit_new_jobs`), so that the results of jobs already running always have room to be
@@ -164,6 +164,34 @@ def job_durations() -> dict[tuple[str, str], dict[str, float]]:
             status, _, bucket = field.decode().partition(":")
             durations.setdefault((task_type.name, status), {})[bucket] = float(value)
     return durations
+
+
+# --- for /metrics: how long the backlog has waited, what webhooks have still to deliver ----------
+
+OLDEST_LOOKED_AT = 1000  # ids of a type's RQ list a scrape looks at, at most (oldest_queued.lua)
+
+
+@translate_outages
+def oldest_queued_ages() -> dict[str, float]:
+    """Per task type: seconds its oldest queued job has waited since it was enqueued (0: none
+    queued). A queue's length does not tell a backlog that moves from one that is stuck."""
+    names = [task_type.name for task_type in task_types()]
+    with redis_connection().pipeline(transaction=False) as pipe:
+        for name in names:
+            scripts.OLDEST_QUEUED(pipe, list=keys.queue(name), limit=OLDEST_LOOKED_AT)
+        replies = pipe.execute()
+    ages = {}
+    for name, (enqueued_at, seconds, micros) in zip(names, replies, strict=True):
+        now = int(seconds) + int(micros) / 1e6
+        enqueued = utcparse(enqueued_at.decode()).replace(tzinfo=datetime.UTC).timestamp() if enqueued_at else now
+        ages[name] = max(0.0, now - enqueued)
+    return ages
+
+
+@translate_outages
+def pending_webhook_deliveries() -> int:
+    """Webhook deliveries not yet delivered or given up: queued, under way, or waiting to retry."""
+    return redis_connection().zcard(keys.WEBHOOK_DUE)
 
 
 _memory_lock = threading.Lock()

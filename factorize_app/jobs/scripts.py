@@ -330,6 +330,7 @@ RECONCILE = Script(
     keys="lock snapshot started pending inputs list cursors",
     args="lock_ms chunk tail job_ttl",
 )
+OLDEST_QUEUED = Script("oldest_queued", keys="list", args="limit")
 RECONCILE_EVENT = Script(
     "reconcile_event", helpers=("append_event", "last_event_status"), keys="job events", args="status outcome ttl"
 )

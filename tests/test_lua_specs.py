@@ -51,6 +51,14 @@ def test_scripts_read_keys_and_arguments_by_name_only(name):
         assert set(re.findall(rf"\b{table}\.(\w+)", code)) <= {item.name for item in items if item.fixed}
 
 
+@pytest.mark.parametrize("name", sorted(SCRIPTS))
+def test_each_script_builds_with_every_name_resolved_and_redis_compiles_it(redis_conn: redis.Redis, name):
+    source = SCRIPTS[name].source
+    names = "|".join(["K", "A", *(table for table, words in vocabulary().items() if isinstance(words, dict))])
+    assert not re.findall(rf"(?<![\w.])({names})\.\w+", source)
+    assert redis_conn.script_load(source) == redis_conn.script_load(source)  # SCRIPT LOAD compiles it
+
+
 def test_no_script_types_a_word_python_defines():
     words = set()
     for value in vocabulary().values():

@@ -13,11 +13,11 @@
 -- pending, inputs, canceled: the type's pending set, stored inputs, canceled registry. reason:
 -- the stop's; ended_at: the end stamp; outcome: a canceled job's JSON; clients_prefix: of the
 -- type's clients' lists.
--- Answers {'withdrawn'}, {'missing'}, {'stopping'}, {STATUS.canceled} or {'done', status} (a
--- done job's status is our state where we keep one).
+-- Answers {ANSWER.withdrawn}, {ANSWER.missing}, {ANSWER.stopping}, {STATUS.canceled} or
+-- {ANSWER.done, status} (a done job's status is our state where we keep one).
 local fields = redis.call('HMGET', K.job, JOB.status, JOB.state)
 local status = fields[1]
-if not status then return {'missing'} end
+if not status then return {ANSWER.missing} end
 
 local function ask_worker() -- a running job's worker reads its stop field and deadline again
   local worker = redis.call('HGET', K.job, JOB.worker_name)
@@ -28,7 +28,7 @@ local function ask_worker() -- a running job's worker reads its stop field and d
 end
 
 if A.caller ~= '' then
-  if redis.call('SISMEMBER', K.owners, A.caller) == 0 then return {'missing'} end
+  if redis.call('SISMEMBER', K.owners, A.caller) == 0 then return {ANSWER.missing} end
   if (status == STATUS.queued or status == STATUS.started) and redis.call('SCARD', K.owners) > 1 then
     redis.call('SREM', K.owners, A.caller)
     redis.call('HDEL', K.deadlines, A.caller)
@@ -44,7 +44,7 @@ if A.caller ~= '' then
     if latest then redis.call('HSET', K.job, JOB.deadline, latest)
     else redis.call('HDEL', K.job, JOB.deadline) end
     if status == STATUS.started then ask_worker() end -- no stop field: only a deadline to read again
-    return {'withdrawn'}
+    return {ANSWER.withdrawn}
   end
 end
 if status == STATUS.queued then
@@ -64,6 +64,6 @@ end
 if status == STATUS.started then
   redis.call('HSET', K.job, JOB.stop, A.reason)
   ask_worker()
-  return {'stopping'}
+  return {ANSWER.stopping}
 end
-return {'done', fields[2] or status}
+return {ANSWER.done, fields[2] or status}

@@ -57,14 +57,14 @@ def cancel(*, job_id: str, client: str = "", staff: bool = False) -> JobState | 
         events_ttl=events.done_ttl(failure_ttl),
         clients_prefix=keys.fair_clients_prefix(name),
     )
-    answer = reply[0].decode()
-    if answer == "missing":
+    answer = reply[0].decode()  # see cancel.lua
+    if answer == scripts.MISSING:
         raise JobNotFound(job_id)
-    if answer == "withdrawn":
+    if answer == scripts.WITHDRAWN:
         return None
-    if answer == "done":
+    if answer == scripts.DONE:
         raise JobNotCancellable(reply[1].decode())
-    return get_status(job_id=job_id) if answer == CANCELED else state
+    return get_status(job_id=job_id) if answer == CANCELED else state  # else STOPPING
 
 
 @translate_outages

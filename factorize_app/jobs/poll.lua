@@ -29,7 +29,7 @@ if K.throttle ~= '' then
   local hits = redis.pcall('INCRBY', K.throttle, A.cost)
   if type(hits) == 'number' then
     if hits <= tonumber(A.cost) then redis.pcall('EXPIRE', K.throttle, A.window) end
-    if hits > tonumber(A.limit) then return {'throttled', redis.call('TTL', K.throttle)} end
+    if hits > tonumber(A.limit) then return {ANSWER.throttled, redis.call('TTL', K.throttle)} end
   end
 end
 local ttl, failure_ttl = tonumber(A.job_ttl), tonumber(A.failure_ttl)
@@ -94,4 +94,4 @@ for _, id in ipairs(ids) do
     answers[#answers + 1] = false
   end
 end
-return {'ok', redis.call('ZCOUNT', K.pending, '(' .. now, '+inf') + redis.call('ZCARD', K.started), answers}
+return {ANSWER.ok, redis.call('ZCOUNT', K.pending, '(' .. now, '+inf') + redis.call('ZCARD', K.started), answers}

@@ -38,6 +38,9 @@ from factorize_app.jobs.states import ABORTED, CANCELED, FAILED, FINISHED, QUEUE
 
 HERE = Path(__file__).resolve().parent
 HELPERS = ("clock_tick", "append_event", "last_event_status")
+# What scripts answer beside data, for their callers to tell apart (ANSWER.<word> in Lua).
+OK, THROTTLED = "ok", "throttled"  # poll.lua
+MISSING, WITHDRAWN, STOPPING, DONE = "missing", "withdrawn", "stopping", "done"  # cancel.lua (or canceled)
 
 
 def vocabulary() -> dict[str, dict[str, str] | str | int]:
@@ -58,6 +61,7 @@ def vocabulary() -> dict[str, dict[str, str] | str | int]:
         "WORKER_STATE": {"busy": WorkerStatus.BUSY.value},
         "EVENT": {field: field for field in keys.EVENT_FIELDS},
         "STATUS": {word: word for word in (QUEUED, STARTED, FINISHED, FAILED, CANCELED, ABORTED)},
+        "ANSWER": {word: word for word in (OK, THROTTLED, MISSING, WITHDRAWN, STOPPING, DONE)},
         "PREFIX": {
             "job": keys.JOB_PREFIX,
             "execution": keys.EXECUTION_PREFIX,

@@ -151,7 +151,7 @@ def poll_many(
         clients_prefix=keys.fair_clients_prefix(name) if fair_order() else "",
         ids=job_ids,
     )
-    if reply[0] == b"throttled":
+    if reply[0].decode() == scripts.THROTTLED:
         raise Throttled(max(1, int(reply[1])))
     _, load, answers = reply
     snapshots = [Snapshot(*(field.decode() for field in answer)) if answer else None for answer in answers]

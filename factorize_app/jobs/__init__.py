@@ -3,7 +3,9 @@
 The API and the worker call these functions with plain values and get plain values back; the
 names below are the whole of what they use. One room per side:
 
-- `client`: ids, submit-or-poll, status, the long poll, cancel (the web's per-job calls);
+- `submit`: submit-or-poll, one input or a batch (the web's submit side);
+- `status`: a job's status, the poll of many, the long poll (the web's status side);
+- `control`: cancel, retry, owners (what a job's owners may do);
 - `monitoring`: load, queue stats, durations, memory, admission of new jobs, the readiness probe;
 - `worker_side`: what a worker does to Redis: take, lease, finish, wait for work;
 - `maintenance`: the workers' sweep of jobs lost in outages, and of dead workers;
@@ -12,11 +14,12 @@ names below are the whole of what they use. One room per side:
 - `events`: each job's event stream (appended on every change) and the web's one reader of them;
 - `release`: every wait of a web process ended at once, when its server stops;
 - `sync`: sync mode's process pool (no Redis);
-- `keys`: every Redis key name; `connection`: the Redis clients and the scripts (`*.lua`);
+- `keys`: every Redis key and field name; `connection`: the Redis connections;
+- `scripts`: every Redis script (`*.lua`), its keys and arguments by name, and the words it shares;
 - `errors`, `states`, `ids`: what can go wrong, the values handed out, job ids and inputs.
 """
 
-from factorize_app.jobs.client import cancel, count_request, get_status, is_owner, retry, submit, submit_many
+from factorize_app.jobs.control import cancel, is_owner, retry
 from factorize_app.jobs.diagnostics import (
     SETUP_FAILURE_STALE,
     clear_setup_failures,
@@ -92,6 +95,8 @@ from factorize_app.jobs.states import (
     fair_order,
     status_body,
 )
+from factorize_app.jobs.status import count_request, get_status
+from factorize_app.jobs.submit import submit, submit_many
 from factorize_app.jobs.sync import compute
 from factorize_app.jobs.worker_side import (
     JobOutcome,

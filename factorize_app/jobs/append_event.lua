@@ -1,7 +1,9 @@
--- Scripts that append to a job's event stream start with this: one entry with the fields
--- events.append writes (status, outcome, progress), capped at `maxlen`, and the stream's expiry.
--- `call` is redis.call, or redis.pcall where a refused write must not stop the script.
-local function append_event(call, key, maxlen, ttl, status, outcome, progress)
-  call('XADD', key, 'MAXLEN', '~', maxlen, '*', 'status', status, 'outcome', outcome, 'progress', progress)
+-- The one writer of a job's events: every script that changes a job appends its event with this,
+-- in the same step (Python appends through event.lua). One entry of the fields events.JobEvent
+-- reads, the stream capped at about EVENTS_MAXLEN entries, and its expiry. `call` is redis.call,
+-- or redis.pcall where a refused write must not stop the script.
+local function append_event(call, key, ttl, status, outcome, progress)
+  call('XADD', key, 'MAXLEN', '~', EVENTS_MAXLEN, '*', EVENT.status, status, EVENT.outcome, outcome,
+    EVENT.progress, progress)
   call('EXPIRE', key, ttl)
 end

@@ -29,13 +29,12 @@ from typing import Any
 
 from django.conf import settings
 
-from factorize_app.jobs import keys
-from factorize_app.jobs.connection import lua, redis_connection, run_script
+from factorize_app.jobs import keys, scripts
+from factorize_app.jobs.connection import redis_connection
 from factorize_app.jobs.errors import ClientLimitExceeded
 from factorize_app.jobs.monitoring import redis_memory
 from factorize_app.tasks import TaskType, task_types
 
-_BUDGET = lua("budget")
 SLOTS = 32  # expiry slots across the longest lifetime: the finer, the sooner room comes back
 LIMIT_NAME = "REDIS_CLIENT_SHARE"
 
@@ -94,7 +93,9 @@ def charge(*, task_type: TaskType, client: str, new_inputs: list[dict[str, Any]]
     owner = client or "anonymous"
     slot_keys = [keys.budget(owner, slot) for slot in range(first, last + 1)]
     amount = sum(job_bytes(data) for data in new_inputs)
-    reply = run_script(_BUDGET, slot_keys, [amount, budget, target - first + 1, target * width])
+    reply = scripts.BUDGET.on_thread(
+        slots=slot_keys, charge=amount, budget=budget, target=target - first + 1, expires=target * width
+    )
     if int(reply[0]) == 1:
         return
     held, earliest = int(reply[1]), int(reply[2])

@@ -1,10 +1,9 @@
 """The job service's ways to Redis: one client per process, a second one for blocking reads,
 RQ's queue objects, and the Redis scripts.
 
-The scripts are the `.lua` files of this package, read once (at import, by the module that runs
-them) and loaded into Redis on first use (EVALSHA, loaded again after a Redis restart). Those
-that serve the queue start with `clock_tick.lua` (see `maintenance`). The hot path's script
-runs on a connection of the calling thread's own (`run_script`).
+The scripts (declared in `scripts`) are loaded into Redis on first use (EVALSHA, loaded again
+after a Redis restart). The hot path's script runs on a connection of the calling thread's own
+(`run_script`).
 
 Name resolution is bounded by the socket timeout too (`BoundedResolver`), which the socket
 options alone do not do: with the Redis container stopped, Docker's resolver takes 10 s to say
@@ -19,7 +18,6 @@ import socket
 import threading
 import time
 import types
-from pathlib import Path
 from typing import Any
 
 import django_rq
@@ -28,20 +26,11 @@ import redis
 import redis.connection
 from django.conf import settings
 
-from factorize_app.jobs import keys
 from factorize_app.tasks import task_types
 
-_HERE = Path(__file__).resolve().parent
 # A clock older than this many seconds means nothing could reach Redis (or nothing ran): an outage
-# (see `maintenance`). Scripts that start with the clock's tick take these keys and this gap.
+# (see `maintenance`; the scripts that tick the clock name it: jobs/scripts.py).
 OUTAGE_GAP = 5
-CLOCK_KEYS = (keys.CLOCK, keys.OUTAGES)
-
-
-def lua(name: str, *helpers: str) -> str:
-    """The source of the package's script `name`.lua, after those of the helpers it calls (each
-    defines a local function of its name: `clock_tick`, `append_event`)."""
-    return "".join((_HERE / f"{part}.lua").read_text() for part in (*helpers, name))
 
 
 @functools.cache

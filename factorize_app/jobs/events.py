@@ -2,7 +2,8 @@
 
 Every change of a job (taken by a worker, its progress, its end, handed back to the queue,
 cancelled) is appended to a Redis Stream of its own (`keys.events`), in the same round trip as
-the change itself; the stream is capped (MAXLEN ~ EVENTS_MAXLEN) and expires like the job. An
+the change itself, by one writer: the scripts' `append_event.lua` (Python's own appends go
+through `event.lua`). The stream is capped (MAXLEN ~ EVENTS_MAXLEN) and expires like the job. An
 entry carries what a status body needs beyond the job's input: the status, the outcome JSON
 (once done) and the progress JSON (while it runs), so a client reconnecting with Last-Event-ID
 is answered exactly from the entries after it; entry ids are the event ids.
@@ -55,20 +56,6 @@ class JobEvent:
     status: str
     outcome: str  # JSON {"result": ...} or {"error": ...} once done, else ""
     progress: str  # JSON {"fraction", "message"} while started, else ""
-
-
-def append(pipe: redis.client.Pipeline, job_id: str, status: str, *, ttl: int, outcome: str = "", progress: str = ""):
-    """Queue the append of one event (and its stream's expiry) on a pipeline the caller runs.
-
-    Scripts write the same entry through `append_event.lua`."""
-    key = keys.events(job_id)
-    pipe.xadd(
-        key,
-        {"status": status, "outcome": outcome, "progress": progress},
-        maxlen=EVENTS_MAXLEN,
-        approximate=True,
-    )
-    pipe.expire(key, max(1, int(ttl)))
 
 
 def running_ttl(task_type: TaskType) -> int:
@@ -306,10 +293,3 @@ def parse_event(entry) -> JobEvent:
         outcome=fields.get(b"outcome", b"").decode(),
         progress=fields.get(b"progress", b"").decode(),
     )
-
-
-def record(job_id: str, status: str, *, ttl: int, outcome: str = "") -> None:
-    """Append one event in a round trip of its own (a change made by a script, e.g. a cancel)."""
-    with redis_connection().pipeline(transaction=False) as pipe:
-        append(pipe, job_id, status, ttl=ttl, outcome=outcome)
-        pipe.execute()

@@ -2,8 +2,9 @@
 
 RQ's own keys (job hashes, queue lists, registries, executions, workers, result streams) come
 from RQ's classes, never retyped, so they follow RQ. Ours live under `factorize:`. The Redis
-scripts build no key of their own: they get full keys as KEYS, or a prefix as ARGV where the
-key depends on a job id the script reads from Redis.
+scripts build no key of their own: they get full keys as KEYS, or a prefix (written into them by
+jobs/scripts.py) where the key depends on a job id the script reads from Redis. The field names
+they use are here too.
 """
 
 from __future__ import annotations
@@ -30,6 +31,15 @@ ALL_WORKERS = REDIS_WORKER_KEYS  # the set of every registered worker's key
 RESULTS_PREFIX = Result.get_key("")  # a job's result stream
 SUSPENDED = WORKERS_SUSPENDED  # set by `rq suspend`: workers take nothing while it exists
 CLEANING_PREFIX = Queue.registry_cleaning_key.fget(SimpleNamespace(name=""))  # one worker cleans a queue at a time
+# Fields of RQ's hashes that the scripts read or write, by RQ's own names (RQ keeps no constants
+# for them): a job's (rq.job.Job.to_dict), an execution's (rq.executions.Execution), a worker's.
+RQ_JOB_FIELDS = (
+    "status", "description", "timeout", "result_ttl", "failure_ttl", "worker_name", "enqueued_at", "started_at",
+    "ended_at", "last_heartbeat",
+)  # fmt: skip
+RQ_EXECUTION_FIELDS = ("id", "job_id", "created_at", "last_heartbeat", "worker_name")
+RQ_WORKER_FIELDS = ("state", "last_heartbeat", "death")
+RESULTS_MAXLEN = 10  # entries a job's result stream keeps, as RQ's Result.save trims it
 
 
 def job(job_id: str) -> str:
@@ -121,12 +131,21 @@ THROTTLE_PREFIX = OURS + "throttle:"
 BUDGET_PREFIX = OURS + "budget:"  # bytes a client's jobs hold, per expiry slot (jobs/budgets.py)
 ABORTED_PREFIX = OURS + "aborted:"
 STOP_PREFIX = OURS + "stop:"
-# Fields of ours in RQ's job hash (fields, not keys; read by poll.lua and take.lua by these names).
+# Fields of ours in RQ's job hash (fields, not keys; the scripts name them JOB.<name>: jobs/scripts.py).
 STOP_FIELD = "factorize_stop"  # why the job is to stop: "canceled", or the deadline's reason
 DEADLINE_FIELD = "factorize_deadline"  # Unix time after which it is cancelled (Cancel-After)
 # Our finer state where RQ's status word has none (aborted: RQ's `status` says canceled), so that
 # RQ's own tools (django-rq, rq-dashboard, `rq info`) only ever read statuses RQ knows.
 STATE_FIELD = "factorize_state"
+OUTCOME_FIELD = "factorize_outcome"  # once done, the JSON polls answer: {"result": ...} or {"error": ...}
+CLIENT_FIELD = "factorize_client"  # the client whose turn it is taken in, in fair order
+PROGRESS_FIELD = "factorize_progress"  # while it runs, the JSON its handler last reported
+HANDED_BACK_FIELD = "factorize_handed_back"  # times it was handed back to the queue (rebalance.lua)
+NO_DEADLINE = "none"  # an owner's entry in DEADLINES_PREFIX when it set no Cancel-After
+# In a type's use hash (fair_used), the use of the client served last: where a client that starts
+# waiting joins (no client is named so).
+FAIR_CLOCK = ":clock"
+STOP_REQUESTS_TTL = 3600  # seconds a worker's stop requests are kept for it
 # Redis time of the last script that served the queue, and the outages ("<start> <end>") found.
 CLOCK = OURS + "clock"
 OUTAGES = OURS + "outages"
@@ -140,6 +159,7 @@ SETUP_FAILURES = OURS + "setup-failures"
 # A job's event stream (a Redis Stream: one entry per change, read by event-stream responses),
 # and a web process's wake-up stream (its dispatcher's blocking read returns when a stream is added).
 EVENTS_PREFIX = OURS + "events:"
+EVENT_FIELDS = ("status", "outcome", "progress")  # an entry's fields (events.JobEvent)
 EVENTS_WAKE_PREFIX = OURS + "events-wake:"
 # What RQ's tools did behind our back, looked for (jobs.reconcile).
 RECONCILE_PREFIX = OURS + "reconcile:"

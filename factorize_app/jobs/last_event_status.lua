@@ -5,7 +5,7 @@ local function last_event_status(key)
   if #entries == 0 then return nil end
   local fields = entries[1][2]
   for j = 1, #fields, 2 do
-    if fields[j] == 'status' then return fields[j + 1] end
+    if fields[j] == EVENT.status then return fields[j + 1] end
   end
   return nil
 end

@@ -17,18 +17,14 @@ from typing import Any
 
 from redis.exceptions import WatchError
 
-from factorize_app.jobs import keys
-from factorize_app.jobs.client import enqueue
-from factorize_app.jobs.connection import CLOCK_KEYS, OUTAGE_GAP, lua, redis_connection, script
+from factorize_app.jobs import keys, scripts
+from factorize_app.jobs.connection import redis_connection
 from factorize_app.jobs.errors import translate_outages
 from factorize_app.jobs.ids import input_of
 from factorize_app.jobs.monitoring import beat_is_recent
 from factorize_app.jobs.states import ABORTED, CANCELED
+from factorize_app.jobs.submit import enqueue
 from factorize_app.tasks import task_types
-
-_TICK = lua("tick", "clock_tick")
-_SWEEP = lua("sweep", "clock_tick")
-_RECOUNT = lua("recount")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,16 +50,21 @@ def sweep_queue(*, limit: int = 1000) -> Swept:
     """Re-enqueue the jobs that expired during outages, forget those that expired unpolled (at
     most `limit` expired jobs of each type looked at). Answers how many came back, and from what."""
     conn = redis_connection()
-    script(_TICK)(keys=CLOCK_KEYS, args=[OUTAGE_GAP])  # records an outage that ends now, if any
+    scripts.TICK(**scripts.CLOCK_KEYS)  # records an outage that ends now, if any
     outages = conn.lrange(keys.OUTAGES, 0, -1)
     outage_start = min((float(entry.split()[0]) for entry in outages), default=None)
     outage_end = max((float(entry.split()[1]) for entry in outages), default=None)
     restored = 0
     for task_type in task_types():
         name = task_type.name
-        script_keys = [keys.pending(name), keys.queued_inputs(name), *CLOCK_KEYS]
-        args = ["" if outage_start is None else outage_start, task_type.setting("job_ttl"), limit, OUTAGE_GAP]
-        lost = script(_SWEEP)(keys=script_keys, args=[*args, keys.JOB_PREFIX])
+        lost = scripts.SWEEP(
+            pending=keys.pending(name),
+            inputs=keys.queued_inputs(name),
+            **scripts.CLOCK_KEYS,
+            outage_start="" if outage_start is None else outage_start,
+            job_ttl=task_type.setting("job_ttl"),
+            limit=limit,
+        )
         by_client: dict[str, dict[str, dict[str, Any]]] = {}
         for job_id, stored in lost:
             client, _, text = stored.decode().partition(" ")
@@ -87,7 +88,7 @@ def recount_running() -> None:
     """Count each client's running jobs afresh (fair order's running caps), from RQ's registries."""
     for task_type in task_types():
         name = task_type.name
-        script(_RECOUNT)(keys=[keys.started(name), keys.fair_running(name)], args=[keys.JOB_PREFIX])
+        scripts.RECOUNT(started=keys.started(name), running=keys.fair_running(name))
 
 
 CLEANING_LOCK_SECONDS = 899  # RQ's own: a backstop, for a holder that heartbeats but never lets go

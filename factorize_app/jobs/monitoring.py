@@ -24,15 +24,12 @@ from django.conf import settings
 from rq.registry import CanceledJobRegistry, FailedJobRegistry, FinishedJobRegistry
 from rq.utils import utcparse
 
-from factorize_app.jobs import keys
-from factorize_app.jobs.connection import CLOCK_KEYS, OUTAGE_GAP, lua, redis_connection, rq_queue, script
+from factorize_app.jobs import keys, scripts
+from factorize_app.jobs.connection import redis_connection, rq_queue
 from factorize_app.jobs.diagnostics import setup_error, setup_failures
 from factorize_app.jobs.errors import FULL, QueueUnavailable, SubmitRefused, translate_outages, write_refusal
 from factorize_app.jobs.reconcile import reconcile
-from factorize_app.jobs.states import QUEUED
 from factorize_app.tasks import TaskType, task_types
-
-_LOAD = lua("load")
 
 
 @translate_outages
@@ -85,10 +82,8 @@ def _live_count(registry: str) -> int:
 def counts(task_type: TaskType, with_workers: bool = False) -> tuple[int, ...]:
     """Live queued and running jobs of a type, and with `with_workers` its live workers."""
     name = task_type.name
-    script_keys = [keys.pending(name), keys.started(name), *CLOCK_KEYS]
-    if with_workers:
-        script_keys.append(keys.workers_of(name))
-    reply = script(_LOAD)(keys=script_keys, args=[OUTAGE_GAP])
+    workers = keys.workers_of(name) if with_workers else None
+    reply = scripts.LOAD(pending=keys.pending(name), started=keys.started(name), **scripts.CLOCK_KEYS, workers=workers)
     found = (int(reply[0]), int(reply[1]))
     if with_workers:
         now, beats = int(reply[2]), reply[3]
@@ -173,8 +168,6 @@ def job_durations() -> dict[tuple[str, str], dict[str, float]]:
 
 # --- for /metrics: how long the backlog has waited -------------------------------------------------
 
-_OLDEST_QUEUED = lua("oldest_queued")
-_STATUS_FIELD, _ENQUEUED_FIELD = "status", "enqueued_at"  # RQ's job hash fields
 OLDEST_LOOKED_AT = 1000  # ids of a type's RQ list a scrape looks at, at most (oldest_queued.lua)
 
 
@@ -185,8 +178,7 @@ def oldest_queued_ages() -> dict[str, float]:
     names = [task_type.name for task_type in task_types()]
     with redis_connection().pipeline(transaction=False) as pipe:
         for name in names:
-            args = [keys.JOB_PREFIX, _STATUS_FIELD, QUEUED, _ENQUEUED_FIELD, OLDEST_LOOKED_AT]
-            script(_OLDEST_QUEUED)(keys=[keys.queue(name)], args=args, client=pipe)
+            scripts.OLDEST_QUEUED(pipe, list=keys.queue(name), limit=OLDEST_LOOKED_AT)
         replies = pipe.execute()
     ages = {}
     for name, (enqueued_at, seconds, micros) in zip(names, replies, strict=True):

@@ -2,14 +2,13 @@
 -- its event stream, only while the job is still started. The worker records results and writes
 -- progress at different moments, so a report may arrive after its job's end: it is dropped, and
 -- no event ever follows a job's done event.
--- KEYS: per job, its hash and its event stream. ARGV: the hash's progress field, the stream's
--- MAXLEN, then per job its progress JSON and its stream's TTL.
-local field, maxlen = ARGV[1], ARGV[2]
-for i = 1, #KEYS, 2 do
-  local value, ttl = ARGV[2 + i], ARGV[3 + i]
-  if redis.call('HGET', KEYS[i], 'status') == 'started' then
-    redis.call('HSET', KEYS[i], field, value)
-    append_event(redis.call, KEYS[i + 1], maxlen, ttl, 'started', '', value)
+--- KEYS: jobs[hash events]
+--- ARGV: jobs[progress ttl]
+-- Per job: its hash, its event stream, its progress JSON, its stream's TTL.
+for _, job in ipairs(jobs) do
+  if redis.call('HGET', job.hash, JOB.status) == STATUS.started then
+    redis.call('HSET', job.hash, JOB.progress, job.progress)
+    append_event(redis.call, job.events, job.ttl, STATUS.started, '', job.progress)
   end
 end
-return #KEYS / 2
+return #jobs

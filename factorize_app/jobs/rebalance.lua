@@ -9,23 +9,24 @@
 --   running (a newcomer), of the client with the most long-running workers, and of those the
 --   one that has used the most worker time (settled use plus its long jobs' time so far).
 -- The asking worker registers as a holder; holders no longer registered as workers are
--- forgotten. A job handed back counts it in its hash (`factorize_handed_back`).
--- KEYS: the long jobs' holders (worker key -> "<may be handed back: 1/0> <start> <client>"),
--- the type's waiting clients, the type's workers (worker keys), the clients' use, their running
--- jobs, the job's hash.
--- ARGV: the worker's key, the job's client, the job's start (Unix seconds), the seconds it has
--- run, the grace (seconds).
-local holders, waiting, workers, used, running, job = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
-local me, client, started = ARGV[1], ARGV[2], ARGV[3]
-local handed_back = tonumber(redis.call('HGET', job, 'factorize_handed_back')) or 0
-local may = tonumber(ARGV[4]) >= tonumber(ARGV[5]) * 2 ^ handed_back and '1' or '0'
+-- forgotten. A job handed back counts it in its hash (JOB.handed_back).
+--- KEYS: holders waiting workers used running job
+--- ARGV: worker client started ran grace
+-- holders: the long jobs' holders (worker key -> "<may be handed back: 1/0> <start> <client>");
+-- waiting, workers, used, running: the type's waiting clients, its workers (worker keys), the
+-- clients' use and running jobs; job: the job's hash. worker: the asking worker's key; client:
+-- the job's; started: the job's start (Unix seconds); ran: the seconds it has run; grace: seconds.
+local holders, waiting, workers, used, running, job = K.holders, K.waiting, K.workers, K.used, K.running, K.job
+local me, client, started = A.worker, A.client, A.started
+local handed_back = tonumber(redis.call('HGET', job, JOB.handed_back)) or 0
+local may = tonumber(A.ran) >= tonumber(A.grace) * 2 ^ handed_back and '1' or '0'
 redis.call('HSET', holders, me, may .. ' ' .. started .. ' ' .. client)
 local others = redis.call('ZCARD', waiting)
 if redis.call('ZSCORE', waiting, client) then others = others - 1 end
 if others <= 0 or may == '0' then return 0 end
 local names = redis.call('SMEMBERS', workers)
 for _, worker in ipairs(names) do
-  if redis.call('HGET', worker, 'state') ~= 'busy' then return 0 end -- an idle worker takes the waiting job
+  if redis.call('HGET', worker, WORKER.state) ~= WORKER_STATE.busy then return 0 end -- an idle worker takes the waiting job
 end
 local t = redis.call('TIME')
 local now = tonumber(t[1])
@@ -52,7 +53,7 @@ for i = 1, #entries, 2 do
 end
 local function hand_back()
   redis.call('HDEL', holders, me)
-  redis.call('HINCRBY', job, 'factorize_handed_back', 1)
+  redis.call('HINCRBY', job, JOB.handed_back, 1)
   return 1
 end
 local share = math.ceil(#names / math.max(redis.call('ZCARD', waiting) + extra, 1))

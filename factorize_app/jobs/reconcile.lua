@@ -11,33 +11,33 @@
 --    does not hold was re-queued by RQ: it joins the pending set (with its hash's TTL) and the
 --    stored inputs, and gets its `queued` event here.
 -- The caller appends the answered events (reconcile_event.lua), as only it can read RQ's results.
--- KEYS: the lock, the snapshot, the StartedJobRegistry, the pending set, the stored inputs, RQ's
--- list, the cursors (a hash).
--- ARGV: the lock's milliseconds, the job hash prefix, the event stream prefix, our state field,
--- the chunk, the tail, the queued status word, the job TTL, the event stream's length.
+--- KEYS: lock snapshot started pending inputs list cursors
+--- ARGV: lock_ms chunk tail job_ttl
+-- lock: held for `lock_ms`; snapshot: the job ids of the StartedJobRegistry at the last look;
+-- started, pending, inputs, list: the type's StartedJobRegistry, pending set, stored inputs and
+-- RQ's list; cursors: a hash. chunk, tail: the ids looked at per look, and of the list's tail.
 -- Answers false (another process holds the lock) or {{id, status}...}.
-if not redis.call('SET', KEYS[1], 1, 'NX', 'PX', ARGV[1]) then return false end
-local snapshot, started, pending, inputs, list, cursors = KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
-local job_prefix, events_prefix, state_field = ARGV[2], ARGV[3], ARGV[4]
-local chunk, tail, QUEUED = tonumber(ARGV[5]), tonumber(ARGV[6]), ARGV[7]
-local job_ttl, events_maxlen = tonumber(ARGV[8]), ARGV[9]
+if not redis.call('SET', K.lock, 1, 'NX', 'PX', A.lock_ms) then return false end
+local snapshot, started, pending, inputs, list, cursors = K.snapshot, K.started, K.pending, K.inputs, K.list, K.cursors
+local chunk, tail = tonumber(A.chunk), tonumber(A.tail)
+local job_ttl = tonumber(A.job_ttl)
 local seen, found = {}, {}
 
 -- A job's status as clients see it (our state where we keep one), and RQ's.
 local function status_of(id)
-  local fields = redis.call('HMGET', job_prefix .. id, 'status', state_field, 'description', 'factorize_client')
+  local fields = redis.call('HMGET', PREFIX.job .. id, JOB.status, JOB.state, JOB.description, JOB.client)
   return fields[2] or fields[1], fields[1], fields[3], fields[4]
 end
 
 local function last_event(id)
-  return last_event_status(events_prefix .. id)
+  return last_event_status(PREFIX.events .. id)
 end
 
 local function consider(id)
   if seen[id] then return end
   seen[id] = true
   local status = status_of(id)
-  if status and status ~= QUEUED and status ~= last_event(id) then found[#found + 1] = {id, status} end
+  if status and status ~= STATUS.queued and status ~= last_event(id) then found[#found + 1] = {id, status} end
 end
 
 local function add_all(key, members)
@@ -53,14 +53,14 @@ local function requeued(id)
   seen[id] = true
   if redis.call('ZSCORE', pending, id) then return end
   local status, rq_status, description, client = status_of(id)
-  if rq_status ~= QUEUED or not description then return end
-  local ttl = redis.call('TTL', job_prefix .. id)
+  if rq_status ~= STATUS.queued or not description then return end
+  local ttl = redis.call('TTL', PREFIX.job .. id)
   if ttl < 0 then ttl = job_ttl end
   redis.call('ZADD', pending, now + ttl, id)
   local text = string.match(description, '^[^ ]* (.*)$')
   if text then redis.call('HSET', inputs, id, string.gsub(client or '', ' ', '_') .. ' ' .. text) end
-  if last_event(id) ~= QUEUED then
-    append_event(redis.call, events_prefix .. id, events_maxlen, ttl, QUEUED, '', '')
+  if last_event(id) ~= STATUS.queued then
+    append_event(redis.call, PREFIX.events .. id, ttl, STATUS.queued, '', '')
   end
 end
 
@@ -76,7 +76,7 @@ end
 for _, id in ipairs(redis.call('SMEMBERS', snapshot)) do
   if not running[id] then
     local _, rq_status = status_of(id)
-    if rq_status == QUEUED then requeued(id) else consider(id) end
+    if rq_status == STATUS.queued then requeued(id) else consider(id) end
   end
 end
 redis.call('DEL', snapshot)
@@ -94,7 +94,7 @@ local dropped = 0
 for i = 1, #members, 2 do
   local id, deadline = members[i], tonumber(members[i + 1])
   local status, rq_status = status_of(id)
-  if rq_status ~= QUEUED and (rq_status or deadline > now + 1) then
+  if rq_status ~= STATUS.queued and (rq_status or deadline > now + 1) then
     redis.call('ZREM', pending, id)
     redis.call('HDEL', inputs, id)
     dropped = dropped + 1

@@ -16,14 +16,12 @@ import json
 from rq.exceptions import NoSuchJobError
 from rq.job import Job
 
-from factorize_app.jobs import events, keys
-from factorize_app.jobs.connection import lua, redis_connection, script
+from factorize_app.jobs import events, keys, scripts
+from factorize_app.jobs.connection import redis_connection
 from factorize_app.jobs.errors import translate_outages
-from factorize_app.jobs.states import DONE_STATUSES, FINISHED, QUEUED, describe_error
+from factorize_app.jobs.states import DONE_STATUSES, FINISHED, describe_error
 from factorize_app.tasks import TaskType, task_types
 
-_RECONCILE = lua("reconcile", "append_event", "last_event_status")
-_EVENT = lua("reconcile_event", "append_event", "last_event_status")
 # At most one look per type this often, across every process that asks.
 RECONCILE_SECONDS = 1.0
 # Ids of the pending set and of RQ's list looked at per look (the rest on later looks), and how
@@ -39,18 +37,20 @@ def reconcile() -> int:
     appended = 0
     for task_type in task_types():
         name = task_type.name
-        script_keys = [
-            keys.reconcile_lock(name),
-            keys.reconcile_running(name),
-            keys.started(name),
-            keys.pending(name),
-            keys.queued_inputs(name),
-            keys.queue(name),
-            keys.reconcile_cursors(name),
-        ]
-        args = [int(RECONCILE_SECONDS * 1000), keys.JOB_PREFIX, keys.EVENTS_PREFIX, keys.STATE_FIELD, CHUNK, TAIL]
-        args += [QUEUED, task_type.setting("job_ttl"), events.EVENTS_MAXLEN]
-        for job_id, status in script(_RECONCILE)(keys=script_keys, args=args) or []:
+        found = scripts.RECONCILE(
+            lock=keys.reconcile_lock(name),
+            snapshot=keys.reconcile_running(name),
+            started=keys.started(name),
+            pending=keys.pending(name),
+            inputs=keys.queued_inputs(name),
+            list=keys.queue(name),
+            cursors=keys.reconcile_cursors(name),
+            lock_ms=int(RECONCILE_SECONDS * 1000),
+            chunk=CHUNK,
+            tail=TAIL,
+            job_ttl=task_type.setting("job_ttl"),
+        )
+        for job_id, status in found or []:
             appended += _append_event(task_type, job_id.decode(), status.decode())
     return appended
 
@@ -71,5 +71,7 @@ def _append_event(task_type: TaskType, job_id: str, status: str) -> int:
             error = describe_error(latest.exc_string if latest is not None else None, job.timeout)
             outcome = json.dumps({"error": error})
             ttl = events.done_ttl(task_type.setting("failure_ttl"))
-    args = [status, outcome, keys.STATE_FIELD, events.EVENTS_MAXLEN, ttl]
-    return int(script(_EVENT)(keys=[keys.job(job_id), keys.events(job_id)], args=args))
+    appended = scripts.RECONCILE_EVENT(
+        job=keys.job(job_id), events=keys.events(job_id), status=status, outcome=outcome, ttl=ttl
+    )
+    return int(appended)

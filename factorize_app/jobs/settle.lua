@@ -4,28 +4,28 @@
 -- refunded), and the client's running count drops. Jobs handed back go to the front of their
 -- client's list, the client waiting again. The worker no longer holds a long job of anyone's.
 -- A client's use is forgotten once it has nothing queued or running and is level with the others.
--- KEYS: the type's waiting clients, their use, their running jobs, the long jobs' holders.
--- ARGV: the prefix of the type's clients' lists, the worker's key, the number of clients N; then
--- N times: client, change of its running count, change of its use (seconds); then per job
--- handed back: client, job id (front-most last).
-local waiting, used, running, holders = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
-local prefix, n = ARGV[1], tonumber(ARGV[3])
-redis.call('HDEL', holders, ARGV[2])
-local clock = tonumber(redis.call('HGET', used, ':clock')) or 0
-for i = 4 + 3 * n, #ARGV - 1, 2 do
-  local client, id = ARGV[i], ARGV[i + 1]
-  redis.call('LPUSH', prefix .. client, id)
-  if not redis.call('ZSCORE', waiting, client) then
-    local score = math.max(clock, tonumber(redis.call('HGET', used, client)) or 0)
-    redis.call('HSET', used, client, score)
-    redis.call('ZADD', waiting, score, client)
+--- KEYS: waiting used running holders
+--- ARGV: clients_prefix worker #accounts[client running use] handed_back[client id]
+-- waiting, used, running, holders: the type's waiting clients, their use, their running jobs,
+-- the long jobs' holders. clients_prefix: of the type's clients' lists; worker: the worker's key.
+-- Per account: a client, the change of its running count and of its use (seconds). Per job
+-- handed back (front-most last): its client and id.
+local waiting, used, running = K.waiting, K.used, K.running
+redis.call('HDEL', K.holders, A.worker)
+local clock = tonumber(redis.call('HGET', used, FAIR_CLOCK)) or 0
+for _, job in ipairs(handed_back) do
+  redis.call('LPUSH', A.clients_prefix .. job.client, job.id)
+  if not redis.call('ZSCORE', waiting, job.client) then
+    local score = math.max(clock, tonumber(redis.call('HGET', used, job.client)) or 0)
+    redis.call('HSET', used, job.client, score)
+    redis.call('ZADD', waiting, score, job.client)
   end
 end
-for j = 0, n - 1 do
-  local client = ARGV[4 + 3 * j]
-  local left = redis.call('HINCRBY', running, client, ARGV[5 + 3 * j])
+for _, account in ipairs(accounts) do
+  local client = account.client
+  local left = redis.call('HINCRBY', running, client, account.running)
   if left <= 0 then redis.call('HDEL', running, client) end
-  local use = tonumber(redis.call('HINCRBYFLOAT', used, client, ARGV[6 + 3 * j]))
+  local use = tonumber(redis.call('HINCRBYFLOAT', used, client, account.use))
   if redis.call('ZSCORE', waiting, client) then
     redis.call('ZADD', waiting, use, client)
   elseif left <= 0 and use <= clock then

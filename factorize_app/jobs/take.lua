@@ -14,50 +14,48 @@
 -- it takes, and the check here closes the gap between that check and the take.
 -- Each execution also joins the worker's execution index, as RQ's own worker adds it, so RQ's
 -- tools name the jobs a worker is running (`current_job`, the dashboard's worker page).
--- KEYS: the worker's hash, the clock, the outages, RQ's suspension flag, the worker's execution
--- index; then per queue, in
--- order: its RQ list, its workers set, its StartedJobRegistry, its pending set, its stored
--- inputs, its waiting clients, their use, their running jobs, their caps.
--- ARGV: count, lease, the worker's name, the start stamp, the execution id, fair ('1' or '0'), the
--- outage gap, the job hash prefix, the execution hash prefix, the event stream prefix, the event
--- stream's length, the owners' key prefix; then per queue: its name, the prefix of its clients' lists, the estimated
--- seconds of one job, the default cap on a client's running jobs (0: none), a running job's
--- event stream TTL. Each job started gets its `started` event.
+--- KEYS: worker clock outages suspended executions
+---   queues[list workers started pending inputs waiting used running caps]
+--- ARGV: count lease worker_name stamp execution_id fair queues[name clients estimate cap events_ttl]
+-- worker, executions: the worker's hash and its execution index; suspended: RQ's suspension flag.
+-- Per queue, in order: its RQ list, its workers set, its StartedJobRegistry, its pending set, its
+-- stored inputs, its waiting clients, their use, their running jobs, their caps; its name, the
+-- prefix of its clients' lists, the estimated seconds of one job, the default cap on a client's
+-- running jobs (0: none), a running job's event stream TTL. stamp: the start stamp; fair: '1' or
+-- '0'. Each job started gets its `started` event.
 -- Answers {queue name, {id, description, timeout, result_ttl, failure_ttl, stop, deadline, client}...}
 -- or false (stop and deadline: a stop request made before the job was taken, its Cancel-After).
-if redis.call('EXISTS', KEYS[4]) == 1 then return false end
-local now = clock_tick(KEYS[2], KEYS[3], ARGV[7])
-local count, lease, worker, stamp, execution_id = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3], ARGV[4], ARGV[5]
-local fair = ARGV[6] == '1'
-local job_prefix, execution_prefix, events_prefix, events_maxlen = ARGV[8], ARGV[9], ARGV[10], ARGV[11]
-local owners_prefix = ARGV[12]
-local CLOCK = ':clock' -- the use of the client served last, in the use hash (no client is named so)
+if redis.call('EXISTS', K.suspended) == 1 then return false end
+local now = clock_tick(K.clock, K.outages)
+local count, lease, worker, stamp, execution_id = tonumber(A.count), tonumber(A.lease), A.worker_name, A.stamp, A.execution_id
+local fair = A.fair == '1'
 local SCAN = 256 -- clients at their cap looked past at most, per take
 local taken
 local executions = {} -- this take's members of the worker's execution index
 
 local function start(queue, id, job, client)
-  local key = job_prefix .. id
+  local key = PREFIX.job .. id
   local execution = id .. ':' .. execution_id
-  local execution_key = execution_prefix .. execution
-  redis.call('HSET', key, 'status', 'started', 'started_at', stamp, 'last_heartbeat', stamp, 'worker_name', worker)
-  if client ~= '' and job[8] ~= client then redis.call('HSET', key, 'factorize_client', client) end -- its turn
+  local execution_key = PREFIX.execution .. execution
+  redis.call('HSET', key, JOB.status, STATUS.started, JOB.started_at, stamp, JOB.last_heartbeat, stamp, JOB.worker_name,
+    worker)
+  if client ~= '' and job[8] ~= client then redis.call('HSET', key, JOB.client, client) end -- its turn
   redis.call('PERSIST', key)
-  redis.call('HSET', execution_key, 'id', execution_id, 'job_id', id, 'created_at', now, 'last_heartbeat', now,
-    'worker_name', worker)
+  redis.call('HSET', execution_key, EXECUTION.id, execution_id, EXECUTION.job_id, id, EXECUTION.created_at, now,
+    EXECUTION.last_heartbeat, now, EXECUTION.worker_name, worker)
   redis.call('EXPIRE', execution_key, lease)
   executions[#executions + 1] = execution
   redis.call('ZADD', queue.started, now + lease, execution)
   redis.call('ZREM', queue.pending, id)
   redis.call('HDEL', queue.inputs, id)
   if client ~= '' then redis.call('HINCRBY', queue.running, client, 1) end
-  append_event(redis.call, events_prefix .. id, events_maxlen, queue.events_ttl, 'started', '', '')
+  append_event(redis.call, PREFIX.events .. id, queue.events_ttl, STATUS.started, '', '')
   taken[#taken + 1] = {id, job[2] or '', job[3] or '', job[4] or '', job[5] or '', job[6] or '', job[7] or '', client}
 end
 
 local function fields(id)
-  return redis.call('HMGET', job_prefix .. id, 'status', 'description', 'timeout', 'result_ttl', 'failure_ttl',
-    'factorize_stop', 'factorize_deadline', 'factorize_client')
+  return redis.call('HMGET', PREFIX.job .. id, JOB.status, JOB.description, JOB.timeout, JOB.result_ttl,
+    JOB.failure_ttl, JOB.stop, JOB.deadline, JOB.client)
 end
 
 -- The waiting client with the least use that is under its cap on running jobs, and that use.
@@ -87,7 +85,7 @@ end
 local function drop_stale_heads(queue)
   while true do
     local head = redis.call('LINDEX', queue.list, 0)
-    if not head or redis.call('HGET', job_prefix .. head, 'status') == 'queued' then return head end
+    if not head or redis.call('HGET', PREFIX.job .. head, JOB.status) == STATUS.queued then return head end
     redis.call('LPOP', queue.list)
   end
 end
@@ -108,8 +106,8 @@ end
 -- Whether a queued job taken from `client`'s list is still the client's: it owns it (a job of
 -- ours without owners, from before owners were kept, is its first client's).
 local function owned(id, job, client)
-  if redis.call('SISMEMBER', owners_prefix .. id, client) == 1 then return true end
-  return job[8] == client and redis.call('EXISTS', owners_prefix .. id) == 0
+  if redis.call('SISMEMBER', PREFIX.owners .. id, client) == 1 then return true end
+  return job[8] == client and redis.call('EXISTS', PREFIX.owners .. id) == 0
 end
 
 local served_use -- the use of the client served last, written to the use hash once per take
@@ -121,7 +119,7 @@ local function serve_client(queue)
   local id = redis.call('LPOP', list)
   local job = id and fields(id)
   local used = score
-  if job and job[1] == 'queued' and owned(id, job, client) then
+  if job and job[1] == STATUS.queued and owned(id, job, client) then
     used = tonumber(redis.call('HINCRBYFLOAT', queue.used, client, queue.estimate))
     served_use = score
     start(queue, id, job, client)
@@ -134,14 +132,8 @@ local function serve_client(queue)
   return true
 end
 
-for n = 0, (#KEYS - 5) / 9 - 1 do
-  local k, a = 5 + 9 * n, 12 + 5 * n
-  local queue = {
-    list = KEYS[k + 1], workers = KEYS[k + 2], started = KEYS[k + 3], pending = KEYS[k + 4],
-    inputs = KEYS[k + 5], waiting = KEYS[k + 6], used = KEYS[k + 7], running = KEYS[k + 8], caps = KEYS[k + 9],
-    name = ARGV[a + 1], clients = ARGV[a + 2], estimate = tonumber(ARGV[a + 3]), cap = tonumber(ARGV[a + 4]),
-    events_ttl = ARGV[a + 5],
-  }
+for _, queue in ipairs(queues) do
+  queue.estimate, queue.cap = tonumber(queue.estimate), tonumber(queue.cap)
   taken = {queue.name}
   local waiting = redis.call('ZCARD', queue.pending)
   if waiting == 0 and redis.call('LLEN', queue.list) > 0 then waiting = 1 end -- RQ's own re-queues
@@ -154,21 +146,21 @@ for n = 0, (#KEYS - 5) / 9 - 1 do
       tries = tries + 1
       if not serve_client(queue) then break end
     end
-    if served_use then redis.call('HSET', queue.used, CLOCK, served_use) end
+    if served_use then redis.call('HSET', queue.used, FAIR_CLOCK, served_use) end
     drop_stale_heads(queue) -- those just taken, if they were at the head
   else
     while #taken == 1 and redis.call('LLEN', queue.list) > 0 do
       for _, id in ipairs(redis.call('LPOP', queue.list, want)) do
         local job = fields(id)
-        if job[1] == 'queued' then start(queue, id, job, '') end
+        if job[1] == STATUS.queued then start(queue, id, job, '') end
       end
     end
   end
   if #taken > 1 then
-    redis.call('HSET', KEYS[1], 'state', 'busy')
-    redis.call('SADD', KEYS[5], unpack(executions))
-    local worker_ttl = redis.call('TTL', KEYS[1]) -- RQ's heartbeat keeps the index as long as the worker
-    redis.call('EXPIRE', KEYS[5], worker_ttl > 0 and worker_ttl or lease + 60)
+    redis.call('HSET', K.worker, WORKER.state, WORKER_STATE.busy)
+    redis.call('SADD', K.executions, unpack(executions))
+    local worker_ttl = redis.call('TTL', K.worker) -- RQ's heartbeat keeps the index as long as the worker
+    redis.call('EXPIRE', K.executions, worker_ttl > 0 and worker_ttl or lease + 60)
     return taken
   end
 end

@@ -1,3 +1,5 @@
--- The clock's tick alone. KEYS: the clock, the outages. ARGV: the outage gap.
-clock_tick(KEYS[1], KEYS[2], ARGV[1])
+-- The clock's tick alone.
+--- KEYS: clock outages
+--- ARGV:
+clock_tick(K.clock, K.outages)
 return 1

@@ -21,8 +21,8 @@ from rq.utils import now as rq_now
 from rq.utils import utcformat
 from rq.worker import WorkerStatus
 
-from factorize_app.jobs import events, keys
-from factorize_app.jobs.connection import CLOCK_KEYS, OUTAGE_GAP, blocking_connection, lua, redis_connection, script
+from factorize_app.jobs import events, keys, scripts
+from factorize_app.jobs.connection import blocking_connection, redis_connection
 from factorize_app.jobs.errors import translate_outages
 from factorize_app.jobs.ids import input_of, queued_input, task_type_of
 from factorize_app.jobs.states import (
@@ -37,13 +37,8 @@ from factorize_app.jobs.states import (
 )
 from factorize_app.tasks import get_task_type
 
-_TAKE = lua("take", "clock_tick", "append_event")
-_FINISH = lua("finish", "append_event")
-_SETTLE = lua("settle")
-_REBALANCE = lua("rebalance")
 # A job's cost charged to its client when taken, until the worker knows the type's (seconds).
 DEFAULT_ESTIMATE = 0.001
-PROGRESS_FIELD = "factorize_progress"  # in the job hash, read by poll.lua
 # Where each outcome is recorded: RQ's registries (ours for aborted, which RQ has no word for).
 _REGISTRIES = {FINISHED: keys.finished, FAILED: keys.failed, CANCELED: keys.canceled, ABORTED: keys.aborted}
 _RESULT_TYPES = {
@@ -52,8 +47,6 @@ _RESULT_TYPES = {
     CANCELED: Result.Type.STOPPED,
     ABORTED: Result.Type.STOPPED,
 }
-_EXTEND_LEASE = lua("extend_lease")
-_PROGRESS = lua("progress", "append_event")
 
 
 @dataclass(frozen=True)
@@ -101,30 +94,43 @@ def take_jobs(
     `started` event in the same call.
     """
     execution_id = uuid.uuid4().hex
-    script_keys = [keys.worker(worker_name), *CLOCK_KEYS, keys.SUSPENDED, keys.worker_executions(worker_name)]
-    args = [count, lease, worker_name, utcformat(rq_now()), execution_id, int(fair_order()), OUTAGE_GAP]
-    args += [keys.JOB_PREFIX, keys.EXECUTION_PREFIX, keys.EVENTS_PREFIX, events.EVENTS_MAXLEN, keys.OWNERS_PREFIX]
-    for name in queue_names:
-        script_keys += [
-            keys.queue(name),
-            keys.workers_of(name),
-            keys.started(name),
-            keys.pending(name),
-            keys.queued_inputs(name),
-            keys.fair_waiting(name),
-            keys.fair_used(name),
-            keys.fair_running(name),
-            keys.fair_caps(name),
-        ]
-        estimate = (estimates or {}).get(name) or DEFAULT_ESTIMATE
-        args += [name, keys.fair_clients_prefix(name), f"{estimate:.6f}", settings.MAX_RUNNING_PER_CLIENT]
-        args.append(events.running_ttl(get_task_type(name)))
-    reply = script(_TAKE)(keys=script_keys, args=args)
+    queues = [
+        {
+            "list": keys.queue(name),
+            "workers": keys.workers_of(name),
+            "started": keys.started(name),
+            "pending": keys.pending(name),
+            "inputs": keys.queued_inputs(name),
+            "waiting": keys.fair_waiting(name),
+            "used": keys.fair_used(name),
+            "running": keys.fair_running(name),
+            "caps": keys.fair_caps(name),
+            "name": name,
+            "clients": keys.fair_clients_prefix(name),
+            "estimate": f"{_estimate(estimates, name):.6f}",
+            "cap": settings.MAX_RUNNING_PER_CLIENT,
+            "events_ttl": events.running_ttl(get_task_type(name)),
+        }
+        for name in queue_names
+    ]
+    reply = scripts.TAKE(
+        worker=keys.worker(worker_name),
+        **scripts.CLOCK_KEYS,
+        suspended=keys.SUSPENDED,
+        executions=keys.worker_executions(worker_name),
+        count=count,
+        lease=lease,
+        worker_name=worker_name,
+        stamp=utcformat(rq_now()),
+        execution_id=execution_id,
+        fair=int(fair_order()),
+        queues=queues,
+    )
     if not reply:
         return []
     name, rows = reply[0].decode(), reply[1:]
     task_type = get_task_type(name)
-    estimate = (estimates or {}).get(name) or DEFAULT_ESTIMATE
+    estimate = _estimate(estimates, name)
     taken = []
     for job_id, description, timeout, result_ttl, failure_ttl, stop, deadline, client in rows:
         job_id = job_id.decode()
@@ -146,13 +152,20 @@ def take_jobs(
     return taken
 
 
+def _estimate(estimates: dict[str, float] | None, name: str) -> float:
+    return (estimates or {}).get(name) or DEFAULT_ESTIMATE
+
+
 @translate_outages
 def extend_lease(*, taken: list[TakenJob], lease: int) -> None:
     """Keep a running batch's jobs leased (the worker's heartbeat, while it works on them)."""
     if not taken:
         return
-    script_keys = [key for job in taken for key in (keys.started(job.task_name), keys.execution(job.execution))]
-    script(_EXTEND_LEASE)(keys=script_keys, args=[lease, *(job.execution for job in taken)])
+    leased = [
+        {"started": keys.started(job.task_name), "execution": keys.execution(job.execution), "member": job.execution}
+        for job in taken
+    ]
+    scripts.EXTEND_LEASE(lease=lease, jobs=leased)
 
 
 @translate_outages
@@ -173,7 +186,7 @@ def finish_jobs(
     returned = [outcome for outcome in outcomes if outcome.status == QUEUED]
     outcomes = [outcome for outcome in outcomes if outcome.status != QUEUED]
     unstarted = [*unstarted, *(outcome.job for outcome in returned)]
-    records: list[Any] = []
+    records: list[dict[str, Any]] = []
     for outcome in outcomes:
         job = outcome.job
         finished = outcome.status == FINISHED
@@ -190,11 +203,22 @@ def finish_jobs(
         ).serialize()
         also = keys.canceled(job.task_name) if outcome.status == ABORTED else ""  # RQ's dashboard: canceled
         status, state = (CANCELED, ABORTED) if outcome.status == ABORTED else (outcome.status, "")  # RQ's word, ours
-        records += [job.job_id, status, state, json.dumps(cached), ttl, events.done_ttl(ttl)]
-        records += [_REGISTRIES[outcome.status](job.task_name), also, keys.started(job.task_name), job.execution]
-        records += [f"{time.time() + ttl:.6f}", len(entry)]
-        for field, value in entry.items():
-            records += [field, value]
+        records.append(
+            {
+                "id": job.job_id,
+                "status": status,
+                "state": state,
+                "outcome": json.dumps(cached),
+                "ttl": ttl,
+                "events_ttl": events.done_ttl(ttl),
+                "registry": _REGISTRIES[outcome.status](job.task_name),
+                "also": also,
+                "started": keys.started(job.task_name),
+                "execution": job.execution,
+                "score": f"{time.time() + ttl:.6f}",
+                "entry": [item for pair in entry.items() for item in pair],
+            }
+        )
         counts[outcome.status] += 1
         working_time += outcome.seconds
         bucket = next((f"{bound}" for bound in DURATION_BUCKETS if outcome.seconds <= bound), "+Inf")
@@ -202,17 +226,15 @@ def finish_jobs(
             histogram[(job.task_name, field)] = histogram.get((job.task_name, field), 0) + value
     with redis_connection().pipeline(transaction=True) as pipe:
         if records:
-            prefixes = [keys.JOB_PREFIX, keys.RESULTS_PREFIX, keys.EVENTS_PREFIX, keys.EXECUTION_PREFIX]
-            header = [ended_at, *prefixes, PROGRESS_FIELD, keys.STOP_FIELD, events.EVENTS_MAXLEN, keys.STATE_FIELD]
-            script(_FINISH)(keys=[keys.worker_executions(worker_name)], args=[*header, *records], client=pipe)
+            scripts.FINISH(pipe, executions=keys.worker_executions(worker_name), ended_at=ended_at, jobs=records)
         for job in reversed(unstarted):
             _end_execution(pipe, job, worker_name)
             job_ttl = get_task_type(job.task_name).setting("job_ttl")
             key = keys.job(job.job_id)
             pipe.hset(key, mapping={"status": QUEUED, "worker_name": ""})
-            pipe.hdel(key, PROGRESS_FIELD)
+            pipe.hdel(key, keys.PROGRESS_FIELD)
             pipe.expire(key, job_ttl)
-            events.append(pipe, job.job_id, QUEUED, ttl=job_ttl)
+            scripts.EVENT(pipe, events=keys.events(job.job_id), ttl=job_ttl, status=QUEUED, outcome="", progress="")
             pipe.zadd(keys.pending(job.task_name), {job.job_id: time.time() + job_ttl})
             pipe.lpush(keys.queue(job.task_name), job.job_id)
             if job.input is not None:
@@ -252,14 +274,24 @@ def _settle(
     names = {job.task_name for job in handed_back if job.client} | set(by_type)
     for name in names:
         accounts = by_type.get(name, {})
-        args: list[Any] = [keys.fair_clients_prefix(name), keys.worker(worker_name), len(accounts)]
-        for client, (running, seconds) in accounts.items():
-            args += [client, running, f"{seconds:.6f}"]
-        for job in reversed(handed_back):  # each pushed to the front: the first ends up first
-            if job.client and job.task_name == name:
-                args += [job.client, job.job_id]
-        accounts = [keys.fair_waiting(name), keys.fair_used(name), keys.fair_running(name), keys.fair_holders(name)]
-        script(_SETTLE)(keys=accounts, args=args, client=pipe)
+        scripts.SETTLE(
+            pipe,
+            waiting=keys.fair_waiting(name),
+            used=keys.fair_used(name),
+            running=keys.fair_running(name),
+            holders=keys.fair_holders(name),
+            clients_prefix=keys.fair_clients_prefix(name),
+            worker=keys.worker(worker_name),
+            accounts=[
+                {"client": client, "running": running, "use": f"{seconds:.6f}"}
+                for client, (running, seconds) in accounts.items()
+            ],
+            handed_back=[  # each pushed to the front: the first ends up first
+                {"client": job.client, "id": job.job_id}
+                for job in reversed(handed_back)
+                if job.client and job.task_name == name
+            ],
+        )
 
 
 @translate_outages
@@ -273,16 +305,18 @@ def yield_worker(*, worker_name: str, job: TakenJob, started_at: float, ran: flo
     if not job.client:
         return False
     name = job.task_name
-    reply = script(_REBALANCE)(
-        keys=[
-            keys.fair_holders(name),
-            keys.fair_waiting(name),
-            keys.workers_of(name),
-            keys.fair_used(name),
-            keys.fair_running(name),
-            keys.job(job.job_id),
-        ],
-        args=[keys.worker(worker_name), job.client, f"{started_at:.6f}", f"{ran:.6f}", f"{grace:.6f}"],
+    reply = scripts.REBALANCE(
+        holders=keys.fair_holders(name),
+        waiting=keys.fair_waiting(name),
+        workers=keys.workers_of(name),
+        used=keys.fair_used(name),
+        running=keys.fair_running(name),
+        job=keys.job(job.job_id),
+        worker=keys.worker(worker_name),
+        client=job.client,
+        started=f"{started_at:.6f}",
+        ran=f"{ran:.6f}",
+        grace=f"{grace:.6f}",
     )
     return reply == 1
 
@@ -329,11 +363,16 @@ def report_progress(*, progress: dict[str, dict[str, Any]]) -> None:
     the worker calls it at most a few times a second per job, whatever its handler reports."""
     if not progress:
         return
-    script_keys = [key for job_id in progress for key in (keys.job(job_id), keys.events(job_id))]
-    args: list[Any] = [PROGRESS_FIELD, events.EVENTS_MAXLEN]
-    for job_id, value in progress.items():
-        args += [json.dumps(value), events.running_ttl(task_type_of(job_id))]
-    script(_PROGRESS)(keys=script_keys, args=args)  # only for jobs still started: see progress.lua
+    reports = [
+        {
+            "hash": keys.job(job_id),
+            "events": keys.events(job_id),
+            "progress": json.dumps(value),
+            "ttl": events.running_ttl(task_type_of(job_id)),
+        }
+        for job_id, value in progress.items()
+    ]
+    scripts.PROGRESS(jobs=reports)  # only for jobs still started: see progress.lua
 
 
 @translate_outages

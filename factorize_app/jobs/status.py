@@ -1,0 +1,193 @@
+"""A job's status as the web reads it: the poll of one job or many, and the long poll.
+
+A poll is one script (`poll.lua`: status, input and cached outcome of each job, the type's load,
+the client's rate-limit counter); polling a queued job keeps it alive (its TTL and its pending
+deadline are refreshed together). Load without scanning: RQ's queue list keeps the ids of
+expired jobs until a worker pops them, so its length over-counts; each task type therefore keeps
+a sorted set of its queued job ids scored by expiry deadline (the same deadline as the job
+hash's EXPIRE), and live queued jobs are the members whose deadline lies ahead. A long poll
+blocks on the jobs' RQ result streams, never spinning on Redis.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from django.conf import settings
+from rq.exceptions import NoSuchJobError
+from rq.job import Job
+
+from factorize_app.jobs import events, keys, scripts
+from factorize_app.jobs.connection import blocking_connection, redis_connection
+from factorize_app.jobs.errors import JobNotFound, Throttled, translate_outages
+from factorize_app.jobs.ids import input_of, task_type_of
+from factorize_app.jobs.release import released, wake_key
+from factorize_app.jobs.states import (
+    ABORTED_ERROR,
+    DONE_STATUSES,
+    FINISHED,
+    STARTED,
+    JobState,
+    RateLimit,
+    describe_error,
+    fair_order,
+)
+from factorize_app.tasks import TaskType, task_types
+
+_ABORTED_OUTCOME = json.dumps({"error": ABORTED_ERROR})
+
+
+@translate_outages
+def get_status(
+    *, job_id: str, wait: float = 0, rate_limit: RateLimit | None = None, owner: str = ""
+) -> JobState:
+    """Poll a job by id; like a repeated submit, this keeps a queued job alive. With `owner`, a
+    job that client does not own is JobNotFound (its id tells nothing)."""
+    task_type = task_type_of(job_id)
+    state = _status_once(task_type, job_id, rate_limit, owner)
+    return wait_until_done(task_type, [state], wait, lambda: [_status_once(task_type, job_id, owner=owner)])[0]
+
+
+@translate_outages
+def count_request(*, rate_limit: RateLimit) -> None:
+    """Count a request that touches no job against the client's allowance (its `cost`); raise Throttled."""
+    poll_many(task_types()[0], [], rate_limit)
+
+
+def owners_ttl(task_type: TaskType) -> int:
+    """A job's owners outlive it: its wait, its run and its kept outcome."""
+    kept = max(task_type.setting("result_ttl"), task_type.setting("failure_ttl"))
+    return task_type.setting("job_ttl") + task_type.setting("job_timeout") + kept
+
+
+def _status_once(
+    task_type: TaskType, job_id: str, rate_limit: RateLimit | None = None, owner: str = ""
+) -> JobState:
+    load, (snapshot,) = poll_many(task_type, [job_id], rate_limit, check=owner)
+    data = input_of(task_type, job_id, snapshot.description) if snapshot else None
+    state = state_of(task_type, job_id, snapshot, data, load) if data is not None else None
+    if state is None:
+        raise JobNotFound(job_id)
+    return state
+
+
+def wait_until_done(
+    task_type: TaskType, states: list[JobState], seconds: float, poll: Callable[[], list[JobState]]
+) -> list[JobState]:
+    """Block on the jobs' RQ result streams (XREAD; every waiter wakes when a worker writes a
+    result), never spinning on Redis; then poll again. Re-polling at least every half JOB_TTL
+    keeps queued jobs alive while their client waits. The process's wake-up stream is read too:
+    a stopping server ends every wait at once (`release`)."""
+    deadline = time.monotonic() + min(seconds, settings.MAX_WAIT)
+    chunk = max(1.0, task_type.setting("job_ttl") / 2)
+    seen: dict[str, str] = {}
+    while not all(state.done for state in states) and not released():
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            break
+        streams = {keys.results(s.job_id): seen.get(s.job_id, "0-0") for s in states if not s.done}
+        streams[wake_key()] = "0-0"
+        block_ms = max(1, int(min(remaining, chunk) * 1000))
+        for stream, entries in blocking_connection().xread(streams, count=10, block=block_ms) or []:
+            seen[stream.decode().removeprefix(keys.RESULTS_PREFIX)] = entries[-1][0]
+        states = poll()
+    return states
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """A job as one poll found it."""
+
+    status: str
+    description: str
+    outcome: str
+    progress: str  # JSON the worker wrote while the job runs, or ""
+
+
+def poll_many(
+    task_type: TaskType,
+    job_ids: list[str],
+    rate_limit: RateLimit | None = None,
+    *,
+    claim: str = "",
+    check: str = "",
+    claim_after: int | None = None,
+) -> tuple[int, list[Snapshot | None]]:
+    """The type's load and a snapshot of each job (None: no such job, or, with `check`, not that
+    client's), in one round trip; `claim` makes a client an owner of each job that exists, with its
+    own deadline (`claim_after` seconds from now; None: none) and, in fair order, its own turn."""
+    throttle_key, limit, window, cost = "", 0, 0, 0
+    if rate_limit is not None:
+        cost = rate_limit.cost
+        slot = int(time.time() // rate_limit.window)
+        throttle_key = keys.throttle(rate_limit.scope, rate_limit.client, slot)
+        limit, window = rate_limit.limit, rate_limit.window
+    name = task_type.name
+    failure_ttl = task_type.setting("failure_ttl")
+    reply = scripts.POLL.on_thread(
+        pending=keys.pending(name),
+        started=keys.started(name),
+        throttle=throttle_key,
+        **scripts.CLOCK_KEYS,
+        aborted=keys.aborted(name),
+        canceled=keys.canceled(name),
+        waiting=keys.fair_waiting(name),
+        used=keys.fair_used(name),
+        job_ttl=task_type.setting("job_ttl"),
+        limit=limit,
+        window=window,
+        cost=cost,
+        failure_ttl=failure_ttl,
+        aborted_outcome=_ABORTED_OUTCOME,
+        events_ttl=events.done_ttl(failure_ttl),
+        owners_ttl=owners_ttl(task_type),
+        claim=claim,
+        claim_after="" if claim_after is None else claim_after,
+        check=check,
+        clients_prefix=keys.fair_clients_prefix(name) if fair_order() else "",
+        ids=job_ids,
+    )
+    if reply[0].decode() == scripts.THROTTLED:
+        raise Throttled(max(1, int(reply[1])))
+    _, load, answers = reply
+    snapshots = [Snapshot(*(field.decode() for field in answer)) if answer else None for answer in answers]
+    return int(load), snapshots
+
+
+def state_of(
+    task_type: TaskType, job_id: str, snapshot: Snapshot, data: dict[str, Any], load: int
+) -> JobState | None:
+    """The client's view of a job; None if it vanished or its result expired meanwhile."""
+    result = error = None
+    if snapshot.status in DONE_STATUSES:
+        if snapshot.outcome:
+            outcome = json.loads(snapshot.outcome)  # not orjson: it reads integers beyond 64 bits as floats
+            result, error = outcome.get("result"), outcome.get("error")
+        else:
+            # Not cached by a worker (a job failed by RQ's abandoned-job cleanup, or polled in the
+            # instant between RQ's write and the worker's): read RQ's own result.
+            job = _fetch(job_id)
+            latest = job.latest_result() if job is not None else None
+            if latest is None:
+                # The hash outlived its result (or vanished): drop it so the input can run again.
+                if job is not None:
+                    job.delete()
+                return None
+            if snapshot.status == FINISHED:
+                result = latest.return_value
+            else:
+                error = describe_error(latest.exc_string, job.timeout)
+    # A finished job's last progress is of no interest; a stale write after its end is ignored.
+    progress = json.loads(snapshot.progress) if snapshot.progress and snapshot.status == STARTED else None
+    return JobState(job_id, task_type.name, snapshot.status, data, result, error, load, progress)
+
+
+def _fetch(job_id: str) -> Job | None:
+    try:
+        return Job.fetch(job_id, connection=redis_connection())
+    except NoSuchJobError:
+        return None

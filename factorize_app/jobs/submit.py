@@ -1,0 +1,216 @@
+"""The web's submit side: submit-or-poll, one input or a batch, and the enqueue of new jobs.
+
+The clients that submitted a job are its owners (dedup makes several): only they may cancel or
+retry it (`control`), and a caller may ask that a job it does not own be answered as missing
+(with API keys, a read by id). A client's queued jobs of a type are capped
+(MAX_QUEUED_PER_CLIENT, or its key's own), and so is the Redis memory they hold (`budgets`).
+
+A submit polls its inputs first (`status.poll_many`, one round trip that also counts the
+client's request) and enqueues only the ones missing, in one transaction.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import redis
+from django.conf import settings
+from rq.job import Retry
+
+from factorize_app.jobs import budgets, keys, scripts
+from factorize_app.jobs.connection import redis_connection, rq_queue
+from factorize_app.jobs.errors import (
+    ClientLimitExceeded,
+    QueueUnavailable,
+    SubmitRefused,
+    translate_outages,
+    write_refusal,
+)
+from factorize_app.jobs.ids import description_for, job_id_for, keep_stored_key, queued_input
+from factorize_app.jobs.monitoring import admit_new_jobs
+from factorize_app.jobs.states import ClientLimits, JobState, RateLimit, fair_order
+from factorize_app.jobs.status import owners_ttl, poll_many, state_of, wait_until_done
+from factorize_app.tasks import TaskType, run_task
+
+
+@translate_outages
+def submit(
+    *,
+    task_type: TaskType,
+    data: dict[str, Any],
+    wait: float = 0,
+    client: str = "",
+    rate_limit: RateLimit | None = None,
+    cancel_after: int | None = None,
+    limits: ClientLimits | None = None,
+) -> JobState:
+    """Submit-or-poll: enqueue the job unless it is already queued, running or cached.
+
+    `client` names who asked, for fair order between clients and as an owner of the job;
+    `limits` are its own caps (ClientLimitExceeded beyond the queued one). With `wait`, hold up to that many
+    seconds for the job to finish (a long poll). With `rate_limit`, count this request against
+    the client's allowance first (in the same round trip), raising Throttled when it is used up.
+    With `cancel_after`, the job is cancelled that many seconds from now unless another of its
+    owners still wants it: a deadline is its submitter's (a job shared by several owners stops at
+    the latest of their deadlines, never while one of them set none); a later submit of the same
+    input by the same client polls it and does not move its deadline.
+    """
+    return submit_many(
+        task_type=task_type,
+        items=[data],
+        wait=wait,
+        client=client,
+        rate_limit=rate_limit,
+        cancel_after=cancel_after,
+        limits=limits,
+    )[0]
+
+
+@translate_outages
+def submit_many(
+    *,
+    task_type: TaskType,
+    items: list[dict[str, Any]],
+    wait: float = 0,
+    client: str = "",
+    rate_limit: RateLimit | None = None,
+    cancel_after: int | None = None,
+    limits: ClientLimits | None = None,
+) -> list[JobState]:
+    """Submit-or-poll many inputs of one type, in order, in a handful of round trips: one poll of
+    them all, one transaction enqueueing the new ones, one poll again. With `wait`, hold until
+    every one is done or the time is up. New jobs are refused (SubmitRefused) when Redis refuses
+    writes or its memory is past the high-water mark; inputs already queued or done still answer.
+    With `rate_limit`, the request counts its `cost` against the client's allowance, in the first
+    round trip."""
+    try:
+        states = _submit_batch(task_type, items, client, rate_limit, cancel_after, limits or ClientLimits())
+        return wait_until_done(task_type, states, wait, lambda: _submit_batch(task_type, items, client))
+    except SubmitRefused:
+        raise
+    except redis.exceptions.RedisError as exc:
+        reason = write_refusal(exc)
+        if reason is None:
+            raise
+        raise SubmitRefused(reason, str(exc)) from exc
+
+
+def enqueue(
+    task_type: TaskType,
+    new_jobs: dict[str, dict[str, Any]],
+    client: str,
+    cancel_after: int | None = None,
+    limits: ClientLimits | None = None,
+) -> None:
+    """Enqueue jobs found missing, in one transaction that fails if any of them appeared
+    meanwhile (another request enqueued it: the caller polls again and sees it). `client` is
+    their first owner."""
+    job_ttl = task_type.setting("job_ttl")
+    queue = rq_queue(task_type.name)
+    job_keys = [keys.job(job_id) for job_id in new_jobs]
+    with redis_connection().pipeline(transaction=True) as pipe:
+        try:
+            pipe.watch(*job_keys)
+            if pipe.exists(*job_keys):
+                return
+            redis_time, micros = pipe.time()
+            pipe.multi()
+            keep_stored_key(pipe)
+            # Deadlines first, so a worker that starts a job at once removes its deadline for good.
+            pipe.zadd(keys.pending(task_type.name), {job_id: redis_time + job_ttl for job_id in new_jobs})
+            pipe.hset(
+                keys.queued_inputs(task_type.name),
+                mapping={job_id: queued_input(data, client) for job_id, data in new_jobs.items()},
+            )
+            for job_id, data in new_jobs.items():
+                queue.enqueue(
+                    run_task,
+                    task_type.name,
+                    data,
+                    job_id=job_id,
+                    ttl=job_ttl,
+                    result_ttl=task_type.setting("result_ttl"),
+                    failure_ttl=task_type.setting("failure_ttl"),
+                    job_timeout=task_type.setting("job_timeout"),
+                    description=description_for(task_type, data),
+                    # RQ re-queues a job whose worker died (its lease expired) while retries are
+                    # left; a handler's own exception is the job's answer and is not retried.
+                    retry=Retry(max=settings.JOB_MAX_RETRIES) if settings.JOB_MAX_RETRIES > 0 else None,
+                    pipeline=pipe,
+                )
+            # From this instant, to the microsecond: whole seconds alone set it up to 1 s early.
+            deadline = None if cancel_after is None else redis_time + micros / 1e6 + cancel_after
+            owner = client or "anonymous"
+            for job_id in new_jobs:  # a job made anew has only this client for owner, and its deadline
+                if deadline is not None:
+                    pipe.hset(keys.job(job_id), keys.DEADLINE_FIELD, deadline)
+                pipe.delete(keys.owners(job_id), keys.deadlines(job_id))
+                pipe.sadd(keys.owners(job_id), owner)
+                pipe.hset(keys.deadlines(job_id), owner, keys.NO_DEADLINE if deadline is None else deadline)
+                pipe.expire(keys.owners(job_id), owners_ttl(task_type))
+                pipe.expire(keys.deadlines(job_id), owners_ttl(task_type))
+            fair_client = owner if fair_order() else ""
+            name = task_type.name
+            scripts.AFTER_ENQUEUE(
+                pipe,
+                waiting=keys.fair_waiting(name),
+                used=keys.fair_used(name),
+                client_list=keys.fair_client(name, fair_client),
+                wake=keys.wake(name),
+                caps=keys.fair_caps(name),
+                client=fair_client,
+                cap="" if limits is None or limits.max_running is None else limits.max_running,
+                ids=list(new_jobs),
+            )
+            pipe.execute()
+        except redis.exceptions.WatchError:
+            return
+
+
+def _submit_batch(
+    task_type: TaskType,
+    items: list[dict[str, Any]],
+    client: str,
+    rate_limit: RateLimit | None = None,
+    cancel_after: int | None = None,
+    limits: ClientLimits | None = None,
+) -> list[JobState]:
+    ids = [job_id_for(task_type, data) for data in items]
+    inputs = dict(zip(ids, items, strict=True))
+    states: dict[str, JobState] = {}
+    owner = client or "anonymous"
+    for _attempt in range(5):
+        waiting = [job_id for job_id in inputs if job_id not in states]
+        load, snapshots = poll_many(task_type, waiting, rate_limit, claim=owner, claim_after=cancel_after)
+        rate_limit = None  # counted once
+        missing = []
+        for job_id, snapshot in zip(waiting, snapshots, strict=True):
+            state = state_of(task_type, job_id, snapshot, inputs[job_id], load) if snapshot else None
+            if state is None:
+                missing.append(job_id)
+            else:
+                states[job_id] = state
+        if not missing:  # every answer carries the latest load
+            return [
+                states[job_id] if states[job_id].load == load else dataclasses.replace(states[job_id], load=load)
+                for job_id in ids
+            ]
+        admit_new_jobs(task_type=task_type, count=len(missing))
+        _check_queued_cap(task_type, client, len(missing), limits or ClientLimits())
+        budgets.charge(task_type=task_type, client=client, new_inputs=[inputs[job_id] for job_id in missing],
+                       budget=(limits or ClientLimits()).redis_bytes)  # fmt: skip
+        enqueue(task_type, {job_id: inputs[job_id] for job_id in missing}, client, cancel_after, limits)
+    raise QueueUnavailable(f"{len(missing)} jobs kept changing under concurrent requests; try again")
+
+
+def _check_queued_cap(task_type: TaskType, client: str, adding: int, limits: ClientLimits) -> None:
+    """ClientLimitExceeded when `adding` more queued jobs would pass the client's cap (fair order
+    keeps each client's queued jobs in a list of its own; checked before the enqueue, so
+    concurrent submits of one client may pass it by a request's worth)."""
+    cap = limits.queued
+    if not fair_order() or cap <= 0:
+        return
+    queued = redis_connection().llen(keys.fair_client(task_type.name, client or "anonymous"))
+    if queued + adding > cap:
+        raise ClientLimitExceeded("MAX_QUEUED_PER_CLIENT", cap)

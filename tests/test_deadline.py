@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import pytest
 
+from factorize_app.jobs import keys
 from tests.conftest import wait_until
 
 CANCEL_AFTER = 2.0
@@ -48,7 +49,7 @@ def cancel_after_delay(api, redis_conn, tag: str) -> tuple[float, float]:
     ended = wait_until(lambda: canceled_at(redis_conn, job_id), timeout=10, what="the deadline to stop it")
     body = api.get(f"/jobs/{job_id}").json()
     assert body["status"] == "canceled" and "deadline" in body["error"], body
-    deadline = float(redis_conn.hget(f"rq:job:{job_id}", "factorize_deadline"))
+    deadline = float(redis_conn.hget(keys.job(job_id), keys.DEADLINE_FIELD))
     print(f"\n{tag}: deadline - submit {deadline - before:.3f} s, canceled {ended - deadline:.3f} s after it")
     assert before + CANCEL_AFTER <= deadline <= answered + CANCEL_AFTER, (tag, deadline - before)
     assert 0 <= ended - deadline <= LATE, (tag, ended - deadline)

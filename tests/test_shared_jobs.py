@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 
+from factorize_app.jobs import keys
 from tests.conftest import wait_until
 
 pytestmark = pytest.mark.django_db
@@ -58,7 +59,7 @@ def test_a_queued_job_lives_past_the_first_owners_deadline_while_another_wants_i
     a, b = key("a"), key("b")
     body = {"seconds": 0.1, "tag": "shared-queued"}
     job_id = submit(api, a, body, HTTP_CANCEL_AFTER="1")["job_id"]
-    deadline = float(redis_conn.hget(f"rq:job:{job_id}", "factorize_deadline"))
+    deadline = float(redis_conn.hget(keys.job(job_id), keys.DEADLINE_FIELD))
     assert submit(api, b, body)["job_id"] == job_id  # B: no deadline
     wait_until(lambda: redis_seconds(redis_conn) > deadline + 0.2, what="A's deadline to pass")
     assert api.get(f"/jobs/{job_id}", **a).json()["status"] == "queued"  # not aborted: B still wants it
@@ -74,7 +75,7 @@ def test_a_shared_job_stops_at_the_latest_of_its_owners_deadlines(api, redis_con
     wait_until(lambda: event_times(redis_conn, job_id, "started"), what="the job to start")
     b_submitted = redis_seconds(redis_conn)
     submit(api, b, body, HTTP_CANCEL_AFTER="2")
-    b_deadline = float(redis_conn.hget(f"rq:job:{job_id}", "factorize_deadline"))
+    b_deadline = float(redis_conn.hget(keys.job(job_id), keys.DEADLINE_FIELD))
     assert b_submitted + 2 <= b_deadline <= redis_seconds(redis_conn) + 2  # B's, not A's (1 s from A's submit)
     ended = done(api, job_id, b)
     assert ended["status"] == "canceled" and "deadline" in ended["error"], ended
@@ -87,7 +88,7 @@ def test_when_the_owner_without_a_deadline_withdraws_the_others_deadline_applies
     start_worker("sleepy")
     body = {"seconds": 2.9, "tag": "shared-withdrawn"}
     job_id = submit(api, a, body, HTTP_CANCEL_AFTER="1")["job_id"]
-    deadline = float(redis_conn.hget(f"rq:job:{job_id}", "factorize_deadline"))
+    deadline = float(redis_conn.hget(keys.job(job_id), keys.DEADLINE_FIELD))
     submit(api, b, body)  # B: no deadline, so the job runs on past A's
     wait_until(lambda: event_times(redis_conn, job_id, "started"), what="the job to start")
     wait_until(lambda: redis_seconds(redis_conn) > deadline + 0.2, what="A's deadline to pass")

@@ -27,7 +27,7 @@ def run(bench: Bench) -> dict:
                 for i in range(start, min(depth, start + 20_000)):
                     client = "bench-a" if i % 2 else "bench-b"
                     job_id = f"{name}-{i:032x}"
-                    pipe.hset(keys.job(job_id), mapping={"status": states.QUEUED, "factorize_client": client,
+                    pipe.hset(keys.job(job_id), mapping={"status": states.QUEUED, keys.CLIENT_FIELD: client,
                                                          "description": f"{name} {{\"i\": {i}}}"})  # fmt: skip
                     pipe.rpush(keys.queue(name), job_id)
                     pipe.rpush(keys.fair_client(name, client), job_id)

@@ -43,7 +43,7 @@ SLOW_MODULES = (
     "test_fuzz.py",  # schemathesis over every operation: minutes
     "test_graceful_shutdown.py",  # real servers (granian, gunicorn) stopped with held requests
     "test_full_redis.py",  # Redis filled to its maxmemory
-    "test_kubernetes.py",  # kustomize and schema validation of every manifest
+    "test_kubernetes",  # kustomize and schema validation of every manifest
     "test_operator.py",
     "test_redis_outage.py",  # Redis stopped and started again
     "test_request_bodies.py",  # bursts of 1 MB bodies against two servers
@@ -77,10 +77,10 @@ SLOW_TESTS = {
     "test_failure_reports.py::test_a_failed_jobs_traceback_is_shown_to_its_keyed_owner_and_not_to_others",
     "test_failure_reports.py::test_a_finished_job_has_no_traceback_even_for_staff",
     "test_failure_reports.py::test_staff_see_any_failed_jobs_traceback",
-    "test_hostile_input.py::test_a_client_past_its_held_requests_gets_answers_at_once_and_others_are_still_held",
+    "test_hostile_identity.py::test_a_client_past_its_held_requests_gets_answers_at_once_and_others_are_still_held",
     "test_hostile_input.py::test_every_other_endpoint_and_method",
     "test_hostile_input.py::test_hostile_job_ids_and_prefer_headers",
-    "test_hostile_input.py::test_hostile_webhook_fields_are_refused_naming_the_field",
+    "test_hostile_webhook_fields.py::test_hostile_webhook_fields_are_refused_naming_the_field",
     "test_hostile_input.py::test_memory_stays_bounded_under_distinct_padded_bodies",
     "test_job_lifecycle.py::test_a_job_over_its_timeout_fails_cleanly_and_the_worker_goes_on",
     "test_job_lifecycle.py::test_a_number_too_hard_to_factor_in_time_fails_with_timed_out",
@@ -177,6 +177,13 @@ def redis_conn() -> redis.Redis:
 def clean_redis(redis_conn: redis.Redis) -> Iterator[None]:
     redis_conn.flushdb()
     yield
+
+
+@pytest.fixture(scope="module")
+def session() -> Iterator[requests.Session]:
+    """One HTTP session per module, for tests that send many requests to a real server."""
+    with requests.Session() as http:
+        yield http
 
 
 @pytest.fixture

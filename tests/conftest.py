@@ -23,87 +23,31 @@ import requests
 from django.conf import settings
 from rest_framework.test import APIClient
 from rq.worker import Worker
+from rq.worker_registration import REDIS_WORKER_KEYS, WORKERS_BY_QUEUE_KEY
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
 
 
-# The slow tier, left out by `make test-fast` (-m "not slow"); `make test` runs it. Whole modules
-# (paths from tests/) that kill processes, cut or fill Redis, fuzz, soak, drive a browser, check the
-# deployment files or mostly wait on workers; and single tests elsewhere that took 4 s or more
-# (module::test, every parametrization), measured with --durations on the shared machine (2 cores,
-# load 3 to 8), and those of 8 s or more in a `make test-fast` run there.
-SLOW_MODULES = (
-    "browser/",  # a real Chromium
-    "test_client_package.py",  # a worker for nearly every test, and pip into a fresh venv
-    "test_crash_recovery.py",  # workers killed mid-job
-    "test_devserver.py",  # make run's supervisor: workers restarted, environments built
-    "test_docker_files.py",  # hadolint and docker compose on every file
-    "test_event_stream.py",
-    "test_fuzz.py",  # schemathesis over every operation: minutes
-    "test_graceful_shutdown.py",  # real servers (granian, gunicorn) stopped with held requests
-    "test_full_redis.py",  # Redis filled to its maxmemory
-    "test_kubernetes",  # kustomize and schema validation of every manifest
-    "test_operator.py",
-    "test_redis_outage.py",  # Redis stopped and started again
-    "test_request_bodies.py",  # bursts of 1 MB bodies against two servers
-    "test_rq_ecosystem.py",  # RQ's own tools and dashboards against real workers
-    "test_sentinel.py",  # a Sentinel group and a failover
-    "test_soak.py",
-    "test_webhooks.py",  # real receivers, retries and restarts
-    "test_worker_batches.py",  # workers stopped and killed mid-batch
-)
-SLOW_TESTS = {
-    "test_api_contract.py::test_a_generated_client_submits_a_batch_once_and_a_webhook_filter_as_a_list",
-    "test_api_contract.py::test_seed_polling_client_converges",
-    "test_api_contract.py::test_sync_mode_bounds_a_handler_by_the_job_timeout",
-    "test_api_keys.py::test_create_api_key_prints_only_the_key_and_stores_only_its_digest",
-    "test_api_keys.py::test_the_client_with_and_without_a_key",
-    "test_api_keys.py::test_unknown_malformed_and_revoked_keys_are_401",
-    "test_api_keys.py::test_without_a_key_every_api_request_is_401_json",
-    "test_budgets.py::test_one_client_holds_at_most_its_share_of_a_capped_redis",
-    "test_budgets.py::test_the_charge_expires_with_the_jobs_records",
-    "test_client.py::test_a_failed_job_prints_failed_and_exits_1",
-    "test_client.py::test_redis_down_is_retried_a_bounded_number_of_times_then_exits_2",
-    "test_client.py::test_the_client_waits_with_prefer_instead_of_polling",
-    "test_client.py::test_watch_prints_a_running_jobs_progress",
-    "test_client_isolation.py::test_a_client_alone_uses_every_worker_and_gives_one_back_when_another_waits",
-    "test_client_isolation.py::test_a_keys_running_cap_keeps_its_jobs_to_one_worker",
-    "test_client_isolation.py::test_held_requests_per_client_are_capped_and_health_probes_stay_free",
-    "test_deadline.py::test_cancel_after_on_an_idle_worker_is_never_early_nor_late",
-    "test_deadline.py::test_cancel_after_right_after_a_delete_is_never_early_nor_late",
-    "test_digits.py::test_digits_end_to_end_through_the_queue",
-    "test_digits.py::test_the_web_server_and_other_workers_never_load_the_model_packages",
-    "test_failure_reports.py::test_a_failed_jobs_traceback_is_shown_to_its_keyed_owner_and_not_to_others",
-    "test_failure_reports.py::test_a_finished_job_has_no_traceback_even_for_staff",
-    "test_failure_reports.py::test_staff_see_any_failed_jobs_traceback",
-    "test_hostile_identity.py::test_a_client_past_its_held_requests_gets_answers_at_once_and_others_are_still_held",
-    "test_hostile_input.py::test_every_other_endpoint_and_method",
-    "test_hostile_input.py::test_hostile_job_ids_and_prefer_headers",
-    "test_hostile_webhook_fields.py::test_hostile_webhook_fields_are_refused_naming_the_field",
-    "test_hostile_input.py::test_memory_stays_bounded_under_distinct_padded_bodies",
-    "test_job_lifecycle.py::test_a_job_over_its_timeout_fails_cleanly_and_the_worker_goes_on",
-    "test_job_lifecycle.py::test_a_number_too_hard_to_factor_in_time_fails_with_timed_out",
-    "test_job_lifecycle.py::test_an_expired_then_resubmitted_job_runs_exactly_once",
-    "test_job_lifecycle.py::test_load_counts_live_queued_and_running_jobs_only",
-    "test_job_lifecycle.py::test_polling_keeps_a_queued_job_alive_and_an_abandoned_one_expires_unrun",
-    "test_job_lifecycle.py::test_results_are_cached_and_answer_without_running_again",
-    "test_lean_lane.py::test_pending_and_done_answers_match_drf",
-    "test_long_poll.py::test_a_hard_number_shows_its_progress_while_it_runs",
-    "test_long_poll.py::test_hundreds_of_waiters_do_not_starve_other_requests",
-    "test_model_contract.py::test_a_worker_answers_an_example_through_the_queue",
-    "test_model_requirements.py::test_a_worker_for_every_queue_leaves_out_the_types_it_cannot_run",
-    "test_observability.py::test_metrics_show_queue_gauges_moving_job_durations_and_requests",
-    "test_observability.py::test_schema_validates_without_warnings",
-    "test_observability.py::test_the_pods_own_address_joins_the_allowed_hosts_and_only_an_address_is_taken",
-    "test_security.py::test_each_tls_knob_is_wired",
-    "test_startmodel.py::test_a_generated_model_is_served_at_once_and_passes_the_contract",  # a nested pytest
-    "test_steering.py::test_a_stop_asked_while_its_worker_is_dead_is_not_lost",
-    "test_throttling.py::test_the_lean_lane_counts_in_its_one_round_trip_and_trusts_only_the_configured_header",
-    "test_workers.py::test_a_killed_worker_stops_counting_within_three_heartbeats_and_leaves_the_listing",
-    "test_workers.py::test_a_worker_for_primes_only_never_takes_a_factorization_job",
-    "test_workers.py::test_rqworker_without_queue_names_listens_to_every_task_type_and_delivers_webhooks",
-    "test_workers.py::test_setup_runs_once_per_worker_and_jobs_run_warm_in_its_process",
+# The long tests, left to the full run (`make test-full`, marker `full`): soaks, chaos, fuzzing at
+# length, failovers, fill-ups, stress by hundreds or thousands of clients, fresh virtualenvs. `make
+# test` runs everything else in minutes; CI runs both. A module (path from tests/), or one test
+# (module::test, every parametrization), with why it is long.
+FULL_ONLY = {
+    "test_soak.py": "200 clients for 60 s",
+    "test_fuzz.py": "schemathesis over every operation, minutes",
+    "test_sentinel.py::test_web_and_worker_carry_on_through_a_sentinel_failover": "a Sentinel group and a failover",
+    "test_crash_recovery.py::test_twenty_jobs_under_random_kills_all_end_finished_or_failed_with_a_reason": "chaos",
+    "test_held_requests.py::test_1400_clients_holding_polls_leave_healthz_answering_within_a_second": "1,400 clients",
+    "test_event_stream.py::test_hundreds_of_open_streams_while_polls_and_healthz_answer": "hundreds of streams",
+    "test_long_poll.py::test_hundreds_of_waiters_do_not_starve_other_requests": "200 held polls",
+    "test_full_redis.py::test_a_fill_up_run_finishes_every_accepted_job_and_heals_by_itself": "Redis filled up",
+    "test_redis_outage_bounds.py::test_queued_jobs_outlive_a_redis_outage_longer_than_job_ttl": "an outage > JOB_TTL",
+    "test_hostile_input.py::test_memory_stays_bounded_under_distinct_padded_bodies": "3,300 bodies of 60 KB",
+    "test_request_bodies.py::test_concurrent_large_batches_leave_the_web_process_bounded": "bursts of 1 MB bodies",
+    "test_client_package.py::test_pip_install_gives_a_working_factorize_command": "pip into a fresh virtualenv",
+    "test_devserver.py::test_a_model_conflicting_with_another_model_gets_its_own_environment": "a virtualenv built",
+    "test_startmodel.py::test_a_generated_model_is_served_at_once_and_passes_the_contract": "a nested pytest",
 }
 
 
@@ -112,13 +56,15 @@ def pytest_collection_modifyitems(config, items):
     matched = set()
     for item in items:
         node = item.nodeid.removeprefix("tests/").split("[", 1)[0]
-        if node.startswith(SLOW_MODULES) or node in SLOW_TESTS:
-            item.add_marker(pytest.mark.slow)
-            matched.add(node)
+        module = node.split("::", 1)[0]
+        for name in (module, node):
+            if name in FULL_ONLY:
+                item.add_marker(pytest.mark.full)
+                matched.add(name)
     if config.args_source is pytest.Config.ArgsSource.TESTPATHS:  # the whole suite: no stale names
-        stale = SLOW_TESTS - matched
+        stale = set(FULL_ONLY) - matched
         if stale:
-            raise pytest.UsageError(f"tests/conftest.py SLOW_TESTS names tests that do not exist: {sorted(stale)}")
+            raise pytest.UsageError(f"tests/conftest.py FULL_ONLY names tests that do not exist: {sorted(stale)}")
 
 
 def wait_until(predicate: Callable[[], object], timeout: float = 30, interval: float = 0.1, what: str = "condition"):
@@ -131,6 +77,17 @@ def wait_until(predicate: Callable[[], object], timeout: float = 30, interval: f
         if time.monotonic() > deadline:
             pytest.fail(f"timed out after {timeout} s waiting for {what}")
         time.sleep(interval)
+
+
+def blocked_reads(redis_conn: redis.Redis) -> int:
+    """Requests a web server holds now on the test database: each waits in a blocking XREAD of its
+    own (blocked now: flag `b`; an idle pooled connection whose last command was an XREAD is not one)."""
+    db = str(redis_conn.connection_pool.connection_kwargs.get("db", 0))
+    return sum(
+        1
+        for c in redis_conn.client_list()
+        if c.get("cmd") == "xread" and c.get("db") == db and "b" in c.get("flags", "")
+    )
 
 
 def free_port() -> int:
@@ -173,9 +130,80 @@ def redis_conn() -> redis.Redis:
     return conn
 
 
+class WarmWorkers:
+    """The warm workers of a test run, one per set of queues and settings, started on first use.
+
+    Before each test the database is flushed (clean_redis): a test that does not ask for warm
+    workers gets none running; for one that does, each idle, live warm worker keeps its registration
+    across the flush (its hash, and its place in the sets of workers, written back at once), and a
+    busy or dead one is stopped, to start afresh when it is asked for again. Only the workers the
+    test itself asks for run during it: asking for one stops the others."""
+
+    def __init__(self, redis_conn: redis.Redis, directory: Path):
+        self.redis_conn = redis_conn
+        self.directory = directory
+        self.running: dict[tuple, tuple[WorkerProcess, str]] = {}  # config -> (process, its RQ name)
+        self.leased: set[tuple] = set()
+
+    def lease(self, *queues: str, **env: str) -> WorkerProcess:
+        config = (queues, tuple(sorted(env.items())))
+        for other in [other for other in self.running if other != config and other not in self.leased]:
+            self._drop(other)
+        if config in self.running and self.running[config][0].process.poll() is not None:
+            self._drop(config)
+        if config not in self.running:
+            worker = launch_worker(self.redis_conn, self.directory / f"warm-{len(self.leased)}-{id(config)}.log",
+                                   *queues, **env)  # fmt: skip
+            (name,) = [w.name for w in Worker.all(connection=self.redis_conn) if w.pid == worker.process.pid]
+            self.running[config] = (worker, name)
+        worker = self.running[config][0]
+        worker.log_offset = worker.log_path.stat().st_size
+        self.leased.add(config)
+        return worker
+
+    def _drop(self, config: tuple) -> None:
+        worker, _ = self.running.pop(config)
+        worker.process.kill()  # one process (a SimpleWorker): nothing of it outlives it
+        worker.process.wait()
+
+    def stop_all(self) -> None:
+        for config in list(self.running):
+            self._drop(config)
+
+    def flush_keeping_idle_workers(self, keep: bool) -> None:
+        """Flush the test database; keep the idle live warm workers registered when `keep`."""
+        self.leased.clear()
+        kept = []
+        for config, (worker, name) in list(self.running.items()):
+            key = Worker.redis_worker_namespace_prefix + name
+            state = self.redis_conn.hget(key, "state")
+            if keep and worker.process.poll() is None and state == b"idle":
+                kept.append(
+                    (key, self.redis_conn.dump(key), self.redis_conn.pttl(key), self.redis_conn.hget(key, "queues"))
+                )
+            else:
+                self._drop(config)
+        self.redis_conn.flushdb()
+        with self.redis_conn.pipeline() as pipe:
+            for key, dumped, ttl, queues in kept:
+                pipe.restore(key, max(ttl, 0), dumped)
+                pipe.sadd(REDIS_WORKER_KEYS, key)
+                for queue in (queues or b"").decode().split(","):
+                    if queue:
+                        pipe.sadd(WORKERS_BY_QUEUE_KEY % queue, key)
+            pipe.execute()
+
+
+@pytest.fixture(scope="session")
+def warm_workers(redis_conn: redis.Redis, tmp_path_factory) -> Iterator[WarmWorkers]:
+    workers = WarmWorkers(redis_conn, tmp_path_factory.mktemp("warm-workers"))
+    yield workers
+    workers.stop_all()
+
+
 @pytest.fixture(autouse=True)
-def clean_redis(redis_conn: redis.Redis) -> Iterator[None]:
-    redis_conn.flushdb()
+def clean_redis(request, redis_conn: redis.Redis, warm_workers: WarmWorkers) -> Iterator[None]:
+    warm_workers.flush_keeping_idle_workers(keep="warm_worker" in request.fixturenames)
     yield
 
 
@@ -207,10 +235,13 @@ class WorkerProcess:
     def __init__(self, process: subprocess.Popen, log_path: Path):
         self.process = process
         self.log_path = log_path
+        self.log_offset = 0  # a warm worker's log, for the test that has it, starts where that test began
 
     @property
     def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
+        with self.log_path.open("rb") as log:
+            log.seek(self.log_offset)
+            return log.read().decode(errors="replace")
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> None:
         if self.process.poll() is None:
@@ -222,33 +253,50 @@ class WorkerProcess:
                 self.process.wait()
 
 
+def launch_worker(
+    redis_conn: redis.Redis, log_path: Path, *queues: str, burst: bool = False, wait: bool = True, **env: str
+) -> WorkerProcess:
+    """A real `manage.py rqworker`; unless told not to wait, once it has registered (its setup done)."""
+    args = [PYTHON, "manage.py", "rqworker", *queues]
+    if burst:
+        args.append("--burst")
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(args, cwd=ROOT, env=service_env(**env), stdout=log, stderr=subprocess.STDOUT)
+    worker = WorkerProcess(process, log_path)
+    if wait and not burst:
+        wait_until(
+            lambda: any(w.pid == process.pid for w in Worker.all(connection=redis_conn)) or process.poll() is not None,
+            timeout=60,
+            what="the worker to register",
+        )
+        assert process.poll() is None, f"worker exited early:\n{worker.log}"
+    return worker
+
+
 @pytest.fixture
 def start_worker(redis_conn: redis.Redis, tmp_path: Path) -> Iterator[Callable[..., WorkerProcess]]:
-    """Start a real `manage.py rqworker` and wait until it has registered (its setup done)."""
+    """Start a fresh `manage.py rqworker` of the test's own (stopped at its end), and wait until it has
+    registered: for the tests that kill, stop, crash or restart it, or start it after queueing jobs."""
     started: list[WorkerProcess] = []
 
     def start(*queues: str, burst: bool = False, wait: bool = True, **env: str) -> WorkerProcess:
-        log_path = tmp_path / f"worker-{len(started)}.log"
-        args = [PYTHON, "manage.py", "rqworker", *queues]
-        if burst:
-            args.append("--burst")
-        with log_path.open("wb") as log:
-            process = subprocess.Popen(args, cwd=ROOT, env=service_env(**env), stdout=log, stderr=subprocess.STDOUT)
-        worker = WorkerProcess(process, log_path)
+        worker = launch_worker(
+            redis_conn, tmp_path / f"worker-{len(started)}.log", *queues, burst=burst, wait=wait, **env
+        )
         started.append(worker)
-        if wait and not burst:
-            wait_until(
-                lambda: any(w.pid == process.pid for w in Worker.all(connection=redis_conn))
-                or process.poll() is not None,
-                timeout=60,
-                what="the worker to register",
-            )
-            assert process.poll() is None, f"worker exited early:\n{worker.log}"
         return worker
 
     yield start
     for worker in started:
         worker.stop()
+
+
+@pytest.fixture
+def warm_worker(warm_workers: WarmWorkers) -> Callable[..., WorkerProcess]:
+    """A running, registered, idle worker for these queues and settings, kept warm from one test to
+    the next (WarmWorkers): for a test that asks for it before it queues anything and leaves it
+    running. A test that kills or stops its worker, or queues jobs before it starts, uses start_worker."""
+    return warm_workers.lease
 
 
 @contextmanager

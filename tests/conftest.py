@@ -171,26 +171,28 @@ class WarmWorkers:
             self._drop(config)
 
     def flush_keeping_idle_workers(self, keep: bool) -> None:
-        """Flush the test database; keep the idle live warm workers registered when `keep`."""
+        """Flush the test database; when `keep`, the idle live warm workers (and the workers their
+        processes started, as `rqworker` starts the webhooks one) stay registered through it."""
         self.leased.clear()
-        kept = []
+        kept_pids: set[int] = set()
         for config, (worker, name) in list(self.running.items()):
-            key = Worker.redis_worker_namespace_prefix + name
-            state = self.redis_conn.hget(key, "state")
+            state = self.redis_conn.hget(Worker.redis_worker_namespace_prefix + name, "state")
             if keep and worker.process.poll() is None and state == b"idle":
-                kept.append(
-                    (key, self.redis_conn.dump(key), self.redis_conn.pttl(key), self.redis_conn.hget(key, "queues"))
-                )
+                kept_pids.update(process_tree(worker.process.pid))
             else:
                 self._drop(config)
+        kept = []
+        for registered in Worker.all(connection=self.redis_conn) if kept_pids else []:
+            if registered.pid in kept_pids:
+                key = registered.key
+                kept.append((key, self.redis_conn.dump(key), self.redis_conn.pttl(key), registered.queue_names()))
         self.redis_conn.flushdb()
         with self.redis_conn.pipeline() as pipe:
             for key, dumped, ttl, queues in kept:
                 pipe.restore(key, max(ttl, 0), dumped)
                 pipe.sadd(REDIS_WORKER_KEYS, key)
-                for queue in (queues or b"").decode().split(","):
-                    if queue:
-                        pipe.sadd(WORKERS_BY_QUEUE_KEY % queue, key)
+                for queue in queues:
+                    pipe.sadd(WORKERS_BY_QUEUE_KEY % queue, key)
             pipe.execute()
 
 

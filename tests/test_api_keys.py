@@ -132,8 +132,8 @@ def test_revoke_api_key_names_a_missing_prefix(key_db):
 # --- REQUIRE_API_KEY=1 -----------------------------------------------------------------------
 
 
-def test_without_a_key_every_api_request_is_401_json(keyed_url, key_db, start_worker):
-    start_worker("factorization")
+def test_without_a_key_every_api_request_is_401_json(keyed_url, key_db, warm_worker):
+    warm_worker("factorization")
     key = key_db.create_key()
     submitted = poll_until_done(
         lambda: requests.post(f"{keyed_url}/factorize", json={"number": 408216}, headers=bearer(key))
@@ -201,9 +201,9 @@ def test_metrics_need_a_key_when_metrics_require_one(keyed_url, open_url, key_db
 
 
 @pytest.mark.parametrize("mode", ["required", "optional"])
-def test_unknown_malformed_and_revoked_keys_are_401(mode, keyed_url, open_url, key_db, start_worker):
+def test_unknown_malformed_and_revoked_keys_are_401(mode, keyed_url, open_url, key_db, warm_worker):
     url = keyed_url if mode == "required" else open_url
-    start_worker("factorization")
+    warm_worker("factorization")
     for bad in (UNKNOWN_KEY, "not-a-key", "fzk_" + "x" * 5000, UNKNOWN_KEY + "A"):
         assert_401_json(requests.post(f"{url}/factorize", json={"number": 12}, headers=bearer(bad), timeout=10))
         assert_401_json(requests.get(f"{url}/queues", headers=bearer(bad), timeout=10))
@@ -260,8 +260,8 @@ def run_client(url: str, *args: str, **env: str) -> subprocess.CompletedProcess:
     )
 
 
-def test_the_client_with_and_without_a_key(keyed_url, key_db, start_worker):
-    start_worker("factorization")
+def test_the_client_with_and_without_a_key(keyed_url, key_db, warm_worker):
+    warm_worker("factorization")
     key = key_db.create_key("cli")
     refused = run_client(keyed_url, "408216")
     assert refused.returncode == 2, refused

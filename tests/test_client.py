@@ -22,7 +22,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import requests
 
-from tests.conftest import ROOT, dead_redis_url, free_port, web_server
+from tests.conftest import ROOT, blocked_reads, dead_redis_url, free_port, wait_until, web_server
 
 SEED_LINE = "408216 = 2^3 3^1 73^1 233^1"
 HARD_SEMIPRIME = 671998030559713968361666935769 * 282174488599599500573849980909  # minutes for sympy
@@ -236,7 +236,7 @@ def recording_proxy(upstream: str) -> Iterator[tuple[str, list[dict]]]:
         server.server_close()
 
 
-def test_the_client_waits_with_prefer_instead_of_polling(live_url, start_worker):
+def test_the_client_waits_with_prefer_instead_of_polling(live_url, redis_conn, start_worker):
     with recording_proxy(live_url) as (url, seen):
         process = subprocess.Popen(
             client_command(url, "--wait", "5", "408216"),
@@ -247,7 +247,8 @@ def test_the_client_waits_with_prefer_instead_of_polling(live_url, start_worker)
             text=True,
         )
         started = time.monotonic()
-        time.sleep(3)  # the job sits queued: the client holds a request open instead of re-posting
+        # The job sits queued: the client holds a request open instead of re-posting.
+        wait_until(lambda: blocked_reads(redis_conn) >= 1, timeout=30, what="the client's request to be held")
         start_worker("factorization")
         stdout, stderr = process.communicate(timeout=120)
         elapsed = time.monotonic() - started

@@ -127,9 +127,9 @@ def test_each_bad_batch_item_fails_alone(live_url, session, lane, task_type, red
 
 
 @pytest.mark.parametrize("lane", LANES)
-def test_hostile_job_ids_and_prefer_headers(live_url, session, lane, start_worker):
+def test_hostile_job_ids_and_prefer_headers(live_url, session, lane, warm_worker):
     """On a finished job, so that a wait capped at MAX_WAIT answers at once."""
-    start_worker("factorization")
+    warm_worker("factorization")
     finished = poll_until_done(lambda: send(session, "POST", f"{live_url}/factorize", lane, json={"number": 4242}))
     job_id = finished["job_id"]
     arabic_one = "wait=\u0661".encode().decode("latin-1")  # its UTF-8 bytes, as a header carries them

@@ -6,8 +6,8 @@ import threading
 from tests.conftest import blocked_reads, submit, wait_done, wait_until, web_server
 
 
-def test_wait_returns_the_result_as_soon_as_the_job_finishes(api, start_worker):
-    start_worker("sleepy")
+def test_wait_returns_the_result_as_soon_as_the_job_finishes(api, warm_worker):
+    warm_worker("sleepy")
     response = api.post("/sleepy", {"seconds": 1, "tag": "w"}, format="json", HTTP_PREFER="wait=20")
     assert response.status_code == 200
     assert response.json()["status"] == "finished"

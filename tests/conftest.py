@@ -36,18 +36,26 @@ PYTHON = sys.executable
 FULL_ONLY = {
     "test_soak.py": "200 clients for 60 s",
     "test_fuzz.py": "schemathesis over every operation, minutes",
+    "test_full_redis.py": "Redis filled to its maxmemory, ridden out for seconds, a fill-up run",
+    "test_redis_outage_bounds.py": "an outage longer than JOB_TTL, a hung Redis",
+    "test_redis_outage.py::test_services_ride_out_a_redis_outage": "Redis hung, then down, then back",
+    "test_sentinel.py::test_blocking_client_follows_the_sentinels": "a Sentinel group",
     "test_sentinel.py::test_web_and_worker_carry_on_through_a_sentinel_failover": "a Sentinel group and a failover",
+    "test_devserver.py::test_a_model_whose_setup_raises_is_restarted_with_backoff_and_reported_while_another_model_serves":
+    "make run's supervisor restarting with backoff",
+    "test_devserver.py::test_a_change_in_a_models_folder_restarts_its_worker_and_no_other": "make run's supervisor",
+    "test_devserver.py::test_requirements_that_conflict_with_the_services_are_refused_in_one_line": "a resolver run",
+    "test_devserver.py::test_a_model_conflicting_with_another_model_gets_its_own_environment": "a virtualenv built",
+    "test_devserver.py::test_a_worker_that_exits_before_its_setup_is_reported_by_the_supervisor": "a supervisor",
+    "test_startmodel.py::test_a_generated_model_is_served_at_once_and_passes_the_contract": "a nested pytest",
+    "test_startmodel.py::test_a_generated_model_gets_its_deployment_entries_at_once": "the deployment files rewritten",
     "test_crash_recovery.py::test_twenty_jobs_under_random_kills_all_end_finished_or_failed_with_a_reason": "chaos",
     "test_held_requests.py::test_1400_clients_holding_polls_leave_healthz_answering_within_a_second": "1,400 clients",
     "test_event_stream.py::test_hundreds_of_open_streams_while_polls_and_healthz_answer": "hundreds of streams",
     "test_long_poll.py::test_hundreds_of_waiters_do_not_starve_other_requests": "200 held polls",
-    "test_full_redis.py::test_a_fill_up_run_finishes_every_accepted_job_and_heals_by_itself": "Redis filled up",
-    "test_redis_outage_bounds.py::test_queued_jobs_outlive_a_redis_outage_longer_than_job_ttl": "an outage > JOB_TTL",
     "test_hostile_input.py::test_memory_stays_bounded_under_distinct_padded_bodies": "3,300 bodies of 60 KB",
     "test_request_bodies.py::test_concurrent_large_batches_leave_the_web_process_bounded": "bursts of 1 MB bodies",
     "test_client_package.py::test_pip_install_gives_a_working_factorize_command": "pip into a fresh virtualenv",
-    "test_devserver.py::test_a_model_conflicting_with_another_model_gets_its_own_environment": "a virtualenv built",
-    "test_startmodel.py::test_a_generated_model_is_served_at_once_and_passes_the_contract": "a nested pytest",
 }
 
 
@@ -245,6 +253,18 @@ class WorkerProcess:
             log.seek(self.log_offset)
             return log.read().decode(errors="replace")
 
+    def end(self) -> None:
+        """At the end of its test: stopped at once, its job (if any) too. A warm stop (SIGTERM) that
+        waits for a job (a hard number runs for seconds) is cut short by a second, cold one."""
+        for sig, grace in ((signal.SIGTERM, 1), (signal.SIGTERM, 5)):
+            if self.process.poll() is None:
+                self.process.send_signal(sig)
+                try:
+                    self.process.wait(grace)
+                except subprocess.TimeoutExpired:
+                    continue
+        self.stop(signal.SIGKILL)
+
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> None:
         if self.process.poll() is None:
             self.process.send_signal(sig)
@@ -290,7 +310,7 @@ def start_worker(redis_conn: redis.Redis, tmp_path: Path) -> Iterator[Callable[.
 
     yield start
     for worker in started:
-        worker.stop()
+        worker.end()
 
 
 @pytest.fixture

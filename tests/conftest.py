@@ -1,18 +1,16 @@
 """Fixtures for the running service: a clean test Redis database, real workers, a real server.
 
 Everything talks to a real Redis (the database number in REDIS_URL, flushed before each
-test; never the whole server) and real `manage.py rqworker` / gunicorn subprocesses.
+test; never the whole server) and real `manage.py rqworker` / gunicorn subprocesses. Workers
+are warm (`warm_worker`, shared from test to test) where a test only needs jobs run, or the
+test's own (`start_worker`) where it kills, stops or restarts them; under pytest-xdist each
+process has a database of its own (tests/settings.py).
 """
 
 from __future__ import annotations
 
 import os
-import signal
-import socket
 import subprocess
-import sys
-import tempfile
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -22,12 +20,18 @@ import redis
 import requests
 from django.conf import settings
 from rest_framework.test import APIClient
-from rq.worker import Worker
-from rq.worker_registration import REDIS_WORKER_KEYS, WORKERS_BY_QUEUE_KEY
 
-ROOT = Path(__file__).resolve().parent.parent
-PYTHON = sys.executable
-
+from tests.support import (  # the tests import most of these from here, as before
+    PYTHON,
+    ROOT,
+    SERVICE_DATABASE,
+    WarmWorkers,
+    WorkerProcess,
+    free_port,
+    launch_worker,
+    service_env,
+    wait_until,
+)
 
 # The long tests, left to the full run (`make test-full`, marker `full`): soaks, chaos, fuzzing at
 # length, failovers, fill-ups, stress by hundreds or thousands of clients, fresh virtualenvs. `make
@@ -41,8 +45,10 @@ FULL_ONLY = {
     "test_redis_outage.py::test_services_ride_out_a_redis_outage": "Redis hung, then down, then back",
     "test_sentinel.py::test_blocking_client_follows_the_sentinels": "a Sentinel group",
     "test_sentinel.py::test_web_and_worker_carry_on_through_a_sentinel_failover": "a Sentinel group and a failover",
-    "test_devserver.py::test_a_model_whose_setup_raises_is_restarted_with_backoff_and_reported_while_another_model_serves":
-    "make run's supervisor restarting with backoff",
+    (
+        "test_devserver.py::test_a_model_whose_setup_raises_is_restarted_with_backoff"
+        "_and_reported_while_another_model_serves"
+    ): "make run's supervisor restarting with backoff",
     "test_devserver.py::test_a_change_in_a_models_folder_restarts_its_worker_and_no_other": "make run's supervisor",
     "test_devserver.py::test_requirements_that_conflict_with_the_services_are_refused_in_one_line": "a resolver run",
     "test_devserver.py::test_a_model_conflicting_with_another_model_gets_its_own_environment": "a virtualenv built",
@@ -75,18 +81,6 @@ def pytest_collection_modifyitems(config, items):
             raise pytest.UsageError(f"tests/conftest.py FULL_ONLY names tests that do not exist: {sorted(stale)}")
 
 
-def wait_until(predicate: Callable[[], object], timeout: float = 30, interval: float = 0.1, what: str = "condition"):
-    """Poll `predicate` until it returns something truthy; fail the test after `timeout` s."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(interval)
-
-
 def blocked_reads(redis_conn: redis.Redis) -> int:
     """Requests a web server holds now on the test database: each waits in a blocking XREAD of its
     own (blocked now: flag `b`; an idle pooled connection whose last command was an XREAD is not one)."""
@@ -96,27 +90,6 @@ def blocked_reads(redis_conn: redis.Redis) -> int:
         for c in redis_conn.client_list()
         if c.get("cmd") == "xread" and c.get("db") == db and "b" in c.get("flags", "")
     )
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-# The service subprocesses' database (admin users, API keys, sessions): one SQLite file per test
-# run, migrated once (service_database), as scripts/start-web.sh migrates before serving.
-SERVICE_DATABASE = Path(tempfile.mkdtemp(prefix="factorize-tests-")) / "service.sqlite3"
-
-
-def service_env(redis_url: str | None = None, **overrides: str) -> dict[str, str]:
-    """The environment of a service subprocess; tests.settings reads its Redis from TEST_REDIS_URL."""
-    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "tests.settings", "PYTHONUNBUFFERED": "1"}
-    env["PATH"] = f"{Path(PYTHON).parent}{os.pathsep}{env.get('PATH', '')}"  # the virtualenv's servers
-    env["TEST_REDIS_URL"] = redis_url or settings.REDIS_URL
-    env["DATABASE_URL"] = f"sqlite:///{SERVICE_DATABASE}"
-    env.update(overrides)
-    return env
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -138,72 +111,6 @@ def redis_conn() -> redis.Redis:
     return conn
 
 
-class WarmWorkers:
-    """The warm workers of a test run, one per set of queues and settings, started on first use.
-
-    Before each test the database is flushed (clean_redis): a test that does not ask for warm
-    workers gets none running; for one that does, each idle, live warm worker keeps its registration
-    across the flush (its hash, and its place in the sets of workers, written back at once), and a
-    busy or dead one is stopped, to start afresh when it is asked for again. Only the workers the
-    test itself asks for run during it: asking for one stops the others."""
-
-    def __init__(self, redis_conn: redis.Redis, directory: Path):
-        self.redis_conn = redis_conn
-        self.directory = directory
-        self.running: dict[tuple, tuple[WorkerProcess, str]] = {}  # config -> (process, its RQ name)
-        self.leased: set[tuple] = set()
-
-    def lease(self, *queues: str, **env: str) -> WorkerProcess:
-        config = (queues, tuple(sorted(env.items())))
-        for other in [other for other in self.running if other != config and other not in self.leased]:
-            self._drop(other)
-        if config in self.running and self.running[config][0].process.poll() is not None:
-            self._drop(config)
-        if config not in self.running:
-            worker = launch_worker(self.redis_conn, self.directory / f"warm-{len(self.leased)}-{id(config)}.log",
-                                   *queues, **env)  # fmt: skip
-            (name,) = [w.name for w in Worker.all(connection=self.redis_conn) if w.pid == worker.process.pid]
-            self.running[config] = (worker, name)
-        worker = self.running[config][0]
-        worker.log_offset = worker.log_path.stat().st_size
-        self.leased.add(config)
-        return worker
-
-    def _drop(self, config: tuple) -> None:
-        worker, _ = self.running.pop(config)
-        worker.process.kill()  # one process (a SimpleWorker): nothing of it outlives it
-        worker.process.wait()
-
-    def stop_all(self) -> None:
-        for config in list(self.running):
-            self._drop(config)
-
-    def flush_keeping_idle_workers(self, keep: bool) -> None:
-        """Flush the test database; when `keep`, the idle live warm workers (and the workers their
-        processes started, as `rqworker` starts the webhooks one) stay registered through it."""
-        self.leased.clear()
-        kept_pids: set[int] = set()
-        for config, (worker, name) in list(self.running.items()):
-            state = self.redis_conn.hget(Worker.redis_worker_namespace_prefix + name, "state")
-            if keep and worker.process.poll() is None and state == b"idle":
-                kept_pids.update(process_tree(worker.process.pid))
-            else:
-                self._drop(config)
-        kept = []
-        for registered in Worker.all(connection=self.redis_conn) if kept_pids else []:
-            if registered.pid in kept_pids:
-                key = registered.key
-                kept.append((key, self.redis_conn.dump(key), self.redis_conn.pttl(key), registered.queue_names()))
-        self.redis_conn.flushdb()
-        with self.redis_conn.pipeline() as pipe:
-            for key, dumped, ttl, queues in kept:
-                pipe.restore(key, max(ttl, 0), dumped)
-                pipe.sadd(REDIS_WORKER_KEYS, key)
-                for queue in queues:
-                    pipe.sadd(WORKERS_BY_QUEUE_KEY % queue, key)
-            pipe.execute()
-
-
 @pytest.fixture(scope="session")
 def warm_workers(redis_conn: redis.Redis, tmp_path_factory) -> Iterator[WarmWorkers]:
     workers = WarmWorkers(redis_conn, tmp_path_factory.mktemp("warm-workers"))
@@ -213,6 +120,7 @@ def warm_workers(redis_conn: redis.Redis, tmp_path_factory) -> Iterator[WarmWork
 
 @pytest.fixture(autouse=True)
 def clean_redis(request, redis_conn: redis.Redis, warm_workers: WarmWorkers) -> Iterator[None]:
+    """Every test starts on an empty database; the warm workers it may ask for stay registered."""
     warm_workers.flush_keeping_idle_workers(keep="warm_worker" in request.fixturenames)
     yield
 
@@ -239,60 +147,6 @@ def key(db) -> Callable[..., dict[str, str]]:
         return {"HTTP_AUTHORIZATION": f"Bearer {plaintext}"}
 
     return make
-
-
-class WorkerProcess:
-    def __init__(self, process: subprocess.Popen, log_path: Path):
-        self.process = process
-        self.log_path = log_path
-        self.log_offset = 0  # a warm worker's log, for the test that has it, starts where that test began
-
-    @property
-    def log(self) -> str:
-        with self.log_path.open("rb") as log:
-            log.seek(self.log_offset)
-            return log.read().decode(errors="replace")
-
-    def end(self) -> None:
-        """At the end of its test: stopped at once, its job (if any) too. A warm stop (SIGTERM) that
-        waits for a job (a hard number runs for seconds) is cut short by a second, cold one."""
-        for sig, grace in ((signal.SIGTERM, 1), (signal.SIGTERM, 5)):
-            if self.process.poll() is None:
-                self.process.send_signal(sig)
-                try:
-                    self.process.wait(grace)
-                except subprocess.TimeoutExpired:
-                    continue
-        self.stop(signal.SIGKILL)
-
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(sig)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-
-
-def launch_worker(
-    redis_conn: redis.Redis, log_path: Path, *queues: str, burst: bool = False, wait: bool = True, **env: str
-) -> WorkerProcess:
-    """A real `manage.py rqworker`; unless told not to wait, once it has registered (its setup done)."""
-    args = [PYTHON, "manage.py", "rqworker", *queues]
-    if burst:
-        args.append("--burst")
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(args, cwd=ROOT, env=service_env(**env), stdout=log, stderr=subprocess.STDOUT)
-    worker = WorkerProcess(process, log_path)
-    if wait and not burst:
-        wait_until(
-            lambda: any(w.pid == process.pid for w in Worker.all(connection=redis_conn)) or process.poll() is not None,
-            timeout=60,
-            what="the worker to register",
-        )
-        assert process.poll() is None, f"worker exited early:\n{worker.log}"
-    return worker
 
 
 @pytest.fixture
@@ -351,19 +205,6 @@ def web_server(redis_url: str | None = None, **env: str) -> Iterator[str]:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
-
-
-def process_tree(pid: int) -> list[int]:
-    """A process and all its descendants (a server's worker processes)."""
-    tree, pending = [], [pid]
-    while pending:
-        current = pending.pop()
-        tree.append(current)
-        try:
-            pending.extend(int(child) for child in Path(f"/proc/{current}/task/{current}/children").read_text().split())
-        except FileNotFoundError:
-            continue
-    return tree
 
 
 def server_pid(url: str) -> int:

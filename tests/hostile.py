@@ -19,4 +19,10 @@ def send(http: requests.Session, method: str, url: str, lane: str, **kwargs) -> 
     headers = {**LANES[lane], **kwargs.pop("headers", {})}
     if lane == "lean":
         http.cookies.clear()
-    return http.request(method, url, headers=headers, timeout=30, **kwargs)
+    try:
+        return http.request(method, url, headers=headers, timeout=30, **kwargs)
+    except requests.ConnectionError:
+        # A kept-alive connection that the server closed after answering without reading a body can
+        # be reused before the close is seen; once more on a fresh one (a server that fails, fails again).
+        http.close()
+        return http.request(method, url, headers=headers, timeout=30, **kwargs)

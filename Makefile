@@ -8,7 +8,7 @@ REDIS_URL ?= redis://127.0.0.1:6379/0
 # Tests use their own database number and flush only that one.
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/15
 
-.PHONY: install install-test redis run serve worker test test-full test-model test-docker bench lint deploy-files clean
+.PHONY: install install-test redis run serve worker test test-full test-model test-docker bench lint deploy-files settings-reference clean
 
 # Serving needs the service's requirements and each model's own: in this virtualenv when they
 # resolve together, else in the model's own (.venv-models/NAME), else the model is refused in one
@@ -51,6 +51,11 @@ worker: redis
 deploy-files: install
 	$(BIN)/python manage.py deployfiles $(if $(CHECK),--check)
 
+## The configuration reference (docs/configuration.md) and .env.example, from the settings' table
+## (project/environment/); `make settings-reference CHECK=1` only says which are out of date.
+settings-reference: install
+	$(BIN)/python -m project.environment.reference $(if $(CHECK),--check)
+
 lint: install-test
 	$(BIN)/ruff check .
 
@@ -80,13 +85,15 @@ test-docker: install-test
 	@scripts/ensure-redis.sh "$(TEST_REDIS_URL)"
 	TEST_REDIS_URL=$(TEST_REDIS_URL) VENV=$(VENV) scripts/test-docker.sh $(PYTEST_ARGS)
 
-## The service against its peers (FastAPI, RQ, Celery, Dramatiq); writes bench/RESULTS.md.
+## The service against its peers (FastAPI, RQ, Celery, Dramatiq); writes bench/RESULTS.md and its charts
+## (bench/charts/). Some scenarios only: make bench SCENARIOS="workers scaling" (python -m bench --help
+## lists them); smaller counts: make bench BENCH_ARGS="--fraction 0.05 --runs 1 --seconds 2".
 BENCH_REDIS_URL ?= redis://127.0.0.1:6379/9
 bench: install-test
 	$(BIN)/python -m pip install -q -r bench/requirements.txt
 	@scripts/ensure-redis.sh "$(BENCH_REDIS_URL)"
 	@command -v wrk >/dev/null || (apt-get update -q && apt-get install -y -q wrk)
-	BENCH_REDIS_URL=$(BENCH_REDIS_URL) $(BIN)/python bench/run.py $(BENCH_ARGS)
+	BENCH_REDIS_URL=$(BENCH_REDIS_URL) $(BIN)/python -m bench $(if $(SCENARIOS),--only $(SCENARIOS)) $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .venv-models .run .pytest_cache .ruff_cache staticfiles test-artifacts

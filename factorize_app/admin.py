@@ -7,7 +7,7 @@ from django.contrib import admin, messages
 from django.template.response import TemplateResponse
 from django.utils import timezone
 
-from factorize_app.api.authentication import forget_key
+from factorize_app.api.identity.api_keys import forget_key
 from factorize_app.models import KEY_SCHEME, ApiKey
 
 PLAINTEXT_ATTRIBUTE = "_new_api_key_plaintext"

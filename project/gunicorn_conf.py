@@ -6,21 +6,22 @@ its time waiting on Redis, so a few processes with many threads each serve hundr
 
 import os
 
+from project.environment import env
 from project.log_format import logging_config
 
-bind = f"{os.environ.get('HOST', '0.0.0.0')}:{os.environ.get('PORT', '8080')}"
-workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
+bind = f"{env.HOST}:{env.PORT}"
+workers = env.WEB_CONCURRENCY
 worker_class = "gthread"
-threads = int(os.environ.get("WEB_THREADS", "256"))
-timeout = int(os.environ.get("WEB_TIMEOUT", "120"))
+threads = env.WEB_THREADS
+timeout = env.WEB_TIMEOUT
 graceful_timeout = 30
 keepalive = 5
-access_log = os.environ.get("ACCESS_LOG", "0") == "1"
+access_log = env.ACCESS_LOG == "1"
 accesslog = "-" if access_log else None
 errorlog = "-"
-loglevel = os.environ.get("LOG_LEVEL", "info").lower()
+loglevel = env.LOG_LEVEL.lower()
 # gunicorn's own lines in the service's format (LOG_FORMAT), through the same configuration.
-logconfig_dict = logging_config(os.environ.get("LOG_FORMAT", "json"), loglevel, access_log=access_log)
+logconfig_dict = logging_config(env.LOG_FORMAT, loglevel, access_log=access_log)
 
 
 def on_starting(server):

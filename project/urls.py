@@ -6,7 +6,6 @@ from django.urls import include, path, re_path
 from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 
-from factorize_app.api import auth_schema  # noqa: F401  (the schema's authentication extensions)
 from factorize_app.api.exceptions import read_only
 from factorize_app.api.health import healthz, readyz
 from factorize_app.api.metrics import metrics_view

@@ -3,9 +3,10 @@
 #
 # Usage: scripts/docker-offline-images.sh [--env-file PATH] [--no-pull]
 #
-# For each of python:3.11-slim, redis:7-alpine and haproxy:2.8-alpine: use the
-# image if it is present locally or `docker pull` succeeds within PULL_TIMEOUT
-# seconds; otherwise build a stand-in from Debian bookworm packages:
+# For each of python:3.11-slim, redis:7-alpine, haproxy:2.8-alpine and
+# prom/prometheus:v2.53.2: use the image if it is present locally or `docker
+# pull` succeeds within PULL_TIMEOUT seconds; otherwise build a stand-in from
+# Debian bookworm packages:
 #   local/python:3.11-bookworm  python3 (3.11) + python3-venv, host CA bundle,
 #                               PIP_CERT set, `python` -> python3; glibc, so pip
 #                               installs manylinux wheels (scikit-learn, numpy)
@@ -16,13 +17,18 @@
 #                               official image: user haproxy, configuration
 #                               /usr/local/etc/haproxy/haproxy.cfg, -W -db,
 #                               STOPSIGNAL SIGUSR1 (deploy/compose/proxy.yml)
+#   local/prometheus:2.42-bookworm  Debian's prometheus (2.42), laid out like
+#                               the official image: user nobody, entrypoint
+#                               prometheus, configuration /etc/prometheus,
+#                               data /prometheus (docker-compose.yml's
+#                               `prometheus` profile)
 # All are based on local/debian:bookworm (debootstrap --variant=minbase),
 # which is created only if missing. Stand-ins are rebuilt only when their
 # recipe (this script's Dockerfiles or the host CA bundle) changed.
 #
-# Progress goes to stderr. stdout gets exactly three lines, for eval or an env
-# file:  PYTHON_IMAGE=...  REDIS_IMAGE=...  PROXY_IMAGE=...  (also written to
-# --env-file PATH).
+# Progress goes to stderr. stdout gets exactly four lines, for eval or an env
+# file:  PYTHON_IMAGE=...  REDIS_IMAGE=...  PROXY_IMAGE=...  PROMETHEUS_IMAGE=...
+# (also written to --env-file PATH).
 #
 # Environment:
 #   PULL_TIMEOUT     seconds allowed per `docker pull` (default 20)
@@ -36,10 +42,12 @@ set -euo pipefail
 PYTHON_UPSTREAM="python:3.11-slim"
 REDIS_UPSTREAM="redis:7-alpine"
 PROXY_UPSTREAM="haproxy:2.8-alpine"
+PROMETHEUS_UPSTREAM="prom/prometheus:v2.53.2"
 DEBIAN_BASE="local/debian:bookworm"
 PYTHON_STANDIN="local/python:3.11-bookworm"
 REDIS_STANDIN="local/redis:7-bookworm"
 PROXY_STANDIN="local/haproxy:2.6-bookworm"
+PROMETHEUS_STANDIN="local/prometheus:2.42-bookworm"
 RECIPE_LABEL="org.project.standin-recipe"
 
 PULL_TIMEOUT="${PULL_TIMEOUT:-20}"
@@ -52,7 +60,7 @@ WORK_DIR=""
 
 log() { printf 'offline-images: %s\n' "$*" >&2; }
 
-usage() { sed -n '2,33p' "$0" | sed 's/^# \{0,1\}//' >&2; }
+usage() { sed -n '2,39p' "$0" | sed 's/^# \{0,1\}//' >&2; }
 
 cleanup() {
     local mnt
@@ -238,6 +246,26 @@ CMD ["haproxy", "-f", "/usr/local/etc/haproxy/haproxy.cfg"]
 EOF
 }
 
+write_prometheus_context() {
+    local ctx="$1"
+    mkdir -p "$ctx"
+    cat >"$ctx/Dockerfile" <<'EOF'
+# Stand-in for prom/prometheus, from Debian bookworm packages (Prometheus 2.42).
+FROM local/debian:bookworm
+RUN apt-get update \
+ && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends prometheus \
+ && rm -rf /var/lib/apt/lists/* \
+ && mkdir -p /prometheus /etc/prometheus \
+ && chown nobody:nogroup /prometheus
+USER nobody
+WORKDIR /prometheus
+VOLUME /prometheus
+EXPOSE 9090
+ENTRYPOINT ["/usr/bin/prometheus"]
+CMD ["--config.file=/etc/prometheus/prometheus.yml", "--storage.tsdb.path=/prometheus"]
+EOF
+}
+
 recipe_hash() {
     (cd "$1" && find . -type f -print0 | LC_ALL=C sort -z | xargs -0 sha256sum) \
         | sha256sum | cut -c1-16
@@ -276,7 +304,7 @@ build_standin() {
 }
 
 main() {
-    local python_image redis_image proxy_image
+    local python_image redis_image proxy_image prometheus_image images
     while (($#)); do
         case "$1" in
             --env-file)
@@ -332,12 +360,21 @@ main() {
         proxy_image="$PROXY_STANDIN"
     fi
 
+    if upstream_available "$PROMETHEUS_UPSTREAM"; then
+        prometheus_image="$PROMETHEUS_UPSTREAM"
+    else
+        build_standin "$PROMETHEUS_STANDIN" write_prometheus_context
+        prometheus_image="$PROMETHEUS_STANDIN"
+    fi
+
+    images="$(printf 'PYTHON_IMAGE=%s\nREDIS_IMAGE=%s\nPROXY_IMAGE=%s\nPROMETHEUS_IMAGE=%s' \
+        "$python_image" "$redis_image" "$proxy_image" "$prometheus_image")"
     if [[ -n "$ENV_FILE" ]]; then
         mkdir -p "$(dirname "$ENV_FILE")"
-        printf 'PYTHON_IMAGE=%s\nREDIS_IMAGE=%s\nPROXY_IMAGE=%s\n' "$python_image" "$redis_image" "$proxy_image" >"$ENV_FILE"
+        printf '%s\n' "$images" >"$ENV_FILE"
         log "wrote $ENV_FILE"
     fi
-    printf 'PYTHON_IMAGE=%s\nREDIS_IMAGE=%s\nPROXY_IMAGE=%s\n' "$python_image" "$redis_image" "$proxy_image"
+    printf '%s\n' "$images"
 }
 
 main "$@"

@@ -29,6 +29,7 @@ fi
 
 images="$(scripts/docker-offline-images.sh)"
 eval "$images"
-export PYTHON_IMAGE REDIS_IMAGE PROXY_IMAGE COMPOSE_BAKE=false
-echo "Docker tests with PYTHON_IMAGE=$PYTHON_IMAGE REDIS_IMAGE=$REDIS_IMAGE PROXY_IMAGE=$PROXY_IMAGE" >&2
+export PYTHON_IMAGE REDIS_IMAGE PROXY_IMAGE PROMETHEUS_IMAGE COMPOSE_BAKE=false
+echo "Docker tests with PYTHON_IMAGE=$PYTHON_IMAGE REDIS_IMAGE=$REDIS_IMAGE PROXY_IMAGE=$PROXY_IMAGE" \
+    "PROMETHEUS_IMAGE=$PROMETHEUS_IMAGE" >&2
 "$bin/pytest" -m docker tests/docker -s "$@"

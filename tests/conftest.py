@@ -21,16 +21,25 @@ import requests
 from django.conf import settings
 from rest_framework.test import APIClient
 
-from tests.support import (  # the tests import most of these from here, as before
+# The processes' helpers are shared with bench/; the tests import them from here as before.
+from tests.processes import (  # noqa: F401
     PYTHON,
     ROOT,
+    free_port,
+    process_tree,
+    registered,
+    rqworker,
+    server_pid,
+    stop,
+    wait_until,
+    web_server_with,
+)
+from tests.support import (  # noqa: F401  (the tests import these from here, as before)
     SERVICE_DATABASE,
     WarmWorkers,
     WorkerProcess,
-    free_port,
     launch_worker,
     service_env,
-    wait_until,
 )
 
 # The long tests, left to the full run (`make test-full`, marker `full`): soaks, chaos, fuzzing at
@@ -177,60 +186,9 @@ def warm_worker(warm_workers: WarmWorkers) -> Callable[..., WorkerProcess]:
 
 @contextmanager
 def web_server(redis_url: str | None = None, **env: str) -> Iterator[str]:
-    """The production web server (scripts/serve.sh, as `make serve` and the Docker image run it)."""
-    port = free_port()
-    process = subprocess.Popen(
-        ["scripts/serve.sh"],
-        cwd=ROOT,
-        env=service_env(redis_url, HOST="127.0.0.1", PORT=str(port), WEB_CONCURRENCY="1", **env),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-
-    def answers() -> bool:
-        try:
-            return requests.get(f"{url}/healthz", timeout=5).status_code == 200
-        except requests.RequestException:  # not listening yet, or still importing under load
-            assert process.poll() is None, "the web server exited at start"
-            return False
-
-    try:
-        wait_until(answers, timeout=60, what="the web server to answer")
+    """The production web server (scripts/serve.sh) on the test Redis database, one process."""
+    with web_server_with(service_env(redis_url, WEB_CONCURRENCY="1", **env)) as url:
         yield url
-    finally:
-        process.terminate()
-        try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
-def server_pid(url: str) -> int:
-    """The main process of the server listening on the URL's port."""
-    port = int(url.rsplit(":", 1)[1].split("/", 1)[0])
-    inode = next(
-        fields[9]
-        for fields in (line.split() for line in Path("/proc/net/tcp").read_text().splitlines()[1:])
-        if fields[1].endswith(f":{port:04X}") and fields[3] == "0A"  # LISTEN
-    )
-    holders = []
-    for proc in Path("/proc").iterdir():
-        try:
-            if proc.name.isdigit() and any(
-                link.readlink().name == f"socket:[{inode}]" for link in (proc / "fd").iterdir()
-            ):
-                holders.append(int(proc.name))
-        except (FileNotFoundError, PermissionError):
-            continue
-    # The server's workers share the listening socket with it: the main one is the holder whose
-    # parent holds none.
-    return next(pid for pid in holders if _parent(pid) not in holders)
-
-
-def _parent(pid: int) -> int:
-    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
 
 
 def dead_redis_url() -> str:

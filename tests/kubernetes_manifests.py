@@ -13,6 +13,7 @@ from django.utils.module_loading import import_string
 from rq.queue import Queue
 
 from factorize_app.tasks import registry
+from project.environment import DJANGO, names_read_by
 from project.settings import DEFAULT_TASK_TYPES
 from tests.conftest import ROOT
 
@@ -98,8 +99,8 @@ def shipped_task_types() -> list[registry.TaskType]:
 
 
 def names_read_by_the_service() -> set[str]:
-    """Environment variables the settings read (env_str/env_int/... calls) and the start scripts use."""
-    names = set(re.findall(r'\benv_\w+\(\s*"([A-Z][A-Z0-9_]*)"', (ROOT / "project" / "settings.py").read_text()))
+    """Environment variables the settings read (as project/environment/ declares) and the start scripts use."""
+    names = names_read_by(DJANGO)
     for script in ("start-web.sh", "serve.sh"):
         names |= set(re.findall(r"\$\{([A-Z][A-Z0-9_]*)", (ROOT / "scripts" / script).read_text()))
     return names

@@ -1,46 +1,21 @@
-"""What the fixtures of tests/conftest.py are made of: waiting on an event, the environment of a
-service subprocess, and the real `manage.py rqworker` processes, a test's own or warm ones shared
-from test to test. Tests import most of these from tests.conftest, as before."""
+"""What the fixtures of tests/conftest.py are made of, beside tests/processes.py: the environment
+of a service subprocess, and the real `manage.py rqworker` processes, a test's own or warm ones
+shared from test to test. Tests import most of these from tests.conftest, as before."""
 
 from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
-import sys
 import tempfile
-import time
-from collections.abc import Callable
 from pathlib import Path
 
-import pytest
 import redis
 from django.conf import settings
 from rq.worker import Worker
 from rq.worker_registration import REDIS_WORKER_KEYS, WORKERS_BY_QUEUE_KEY
 
-ROOT = Path(__file__).resolve().parent.parent
-PYTHON = sys.executable
-
-
-def wait_until(predicate: Callable[[], object], timeout: float = 30, interval: float = 0.1, what: str = "condition"):
-    """Poll `predicate` until it returns something truthy; fail the test after `timeout` s."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(interval)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
+from tests.processes import PYTHON, process_tree, registered, rqworker, stop, wait_until
 
 # The service subprocesses' database (admin users, API keys, sessions): one SQLite file per test
 # run, migrated once (service_database), as scripts/start-web.sh migrates before serving.
@@ -55,19 +30,6 @@ def service_env(redis_url: str | None = None, **overrides: str) -> dict[str, str
     env["DATABASE_URL"] = f"sqlite:///{SERVICE_DATABASE}"
     env.update(overrides)
     return env
-
-
-def process_tree(pid: int) -> list[int]:
-    """A process and all its descendants (a server's worker processes)."""
-    tree, pending = [], [pid]
-    while pending:
-        current = pending.pop()
-        tree.append(current)
-        try:
-            pending.extend(int(child) for child in Path(f"/proc/{current}/task/{current}/children").read_text().split())
-        except FileNotFoundError:
-            continue
-    return tree
 
 
 class WorkerProcess:
@@ -95,31 +57,17 @@ class WorkerProcess:
         self.stop(signal.SIGKILL)
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(sig)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop(self.process, sig, timeout)
 
 
 def launch_worker(
     redis_conn: redis.Redis, log_path: Path, *queues: str, burst: bool = False, wait: bool = True, **env: str
 ) -> WorkerProcess:
     """A real `manage.py rqworker`; unless told not to wait, once it has registered (its setup done)."""
-    args = [PYTHON, "manage.py", "rqworker", *queues]
-    if burst:
-        args.append("--burst")
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(args, cwd=ROOT, env=service_env(**env), stdout=log, stderr=subprocess.STDOUT)
+    process = rqworker(service_env(**env), *queues, burst=burst, log=log_path)
     worker = WorkerProcess(process, log_path)
     if wait and not burst:
-        wait_until(
-            lambda: any(w.pid == process.pid for w in Worker.all(connection=redis_conn)) or process.poll() is not None,
-            timeout=60,
-            what="the worker to register",
-        )
+        wait_until(lambda: registered(redis_conn, process), timeout=60, what="the worker to register")
         assert process.poll() is None, f"worker exited early:\n{worker.log}"
     return worker
 
@@ -176,10 +124,10 @@ class WarmWorkers:
             else:
                 self._drop(config)
         kept = []
-        for registered in Worker.all(connection=self.redis_conn) if kept_pids else []:
-            if registered.pid in kept_pids:
-                key = registered.key
-                kept.append((key, self.redis_conn.dump(key), self.redis_conn.pttl(key), registered.queue_names()))
+        for record in Worker.all(connection=self.redis_conn) if kept_pids else []:
+            if record.pid in kept_pids:
+                key = record.key
+                kept.append((key, self.redis_conn.dump(key), self.redis_conn.pttl(key), record.queue_names()))
         self.redis_conn.flushdb()
         with self.redis_conn.pipeline() as pipe:
             for key, dumped, ttl, queues in kept:

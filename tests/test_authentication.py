@@ -14,22 +14,17 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from rest_framework.test import APIClient
 
-from factorize_app.api import auth_failures, authentication
-from factorize_app.api.authentication import (
-    ClientIdentity,
-    ExpiringCache,
-    FailedAuthentications,
-    InvalidApiKey,
-    UseCounter,
-    cached_identity,
-    client_identity,
-    identify,
-)
-from factorize_app.api.clients import client_name
+from factorize_app.api.identity import api_keys
+from factorize_app.api.identity.api_keys import ExpiringCache, FailedAuthentications, InvalidApiKey, UseCounter
+from factorize_app.api.identity.authentication import cached_identity, client_identity, client_name, identify
+from factorize_app.api.identity.clients import ClientIdentity
 from factorize_app.models import ApiKey, key_digest
 from project.log_format import JsonFormatter, TextFormatter, redact
 
 UNKNOWN_KEY = "fzk_00000000_" + "A" * 43
+
+
+# --- In process: identities, the caches, sessions --------------------------------------------
 
 
 @pytest.fixture
@@ -37,10 +32,10 @@ def uses(monkeypatch) -> UseCounter:
     """A fresh use counter with no background thread (nothing written behind the test's back),
     and empty key caches."""
     counter = UseCounter(background=False)
-    monkeypatch.setattr(authentication, "USES", counter)
-    monkeypatch.setattr(authentication, "_VALID_KEYS", ExpiringCache(max_entries=10))
-    monkeypatch.setattr(authentication, "_REFUSED_KEYS", ExpiringCache(max_entries=10))
-    monkeypatch.setattr(authentication, "FAILURES", FailedAuthentications())
+    monkeypatch.setattr(api_keys, "USES", counter)
+    monkeypatch.setattr(api_keys, "_VALID_KEYS", ExpiringCache(max_entries=10))
+    monkeypatch.setattr(api_keys, "_REFUSED_KEYS", ExpiringCache(max_entries=10))
+    monkeypatch.setattr(api_keys, "FAILURES", FailedAuthentications())
     return counter
 
 
@@ -180,7 +175,7 @@ def test_the_failure_count_is_bounded_and_ends_with_its_window(monkeypatch, sett
     settings.THROTTLE_AUTH_FAILURES = "2/minute"
     failures = FailedAuthentications(max_entries=3)
     now = [600.0]
-    monkeypatch.setattr(auth_failures.time, "time", lambda: now[0])
+    monkeypatch.setattr(api_keys.time, "time", lambda: now[0])
     for _ in range(2):
         failures.count("10.0.0.1")
     assert failures.retry_after("10.0.0.1") == 60

@@ -7,8 +7,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.conftest import poll_until_done, server_pid, wait_until, web_server
-from tests.support import process_tree
+from tests.conftest import poll_until_done, process_tree, server_pid, wait_until, web_server
 
 sklearn = pytest.importorskip("sklearn", reason="the digits requirements are not installed")
 

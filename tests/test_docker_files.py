@@ -12,6 +12,7 @@ from django.conf import settings
 from django.utils.module_loading import import_string
 
 from factorize_app.tasks.deployment import cpu_cores
+from project.environment import DJANGO, SERVER, names_read_by
 from tests.conftest import ROOT
 
 BIN = Path(sys.executable).parent
@@ -25,7 +26,8 @@ PROFILES = {
     "gpu": ("--profile", "gpu"),
 }
 # Read by the start scripts and gunicorn's settings rather than by project/settings.py.
-SERVER_SETTINGS = {"WEB_SERVER", "WEB_CONCURRENCY", "WEB_THREADS", "WEB_TIMEOUT", "WEB_KILL_TIMEOUT", "ACCESS_LOG"}
+# (HOST and PORT are the image's own: the compose file maps the port instead.)
+SERVER_SETTINGS = names_read_by(SERVER) - {"HOST", "PORT"}
 
 
 def compose_config(*args: str, files: tuple[str, ...] = ("docker-compose.yml",), **env: str) -> dict:
@@ -68,8 +70,8 @@ def dockerfile_env() -> set[str]:
 
 
 def settings_read_from_the_environment() -> set[str]:
-    text = (ROOT / "project" / "settings.py").read_text()
-    return set(re.findall(r'\benv_\w+\(\s*"([A-Z][A-Z0-9_]*)"', text))
+    """The settings project/settings.py reads, as the table declares (tests/test_environment.py)."""
+    return names_read_by(DJANGO)
 
 
 def size_in_bytes(value: str | int) -> int:

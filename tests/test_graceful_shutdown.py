@@ -16,8 +16,7 @@ import pytest
 import redis
 import requests
 
-from tests.conftest import PYTHON, ROOT, server_pid, service_env, wait_until, web_server
-from tests.support import process_tree
+from tests.conftest import PYTHON, ROOT, process_tree, server_pid, service_env, wait_until, web_server
 from tests.test_event_stream import read_events
 
 STREAM = {"Accept": "text/event-stream"}

@@ -152,7 +152,7 @@ def test_past_the_process_bound_submits_polls_and_streams_answer_at_once(redis_c
 
 
 def test_the_process_bound_counts_every_clients_held_requests_together(settings):
-    from factorize_app.api.holds import HeldRequests
+    from factorize_app.api.request_options import HeldRequests
 
     settings.MAX_HELD_PER_CLIENT, settings.MAX_HELD_REQUESTS = 5, 3
     held = HeldRequests()

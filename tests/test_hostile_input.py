@@ -18,9 +18,8 @@ import pytest
 import requests
 
 from factorize_app.tasks import task_types
-from tests.conftest import poll_until_done, server_pid, web_server
+from tests.conftest import poll_until_done, process_tree, server_pid, web_server
 from tests.hostile import LANES, assert_json_answer, send
-from tests.support import process_tree
 
 TASK_TYPES = task_types()
 DEEP = 10_000

@@ -117,7 +117,37 @@ def test_factorization_reports_its_stages_and_agrees_with_sympy():
     reports = []
     semiprime = nextprime(10**11) * nextprime(10**12)  # past trial division, found by Pollard rho
     factorizer.handle({"number": semiprime}, progress=lambda fraction, message: reports.append(message))
-    assert reports[:2] == ["trial division", "Pollard rho"]
+    assert reports[0] == "trial division" and reports[1].startswith("trial division, Pollard p-1 and rho")
+
+
+def test_factorization_with_progress_is_factorints_and_its_progress_only_grows():
+    from sympy import factor_cache, factorint, nextprime
+
+    factorizer = Factorizer()
+    numbers = [
+        9,  # below factorint's table
+        2**10 * 3**5 * 1009,  # trial division only
+        nextprime(10**15) ** 3,  # a prime power
+        nextprime(10**17) * nextprime(10**17 + 10**8),  # close factors: Fermat's method
+        nextprime(10**9) * nextprime(10**10),  # Pollard rho, in one of its doubling rounds
+        nextprime(10**11) * nextprime(10**13),  # ECM (25 digits: past Pollard's rounds)
+        nextprime(10**9) * nextprime(2 * 10**9) * nextprime(3 * 10**9),  # ECM, three factors
+    ]
+
+    def staged(number: int) -> tuple[list, list[tuple]]:
+        reports: list[tuple] = []
+        factor_cache.cache_clear()  # factorint remembers factors: the staged path should find them itself
+        result = factorizer.handle({"number": number}, progress=lambda *report: reports.append(report))
+        return result["factorization"], reports
+
+    for number in numbers:
+        factorization, reports = staged(number)
+        assert factorization == [[int(p), e] for p, e in sorted(factorint(number).items())], number
+        fractions = [fraction for fraction, _ in reports if fraction is not None]  # None: not known
+        assert all(0 <= fraction < 1 for fraction in fractions) and fractions == sorted(fractions), reports
+        assert all(message for _, message in reports)
+        assert all(fraction is not None for fraction, message in reports if message.startswith("ECM, curve "))
+    assert any(message.startswith("ECM, curve ") for _, message in reports), reports  # the last number's
 
 
 def test_a_handler_that_ignores_progress_keeps_working():

@@ -20,8 +20,8 @@ from rest_framework.test import APIClient
 from standardwebhooks import Webhook, WebhookVerificationError
 
 from factorize_app.jobs.events import JobEvent
-from factorize_app.jobs.webhook_dispatcher import _plan
-from factorize_app.webhooks.urls import non_public
+from factorize_app.webhooks.dispatcher import _plan
+from factorize_app.webhooks.targets import non_public
 from tests.conftest import wait_until
 from tests.test_webhooks import SECRET, Receiver, post, subscriptions
 
@@ -322,7 +322,7 @@ def test_secret_derivation_is_stable_and_per_receiver(settings):
 def test_the_dispatcher_reaches_every_watched_job_round_robin(settings, start_worker, monkeypatch):
     """Another client's finished job is reached within one pass, however many older watched jobs
     one client keeps queued (a window of 3 here stands for the 500 of a round)."""
-    from factorize_app.jobs import webhook_dispatcher
+    from factorize_app.webhooks import dispatcher as webhook_dispatcher
     from factorize_app.webhooks.worker import status_body_at
 
     monkeypatch.setattr(webhook_dispatcher, "WINDOW", 3)

@@ -25,6 +25,7 @@ from factorize_app.jobs import (
     QueueUnavailable,
     SubmitRefused,
     Throttled,
+    queue_error,
 )
 
 RETRY_AFTER_OUTAGE = "5"
@@ -126,3 +127,18 @@ def read_only(view):
         return view(request, *args, **kwargs)
 
     return csrf_exempt(wrapper)
+
+
+class RedisUnavailableMiddleware:
+    """Turn a Redis outage or write refusal in any view (the django-rq dashboard too) into a 503
+    JSON answer."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        return self.get_response(request)
+
+    def process_exception(self, request, exception):
+        error = queue_error(exception)
+        return outage_response(error) if error is not None else None

@@ -4,6 +4,10 @@ DRF's content negotiation picks the answer: a browser (`Accept: text/html`) gets
 client asking for JSON (or anything, `*/*`, as curl and requests do) gets the router's index,
 `{"<path>": "<url>", ...}`, as before. Everything on the page derives from the task type
 registry and the API schema's settings; nothing about a model is written here.
+
+The page also shows the service live: per task type, small charts of its queued and running jobs,
+its workers and the jobs it ends per second over the last minutes, drawn as SVG by a small script
+(static/factorize_app/live.js) from what /queues and /metrics answer, every few seconds.
 """
 
 from __future__ import annotations
@@ -18,6 +22,14 @@ from rest_framework.response import Response
 from rest_framework.routers import APIRootView
 
 from factorize_app.tasks import TaskType, task_types
+
+# How often the live charts ask /queues and /metrics, and how far back they reach.
+LIVE_POLL_SECONDS = 2
+LIVE_WINDOW_SECONDS = 300
+# The charts of each type: a field of /queues and its heading; `throughput` is the jobs it ended per
+# second, from the job duration histogram's counts in /metrics (which only grow, unlike /queues'
+# finished and failed counts, which fall as results expire).
+LIVE_SERIES = (("queued", "Queued"), ("started", "Running"), ("workers", "Workers"), ("throughput", "Jobs/s"))
 
 
 class FrontPageRenderer(TemplateHTMLRenderer):
@@ -70,6 +82,10 @@ class FrontPageView(APIRootView):
             "description": settings.SPECTACULAR_SETTINGS["DESCRIPTION"],
             "task_types": [type_entry(t, base_url=base_url, with_key=with_key) for t in task_types()],
             "require_api_key": with_key,
+            "live_poll_ms": LIVE_POLL_SECONDS * 1000,
+            "live_samples": LIVE_WINDOW_SECONDS // LIVE_POLL_SECONDS,
+            "live_minutes": LIVE_WINDOW_SECONDS // 60,
+            "live_series": LIVE_SERIES,
         }
         return Response(context)
 

@@ -16,9 +16,9 @@ these requests, and how the lane matches it:
   response headers (nosniff, Referrer-Policy, Cross-Origin-Opener-Policy; HSTS on https);
   XFrameOptionsMiddleware's `X-Frame-Options`.
 - CommonMiddleware: `DISALLOWED_USER_AGENTS` and `PREPEND_WWW` (the lane stands aside when set).
-- RequestBodyLimitMiddleware: the lane reads at most MAX_BODY bytes, below MAX_REQUEST_BYTES.
-- The views' long poll: `Prefer: wait` parsed by the same function (api/prefer.py), held under
-  the same per-client and per-process caps (api/holds.py), answered with the same `Preference-Applied`.
+- RequestBodyLimitMiddleware (api/bodies.py): the lane reads at most MAX_BODY bytes, below MAX_REQUEST_BYTES.
+- The views' long poll: `Prefer: wait` parsed by the same function, held under the same per-client
+  and per-process caps (api/request_options.py), answered with the same `Preference-Applied`.
 - DRF: the same throttle (counted in the poll's round trip), the same validation
   (`TaskType.validate`), JSON only by content type. The same authentication: an API key this
   process has already verified (its cache of key lookups), whose identity then counts for fair
@@ -42,15 +42,14 @@ from django.http.request import split_domain_port, validate_host
 from rest_framework.exceptions import ValidationError
 
 from factorize_app import jobs
-from factorize_app.api.access import add_traceback, limits_of, reading_owner
-from factorize_app.api.authentication import ClientIdentity, cached_identity
-from factorize_app.api.holds import holding
+from factorize_app.api.bodies import declared_length
+from factorize_app.api.identity.authentication import cached_identity
+from factorize_app.api.identity.clients import ClientIdentity, add_traceback, limits_of, reading_owner
 from factorize_app.api.metrics import LATENCY, REQUESTS
-from factorize_app.api.middleware import declared_length
-from factorize_app.api.prefer import parse_wait, preference_applied
+from factorize_app.api.request_options import holding, parse_wait, preference_applied
 from factorize_app.api.responses import status_answer
+from factorize_app.api.serializers import WEBHOOK_FIELDS
 from factorize_app.api.throttling import POLL, SUBMIT, rate_limit
-from factorize_app.api.webhooks import FIELDS as WEBHOOK_FIELDS
 from factorize_app.tasks import TaskType, get_task_type, task_types
 
 logger = logging.getLogger("factorize_app.api")
@@ -173,7 +172,7 @@ def _validate(task_type: TaskType, body: bytes) -> dict[str, Any] | None:
     except orjson.JSONDecodeError:
         return None
     if not isinstance(data, dict) or any(field in data for field in WEBHOOK_FIELDS):
-        return None  # a webhook subscription is DRF's (api/webhooks.py), however its key is spelled
+        return None  # a webhook subscription is DRF's (api/views.py), however its key is spelled
     # orjson reads integers beyond 64 bits as floats, which validation rejects: such inputs
     # fall through to DRF, whose stdlib parser keeps them exact.
     try:

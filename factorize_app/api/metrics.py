@@ -1,5 +1,7 @@
 """Prometheus metrics at /metrics: queue gauges and job durations read live from Redis at scrape
 time (a few commands per task type, no keyspace scans), request counts and latencies per route.
+The operators' dashboard (deploy/grafana) and alerting rules (deploy/prometheus) are built on
+these names; tests/test_dashboards.py checks that each one they use is served.
 
 Under gunicorn the request metrics of every worker process are merged through
 prometheus-client's multiprocess mode (PROMETHEUS_MULTIPROC_DIR, set up in gunicorn_conf.py).
@@ -10,12 +12,16 @@ from __future__ import annotations
 import os
 import time
 
+from django.conf import settings
 from django.http import HttpResponse
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from factorize_app import jobs
+from factorize_app.jobs.monitoring import oldest_queued_ages
+from factorize_app.tasks import task_types
+from factorize_app.webhooks import deliveries as webhook_deliveries
 
 REQUESTS = Counter("factorize_http_requests_total", "HTTP requests answered.", ["method", "route", "status"])
 LATENCY = Histogram(
@@ -29,11 +35,14 @@ REFUSED_SUBMITS = Counter(
     "Submits of new jobs answered 503 because Redis refused writes or passed its memory high-water mark.",
     ["reason"],
 )
+for _reason in jobs.REFUSAL_DETAILS:  # served from 0, so that rate() counts the first refusal of each
+    REFUSED_SUBMITS.labels(_reason)
 
 
 class QueueCollector:
-    """Per task type: jobs by state and live workers; job durations; whether Redis answers; Redis
-    memory against its maxmemory (the room left for results)."""
+    """Per task type: jobs by state, the oldest queued job's wait, live workers and the most its
+    deployment scales to; job durations; webhook deliveries; whether Redis answers; Redis memory
+    against its maxmemory and the high-water mark past which new jobs are refused."""
 
     def collect(self):
         up = GaugeMetricFamily("factorize_redis_up", "1 if the job queue's Redis answered this scrape.")
@@ -41,7 +50,9 @@ class QueueCollector:
             stats = jobs.queue_stats()
             durations = jobs.job_durations()
             used_memory, maxmemory = jobs.redis_memory()
-            webhook_counts = jobs.webhook_delivery_counts()
+            webhook_counts = webhook_deliveries.delivery_counts()
+            webhooks_pending = webhook_deliveries.pending_count()
+            ages = oldest_queued_ages()
         except jobs.QueueUnavailable:
             up.add_metric([], 0)
             yield up
@@ -52,17 +63,30 @@ class QueueCollector:
         yield GaugeMetricFamily(
             "factorize_redis_maxmemory_bytes", "Redis maxmemory (0: unlimited, no high-water mark).", value=maxmemory
         )
+        yield GaugeMetricFamily(
+            "factorize_redis_memory_high_water_bytes",
+            "Used memory past which new jobs are refused: REDIS_MEMORY_HIGH_WATER of maxmemory (0: no mark).",
+            value=settings.REDIS_MEMORY_HIGH_WATER * maxmemory,
+        )
 
         queue_jobs = GaugeMetricFamily(
             "factorize_queue_jobs", "Jobs of a task type by state.", labels=["queue", "state"]
+        )
+        oldest = GaugeMetricFamily(
+            "factorize_queue_oldest_job_age_seconds",
+            "Seconds the oldest queued job of a type has waited since it was enqueued (0: none queued).",
+            labels=["queue"],
         )
         workers = GaugeMetricFamily("factorize_queue_workers", "Live workers listening to a queue.", labels=["queue"])
         for entry in stats:
             for state in ("queued", "started", "finished", "failed", "canceled", "aborted"):
                 queue_jobs.add_metric([entry["name"], state], entry[state])
+            oldest.add_metric([entry["name"]], ages.get(entry["name"], 0.0))
             workers.add_metric([entry["name"]], entry["workers"])
         yield queue_jobs
+        yield oldest
         yield workers
+        yield _max_workers()
 
         histogram = HistogramMetricFamily(
             "factorize_job_duration_seconds",
@@ -85,6 +109,22 @@ class QueueCollector:
         for (event, outcome), count in sorted(webhook_counts.items()):
             deliveries.add_metric([event, outcome], count)
         yield deliveries
+        yield GaugeMetricFamily(
+            "factorize_webhook_pending_deliveries",
+            "Webhook deliveries not yet delivered or given up: queued, under way, or waiting to retry.",
+            value=webhooks_pending,
+        )
+
+
+def _max_workers() -> GaugeMetricFamily:
+    """The most workers each type's deployment scales to (TaskType.deployment.max_workers, KEDA's
+    maxReplicaCount): a backlog that grows with its workers at this number needs more room."""
+    family = GaugeMetricFamily(
+        "factorize_queue_max_workers", "The most workers a task type's deployment scales to.", labels=["queue"]
+    )
+    for task_type in task_types():
+        family.add_metric([task_type.name], task_type.deployment.max_workers)
+    return family
 
 
 def _registry() -> CollectorRegistry:
@@ -122,10 +162,8 @@ class _Renaming:
 
 
 def metrics_view(request) -> HttpResponse:
-    from django.conf import settings
-
     if settings.METRICS_REQUIRE_API_KEY:
-        from factorize_app.api.authentication import key_or_staff_refusal
+        from factorize_app.api.identity.authentication import key_or_staff_refusal
 
         refusal = key_or_staff_refusal(request)
         if refusal is not None:

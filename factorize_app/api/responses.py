@@ -1,4 +1,7 @@
-"""The seed's response shapes, built from a job's state and its task type's fields."""
+"""The answers to a job's state, built from it and its task type's fields: shared by the DRF
+views and the lean lane."""
+
+from __future__ import annotations
 
 from typing import Any
 
@@ -7,24 +10,17 @@ from django.urls import reverse
 from rest_framework import status
 from rest_framework.response import Response
 
-from factorize_app.api.prefer import preference_applied
+from factorize_app.api.request_options import preference_applied
 from factorize_app.jobs import JobState, status_body
 from factorize_app.tasks import TaskType
 
-
-def batch_item_body(task_type: TaskType, state: JobState) -> dict[str, Any]:
-    """A batch's answer for one valid item: exactly what a single submit-or-poll answers."""
-    return status_body(task_type, state)
-
-
-def invalid_item_body(errors: Any) -> dict[str, Any]:
-    """A batch's answer for an item that failed validation: its own errors, by field."""
-    return {"done": True, "job_id": None, "status": "invalid", "errors": errors}
+# What the seed's synchronous answer leaves out of a status body: there is no job to track.
+_NOT_AT_ONCE = ("load", "job_id", "status", "error", "progress")
 
 
 def status_answer(task_type: TaskType, state: JobState) -> tuple[int, dict[str, Any], dict[str, str]]:
     """HTTP status, body and headers of a job's state: 200 when done; 202 with where and when
-    to poll otherwise. Shared by the DRF views and the lean lane."""
+    to poll otherwise."""
     body = status_body(task_type, state)
     if state.done:
         return status.HTTP_200_OK, body, {}
@@ -36,17 +32,18 @@ def status_answer(task_type: TaskType, state: JobState) -> tuple[int, dict[str, 
 
 
 def status_response(task_type: TaskType, state: JobState, wait: int | None = None) -> Response:
+    """status_answer() as a DRF response, with the wait it honoured. A state computed in the
+    request (sync mode: no job, no id) answers as the seed's synchronous example did: the full
+    result at once, and `error` only when it failed."""
+    if state.job_id is None:
+        body = {name: value for name, value in status_body(task_type, state).items() if name not in _NOT_AT_ONCE}
+        if state.error:
+            body["error"] = state.error
+        return Response(body, status=status.HTTP_200_OK)
     code, body, headers = status_answer(task_type, state)
     return Response(body, status=code, headers={**preference_applied(wait), **headers})
 
 
-def sync_response(task_type: TaskType, state: JobState) -> Response:
-    """The seed's synchronous example: the full result at once, no job bookkeeping."""
-    body = {
-        name: value
-        for name, value in status_body(task_type, state).items()
-        if name not in ("load", "job_id", "status", "error", "progress")
-    }
-    if state.error:
-        body["error"] = state.error
-    return Response(body, status=status.HTTP_200_OK)
+def invalid_item_body(errors: Any) -> dict[str, Any]:
+    """A batch's answer for an item that failed validation: its own errors, by field."""
+    return {"done": True, "job_id": None, "status": "invalid", "errors": errors}

@@ -46,7 +46,7 @@ def begin_drain(reason: str) -> None:
     if _DRAINING.is_set():
         return
     _DRAINING.set()
-    from factorize_app.api.holds import HELD  # holds reads draining(): imported here, not above
+    from factorize_app.api.request_options import HELD  # it reads draining(): imported here, not above
     from factorize_app.api.streams import SLOTS
 
     held = {"reason": reason, "held_polls_and_streams": HELD.total(), "streams": SLOTS.open}

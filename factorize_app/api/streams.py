@@ -14,7 +14,7 @@ workers run every second and each open stream at every keep-alive (in case none 
 stream holds a server thread (WSGI), so a process serves at most EVENT_STREAMS_MAX of them and
 answers 503 beyond, leaving threads for polls; and a client at its MAX_HELD_PER_CLIENT, or any
 client while the process holds MAX_HELD_REQUESTS requests (streams, long polls and waiting
-submits together: api/holds.py), gets the job's state and the end of the stream at once (with a
+submits together: api/request_options.py), gets the job's state and the end of the stream at once (with a
 `retry:` for its reconnection), not a held one. A server that is stopping (api/shutdown.py)
 ends its streams the same way, at once.
 """
@@ -38,8 +38,7 @@ from rest_framework.response import Response
 from rest_framework.settings import api_settings
 
 from factorize_app import jobs
-from factorize_app.api.holds import HELD
-from factorize_app.api.responses import status_body
+from factorize_app.api.request_options import HELD
 from factorize_app.api.shutdown import draining
 from factorize_app.tasks import get_task_type
 
@@ -166,7 +165,7 @@ class _EventStream:
         task_type = get_task_type(self.state.task_name)
         sent = None
         for state, event_id in self.first:
-            yield _format(status_body(task_type, state), event_id)
+            yield _format(jobs.status_body(task_type, state), event_id)
             sent = state
         if sent is not None and sent.done:
             return
@@ -181,12 +180,12 @@ class _EventStream:
         while True:
             for event in self._watch.wait(min(next_keepalive, next_poll) - time.monotonic()):
                 base = jobs.state_after(base, event)
-                yield _format(status_body(task_type, base), event.event_id)
+                yield _format(jobs.status_body(task_type, base), event.event_id)
                 next_keepalive = time.monotonic() + keepalive
                 if base.done:
                     return
             if draining():  # the server is stopping: the state as it stands (no id: no new entry), and goodbye
-                yield _format(status_body(task_type, base), None)
+                yield _format(jobs.status_body(task_type, base), None)
                 yield reconnect_soon()
                 return
             now = time.monotonic()
@@ -202,7 +201,7 @@ class _EventStream:
                 changed = polled.status != base.status
                 base = polled if changed else dataclasses.replace(base, load=polled.load)
                 if changed:  # a change nobody pushed: sent without an id (it is no stream entry)
-                    yield _format(status_body(task_type, polled), None)
+                    yield _format(jobs.status_body(task_type, polled), None)
                     next_keepalive = now + keepalive
                     if polled.done:
                         return

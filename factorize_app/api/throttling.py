@@ -10,7 +10,7 @@ from django.conf import settings
 from rest_framework.throttling import SimpleRateThrottle
 
 from factorize_app import jobs
-from factorize_app.api.authentication import client_identity, identify
+from factorize_app.api.identity.authentication import client_identity, identify
 
 SUBMIT, POLL = "submit", "poll"
 _SETTINGS = {SUBMIT: "THROTTLE_SUBMIT", POLL: "THROTTLE_POLL"}

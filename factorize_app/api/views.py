@@ -1,8 +1,13 @@
-"""Thin DRF views: validate input, call one job-service function, shape the answer."""
+"""Thin DRF views: validate input, call the job service (or the webhooks area), shape the answer.
+
+As DRF's own mixins do, each action validates and answers while a `perform_*` hook does the work:
+`TaskViewSet.perform_submit` is the one place where the execution mode is chosen (EXECUTION_MODE:
+inputs computed in the request, or queued as jobs)."""
 
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 from django.conf import settings
 from rest_framework import status, viewsets
@@ -11,25 +16,16 @@ from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
 
 from factorize_app import jobs
-from factorize_app.api.access import add_traceback, limits_of, reading_owner
-from factorize_app.api.authentication import client_identity
-from factorize_app.api.deadline import requested_cancel_after
-from factorize_app.api.holds import holding
-from factorize_app.api.prefer import preference_applied, requested_wait
-from factorize_app.api.responses import (
-    batch_item_body,
-    invalid_item_body,
-    status_body,
-    status_response,
-    sync_response,
-)
+from factorize_app.api.identity.authentication import client_identity
+from factorize_app.api.identity.clients import add_traceback, limits_of, reading_owner
+from factorize_app.api.request_options import holding, preference_applied, requested_cancel_after, requested_wait
+from factorize_app.api.responses import invalid_item_body, status_response
 from factorize_app.api.schema import job_view_schema, queue_view_schema, task_view_schema
-from factorize_app.api.serializers import batch_serializer, form_input, form_serializer
+from factorize_app.api.serializers import batch_serializer, form_input, form_serializer, take_webhook
 from factorize_app.api.streams import JOB_RENDERERS, errors_as_json, open_stream, wants_stream
 from factorize_app.api.throttling import SUBMIT, ClientRateThrottle, rate_limit
-from factorize_app.api.webhooks import admit as admit_webhooks
-from factorize_app.api.webhooks import subscribe, take_webhook, webhooks_body
 from factorize_app.tasks import TaskType, get_task_type
+from factorize_app.webhooks import subscriptions
 
 
 class TaskViewSet(viewsets.GenericViewSet):
@@ -53,23 +49,19 @@ class TaskViewSet(viewsets.GenericViewSet):
 
     def list(self, request):
         """What this endpoint computes, and its current load."""
-        load = None if settings.EXECUTION_MODE == "sync" else jobs.load(task_type=self.task_type)
+        load = jobs.load(task_type=self.task_type) if self.queued else None
         return Response({"name": self.task_type.name, "description": self.task_type.description, "load": load})
 
     def create(self, request):
         # The webhook fields are not part of the input: the job id ignores them.
         body, webhook = take_webhook(form_input(self.task_type, request.data))
         data = self.task_type.validate(body)  # as the lean lane and each batch item
-        if settings.EXECUTION_MODE == "sync":
-            return sync_response(self.task_type, self.perform_compute(data))
-        if webhook is not None and (refused := admit_webhooks(self.task_type, {0: (data, webhook)}, request)):
+        if webhook is not None and (refused := self.admit_webhooks({0: (data, webhook)})):
             raise ValidationError({"webhook": [refused[0]]})
-        with holding(client_identity(request).name, requested_wait(request)) as wait:
-            state = self.perform_submit(data, wait)
+        (state,), wait = self.perform_submit([data], sent=1)
         response = status_response(self.task_type, state, wait)
         if webhook is not None:
-            owner = client_identity(request).name
-            response.data["webhook_secret"] = subscribe(self.task_type, state, webhook, owner=owner)
+            response.data["webhook_secret"] = self.subscribe(state, webhook)
         return response
 
     @action(detail=False, methods=["post"])
@@ -77,75 +69,100 @@ class TaskViewSet(viewsets.GenericViewSet):
         """Submit-or-poll many inputs at once; one status per item, in order."""
         serializer = self.get_serializer(data=request.data)
         serializer.is_valid(raise_exception=True)
+        items = serializer.validated_data["items"]
         valid, errors, webhooks = {}, {}, {}
-        for index, item in enumerate(serializer.validated_data["items"]):
+        for index, item in enumerate(items):
             try:
                 body, webhooks[index] = take_webhook(item)
                 valid[index] = self.task_type.validate(body)
             except ValidationError as exc:
                 errors[index] = exc.detail
-        if settings.EXECUTION_MODE != "sync":  # a webhook over a cap makes its item invalid
-            wanted = {index: (data, webhooks[index]) for index, data in valid.items() if webhooks.get(index)}
-            for index, reason in admit_webhooks(self.task_type, wanted, request).items():
-                errors[index] = {"webhook": [reason]}
-                del valid[index]
-        if settings.EXECUTION_MODE == "sync":
-            states = [self.perform_compute(data) for data in valid.values()]
-            wait = None
-        else:
-            with holding(client_identity(request).name, requested_wait(request)) as wait:
-                states = self.perform_submit_many(list(valid.values()), wait, len(serializer.validated_data["items"]))
+        # A webhook over a cap makes its item invalid.
+        wanted = {index: (data, webhooks[index]) for index, data in valid.items() if webhooks.get(index)}
+        for index, reason in self.admit_webhooks(wanted).items():
+            errors[index] = {"webhook": [reason]}
+            del valid[index]
+        states, wait = self.perform_submit(list(valid.values()), sent=len(items))
         answers = dict(zip(valid, states, strict=True))
         secrets = {}
         for index, state in answers.items():
             if webhooks.get(index) is not None and state.job_id:
                 try:
-                    owner = client_identity(request).name
-                    secrets[index] = subscribe(self.task_type, state, webhooks[index], owner=owner)
+                    secrets[index] = self.subscribe(state, webhooks[index])
                 except ValidationError as exc:  # a concurrent request took the last room under a cap
                     errors[index] = exc.detail
         results = [
-            batch_item_body(self.task_type, answers[index]) if index in answers and index not in errors
+            jobs.status_body(self.task_type, answers[index]) if index in answers and index not in errors
             else invalid_item_body(errors[index])
-            for index in range(len(serializer.validated_data["items"]))
+            for index in range(len(items))
         ]  # fmt: skip
         for index, secret in secrets.items():
             results[index]["webhook_secret"] = secret
         return Response({"results": results}, headers=preference_applied(wait))
 
-    def perform_submit(self, data: dict, wait: int | None) -> jobs.JobState:
-        identity = client_identity(self.request)
-        return jobs.submit(
-            task_type=self.task_type,
-            data=dict(data),
-            wait=wait or 0,
-            client=identity.name,
-            cancel_after=requested_cancel_after(self.request),
-            limits=limits_of(identity),
-        )
+    @property
+    def queued(self) -> bool:
+        """Whether inputs go through the job queue (EXECUTION_MODE=async), or are computed in the
+        request (sync: no queue, no Redis, no load, no waits)."""
+        return settings.EXECUTION_MODE != "sync"
 
-    def perform_submit_many(self, items: list[dict], wait: int | None, sent: int) -> list[jobs.JobState]:
-        """`sent` items (valid or not) count one by one against the submit allowance; DRF's
-        throttle counted the first, the rest count in the submit's own round trip."""
+    def perform_submit(self, items: list[dict], *, sent: int) -> tuple[list[jobs.JobState], int | None]:
+        """Run the valid `items` of a request that sent `sent` (valid or not); their states and the
+        wait applied. In sync mode each is computed now. Otherwise the job service submits them
+        (or polls them), holding up to the request's `Prefer: wait`, and the `sent` items count
+        one by one against the submit allowance: DRF's throttle counted the first, the rest
+        count in the submit's own round trip."""
+        if not self.queued:
+            return [jobs.compute(task_type=self.task_type, data=dict(data)) for data in items], None
         identity = client_identity(self.request)
         allowance = rate_limit(SUBMIT, self.request.META, client=identity.name)
         allowance = dataclasses.replace(allowance, cost=sent - 1) if allowance is not None and sent > 1 else None
-        if not items:
-            if allowance is not None:
-                jobs.count_request(rate_limit=allowance)
-            return []
-        return jobs.submit_many(
-            task_type=self.task_type,
-            items=items,
-            wait=wait or 0,
-            client=identity.name,
-            rate_limit=allowance,
-            cancel_after=requested_cancel_after(self.request),
-            limits=limits_of(identity),
-        )
+        with holding(identity.name, requested_wait(self.request)) as wait:
+            if not items:
+                if allowance is not None:
+                    jobs.count_request(rate_limit=allowance)
+                return [], wait
+            states = jobs.submit_many(
+                task_type=self.task_type,
+                items=[dict(data) for data in items],
+                wait=wait or 0,
+                client=identity.name,
+                rate_limit=allowance,
+                cancel_after=requested_cancel_after(self.request),
+                limits=limits_of(identity),
+            )
+        return states, wait
 
-    def perform_compute(self, data: dict) -> jobs.JobState:
-        return jobs.compute(task_type=self.task_type, data=dict(data))
+    def admit_webhooks(self, wanted: dict[int, tuple[dict, dict[str, Any]]]) -> dict[int, str]:
+        """Why each item of `wanted` (index -> its validated input and webhook) may not subscribe:
+        over the client's caps per job or live at once, or past Redis's high-water mark. The new
+        subscriptions the rest make count as submits against the client's allowance (429 beyond)."""
+        if not wanted:
+            return {}
+        owner = client_identity(self.request).name
+        order = list(wanted)
+        answers, new = subscriptions.admit(
+            owner=owner, wanted=[(jobs.job_id_for(self.task_type, wanted[i][0]), wanted[i][1]["url"]) for i in order]
+        )
+        allowance = rate_limit(SUBMIT, self.request.META, client=owner)
+        if new and allowance is not None:
+            jobs.count_request(rate_limit=dataclasses.replace(allowance, cost=new))
+        return {index: answer for index, answer in zip(order, answers, strict=True) if answer is not None}
+
+    def subscribe(self, state: jobs.JobState, webhook: dict[str, Any]) -> str:
+        """Subscribe after the submit (a job already done gets its `completed` delivery at once); the
+        secret that signs this client's deliveries to that receiver. A ValidationError naming
+        `webhook` if a concurrent request took the last room under a cap."""
+        try:
+            return subscriptions.subscribe(
+                task_type=self.task_type,
+                state=state,
+                url=webhook["url"],
+                events=list(webhook["events"]),
+                owner=client_identity(self.request).name,
+            )
+        except subscriptions.SubscriptionRefused as exc:
+            raise ValidationError({"webhook": [str(exc)]}) from None
 
 
 @job_view_schema()
@@ -179,7 +196,7 @@ class JobViewSet(viewsets.ViewSet):
         state = jobs.cancel(job_id=pk, client=identity.name, staff=identity.staff)
         if state is None or state.status == jobs.CANCELED:
             return Response(status=status.HTTP_204_NO_CONTENT)
-        return Response(status_body(get_task_type(state.task_name), state), status=status.HTTP_202_ACCEPTED)
+        return Response(jobs.status_body(get_task_type(state.task_name), state), status=status.HTTP_202_ACCEPTED)
 
     @action(detail=True, methods=["post"])
     def retry(self, request, pk: str):
@@ -194,7 +211,7 @@ class JobViewSet(viewsets.ViewSet):
         identity = client_identity(request)
         jobs.get_status(job_id=pk, owner=reading_owner(identity))  # 404 for no such job (or not the key's)
         owner = None if identity.staff else identity.name
-        return Response(webhooks_body(job_id=pk, owner=owner))
+        return Response({"job_id": pk, "subscriptions": subscriptions.subscriptions(job_id=pk, owner=owner)})
 
 
 @queue_view_schema()

@@ -93,17 +93,6 @@ from factorize_app.jobs.states import (
     status_body,
 )
 from factorize_app.jobs.sync import compute
-from factorize_app.jobs.webhook_dispatcher import Dispatcher as WebhookDispatcher
-from factorize_app.jobs.webhook_dispatcher import DispatcherLease
-from factorize_app.jobs.webhooks import DEFAULT_EVENTS as DEFAULT_WEBHOOK_EVENTS
-from factorize_app.jobs.webhooks import WEBHOOK_EVENTS, Delivery
-from factorize_app.jobs.webhooks import SubscriptionRefused as WebhookSubscriptionRefused
-from factorize_app.jobs.webhooks import admit as admit_webhooks
-from factorize_app.jobs.webhooks import claim as claim_delivery
-from factorize_app.jobs.webhooks import delivery_counts as webhook_delivery_counts
-from factorize_app.jobs.webhooks import record_attempt as record_delivery_attempt
-from factorize_app.jobs.webhooks import subscribe as subscribe_webhook
-from factorize_app.jobs.webhooks import subscriptions as webhook_subscriptions
 from factorize_app.jobs.worker_side import (
     JobOutcome,
     TakenJob,
@@ -201,16 +190,4 @@ __all__ = [
     "record_setup_failure",
     "setup_error",
     "setup_failures",
-    "DEFAULT_WEBHOOK_EVENTS",
-    "WEBHOOK_EVENTS",
-    "Delivery",
-    "DispatcherLease",
-    "WebhookDispatcher",
-    "claim_delivery",
-    "record_delivery_attempt",
-    "subscribe_webhook",
-    "admit_webhooks",
-    "WebhookSubscriptionRefused",
-    "webhook_delivery_counts",
-    "webhook_subscriptions",
 ]

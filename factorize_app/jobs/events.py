@@ -109,7 +109,7 @@ def event_id_key(event_id: str) -> tuple[int, int]:
 def latest_event(*, job_id: str) -> JobEvent | None:
     """The job's newest event, None if its stream is empty or gone."""
     entries = redis_connection().xrevrange(keys.events(job_id), count=1)
-    return _event(entries[0]) if entries else None
+    return parse_event(entries[0]) if entries else None
 
 
 @translate_outages
@@ -117,7 +117,7 @@ def events_after(*, job_id: str, after: str) -> list[JobEvent]:
     """The job's events newer than `after`, oldest first (what a reconnecting client missed)."""
     if after == _LAST_EVENT_ID:  # none can be newer, and Redis refuses the range after it
         return []
-    return [_event(entry) for entry in redis_connection().xrange(keys.events(job_id), min=f"({after}", max="+")]
+    return [parse_event(entry) for entry in redis_connection().xrange(keys.events(job_id), min=f"({after}", max="+")]
 
 
 def state_after(state: JobState, event: JobEvent) -> JobState:
@@ -268,7 +268,7 @@ class _Dispatcher:
                 if name == self._wake_key or not entries:
                     continue
                 job_id = name.removeprefix(keys.EVENTS_PREFIX)
-                events = [_event(entry) for entry in entries]
+                events = [parse_event(entry) for entry in entries]
                 with self._lock:
                     # Unless a new watcher moved the cursor back meanwhile (it reads from there next).
                     if self._cursors.get(job_id) == streams[name]:
@@ -297,7 +297,8 @@ def watch(*, job_id: str, after: str) -> EventWatch:
     return dispatcher().watch(job_id, after)
 
 
-def _event(entry) -> JobEvent:
+def parse_event(entry) -> JobEvent:
+    """One entry of a job's stream, as XREAD and XRANGE answer it."""
     event_id, fields = entry
     return JobEvent(
         event_id=event_id.decode(),

@@ -233,46 +233,17 @@ def events_wake(process: str) -> str:
     return EVENTS_WAKE_PREFIX + process
 
 
-# --- webhooks (jobs.webhooks) -------------------------------------------------------------
-
-WEBHOOKS = OURS + "webhooks:"
-# A job's subscriptions (subscription id -> JSON: url, events, owner, cursor, state).
-WEBHOOK_SUBSCRIPTIONS_PREFIX = WEBHOOKS + "subscriptions:"
-# A subscription's newest deliveries, in order (a list of delivery ids), and one delivery's hash.
-WEBHOOK_SUBSCRIPTION_DELIVERIES_PREFIX = WEBHOOKS + "sub-deliveries:"
-WEBHOOK_DELIVERY_PREFIX = WEBHOOKS + "delivery:"
-# A client's live subscriptions ("<job id> <subscription id>", scored by when they end at the
-# latest: watching, or their `completed` delivery still under way), counted against its cap.
-WEBHOOK_CLIENT_PREFIX = WEBHOOKS + "client:"
-# Jobs with a subscription still waiting for events, scored by when the wait is given up.
-WEBHOOK_WATCHED = WEBHOOKS + "watched"
-# Every pending delivery, scored by when the dispatcher looks at it next: a retry's due time, an
-# attempt's lease end (its worker died), a queued delivery's grace (lost between pop and start).
-WEBHOOK_DUE = WEBHOOKS + "due"
-# The dispatcher's lease (one across replicas) and its wake-up stream (a new subscription).
-WEBHOOK_DISPATCHER = WEBHOOKS + "dispatcher"
-WEBHOOK_WAKE = WEBHOOKS + "wake"
-# Delivery outcomes for /metrics ("<event> <outcome>" -> count).
-WEBHOOK_METRICS = OURS + "metrics:webhook_deliveries"
-WEBHOOK_QUEUE = "webhooks"  # the RQ queue the webhooks worker serves
-
-
-def webhook_subscriptions(job_id: str) -> str:
-    return WEBHOOK_SUBSCRIPTIONS_PREFIX + job_id
-
-
-def webhook_subscription_deliveries(job_id: str, sub_id: str) -> str:
-    return f"{WEBHOOK_SUBSCRIPTION_DELIVERIES_PREFIX}{job_id}:{sub_id}"
-
-
-def webhook_client(owner: str) -> str:
-    return WEBHOOK_CLIENT_PREFIX + owner
-
-
-def webhook_delivery(delivery_id: str) -> str:
-    return WEBHOOK_DELIVERY_PREFIX + delivery_id
-
-
 def budget(client: str, slot: int) -> str:
     """Bytes charged to a client's jobs whose records expire within expiry slot `slot`."""
     return f"{BUDGET_PREFIX}{client}:{slot}"
+
+
+# Jobs' files (jobs/files.py): each file id's record (expiring with it), every stored blob's
+# digest scored by the latest expiry of anything referring to it, and the blobs being deleted.
+FILE_RECORD_PREFIX = OURS + "file:"
+FILE_BLOBS = OURS + "files:blobs"
+FILE_DELETING = OURS + "files:deleting"
+
+
+def file_record(file_id: str) -> str:
+    return FILE_RECORD_PREFIX + file_id

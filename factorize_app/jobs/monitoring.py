@@ -1,6 +1,6 @@
 """What the queue holds and whether it takes more: load and per-type stats (read-only, so they
-answer on a full Redis), job durations, Redis memory, the admission of new jobs, worker liveness
-and the readiness probe.
+answer on a full Redis), job durations, the backlog's age, Redis memory, the
+admission of new jobs, worker liveness and the readiness probe.
 
 Admission: new submits are refused early, once Redis memory passes REDIS_MEMORY_HIGH_WATER of
 maxmemory (`admit_new_jobs`), so that the results of jobs already running always have room to be
@@ -29,6 +29,7 @@ from factorize_app.jobs.connection import CLOCK_KEYS, OUTAGE_GAP, lua, redis_con
 from factorize_app.jobs.diagnostics import setup_error, setup_failures
 from factorize_app.jobs.errors import FULL, QueueUnavailable, SubmitRefused, translate_outages, write_refusal
 from factorize_app.jobs.reconcile import reconcile
+from factorize_app.jobs.states import QUEUED
 from factorize_app.tasks import TaskType, task_types
 
 _LOAD = lua("load")
@@ -168,6 +169,31 @@ def job_durations() -> dict[tuple[str, str], dict[str, float]]:
             status, _, bucket = field.decode().partition(":")
             durations.setdefault((task_type.name, status), {})[bucket] = float(value)
     return durations
+
+
+# --- for /metrics: how long the backlog has waited -------------------------------------------------
+
+_OLDEST_QUEUED = lua("oldest_queued")
+_STATUS_FIELD, _ENQUEUED_FIELD = "status", "enqueued_at"  # RQ's job hash fields
+OLDEST_LOOKED_AT = 1000  # ids of a type's RQ list a scrape looks at, at most (oldest_queued.lua)
+
+
+@translate_outages
+def oldest_queued_ages() -> dict[str, float]:
+    """Per task type: seconds its oldest queued job has waited since it was enqueued (0: none
+    queued). A queue's length does not tell a backlog that moves from one that is stuck."""
+    names = [task_type.name for task_type in task_types()]
+    with redis_connection().pipeline(transaction=False) as pipe:
+        for name in names:
+            args = [keys.JOB_PREFIX, _STATUS_FIELD, QUEUED, _ENQUEUED_FIELD, OLDEST_LOOKED_AT]
+            script(_OLDEST_QUEUED)(keys=[keys.queue(name)], args=args, client=pipe)
+        replies = pipe.execute()
+    ages = {}
+    for name, (enqueued_at, seconds, micros) in zip(names, replies, strict=True):
+        now = int(seconds) + int(micros) / 1e6
+        enqueued = utcparse(enqueued_at.decode()).replace(tzinfo=datetime.UTC).timestamp() if enqueued_at else now
+        ages[name] = max(0.0, now - enqueued)
+    return ages
 
 
 _memory_lock = threading.Lock()

@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from django.conf import settings
 from standardwebhooks import Webhook
 
-from factorize_app.webhooks.urls import origin
+from factorize_app.webhooks.targets import origin
 
 _CONTEXT = b"factorize webhook receiver secret v1"
 

@@ -23,12 +23,13 @@ from rq.worker import SimpleWorker
 from factorize_app import jobs
 from factorize_app.jobs.connection import redis_connection
 from factorize_app.tasks import get_task_type
-from factorize_app.webhooks import delivery
+from factorize_app.webhooks import attempts
+from factorize_app.webhooks.dispatcher import Dispatcher, DispatcherLease
+from factorize_app.webhooks.keys import QUEUE
 from factorize_app.worker import RecoverableCleaning, _as_queue_error, _Trouble
 
 logger = logging.getLogger("factorize_app.webhooks")
 
-QUEUE = "webhooks"
 # Longest the dispatcher blocks for new events: a retry falls due at most this late.
 DISPATCH_BLOCK_MS = 500
 # How often it looks for watched jobs that vanished or waited too long.
@@ -62,7 +63,7 @@ class WebhookWorker(RecoverableCleaning, SimpleWorker):
         self._stopping = threading.Event()
         self._trouble = _Trouble(f"webhooks worker {self.name}")
         self._dispatcher: threading.Thread | None = None
-        self._pool: delivery.AttemptPool | None = None
+        self._pool: attempts.AttemptPool | None = None
 
     # --- a Redis that refuses writes (full, read-only) or is gone: waited out, never a crash ---
     # RQ's loop quits on any exception (and its teardown then raises): each step that writes
@@ -158,8 +159,8 @@ class WebhookWorker(RecoverableCleaning, SimpleWorker):
             return taken
 
     def work(self, burst: bool = False, *args, **kwargs) -> bool:
-        self._pool = delivery.AttemptPool(settings.WEBHOOK_CONCURRENCY)
-        delivery.use_pool(self._pool)
+        self._pool = attempts.AttemptPool(settings.WEBHOOK_CONCURRENCY)
+        attempts.use_pool(self._pool)
         if not burst:  # a burst only drains what is queued
             self._dispatcher = threading.Thread(target=self._dispatch, name="webhook-dispatcher", daemon=True)
             self._dispatcher.start()
@@ -168,13 +169,13 @@ class WebhookWorker(RecoverableCleaning, SimpleWorker):
         finally:
             self._stopping.set()
             self._pool.shutdown()
-            delivery.use_pool(None)
+            attempts.use_pool(None)
             if self._dispatcher is not None:
                 self._dispatcher.join(timeout=DISPATCH_BLOCK_MS / 1000 + 5)
 
     def _dispatch(self) -> None:
-        lease = jobs.DispatcherLease()
-        dispatcher = jobs.WebhookDispatcher()
+        lease = DispatcherLease()
+        dispatcher = Dispatcher()
         parent = int(os.environ.get(PARENT_ENV, "0") or 0)
         stale_check, failing, holding = 0.0, False, False
         while not self._stopping.is_set():

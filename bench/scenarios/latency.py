@@ -1,0 +1,64 @@
+"""Submit to result seen on an idle system: `Prefer: wait`, the event stream, and the seed's
+1-second polling, over one kept-alive connection, one warm worker."""
+
+from __future__ import annotations
+
+import json
+import statistics
+import time
+
+import requests
+
+from bench.context import Bench
+from bench.measure import ratio
+
+
+def run(bench: Bench) -> dict:
+    samples = bench.options.size(20, 3)
+    bench.flush()
+    with bench.web_server() as base:
+        url = f"{base}/factorize"
+        procs = bench.warm_worker("factorization")
+        http = requests.Session()  # a client's kept-alive connection, as any client polling would keep
+
+        def with_wait(n: int) -> float:
+            started = time.perf_counter()
+            body = http.post(url, json={"number": n}, headers={"Prefer": "wait=10"}, timeout=30).json()
+            assert body["done"], body
+            return time.perf_counter() - started
+
+        def with_polling(n: int) -> float:
+            started = time.perf_counter()
+            while not http.post(url, json={"number": n}, timeout=30).json()["done"]:
+                time.sleep(1)
+            return time.perf_counter() - started
+
+        def with_stream(n: int) -> float:
+            started = time.perf_counter()
+            job_id = http.post(url, json={"number": n}, timeout=30).json()["job_id"]
+            stream = http.get(f"{base}/jobs/{job_id}", headers={"Accept": "text/event-stream"}, stream=True, timeout=30)
+            for line in stream.iter_lines():
+                if line.startswith(b"data: ") and json.loads(line[6:])["done"]:
+                    break
+            stream.close()
+            return time.perf_counter() - started
+
+        waits = [with_wait(2 * 10**6 + i) for i in range(samples)]
+        streamed = [with_stream(4 * 10**6 + i) for i in range(samples)]
+        polls = [with_polling(3 * 10**6 + i) for i in range(samples)]
+        bench.stop(procs)
+    return {
+        "wait_p50_ms": statistics.median(waits) * 1000,
+        "stream_p50_ms": statistics.median(streamed) * 1000,
+        "poll_p50_ms": statistics.median(polls) * 1000,
+    }
+
+
+def report(result: dict) -> list[str]:
+    lat = result
+    return ["## Latency: submit to result seen, idle system", "",
+            f"- `Prefer: wait=10`: p50 {lat['wait_p50_ms']:.1f} ms",
+            f"- the event stream (POST, then `GET /jobs/<id>` as `text/event-stream` to the done event): "
+            f"p50 {lat['stream_p50_ms']:.1f} ms",
+            f"- the seed's 1-second polling: p50 {lat['poll_p50_ms']:.1f} ms "
+            f"({ratio(lat['poll_p50_ms'], lat['wait_p50_ms'])} slower)", ""]  # fmt: skip

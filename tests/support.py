@@ -15,6 +15,7 @@ from django.conf import settings
 from rq.worker import Worker
 from rq.worker_registration import REDIS_WORKER_KEYS, WORKERS_BY_QUEUE_KEY
 
+from factorize_app.jobs import keys
 from tests.processes import PYTHON, process_tree, registered, rqworker, stop, wait_until
 
 # The service subprocesses' database (admin users, API keys, sessions): one SQLite file per test
@@ -128,8 +129,13 @@ class WarmWorkers:
             if record.pid in kept_pids:
                 key = record.key
                 kept.append((key, self.redis_conn.dump(key), self.redis_conn.pttl(key), record.queue_names()))
+        # The deployment's job id key too: the warm workers name and read jobs with the one they
+        # cached, which a flush would replace with another process's new one.
+        id_key = self.redis_conn.get(keys.JOB_ID_KEY) if kept else None
         self.redis_conn.flushdb()
         with self.redis_conn.pipeline() as pipe:
+            if id_key is not None:
+                pipe.set(keys.JOB_ID_KEY, id_key)
             for key, dumped, ttl, queues in kept:
                 pipe.restore(key, max(ttl, 0), dumped)
                 pipe.sadd(REDIS_WORKER_KEYS, key)

@@ -137,7 +137,7 @@ class WarmWorkers:
             if id_key is not None:
                 pipe.set(keys.JOB_ID_KEY, id_key)
             for key, dumped, ttl, queues in kept:
-                pipe.restore(key, max(ttl, 0), dumped)
+                pipe.restore(key, max(ttl, 0), dumped, replace=True)  # a heartbeat may have written it since
                 pipe.sadd(REDIS_WORKER_KEYS, key)
                 for queue in queues:
                     pipe.sadd(WORKERS_BY_QUEUE_KEY % queue, key)

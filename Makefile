@@ -8,7 +8,7 @@ REDIS_URL ?= redis://127.0.0.1:6379/0
 # Tests use their own database number and flush only that one.
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/15
 
-.PHONY: install install-test redis run serve worker test test-fast test-model test-docker bench lint deploy-files settings-reference clean
+.PHONY: install install-test redis run serve worker test test-full test-model test-docker bench lint deploy-files settings-reference clean
 
 # Serving needs the service's requirements and each model's own: in this virtualenv when they
 # resolve together, else in the model's own (.venv-models/NAME), else the model is refused in one
@@ -59,17 +59,20 @@ settings-reference: install
 lint: install-test
 	$(BIN)/ruff check .
 
+## The suite but its long tests, in parallel (pytest-xdist: TEST_JOBS processes, each on its own Redis
+## database counting down from TEST_REDIS_URL's: 15, 14, 13): minutes. The long ones: make test-full.
+TEST_JOBS ?= 3
 test: install-test lint
 	@scripts/ensure-redis.sh "$(TEST_REDIS_URL)"
 	@scripts/ensure-chromium.sh || echo "Chromium could not be installed: the browser tests will be SKIPPED."
 	@scripts/ensure-promtool.sh || echo "promtool could not be installed: \`promtool check metrics\` will be SKIPPED."
-	TEST_REDIS_URL=$(TEST_REDIS_URL) $(BIN)/pytest $(PYTEST_ARGS)
+	TEST_REDIS_URL=$(TEST_REDIS_URL) $(BIN)/pytest -n $(TEST_JOBS) --dist loadfile $(PYTEST_ARGS)
 
-## Everything but the slow tests (tests/conftest.py SLOW_MODULES, SLOW_TESTS: chaos, soak, fuzzing, browser,
-## deployment files, tests of 4 s or more): minutes, for the edit-test loop. `make test` runs them all.
-test-fast: install-test lint
+## The long tests alone (tests/conftest.py FULL_ONLY: soak, chaos, fuzzing, failover, fill-up, stress,
+## fresh virtualenvs), one at a time: each loads the machine on purpose. CI runs them after make test.
+test-full: install-test
 	@scripts/ensure-redis.sh "$(TEST_REDIS_URL)"
-	TEST_REDIS_URL=$(TEST_REDIS_URL) $(BIN)/pytest -m "not slow and not docker" $(PYTEST_ARGS)
+	TEST_REDIS_URL=$(TEST_REDIS_URL) $(BIN)/pytest -m "full and not docker" $(PYTEST_ARGS)
 
 ## One model against the service's contract (tests/test_model_contract.py): make test-model MODEL=sentiment
 test-model: install-test

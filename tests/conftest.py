@@ -1,21 +1,23 @@
 """Fixtures for the running service: a clean test Redis database, real workers, a real server.
 
 Everything talks to a real Redis (the database number in REDIS_URL, flushed before each
-test; never the whole server) and real `manage.py rqworker` / gunicorn subprocesses.
+test; never the whole server) and real `manage.py rqworker` / gunicorn subprocesses. Workers
+are warm (`warm_worker`, shared from test to test) where a test only needs jobs run, or the
+test's own (`start_worker`) where it kills, stops or restarts them; under pytest-xdist each
+process has a database of its own (tests/settings.py).
 """
 
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
-import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 import redis
+import requests
 from django.conf import settings
 from rest_framework.test import APIClient
 
@@ -32,85 +34,43 @@ from tests.processes import (  # noqa: F401
     wait_until,
     web_server_with,
 )
-
-# The slow tier, left out by `make test-fast` (-m "not slow"); `make test` runs it. Whole modules
-# (paths from tests/) that kill processes, cut or fill Redis, fuzz, soak, drive a browser, check the
-# deployment files or mostly wait on workers; and single tests elsewhere that took 4 s or more
-# (module::test, every parametrization), measured with --durations on the shared machine (2 cores,
-# load 3 to 8), and those of 8 s or more in a `make test-fast` run there.
-SLOW_MODULES = (
-    "browser/",  # a real Chromium
-    "test_client_package.py",  # a worker for nearly every test, and pip into a fresh venv
-    "test_crash_recovery.py",  # workers killed mid-job
-    "test_devserver.py",  # make run's supervisor: workers restarted, environments built
-    "test_docker_files.py",  # hadolint and docker compose on every file
-    "test_event_stream.py",
-    "test_fuzz.py",  # schemathesis over every operation: minutes
-    "test_graceful_shutdown.py",  # real servers (granian, gunicorn) stopped with held requests
-    "test_full_redis.py",  # Redis filled to its maxmemory
-    "test_kubernetes.py",  # kustomize and schema validation of every manifest
-    "test_operator.py",
-    "test_redis_outage.py",  # Redis stopped and started again
-    "test_request_bodies.py",  # bursts of 1 MB bodies against two servers
-    "test_rq_ecosystem.py",  # RQ's own tools and dashboards against real workers
-    "test_sentinel.py",  # a Sentinel group and a failover
-    "test_soak.py",
-    "test_webhooks.py",  # real receivers, retries and restarts
-    "test_worker_batches.py",  # workers stopped and killed mid-batch
+from tests.support import (  # noqa: F401  (the tests import these from here, as before)
+    SERVICE_DATABASE,
+    WarmWorkers,
+    WorkerProcess,
+    launch_worker,
+    service_env,
 )
-SLOW_TESTS = {
-    "test_api_contract.py::test_a_generated_client_submits_a_batch_once_and_a_webhook_filter_as_a_list",
-    "test_api_contract.py::test_seed_polling_client_converges",
-    "test_api_contract.py::test_sync_mode_bounds_a_handler_by_the_job_timeout",
-    "test_api_keys.py::test_create_api_key_prints_only_the_key_and_stores_only_its_digest",
-    "test_api_keys.py::test_the_client_with_and_without_a_key",
-    "test_api_keys.py::test_unknown_malformed_and_revoked_keys_are_401",
-    "test_api_keys.py::test_without_a_key_every_api_request_is_401_json",
-    "test_budgets.py::test_one_client_holds_at_most_its_share_of_a_capped_redis",
-    "test_budgets.py::test_the_charge_expires_with_the_jobs_records",
-    "test_client.py::test_a_failed_job_prints_failed_and_exits_1",
-    "test_client.py::test_redis_down_is_retried_a_bounded_number_of_times_then_exits_2",
-    "test_client.py::test_the_client_waits_with_prefer_instead_of_polling",
-    "test_client.py::test_watch_prints_a_running_jobs_progress",
-    "test_client_isolation.py::test_a_client_alone_uses_every_worker_and_gives_one_back_when_another_waits",
-    "test_client_isolation.py::test_a_keys_running_cap_keeps_its_jobs_to_one_worker",
-    "test_client_isolation.py::test_held_requests_per_client_are_capped_and_health_probes_stay_free",
-    "test_dashboards.py::test_every_metric_and_label_the_dashboard_and_rules_use_is_served",
-    "test_dashboards.py::test_the_oldest_queued_jobs_wait_is_served_until_a_worker_takes_it",
-    "test_deadline.py::test_cancel_after_on_an_idle_worker_is_never_early_nor_late",
-    "test_deadline.py::test_cancel_after_right_after_a_delete_is_never_early_nor_late",
-    "test_digits.py::test_digits_end_to_end_through_the_queue",
-    "test_digits.py::test_the_web_server_and_other_workers_never_load_the_model_packages",
-    "test_failure_reports.py::test_a_failed_jobs_traceback_is_shown_to_its_keyed_owner_and_not_to_others",
-    "test_failure_reports.py::test_a_finished_job_has_no_traceback_even_for_staff",
-    "test_failure_reports.py::test_staff_see_any_failed_jobs_traceback",
-    "test_hostile_input.py::test_a_client_past_its_held_requests_gets_answers_at_once_and_others_are_still_held",
-    "test_hostile_input.py::test_every_other_endpoint_and_method",
-    "test_hostile_input.py::test_hostile_job_ids_and_prefer_headers",
-    "test_hostile_input.py::test_hostile_webhook_fields_are_refused_naming_the_field",
-    "test_hostile_input.py::test_memory_stays_bounded_under_distinct_padded_bodies",
-    "test_job_lifecycle.py::test_a_job_over_its_timeout_fails_cleanly_and_the_worker_goes_on",
-    "test_job_lifecycle.py::test_a_number_too_hard_to_factor_in_time_fails_with_timed_out",
-    "test_job_lifecycle.py::test_an_expired_then_resubmitted_job_runs_exactly_once",
-    "test_job_lifecycle.py::test_load_counts_live_queued_and_running_jobs_only",
-    "test_job_lifecycle.py::test_polling_keeps_a_queued_job_alive_and_an_abandoned_one_expires_unrun",
-    "test_job_lifecycle.py::test_results_are_cached_and_answer_without_running_again",
-    "test_lean_lane.py::test_pending_and_done_answers_match_drf",
-    "test_long_poll.py::test_a_hard_number_shows_its_progress_while_it_runs",
-    "test_long_poll.py::test_hundreds_of_waiters_do_not_starve_other_requests",
-    "test_model_contract.py::test_a_worker_answers_an_example_through_the_queue",
-    "test_model_requirements.py::test_a_worker_for_every_queue_leaves_out_the_types_it_cannot_run",
-    "test_observability.py::test_metrics_show_queue_gauges_moving_job_durations_and_requests",
-    "test_observability.py::test_schema_validates_without_warnings",
-    "test_observability.py::test_the_pods_own_address_joins_the_allowed_hosts_and_only_an_address_is_taken",
-    "test_security.py::test_each_tls_knob_is_wired",
-    "test_startmodel.py::test_a_generated_model_is_served_at_once_and_passes_the_contract",  # a nested pytest
-    "test_steering.py::test_a_stop_asked_while_its_worker_is_dead_is_not_lost",
-    "test_throttling.py::test_the_lean_lane_counts_in_its_one_round_trip_and_trusts_only_the_configured_header",
-    "test_workers.py::test_a_killed_worker_stops_counting_within_three_heartbeats_and_leaves_the_listing",
-    "test_workers.py::test_a_worker_for_primes_only_never_takes_a_factorization_job",
-    "test_workers.py::test_rqworker_without_queue_names_listens_to_every_task_type_and_delivers_webhooks",
-    "test_workers.py::test_setup_runs_once_per_worker_and_jobs_run_warm_in_its_process",
+
+# The long tests, left to the full run (`make test-full`, marker `full`): soaks, chaos, fuzzing at
+# length, failovers, fill-ups, stress by hundreds or thousands of clients, fresh virtualenvs. `make
+# test` runs everything else in minutes; CI runs both. A module (path from tests/), or one test
+# (module::test, every parametrization), with why it is long.
+FULL_ONLY = {
+    "test_soak.py": "200 clients for 60 s",
+    "test_fuzz.py": "schemathesis over every operation, minutes",
+    "test_full_redis.py": "Redis filled to its maxmemory, ridden out for seconds, a fill-up run",
+    "test_redis_outage_bounds.py": "an outage longer than JOB_TTL, a hung Redis",
+    "test_redis_outage.py::test_services_ride_out_a_redis_outage": "Redis hung, then down, then back",
+    "test_sentinel.py::test_blocking_client_follows_the_sentinels": "a Sentinel group",
+    "test_sentinel.py::test_web_and_worker_carry_on_through_a_sentinel_failover": "a Sentinel group and a failover",
+    (
+        "test_devserver.py::test_a_model_whose_setup_raises_is_restarted_with_backoff"
+        "_and_reported_while_another_model_serves"
+    ): "make run's supervisor restarting with backoff",
+    "test_devserver.py::test_a_change_in_a_models_folder_restarts_its_worker_and_no_other": "make run's supervisor",
+    "test_devserver.py::test_requirements_that_conflict_with_the_services_are_refused_in_one_line": "a resolver run",
+    "test_devserver.py::test_a_model_conflicting_with_another_model_gets_its_own_environment": "a virtualenv built",
+    "test_devserver.py::test_a_worker_that_exits_before_its_setup_is_reported_by_the_supervisor": "a supervisor",
+    "test_startmodel.py::test_a_generated_model_is_served_at_once_and_passes_the_contract": "a nested pytest",
+    "test_startmodel.py::test_a_generated_model_gets_its_deployment_entries_at_once": "the deployment files rewritten",
+    "test_crash_recovery.py::test_twenty_jobs_under_random_kills_all_end_finished_or_failed_with_a_reason": "chaos",
+    "test_held_requests.py::test_1400_clients_holding_polls_leave_healthz_answering_within_a_second": "1,400 clients",
+    "test_event_stream.py::test_hundreds_of_open_streams_while_polls_and_healthz_answer": "hundreds of streams",
+    "test_long_poll.py::test_hundreds_of_waiters_do_not_starve_other_requests": "200 held polls",
+    "test_hostile_input.py::test_memory_stays_bounded_under_distinct_padded_bodies": "3,300 bodies of 60 KB",
+    "test_request_bodies.py::test_concurrent_large_batches_leave_the_web_process_bounded": "bursts of 1 MB bodies",
+    "test_client_package.py::test_pip_install_gives_a_working_factorize_command": "pip into a fresh virtualenv",
 }
 
 
@@ -119,28 +79,26 @@ def pytest_collection_modifyitems(config, items):
     matched = set()
     for item in items:
         node = item.nodeid.removeprefix("tests/").split("[", 1)[0]
-        if node.startswith(SLOW_MODULES) or node in SLOW_TESTS:
-            item.add_marker(pytest.mark.slow)
-            matched.add(node)
+        module = node.split("::", 1)[0]
+        for name in (module, node):
+            if name in FULL_ONLY:
+                item.add_marker(pytest.mark.full)
+                matched.add(name)
     if config.args_source is pytest.Config.ArgsSource.TESTPATHS:  # the whole suite: no stale names
-        stale = SLOW_TESTS - matched
+        stale = set(FULL_ONLY) - matched
         if stale:
-            raise pytest.UsageError(f"tests/conftest.py SLOW_TESTS names tests that do not exist: {sorted(stale)}")
+            raise pytest.UsageError(f"tests/conftest.py FULL_ONLY names tests that do not exist: {sorted(stale)}")
 
 
-# The service subprocesses' database (admin users, API keys, sessions): one SQLite file per test
-# run, migrated once (service_database), as scripts/start-web.sh migrates before serving.
-SERVICE_DATABASE = Path(tempfile.mkdtemp(prefix="factorize-tests-")) / "service.sqlite3"
-
-
-def service_env(redis_url: str | None = None, **overrides: str) -> dict[str, str]:
-    """The environment of a service subprocess; tests.settings reads its Redis from TEST_REDIS_URL."""
-    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "tests.settings", "PYTHONUNBUFFERED": "1"}
-    env["PATH"] = f"{Path(PYTHON).parent}{os.pathsep}{env.get('PATH', '')}"  # the virtualenv's servers
-    env["TEST_REDIS_URL"] = redis_url or settings.REDIS_URL
-    env["DATABASE_URL"] = f"sqlite:///{SERVICE_DATABASE}"
-    env.update(overrides)
-    return env
+def blocked_reads(redis_conn: redis.Redis) -> int:
+    """Requests a web server holds now on the test database: each waits in a blocking XREAD of its
+    own (blocked now: flag `b`; an idle pooled connection whose last command was an XREAD is not one)."""
+    db = str(redis_conn.connection_pool.connection_kwargs.get("db", 0))
+    return sum(
+        1
+        for c in redis_conn.client_list()
+        if c.get("cmd") == "xread" and c.get("db") == db and "b" in c.get("flags", "")
+    )
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -162,10 +120,25 @@ def redis_conn() -> redis.Redis:
     return conn
 
 
+@pytest.fixture(scope="session")
+def warm_workers(redis_conn: redis.Redis, tmp_path_factory) -> Iterator[WarmWorkers]:
+    workers = WarmWorkers(redis_conn, tmp_path_factory.mktemp("warm-workers"))
+    yield workers
+    workers.stop_all()
+
+
 @pytest.fixture(autouse=True)
-def clean_redis(redis_conn: redis.Redis) -> Iterator[None]:
-    redis_conn.flushdb()
+def clean_redis(request, redis_conn: redis.Redis, warm_workers: WarmWorkers) -> Iterator[None]:
+    """Every test starts on an empty database; the warm workers it may ask for stay registered."""
+    warm_workers.flush_keeping_idle_workers(keep="warm_worker" in request.fixturenames)
     yield
+
+
+@pytest.fixture(scope="module")
+def session() -> Iterator[requests.Session]:
+    """One HTTP session per module, for tests that send many requests to a real server."""
+    with requests.Session() as http:
+        yield http
 
 
 @pytest.fixture
@@ -185,37 +158,30 @@ def key(db) -> Callable[..., dict[str, str]]:
     return make
 
 
-class WorkerProcess:
-    def __init__(self, process: subprocess.Popen, log_path: Path):
-        self.process = process
-        self.log_path = log_path
-
-    @property
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> None:
-        stop(self.process, sig, timeout)
-
-
 @pytest.fixture
 def start_worker(redis_conn: redis.Redis, tmp_path: Path) -> Iterator[Callable[..., WorkerProcess]]:
-    """Start a real `manage.py rqworker` and wait until it has registered (its setup done)."""
+    """Start a fresh `manage.py rqworker` of the test's own (stopped at its end), and wait until it has
+    registered: for the tests that kill, stop, crash or restart it, or start it after queueing jobs."""
     started: list[WorkerProcess] = []
 
     def start(*queues: str, burst: bool = False, wait: bool = True, **env: str) -> WorkerProcess:
-        log_path = tmp_path / f"worker-{len(started)}.log"
-        process = rqworker(service_env(**env), *queues, burst=burst, log=log_path)
-        worker = WorkerProcess(process, log_path)
+        worker = launch_worker(
+            redis_conn, tmp_path / f"worker-{len(started)}.log", *queues, burst=burst, wait=wait, **env
+        )
         started.append(worker)
-        if wait and not burst:
-            wait_until(lambda: registered(redis_conn, process), timeout=60, what="the worker to register")
-            assert process.poll() is None, f"worker exited early:\n{worker.log}"
         return worker
 
     yield start
     for worker in started:
-        worker.stop()
+        worker.end()
+
+
+@pytest.fixture
+def warm_worker(warm_workers: WarmWorkers) -> Callable[..., WorkerProcess]:
+    """A running, registered, idle worker for these queues and settings, kept warm from one test to
+    the next (WarmWorkers): for a test that asks for it before it queues anything and leaves it
+    running. A test that kills or stops its worker, or queues jobs before it starts, uses start_worker."""
+    return warm_workers.lease
 
 
 @contextmanager

@@ -6,8 +6,27 @@ the same database and task types.
 
 import os
 
+
+def _database_of_this_pytest_worker(url: str) -> str:
+    """Under pytest-xdist (`make test` runs tests in parallel), worker gwN takes the database N below
+    TEST_REDIS_URL's: each flushes only its own. Decided once, in the pytest worker; the processes
+    it starts inherit the result (TEST_REDIS_WORKER_DB says it is decided)."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    if not worker or "TEST_REDIS_WORKER_DB" in os.environ:
+        return url
+    base, _, db = url.rpartition("/")
+    number = int(db or 0) - int(worker.removeprefix("gw"))
+    if number < 1:
+        raise RuntimeError(f"TEST_REDIS_URL {url}: not enough databases below it for pytest worker {worker}")
+    os.environ["TEST_REDIS_WORKER_DB"] = str(number)
+    return f"{base}/{number}"
+
+
 # Always the test database, never a REDIS_URL left in the environment for the service.
-os.environ["REDIS_URL"] = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+os.environ["TEST_REDIS_URL"] = _database_of_this_pytest_worker(
+    os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+)
+os.environ["REDIS_URL"] = os.environ["TEST_REDIS_URL"]
 # ...and never a Sentinel group configured for the service (test_sentinel.py starts its own).
 os.environ["REDIS_SENTINELS"] = os.environ.get("TEST_REDIS_SENTINELS", "")
 # Workers beat every second, so a killed worker's jobs are recovered within seconds, not minutes.

@@ -51,9 +51,9 @@ def test_seed_async_example_exact_json(live_url, start_worker):
     }
 
 
-def test_seed_polling_client_converges(live_url, start_worker):
+def test_seed_polling_client_converges(live_url, warm_worker):
     """The seed's 20-number polling loop, verbatim but for a bound on its rounds."""
-    start_worker()
+    warm_worker()
     numbers = [random.randint(2, 2**20) for _ in range(20)]
     done = False
     rounds = 0

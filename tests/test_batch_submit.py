@@ -69,8 +69,8 @@ def test_a_batch_of_1000_costs_a_handful_of_round_trips(api, round_trips, settin
     assert poll_trips <= 2
 
 
-def test_a_batch_waits_for_every_item_with_prefer_wait(api, start_worker):
-    start_worker("factorization")
+def test_a_batch_waits_for_every_item_with_prefer_wait(api, warm_worker):
+    warm_worker("factorization")
     response = api.post("/factorize/batch", {"numbers": list(range(2000, 2020))}, format="json", HTTP_PREFER="wait=20")
     assert response["Preference-Applied"] == "wait=20"
     assert all(r["done"] and r["factorization_str"] for r in response.json()["results"])

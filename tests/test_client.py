@@ -22,7 +22,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import requests
 
-from tests.conftest import ROOT, dead_redis_url, free_port, web_server
+from tests.conftest import ROOT, blocked_reads, dead_redis_url, free_port, wait_until, web_server
 
 SEED_LINE = "408216 = 2^3 3^1 73^1 233^1"
 HARD_SEMIPRIME = 671998030559713968361666935769 * 282174488599599500573849980909  # minutes for sympy
@@ -70,8 +70,8 @@ def test_the_client_sends_only_ascii_digits_as_numbers():
         assert json_number(token) == token  # sent as text: the service answers it invalid, as the client does
 
 
-def test_known_numbers_print_their_factorization_and_exit_0(live_url, start_worker):
-    start_worker("factorization")
+def test_known_numbers_print_their_factorization_and_exit_0(live_url, warm_worker):
+    warm_worker("factorization")
     result = run_client(live_url, "408216", "1000003", "6")
     assert result.returncode == 0, result.stderr
     assert sorted(lines(result.stdout)) == sorted([SEED_LINE, "1000003 = 1000003^1", "6 = 2^1 3^1"])
@@ -79,8 +79,8 @@ def test_known_numbers_print_their_factorization_and_exit_0(live_url, start_work
     assert "3 numbers" in result.stderr and "3 finished, 0 failed, 0 invalid" in result.stderr
 
 
-def test_random_20_reproduces_the_seed_client(live_url, start_worker):
-    start_worker("factorization")
+def test_random_20_reproduces_the_seed_client(live_url, warm_worker):
+    warm_worker("factorization")
     result = run_client(live_url, "--random", "20")
     assert result.returncode == 0, result.stderr
     output = lines(result.stdout)
@@ -92,10 +92,10 @@ def test_random_20_reproduces_the_seed_client(live_url, start_worker):
     assert_plain(result)
 
 
-def test_invalid_numbers_from_a_file_print_invalid_and_exit_1(live_url, start_worker, tmp_path):
+def test_invalid_numbers_from_a_file_print_invalid_and_exit_1(live_url, warm_worker, tmp_path):
     numbers = tmp_path / "numbers.txt"
     numbers.write_text("# to factor\n408216\n\nabc\n1   # too small\n")
-    start_worker("factorization")
+    warm_worker("factorization")
     result = run_client(live_url, "--file", str(numbers))
     assert result.returncode == 1, result.stderr
     output = lines(result.stdout)
@@ -107,17 +107,17 @@ def test_invalid_numbers_from_a_file_print_invalid_and_exit_1(live_url, start_wo
     assert_plain(result)
 
 
-def test_a_failed_job_prints_failed_and_exits_1(start_worker):
+def test_a_failed_job_prints_failed_and_exits_1(warm_worker):
     with web_server(JOB_TIMEOUT="2") as url:
-        start_worker("factorization")
+        warm_worker("factorization")
         result = run_client(url, str(HARD_SEMIPRIME), "408216")
     assert result.returncode == 1, result.stderr
     assert sorted(lines(result.stdout)) == sorted([f"{HARD_SEMIPRIME} failed: timed out after 2 s", SEED_LINE])
     assert "1 finished, 1 failed, 0 invalid" in result.stderr
 
 
-def test_numbers_from_stdin(live_url, start_worker):
-    start_worker("factorization")
+def test_numbers_from_stdin(live_url, warm_worker):
+    warm_worker("factorization")
     piped = run_client(live_url, stdin="408216\n# a comment\n\n77\n")  # no arguments: stdin is not a terminal
     assert piped.returncode == 0, piped.stderr
     assert sorted(lines(piped.stdout)) == sorted([SEED_LINE, "77 = 7^1 11^1"])
@@ -126,8 +126,8 @@ def test_numbers_from_stdin(live_url, start_worker):
     assert sorted(lines(dash.stdout)) == sorted([SEED_LINE, "12 = 2^2 3^1"])
 
 
-def test_a_terminal_shows_the_progress_bar_in_place(live_url, start_worker):
-    start_worker("factorization")
+def test_a_terminal_shows_the_progress_bar_in_place(live_url, warm_worker):
+    warm_worker("factorization")
     master, terminal = os.openpty()
     tty.setraw(terminal)  # no output processing: every \r read back is the client's own
     process = subprocess.Popen(
@@ -236,7 +236,7 @@ def recording_proxy(upstream: str) -> Iterator[tuple[str, list[dict]]]:
         server.server_close()
 
 
-def test_the_client_waits_with_prefer_instead_of_polling(live_url, start_worker):
+def test_the_client_waits_with_prefer_instead_of_polling(live_url, redis_conn, start_worker):
     with recording_proxy(live_url) as (url, seen):
         process = subprocess.Popen(
             client_command(url, "--wait", "5", "408216"),
@@ -247,7 +247,8 @@ def test_the_client_waits_with_prefer_instead_of_polling(live_url, start_worker)
             text=True,
         )
         started = time.monotonic()
-        time.sleep(3)  # the job sits queued: the client holds a request open instead of re-posting
+        # The job sits queued: the client holds a request open instead of re-posting.
+        wait_until(lambda: blocked_reads(redis_conn) >= 1, timeout=30, what="the client's request to be held")
         start_worker("factorization")
         stdout, stderr = process.communicate(timeout=120)
         elapsed = time.monotonic() - started
@@ -258,9 +259,9 @@ def test_the_client_waits_with_prefer_instead_of_polling(live_url, start_worker)
     assert len(seen) <= elapsed / 5 + 2, (elapsed, seen)  # one held request per 5 s, not one a second
 
 
-def test_the_client_runs_without_django_or_the_project(live_url, start_worker):
+def test_the_client_runs_without_django_or_the_project(live_url, warm_worker):
     """Only the standard library and requests: importing Django or the service's packages fails here."""
-    start_worker("factorization")
+    warm_worker("factorization")
     blocked = ["django", "rest_framework", "django_rq", "rq", "redis", "project", "factorize_app.jobs"]
     code = (
         "import sys\n"

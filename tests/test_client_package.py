@@ -64,8 +64,8 @@ def test_types_come_from_the_service(live_url):
     assert "number" in types["factorization"].input_schema["properties"]
 
 
-def test_submit_and_wait_for_the_result_by_name_or_path(live_url, start_worker):
-    start_worker("factorization")
+def test_submit_and_wait_for_the_result_by_name_or_path(live_url, warm_worker):
+    warm_worker("factorization")
     client = Client(live_url)
     job = client.submit("factorization", {"number": 408216})
     assert job.id and job.id.startswith("factorization-")
@@ -137,8 +137,8 @@ def test_cancel_a_queued_job(live_url):
     assert refused.value.status == 409
 
 
-def test_cancel_stops_a_running_job(live_url, start_worker):
-    start_worker("factorization")
+def test_cancel_stops_a_running_job(live_url, warm_worker):
+    warm_worker("factorization")
     hard = 671998030559713968361666935769 * 282174488599599500573849980909  # minutes for sympy
     job = Client(live_url).submit("factorization", {"number": hard})
     wait_until(lambda: job.status()["status"] == "started", timeout=30, what="the job to start")
@@ -219,9 +219,9 @@ def test_the_command_lists_types_follows_and_cancels_jobs(live_url, start_worker
     assert "21 numbers in" in watched.stderr and "20 finished, 0 failed, 1 invalid" in watched.stderr
 
 
-def test_the_command_says_when_it_waits_on_the_submit_limit(start_worker):
+def test_the_command_says_when_it_waits_on_the_submit_limit(warm_worker):
     with web_server(THROTTLE_SUBMIT="4/second") as url:
-        start_worker("factorization")
+        warm_worker("factorization")
         started = time.monotonic()
         result = factorize(url, *map(str, range(100, 116)))
         elapsed = time.monotonic() - started
@@ -233,9 +233,9 @@ def test_the_command_says_when_it_waits_on_the_submit_limit(start_worker):
     assert len(waits) <= elapsed + 1  # one line per wait, not one per request that met the limit
 
 
-def test_batches_over_the_servers_max_batch_are_split(start_worker):
+def test_batches_over_the_servers_max_batch_are_split(warm_worker):
     with web_server(MAX_BATCH="2") as url:
-        start_worker("factorization")
+        warm_worker("factorization")
         jobs = Client(url).submit_many("factorization", [{"number": n} for n in range(100, 105)])
         assert [job.last["number"] for job in jobs] == list(range(100, 105))
         result = factorize(url, *map(str, range(200, 240)))

@@ -57,8 +57,8 @@ def cancel_after_delay(api, redis_conn, tag: str) -> tuple[float, float]:
 
 
 @pytest.mark.timeout(120)
-def test_cancel_after_right_after_a_delete_is_never_early_nor_late(api, redis_conn, start_worker):
-    start_worker("sleepy")
+def test_cancel_after_right_after_a_delete_is_never_early_nor_late(api, redis_conn, warm_worker):
+    warm_worker("sleepy")
     for attempt in range(4):
         stop_with_delete(api, redis_conn, f"stopped-{attempt}")
         delay, request = cancel_after_delay(api, redis_conn, f"deadline-{attempt}")
@@ -67,8 +67,8 @@ def test_cancel_after_right_after_a_delete_is_never_early_nor_late(api, redis_co
 
 
 @pytest.mark.timeout(120)
-def test_cancel_after_on_an_idle_worker_is_never_early_nor_late(api, redis_conn, start_worker):
-    start_worker("sleepy")
+def test_cancel_after_on_an_idle_worker_is_never_early_nor_late(api, redis_conn, warm_worker):
+    warm_worker("sleepy")
     for attempt in range(3):
         delay, request = cancel_after_delay(api, redis_conn, f"fresh-{attempt}")
         print(f"\nattempt {attempt}: submit -> canceled in {delay:.3f} s (the submit took {request:.3f} s)")

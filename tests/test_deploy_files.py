@@ -30,7 +30,13 @@ from factorize_app.tasks import TaskType, registry, task_types
 from factorize_app.tasks.deployment import Deployment
 from project.settings import DEFAULT_TASK_TYPES
 from tests.conftest import ROOT
-from tests.test_kubernetes import KEDA_SCHEMA, KUBERNETES_VERSIONS, container, load_manifests, missing_deployment_config
+from tests.kubernetes_manifests import (
+    KEDA_SCHEMA,
+    KUBERNETES_VERSIONS,
+    container,
+    load_manifests,
+    missing_deployment_config,
+)
 
 GENERATED = (
     deployfiles.COMPOSE_FILE,

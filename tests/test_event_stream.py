@@ -72,8 +72,12 @@ def test_a_hard_semiprimes_stream_shows_started_progress_and_the_end(live_url, s
     assert response.headers["Content-Type"].startswith("text/event-stream")
     before = list(read_events(response, limit=3))
     response.close()  # the client leaves mid-job...
-    time.sleep(1.5)  # ...misses a few progress events...
     last_id = before[-1]["id"]
+    wait_until(  # ...misses a few progress events...
+        lambda: len(redis_conn.xrange(f"factorize:events:{job_id}", min=f"({last_id}")) >= 2,
+        timeout=60,
+        what="events the client misses",
+    )
     resumed = open_stream(live_url, job_id, **{"Last-Event-ID": last_id})
     after = [event for event in read_events(resumed) if "data" in event]  # ...and reads to the end
 
@@ -149,7 +153,9 @@ def test_keep_alive_comments_and_a_queued_job_kept_alive(short_lived_server, red
     assert events[0]["data"]["status"] == "queued"
     assert redis_conn.ttl(f"rq:job:{job_id}") > 0
     assert requests.get(f"{url}/jobs/{job_id}", timeout=10).json()["status"] == "queued"
-    time.sleep(3)  # without the stream nobody polls it: it expires as any queued job does
+    # Without the stream nobody polls it: it expires as any queued job does (watched in Redis: a
+    # poll would keep it alive).
+    wait_until(lambda: not redis_conn.exists(f"rq:job:{job_id}"), timeout=10, what="the job to expire")
     assert requests.get(f"{url}/jobs/{job_id}", timeout=10).status_code == 404
 
 

@@ -23,8 +23,8 @@ def create_key(name: str) -> str:
     return result.stdout.strip()
 
 
-def test_a_failed_jobs_traceback_is_shown_to_its_keyed_owner_and_not_to_others(live_url, start_worker):
-    start_worker("failing")
+def test_a_failed_jobs_traceback_is_shown_to_its_keyed_owner_and_not_to_others(live_url, warm_worker):
+    warm_worker("failing")
     owner = {"Authorization": f"Bearer {create_key('owner')}"}
     body = poll_until_done(lambda: requests.post(f"{live_url}/failing", json={"tag": "bad"}, headers=owner, timeout=10))
     assert "traceback" not in body  # the submit-or-poll answer stays as it was
@@ -43,8 +43,8 @@ def test_a_failed_jobs_traceback_is_shown_to_its_keyed_owner_and_not_to_others(l
 
 
 @pytest.mark.django_db
-def test_staff_see_any_failed_jobs_traceback(api, start_worker, django_user_model):
-    start_worker("failing")
+def test_staff_see_any_failed_jobs_traceback(api, warm_worker, django_user_model):
+    warm_worker("failing")
     job_id = wait_done(api, "/failing", tag="worse")["job_id"]
     assert "traceback" not in api.get(f"/jobs/{job_id}").json()
     staff = APIClient()
@@ -53,8 +53,8 @@ def test_staff_see_any_failed_jobs_traceback(api, start_worker, django_user_mode
 
 
 @pytest.mark.django_db
-def test_a_finished_job_has_no_traceback_even_for_staff(api, start_worker, django_user_model):
-    start_worker("primes")
+def test_a_finished_job_has_no_traceback_even_for_staff(api, warm_worker, django_user_model):
+    warm_worker("primes")
     job_id = wait_done(api, "/primes", n=10)["job_id"]
     staff = APIClient()
     staff.force_login(django_user_model.objects.create_user("staff-2", password="pw-1234-long", is_staff=True))

@@ -15,7 +15,7 @@ import time
 import httpx
 import requests
 
-from tests.conftest import wait_until, web_server
+from tests.conftest import blocked_reads, wait_until, web_server
 
 
 def address(i: int) -> str:
@@ -25,17 +25,6 @@ def address(i: int) -> str:
 
 def client(i: int) -> httpx.Client:
     return httpx.Client(transport=httpx.HTTPTransport(local_address=address(i)), timeout=30)
-
-
-def blocked_reads(redis_conn) -> int:
-    """Requests the server holds now: each waits in a blocking XREAD of its own (blocked now: flag
-    `b`; an idle pooled connection whose last command was an XREAD is not one)."""
-    db = str(redis_conn.connection_pool.connection_kwargs.get("db", 0))
-    return sum(
-        1
-        for c in redis_conn.client_list()
-        if c.get("cmd") == "xread" and c.get("db") == db and "b" in c.get("flags", "")
-    )
 
 
 class PollLoad:

@@ -1,17 +1,14 @@
 """Hostile input, thrown as an attacker would at every endpoint of every task type, through the lean
 lane and through Django and DRF: every answer is a JSON 4xx (or the ordinary answer), never a 5xx;
 a web process's memory stays bounded under a stream of distinct padded bodies; a forged Host is
-refused on both lanes; the API is no password-guessing endpoint; a bad batch item fails alone;
-webhook fields, bearer tokens and one client's many held requests are hostile too.
+refused on both lanes; the API is no password-guessing endpoint; a bad batch item fails alone.
+Webhook fields: test_hostile_webhook_fields.py; keys, logins and held requests: test_hostile_identity.py.
 """
 
 from __future__ import annotations
 
-import base64
 import json
 import socket
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,10 +18,10 @@ import pytest
 import requests
 
 from factorize_app.tasks import task_types
-from tests.conftest import poll_until_done, process_tree, server_pid, service_env, web_server
+from tests.conftest import poll_until_done, process_tree, server_pid, web_server
+from tests.hostile import LANES, assert_json_answer, send
 
 TASK_TYPES = task_types()
-LANES = {"lean": {}, "django": {"Cookie": "lane=off"}}  # any cookie sends a request through Django
 DEEP = 10_000
 
 # Values no input field of any type accepts, or accepts only as the ordinary input: each is a class.
@@ -81,26 +78,6 @@ def field_cases(task_type) -> Iterator[dict]:
     yield {field: value for field, value in zip(task_type.input_fields, HOSTILE_VALUES, strict=False)}
 
 
-def assert_json_answer(response: requests.Response, what: str) -> None:
-    assert response.status_code < 500, (what, response.status_code, response.text[:300])
-    if response.status_code >= 400:
-        assert response.headers["Content-Type"].startswith("application/json"), (what, response.headers)
-        assert isinstance(response.json(), dict), what
-
-
-@pytest.fixture(scope="module")
-def session() -> Iterator[requests.Session]:
-    with requests.Session() as http:
-        yield http
-
-
-def send(http: requests.Session, method: str, url: str, lane: str, **kwargs) -> requests.Response:
-    headers = {**LANES[lane], **kwargs.pop("headers", {})}
-    if lane == "lean":
-        http.cookies.clear()
-    return http.request(method, url, headers=headers, timeout=30, **kwargs)
-
-
 @pytest.mark.parametrize("lane", LANES)
 @pytest.mark.parametrize("task_type", TASK_TYPES, ids=lambda task_type: task_type.name)
 def test_hostile_fields_get_json_4xx_naming_the_field(live_url, session, lane, task_type):
@@ -150,9 +127,9 @@ def test_each_bad_batch_item_fails_alone(live_url, session, lane, task_type, red
 
 
 @pytest.mark.parametrize("lane", LANES)
-def test_hostile_job_ids_and_prefer_headers(live_url, session, lane, start_worker):
+def test_hostile_job_ids_and_prefer_headers(live_url, session, lane, warm_worker):
     """On a finished job, so that a wait capped at MAX_WAIT answers at once."""
-    start_worker("factorization")
+    warm_worker("factorization")
     finished = poll_until_done(lambda: send(session, "POST", f"{live_url}/factorize", lane, json={"number": 4242}))
     job_id = finished["job_id"]
     arabic_one = "wait=\u0661".encode().decode("latin-1")  # its UTF-8 bytes, as a header carries them
@@ -301,24 +278,6 @@ def test_memory_stays_bounded_under_distinct_padded_bodies():
         assert grown_mib < 40, f"the web server grew {grown_mib:.1f} MiB"
 
 
-# --- Staff logins: the admin's login page only, throttled ---------------------------------------
-
-
-@pytest.mark.django_db
-def test_failed_admin_logins_lock_the_address_out(client, django_user_model, settings):
-    django_user_model.objects.create_superuser("admin", "admin@example.com", "right-password-1234")
-    for _ in range(settings.AXES_FAILURE_LIMIT - 1):
-        response = client.post("/admin/login/", {"username": "admin", "password": "wrong"})
-        assert response.status_code == 200  # the form again, with its error
-    assert client.post("/admin/login/", {"username": "admin", "password": "wrong"}).status_code == 429
-    # Locked: even the right password is refused from this address; another address may log in.
-    assert client.post("/admin/login/", {"username": "admin", "password": "right-password-1234"}).status_code == 429
-    other = client.post(
-        "/admin/login/", {"username": "admin", "password": "right-password-1234"}, REMOTE_ADDR="192.0.2.7"
-    )
-    assert other.status_code == 302
-
-
 # --- The watch-and-steer surface: streams, Last-Event-ID, Cancel-After, retry --------------------
 
 
@@ -377,203 +336,3 @@ def test_last_event_ids_past_64_bits_are_a_400_naming_the_header(live_url, sessi
         headers = {"Accept": "text/event-stream", "Last-Event-ID": value}
         with session.get(f"{live_url}/jobs/{job_id}", headers={**LANES[lane], **headers}, stream=True, timeout=30) as r:
             assert r.status_code == 200 and r.headers["Content-Type"].startswith("text/event-stream"), value
-
-
-# --- Webhook fields, bearer tokens, held requests -----------------------------------------------
-
-WEBHOOK_SECRET = "whsec_" + base64.b64encode(b"hostile-input test signing key!!").decode()
-ALLOWED_HOOK = "http://127.0.0.1:9/hook"  # the discard port: no worker runs, nothing is delivered
-HOSTILE_WEBHOOKS = [
-    None,
-    True,
-    1.5,
-    [],
-    {},
-    "",
-    " ",
-    "x" * 70_000,
-    "\u0000",
-    [[[[[[[[ALLOWED_HOOK]]]]]]]],
-    [ALLOWED_HOOK],
-    "\ud83d\ude00" * 100,
-    ALLOWED_HOOK + "\u0000",
-    ALLOWED_HOOK + " x",
-    ALLOWED_HOOK + "\r\nX-Injected: 1",  # urlsplit drops CR and LF: without a check this passed
-    ALLOWED_HOOK + "\tx",  # (a trailing one is trimmed, as DRF trims every string field)
-    ALLOWED_HOOK + "/é",
-    ALLOWED_HOOK + "/" + "a" * 2000,
-    "file:///etc/passwd",
-    "gopher://127.0.0.1:9/",
-    "ftp://127.0.0.1:9/",
-    "javascript:alert(1)",
-    "//127.0.0.1:9/hook",
-    "http://169.254.169.254/latest/meta-data/",
-    "http://[::1]:9/",
-    "http://0x7f.1:9/",
-    "http://2130706433:9/",
-    "http://127.0.0.1:99999/",
-    "http://127.0.0.1:9@evil.example/",
-    "http://user:password@127.0.0.1:9/hook",
-    "http://[127.0.0.1:9/",
-    "http://127.0.0.1:9:9/",
-]
-HOSTILE_FILTERS = [
-    None,
-    True,
-    "completed",
-    [],
-    {},
-    ["nope"],
-    ["completed"] * 1000,
-    [None],
-    [["completed"]],
-    ["COMPLETED"],
-    [1],
-    "x" * 70_000,
-    [[[[[[[["completed"]]]]]]]],
-]
-
-
-@pytest.fixture(scope="module")
-def hooks_url(redis_conn) -> Iterator[str]:
-    """A web server with webhooks on, allowed to call one loopback address."""
-    with web_server(WEBHOOK_SECRET=WEBHOOK_SECRET, WEBHOOK_ALLOWED_HOSTS="127.0.0.1:9") as url:
-        yield url
-
-
-def webhook_bodies() -> Iterator[dict]:
-    for webhook in HOSTILE_WEBHOOKS:
-        yield {"number": 5151, "webhook": webhook}
-    for events in HOSTILE_FILTERS:
-        yield {"number": 5151, "webhook": ALLOWED_HOOK, "webhook_events_filter": events}
-    yield {"number": 5151, "webhook_events_filter": ["completed"]}  # a filter without a webhook
-
-
-def assert_refused_naming_a_webhook_field(response: requests.Response, what: str) -> None:
-    assert_json_answer(response, what)
-    assert response.status_code in (400, 413), (what, response.status_code, response.text[:200])
-    if response.status_code == 400:
-        assert set(response.json()) & {"webhook", "webhook_events_filter"}, (what, response.json())
-
-
-@pytest.mark.parametrize("lane", LANES)
-def test_hostile_webhook_fields_are_refused_naming_the_field(hooks_url, session, lane, redis_conn):
-    for body in webhook_bodies():
-        what = f"POST /factorize {json.dumps(body)[:100]}"
-        assert_refused_naming_a_webhook_field(send(session, "POST", f"{hooks_url}/factorize", lane, json=body), what)
-    # A webhook key spelled with a JSON escape is the same key: refused, not enqueued without it.
-    escaped = b'{"number": 5151, "\\u0077ebhook": "file:///etc/passwd"}'
-    response = send(
-        session, "POST", f"{hooks_url}/factorize", lane, data=escaped, headers={"Content-Type": "application/json"}
-    )
-    assert_refused_naming_a_webhook_field(response, "an escaped webhook key")
-    assert not redis_conn.keys("rq:job:*"), "a refused submit enqueued a job"
-    # Each bad subscription in a batch fails alone; the good one is subscribed.
-    items = [{"number": 5152, "webhook": ALLOWED_HOOK}, *webhook_bodies()]
-    response = send(session, "POST", f"{hooks_url}/factorize/batch", lane, json={"items": items})
-    if response.status_code == 413:  # the 70 KB values: without them the batch fits
-        items = [item for item in items if len(json.dumps(item)) < 10_000]
-        response = send(session, "POST", f"{hooks_url}/factorize/batch", lane, json={"items": items})
-    assert response.status_code == 200, response.text[:300]
-    results = response.json()["results"]
-    assert results[0]["status"] == "queued"
-    for item, result in zip(items[1:], results[1:], strict=True):
-        assert result["status"] == "invalid" and set(result["errors"]) & {"webhook", "webhook_events_filter"}, (
-            item,
-            result,
-        )
-    subscriptions = send(session, "GET", f"{hooks_url}/jobs/{results[0]['job_id']}/webhooks", lane).json()
-    assert [s["url"] for s in subscriptions["subscriptions"]] == [ALLOWED_HOOK]
-
-
-MALFORMED_BEARERS = [
-    "",  # an empty header is a bad key, not anonymous
-    "Bearer",
-    "Bearer ",
-    "Bearer " + "x" * 10_000,
-    "Bearer fzk_",
-    "Bearer fzk__",
-    "Bearer fzk_abcdefgh_",
-    "Bearer fzk_abcdefgh_" + "b" * 43,  # well formed, never issued
-    "Token fzk_abcdefgh_" + "b" * 43,
-    "bearer fzk_abcdefgh_" + "b" * 43,
-    "Bearer fzk_abcdefgh_bbbb extra",
-    "Bearer fzk_abcdefgh_" + "é" * 43,  # granian passes a value it cannot decode on as empty
-    "Bearer ../../etc/passwd",
-    "Bearer ' OR 1=1 --",
-]
-
-
-@pytest.mark.parametrize("lane", LANES)
-def test_malformed_and_invented_bearer_tokens_get_a_json_401_on_every_endpoint(live_url, session, lane, redis_conn):
-    job_id = send(session, "POST", f"{live_url}/factorize", lane, json={"number": 6161}).json()["job_id"]
-    requests_to_make = [
-        ("POST", "/factorize", {"number": 6162}),
-        ("POST", "/factorize/batch", {"numbers": [6163]}),
-        ("GET", f"/jobs/{job_id}", None),
-        ("DELETE", f"/jobs/{job_id}", None),
-        ("GET", f"/jobs/{job_id}/webhooks", None),
-        ("GET", "/queues", None),
-        ("GET", "/factorize", None),
-    ]
-    for authorization in MALFORMED_BEARERS:
-        header = {"Authorization": authorization.encode().decode("latin-1")}  # its UTF-8 bytes, as sent
-        for method, path, body in requests_to_make:
-            response = send(session, method, live_url + path, lane, json=body, headers=header)
-            what = f"{method} {path} Authorization: {authorization[:40]!r}"
-            assert response.status_code == 401, (what, response.status_code, response.text[:200])
-            assert response.headers["Content-Type"].startswith("application/json"), what
-            assert response.headers["WWW-Authenticate"] == "Bearer", what
-            assert set(response.json()) == {"detail"}, what
-    # A NUL is refused by the HTTP server itself, before the service sees it (no JSON, but a 4xx).
-    response = send(
-        session, "POST", f"{live_url}/factorize", lane, json={"number": 6164}, headers={"Authorization": "Bearer \x00"}
-    )
-    assert response.status_code == 400
-    assert len(redis_conn.keys("rq:job:*")) == 1  # only the first, unauthenticated submit
-    assert send(session, "GET", f"{live_url}/jobs/{job_id}", lane).json()["status"] == "queued"  # not cancelled
-
-
-def create_api_key(name: str) -> str:
-    """A key in the database the web server reads, made as an operator makes one."""
-    done = subprocess.run(
-        [sys.executable, "manage.py", "create_api_key", name],
-        cwd=Path(__file__).resolve().parent.parent,
-        env=service_env(),
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return done.stdout.strip()
-
-
-def test_a_client_past_its_held_requests_gets_answers_at_once_and_others_are_still_held(redis_conn):
-    """Four held requests per client: a fifth stream ends at once with a reconnection delay, a
-    fifth long poll or waiting submit answers at once, on both lanes; another client waits."""
-    env = {"MAX_HELD_PER_CLIENT": "4", "WEB_THREADS": "96", "THROTTLE_POLL": "", "THROTTLE_SUBMIT": ""}
-    other = {"Authorization": f"Bearer {create_api_key('hostile-other')}"}
-    with web_server(**env) as url:
-        body = {"seconds": 1, "tag": "held-cap"}  # no worker: it stays queued
-        job_id = requests.post(f"{url}/sleepy", json=body, timeout=10).json()["job_id"]
-        stream = {"Accept": "text/event-stream"}
-        held = [requests.get(f"{url}/jobs/{job_id}", headers=stream, stream=True, timeout=30) for _ in range(4)]
-        for response in held:
-            assert response.status_code == 200 and next(response.iter_lines()) == b"event: status"
-        try:
-            for cookie in LANES.values():
-                fifth = requests.get(f"{url}/jobs/{job_id}", headers={**stream, **cookie}, timeout=10)
-                assert fifth.status_code == 200 and fifth.text.rstrip().endswith("retry: 5000"), fifth.text[-200:]
-                for method, path, json_body in (("GET", f"/jobs/{job_id}", None), ("POST", "/sleepy", body)):
-                    began = time.monotonic()
-                    response = requests.request(
-                        method, url + path, json=json_body, headers={"Prefer": "wait=5", **cookie}, timeout=10
-                    )
-                    assert response.status_code == 202 and "Preference-Applied" not in response.headers
-                    assert time.monotonic() - began < 4, f"{method} {path} was held"
-            # Another client's waiting submit (a key's: a client of its own) is held as asked.
-            began = time.monotonic()
-            waited = requests.post(f"{url}/sleepy", json=body, headers={"Prefer": "wait=1", **other}, timeout=10)
-            assert waited.headers.get("Preference-Applied") == "wait=1" and time.monotonic() - began >= 0.9
-        finally:
-            for response in held:
-                response.close()

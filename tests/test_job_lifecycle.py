@@ -84,8 +84,8 @@ def test_results_are_cached_and_answer_without_running_again(api, redis_conn, st
     assert redis_conn.xlen(f"rq:results:{done['job_id']}") == 1
 
 
-def test_a_failed_job_is_done_with_a_one_line_error(api, start_worker):
-    start_worker("failing")
+def test_a_failed_job_is_done_with_a_one_line_error(api, warm_worker):
+    warm_worker("failing")
     body = wait_done(api, "/failing", tag="bad")
     assert body == {
         "done": True,
@@ -101,8 +101,8 @@ def test_a_failed_job_is_done_with_a_one_line_error(api, start_worker):
     assert submit(api, "/failing", tag="bad").status_code == 200
 
 
-def test_a_job_over_its_timeout_fails_cleanly_and_the_worker_goes_on(api, start_worker):
-    worker = start_worker("sleepy")
+def test_a_job_over_its_timeout_fails_cleanly_and_the_worker_goes_on(api, warm_worker):
+    worker = warm_worker("sleepy")
     body = wait_done(api, "/sleepy", seconds=20, tag="slow")  # the type's timeout is 3 s
     assert body["status"] == "failed"
     assert body["error"] == "timed out after 3 s"
@@ -111,9 +111,9 @@ def test_a_job_over_its_timeout_fails_cleanly_and_the_worker_goes_on(api, start_
     assert after["pid"] == worker.process.pid
 
 
-def test_a_number_too_hard_to_factor_in_time_fails_with_timed_out(api, settings, start_worker):
+def test_a_number_too_hard_to_factor_in_time_fails_with_timed_out(api, settings, warm_worker):
     settings.JOB_TIMEOUT = 2
-    start_worker("factorization")
+    warm_worker("factorization")
     body = wait_done(api, number=HARD_SEMIPRIME, timeout=60)
     assert body["status"] == "failed"
     assert body["error"] == "timed out after 2 s"
@@ -161,8 +161,8 @@ def test_load_counts_live_queued_and_running_jobs_only(api, settings, redis_conn
     assert current_load(api, "/sleepy") == 0
 
 
-def test_queues_endpoint_counts_each_task_type(api, start_worker):
-    start_worker("failing", "primes")
+def test_queues_endpoint_counts_each_task_type(api, warm_worker):
+    warm_worker("failing", "primes")
     wait_done(api, "/failing", tag="a")
     wait_done(api, "/primes", n=100)
     submit(api, number=77)

@@ -38,8 +38,8 @@ def test_pending_and_done_answers_match_drf(live_url, start_worker):
     assert_same(*both("POST", f"{live_url}/failing", json={"tag": "t"}))
 
 
-def test_integers_beyond_64_bits_in_and_out(live_url, start_worker):
-    start_worker("factorization")
+def test_integers_beyond_64_bits_in_and_out(live_url, warm_worker):
+    warm_worker("factorization")
     prime = 2**127 - 1
     wait_until(lambda: requests.post(f"{live_url}/factorize", json={"number": prime}, timeout=10).status_code == 200)
     lean, full = both("POST", f"{live_url}/factorize", json={"number": str(prime)})

@@ -165,8 +165,8 @@ def test_the_schema_documents_the_path_and_its_example(task_type, api):
 
 
 @by_model
-def test_a_worker_answers_an_example_through_the_queue(model, api, start_worker):
-    start_worker(model.name)
+def test_a_worker_answers_an_example_through_the_queue(model, api, warm_worker):
+    warm_worker(model.name)
     example = model.examples[0]
     done = wait_done(api, f"/{model.path}", timeout=60, **example)
     assert done["status"] == "finished", done

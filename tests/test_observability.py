@@ -196,8 +196,8 @@ def test_a_scrape_by_the_pods_address_is_answered_and_any_other_host_is_still_re
                 assert refused.status_code == 400, (other, method, path, refused.status_code)
 
 
-def test_worker_logs_a_json_line_per_batch_and_per_failed_job(api, start_worker):
-    worker = start_worker("failing", "factorization")
+def test_worker_logs_a_json_line_per_batch_and_per_failed_job(api, warm_worker):
+    worker = warm_worker("failing", "factorization")
     ok = wait_done(api, number=360)
     bad = wait_done(api, "/failing", tag="x")
     wait_until(lambda: len([e for e in _json_events(worker.log) if e["message"] == "batch done"]) >= 2)
@@ -211,8 +211,8 @@ def test_worker_logs_a_json_line_per_batch_and_per_failed_job(api, start_worker)
     assert not [e for e in events if e.get("job_id") == ok["job_id"]]  # finished jobs: per batch only
 
 
-def test_with_debug_logging_the_worker_logs_every_finished_job(api, start_worker):
-    worker = start_worker("factorization", LOG_LEVEL="DEBUG")
+def test_with_debug_logging_the_worker_logs_every_finished_job(api, warm_worker):
+    worker = warm_worker("factorization", LOG_LEVEL="DEBUG")
     ok = wait_done(api, number=360)
     wait_until(lambda: any(e.get("job_id") == ok["job_id"] for e in _json_events(worker.log)))
     (event,) = [e for e in _json_events(worker.log) if e.get("job_id") == ok["job_id"]]

@@ -276,8 +276,8 @@ def test_workerhealth_follows_the_heartbeat_of_this_hosts_worker(start_worker):
     wait_until(lambda: workerhealth().returncode == 0, timeout=30, what="healthy again")
 
 
-def test_workerhealth_judges_only_workers_of_its_own_host(start_worker):
-    start_worker("factorization")
+def test_workerhealth_judges_only_workers_of_its_own_host(warm_worker):
+    warm_worker("factorization")
     other = run([PYTHON, "manage.py", "workerhealth", "--hostname", "another-container"], service_env())
     assert other.returncode == 1 and "no worker of host another-container" in other.stderr
 

@@ -51,12 +51,12 @@ def test_every_stored_status_is_one_rq_knows_and_ours_are_still_shown(api, redis
 
 
 @pytest.fixture
-def jobs_in_every_state(api, redis_conn, start_worker):
+def jobs_in_every_state(api, redis_conn, warm_worker):
     """One job in each state, in queues whose workers run (or do not): queued, started,
     finished, failed, canceled, aborted. Answers {state: job id}."""
-    start_worker("factorization")
-    start_worker("failing")
-    start_worker("sleepy")
+    warm_worker("factorization")
+    warm_worker("failing")
+    warm_worker("sleepy")
     ids = {
         "finished": submit(api, "/factorize", number=221).json()["job_id"],
         "failed": submit(api, "/failing", tag="broken").json()["job_id"],
@@ -111,8 +111,8 @@ def test_rq_dashboard_json_answers_with_jobs_in_every_state(jobs_in_every_state,
 
 
 def test_a_busy_worker_names_its_job_and_the_dashboards_stop_button_stops_it(admin_client, api, redis_conn,
-                                                                              start_worker):  # fmt: skip
-    worker = start_worker("sleepy")
+                                                                              warm_worker):  # fmt: skip
+    worker = warm_worker("sleepy")
     job_id = submit(api, "/sleepy", seconds=25, tag="stop-me").json()["job_id"]
     wait_until(lambda: status(api, job_id) == "started", what="the job to start")
     (record,) = [w for w in Worker.all(connection=redis_conn) if w.pid == worker.process.pid]

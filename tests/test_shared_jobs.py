@@ -40,9 +40,9 @@ def done(api, job_id: str, auth: dict, timeout: float = 30) -> dict:
     return wait_until(body, timeout=timeout, what=f"job {job_id}")
 
 
-def test_a_second_owner_without_a_deadline_keeps_a_running_job_past_the_firsts(api, redis_conn, start_worker, key):
+def test_a_second_owner_without_a_deadline_keeps_a_running_job_past_the_firsts(api, redis_conn, warm_worker, key):
     a = key("a")
-    start_worker("sleepy")
+    warm_worker("sleepy")
     body = {"seconds": 2.5, "tag": "shared-running"}
     job_id = submit(api, a, body, HTTP_CANCEL_AFTER="1")["job_id"]
     wait_until(lambda: event_times(redis_conn, job_id, "started"), what="the job to start")
@@ -67,9 +67,9 @@ def test_a_queued_job_lives_past_the_first_owners_deadline_while_another_wants_i
     assert done(api, job_id, b)["status"] == "finished"
 
 
-def test_a_shared_job_stops_at_the_latest_of_its_owners_deadlines(api, redis_conn, start_worker, key):
+def test_a_shared_job_stops_at_the_latest_of_its_owners_deadlines(api, redis_conn, warm_worker, key):
     a, b = key("a"), key("b")
-    start_worker("sleepy")
+    warm_worker("sleepy")
     body = {"seconds": 2.9, "tag": "shared-latest"}
     job_id = submit(api, a, body, HTTP_CANCEL_AFTER="1")["job_id"]
     wait_until(lambda: event_times(redis_conn, job_id, "started"), what="the job to start")
@@ -83,9 +83,9 @@ def test_a_shared_job_stops_at_the_latest_of_its_owners_deadlines(api, redis_con
     assert b_deadline <= canceled_at <= b_deadline + 0.5  # not before B's deadline; on time for it
 
 
-def test_when_the_owner_without_a_deadline_withdraws_the_others_deadline_applies(api, redis_conn, start_worker, key):
+def test_when_the_owner_without_a_deadline_withdraws_the_others_deadline_applies(api, redis_conn, warm_worker, key):
     a, b = key("a"), key("b")
-    start_worker("sleepy")
+    warm_worker("sleepy")
     body = {"seconds": 2.9, "tag": "shared-withdrawn"}
     job_id = submit(api, a, body, HTTP_CANCEL_AFTER="1")["job_id"]
     deadline = float(redis_conn.hget(keys.job(job_id), keys.DEADLINE_FIELD))

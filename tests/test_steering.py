@@ -18,8 +18,8 @@ def status_of(api, job_id: str) -> dict:
     return api.get(f"/jobs/{job_id}").json()
 
 
-def test_delete_of_a_running_job_stops_it_in_process_and_the_worker_takes_the_next(api, redis_conn, start_worker):
-    worker = start_worker("factorization")
+def test_delete_of_a_running_job_stops_it_in_process_and_the_worker_takes_the_next(api, redis_conn, warm_worker):
+    worker = warm_worker("factorization")
     job_id = submit(api, number=HARD).json()["job_id"]
     wait_until(lambda: status_of(api, job_id)["status"] == "started", timeout=30, what="the hard job to start")
     asked = time.monotonic()
@@ -68,8 +68,8 @@ def test_a_bad_cancel_after_is_a_400_naming_the_header(api, value):
     assert response.status_code == 400 and "Cancel-After" in response.json(), (value[:10], response.content)
 
 
-def test_retry_queues_a_failed_job_again_under_the_same_id(api, start_worker):
-    start_worker("failing", "factorization")
+def test_retry_queues_a_failed_job_again_under_the_same_id(api, warm_worker):
+    warm_worker("failing", "factorization")
     failed = wait_done(api, "/failing", tag="again")
     assert failed["status"] == "failed"
     retried = api.post(f"/jobs/{failed['job_id']}/retry")
@@ -92,8 +92,8 @@ def test_a_stop_asked_while_its_worker_is_dead_is_not_lost(api, redis_conn, star
     assert (ended["status"], ended["error"]) == ("canceled", "canceled")
 
 
-def test_a_batch_handler_job_stopped_mid_call_ends_canceled_and_the_others_finish(api, start_worker):
-    start_worker("slow_batch")
+def test_a_batch_handler_job_stopped_mid_call_ends_canceled_and_the_others_finish(api, warm_worker):
+    warm_worker("slow_batch")
     jobs_ = [api.post("/slow-batch", {"x": x}, format="json").json()["job_id"] for x in range(4)]
     wait_until(lambda: status_of(api, jobs_[1])["status"] == "started", timeout=30, what="the batch to start")
     assert api.delete(f"/jobs/{jobs_[1]}").status_code == 202

@@ -357,13 +357,17 @@ def test_two_clients_with_different_webhooks_on_one_input_are_both_notified(rece
     assert [s["url"] for s in subscriptions(bob, first)] == [receiver.url("/bob")]
 
 
-def test_workerhealth_judges_the_webhooks_worker_by_its_heartbeat(receiver, start_worker):
+def test_workerhealth_judges_the_webhooks_worker_by_its_heartbeat(receiver, redis_conn, start_worker):
     def health() -> subprocess.CompletedProcess:
         return subprocess.run([PYTHON, "manage.py", "workerhealth", "--max-age", "3"], cwd=ROOT, env=service_env(),
                               capture_output=True, text=True, timeout=60)  # fmt: skip
 
     webhooks = start_worker("webhooks", **worker_env(receiver))
-    time.sleep(2.5)  # idle past a heartbeat interval (WORKER_HEARTBEAT=1 in the tests)
+    (record,) = [w for w in Worker.all(connection=redis_conn) if w.pid == webhooks.process.pid]
+    born = record.last_heartbeat
+    wait_until(  # idle, it beats (WORKER_HEARTBEAT=1 in the tests)
+        lambda: (record.refresh(), record.last_heartbeat)[1] > born, timeout=10, what="an idle heartbeat"
+    )
     assert health().returncode == 0, health().stdout + health().stderr
     webhooks.stop()
     assert health().returncode != 0

@@ -115,10 +115,10 @@ def test_jobs_held_up_by_a_slow_one_go_to_another_worker_and_finished_ones_show_
     second.stop()
 
 
-def test_a_batch_handler_waits_a_moment_to_fill_its_batch(api, start_worker):
+def test_a_batch_handler_waits_a_moment_to_fill_its_batch(api, warm_worker):
     """Jobs submitted one by one, a few milliseconds apart, while the worker idles: without the
     type's max_batch_delay each would be its own batch of one."""
-    start_worker("batched")
+    warm_worker("batched")
     for x in range(500, 520):
         submit(api, "/batched", x=x)
     results = [wait_done(api, "/batched", x=x) for x in range(500, 520)]

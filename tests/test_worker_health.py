@@ -100,8 +100,10 @@ def test_workerhealth_judges_the_model_worker_not_its_webhooks_child(redis_conn,
         unhealthy = wait_until(lambda: (r := workerhealth()).returncode == 1 and r, timeout=30, what="unhealthy")
         assert f"worker {model_name} last heartbeat" in unhealthy.stderr, unhealthy.stderr
         (child,) = [w for w in Worker.all(connection=redis_conn) if w.queue_names() == [WEBHOOKS]]
-        time.sleep(1.5)  # the child beats every second (tests.settings) while its parent is stopped
-        child.refresh()
+        beat = child.last_heartbeat
+        wait_until(  # the child beats every second (tests.settings) while its parent is stopped
+            lambda: (child.refresh(), child.last_heartbeat)[1] > beat, timeout=10, what="the child to beat"
+        )
         assert time.time() - child.last_heartbeat.timestamp() < 3, "the webhooks child should still beat"
         assert workerhealth("--pid", str(child.pid)).returncode == 0  # judged alone, the child is healthy
     finally:

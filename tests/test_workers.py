@@ -44,15 +44,15 @@ def test_a_worker_for_primes_only_never_takes_a_factorization_job(api, redis_con
     assert wait_done(api, number=408216)["factorization_str"] == "2^3 3^1 73^1 233^1"
 
 
-def test_a_failing_job_does_not_stop_the_worker(api, start_worker):
-    worker = start_worker("failing", "sleepy")
+def test_a_failing_job_does_not_stop_the_worker(api, warm_worker):
+    worker = warm_worker("failing", "sleepy")
     assert wait_done(api, "/failing", tag="x")["status"] == "failed"
     assert wait_done(api, "/sleepy", seconds=0, tag="y")["pid"] == worker.process.pid
     assert worker.process.poll() is None
 
 
-def test_rqworker_without_queue_names_listens_to_every_task_type_and_delivers_webhooks(redis_conn, start_worker):
-    started = start_worker()
+def test_rqworker_without_queue_names_listens_to_every_task_type_and_delivers_webhooks(redis_conn, warm_worker):
+    started = warm_worker()
     wait_until(lambda: len(Worker.all(connection=redis_conn)) == 2, what="the webhooks worker beside it")
     by_queues = {tuple(worker.queue_names()): worker for worker in Worker.all(connection=redis_conn)}
     model_worker = by_queues[tuple(task_type.name for task_type in task_types())]

@@ -20,7 +20,7 @@ import pytest
 import requests
 
 from tests.conftest import free_port, wait_until
-from tests.docker.test_compose_engine import COMPOSE_BIN, ComposeProject, health, offline_model_builds
+from tests.docker.compose_project import COMPOSE_BIN, ComposeProject, health, offline_model_builds
 
 pytestmark = pytest.mark.docker
 

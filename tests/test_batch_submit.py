@@ -3,6 +3,7 @@
 import pytest
 import redis
 
+from factorize_app.jobs import keys
 from tests.conftest import submit, wait_done
 
 
@@ -40,12 +41,17 @@ def test_the_plural_field_form_and_the_envelope_errors(api, settings):
 
 @pytest.fixture
 def round_trips(monkeypatch):
-    """Counts what the service sends to Redis: one packed command per round trip (a pipeline is one)."""
+    """Counts what the service sends to Redis: one packed command per round trip (a pipeline is one).
+    The read of the job id key every 2 s (jobs.ids: is it still the stored one?) is a process's, not
+    the batch's, and lands in a slow run's window: it is left out."""
     count = {"n": 0}
     original = redis.connection.AbstractConnection.send_packed_command
+    id_key = keys.JOB_ID_KEY.encode()
 
     def counting(self, command, check_health=True):
-        count["n"] += 1
+        packed = command if isinstance(command, (bytes, bytearray)) else b"".join(command)
+        if id_key not in packed:
+            count["n"] += 1
         return original(self, command, check_health)
 
     monkeypatch.setattr(redis.connection.AbstractConnection, "send_packed_command", counting)

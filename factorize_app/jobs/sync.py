@@ -35,16 +35,24 @@ def compute(*, task_type: TaskType, data: dict[str, Any]) -> JobState:
 
 _sync_lock = threading.Lock()
 _sync_pools: list[multiprocessing.pool.Pool] = []
+POOL_START_TIMEOUT = 120  # seconds for a new pool's processes to start Django: not a job's time
 
 
 def _sync_pool() -> multiprocessing.pool.Pool:
+    """The pool, started (its processes up, Django set up) before any job's timeout counts: a job
+    right after a pool was replaced is not failed for the time its processes took to start."""
     with _sync_lock:
         if not _sync_pools:
             context = multiprocessing.get_context("spawn")  # no fork of a threaded server
             pool = context.Pool(settings.SYNC_PROCESSES, initializer=_start_sync_process)
             atexit.register(pool.terminate)
+            pool.apply_async(_started).get(POOL_START_TIMEOUT)
             _sync_pools.append(pool)
         return _sync_pools[0]
+
+
+def _started() -> bool:
+    return True
 
 
 def _replace_sync_pool(pool: multiprocessing.pool.Pool) -> None:

@@ -193,8 +193,8 @@ def _metrics(method: str, route: str, status: int):
 
 
 def _waiting(environ, identity: ClientIdentity, call):
-    """call(wait), held as one of the client's requests while it waits (`Prefer: wait`, api/holds.py);
-    the wait applied with it. A request that asks for no wait takes no hold."""
+    """call(wait), held as one of the client's requests while it waits (`Prefer: wait`, as in
+    api/request_options.py), and the wait applied. A request that asks for no wait takes no hold."""
     prefer = environ.get("HTTP_PREFER")
     wait = parse_wait(prefer) if prefer else None
     if not wait:

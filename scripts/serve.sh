@@ -18,8 +18,9 @@ export HOST PORT WEB_CONCURRENCY WEB_THREADS ACCESS_LOG
 # ACCESS_LOG=1: one log line per request (it costs about a third of the hot poll's throughput here;
 # requests are counted per route and status in /metrics either way).
 # The Rust side runs on one single-threaded runtime per process (`--runtime-mode st`; granian's
-# default for WSGI is a multi-threaded one): the Python threads do the work, and a hot poll then
-# costs fewer thread hand-offs (measured: about 7% less server CPU per poll, bench/ hot_path).
+# default for WSGI is a multi-threaded one): the Python threads do the work either way, and the
+# hot poll cost a few per cent less server CPU with it in 4 of 5 paired runs here (a shared
+# 2-core machine: within its noise, never worse beyond it).
 access_log="--access-log"
 [ "$ACCESS_LOG" = 1 ] || access_log="--no-access-log"
 # Request metrics of all processes are merged through files in this directory.

@@ -29,6 +29,7 @@ these requests, and how the lane matches it:
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import io
 import json
@@ -38,6 +39,8 @@ from typing import Any
 
 import orjson
 from django.conf import settings
+from django.core.signals import setting_changed
+from django.dispatch import receiver
 from django.http.request import split_domain_port, validate_host
 from rest_framework.exceptions import ValidationError
 
@@ -101,7 +104,8 @@ class LeanPollApp:
             self.submit_paths[f"/{task_type.path}/"] = task_type
 
     def __call__(self, environ, start_response):
-        if settings.EXECUTION_MODE == "async" and _plain_api_client(environ):
+        lane = _lane_settings()
+        if lane.enabled and _plain_api_client(environ, lane):
             started = time.perf_counter()
             try:
                 identity = cached_identity(environ)
@@ -114,7 +118,7 @@ class LeanPollApp:
                 payload = _dumps(body)
                 start_response(
                     _REASONS[status],
-                    [*_response_headers(environ), ("Content-Length", str(len(payload))), *headers],
+                    [*_response_headers(environ, lane), ("Content-Length", str(len(payload))), *headers],
                 )
                 latency, requests = _metrics(environ["REQUEST_METHOD"], route, status)
                 latency.observe(time.perf_counter() - started)
@@ -126,18 +130,18 @@ class LeanPollApp:
         method, path = environ["REQUEST_METHOD"], environ.get("PATH_INFO", "")
         try:
             if method == "POST" and path in self.submit_paths:
-                return self._submit(environ, self.submit_paths[path], identity)
+                return self._submit(environ, self.submit_paths[path], identity, _lane_settings())
             if method == "GET" and path.startswith("/jobs/"):
                 return self._status(environ, path.removeprefix("/jobs/").rstrip("/"), identity)
         except (jobs.QueueUnavailable, jobs.JobNotFound, jobs.Throttled, jobs.ClientLimitExceeded):
             return None  # Django answers these with the documented error bodies
         return None
 
-    def _submit(self, environ, task_type: TaskType, identity: ClientIdentity):
+    def _submit(self, environ, task_type: TaskType, identity: ClientIdentity, lane: _LaneSettings):
         if not environ.get("CONTENT_TYPE", "").startswith("application/json"):
             return None
         length = declared_length(environ)
-        if length is None or not 0 < length <= min(MAX_BODY, settings.DATA_UPLOAD_MAX_MEMORY_SIZE or MAX_BODY):
+        if length is None or not 0 < length <= lane.max_body:
             return None
         body = environ["wsgi.input"].read(length)
         environ["wsgi.input"] = io.BytesIO(body)  # for Django, if it answers after all
@@ -147,21 +151,22 @@ class LeanPollApp:
             if validated is None:
                 return None  # Django answers with the parse or validation error
             _VALIDATED.put(task_type.name, body, validated)
-        with holding(identity.name, parse_wait(environ.get("HTTP_PREFER", ""))) as wait:
-            state = jobs.submit(
-                task_type=task_type,
-                data=validated,
-                wait=wait or 0,
-                client=identity.name,
-                rate_limit=rate_limit(SUBMIT, environ, client=identity.name),
-                limits=limits_of(identity),
-            )
+        limit = _rate_limit(SUBMIT, identity.name)
+
+        def submit(wait: int | None) -> jobs.JobState:
+            return jobs.submit(task_type=task_type, data=validated, wait=wait or 0, client=identity.name,
+                               rate_limit=limit, limits=limits_of(identity))  # fmt: skip
+
+        state, wait = _waiting(environ, identity, submit)
         return f"{task_type.name}-list", *_answer_parts(task_type, state, wait)
 
     def _status(self, environ, job_id: str, identity: ClientIdentity):
-        limit = rate_limit(POLL, environ, client=identity.name)
-        with holding(identity.name, parse_wait(environ.get("HTTP_PREFER", ""))) as wait:
-            state = jobs.get_status(job_id=job_id, wait=wait or 0, rate_limit=limit, owner=reading_owner(identity))
+        limit = _rate_limit(POLL, identity.name)
+
+        def status(wait: int | None) -> jobs.JobState:
+            return jobs.get_status(job_id=job_id, wait=wait or 0, rate_limit=limit, owner=reading_owner(identity))
+
+        state, wait = _waiting(environ, identity, status)
         code, body, headers = _answer_parts(get_task_type(state.task_name), state, wait)
         return "job-detail", code, add_traceback(body, state, identity), headers
 
@@ -187,7 +192,68 @@ def _metrics(method: str, route: str, status: int):
     return LATENCY.labels(method, route), REQUESTS.labels(method, route, str(status))
 
 
-def _plain_api_client(environ) -> bool:
+def _waiting(environ, identity: ClientIdentity, call):
+    """call(wait), held as one of the client's requests while it waits (`Prefer: wait`, as in
+    api/request_options.py), and the wait applied. A request that asks for no wait takes no hold."""
+    prefer = environ.get("HTTP_PREFER")
+    wait = parse_wait(prefer) if prefer else None
+    if not wait:
+        return call(wait), wait
+    with holding(identity.name, wait) as held:
+        return call(held), held
+
+
+@functools.lru_cache(maxsize=4096)
+def _rate_limit(scope: str, client: str) -> jobs.RateLimit | None:
+    """The client's allowance (api/throttling.py), parsed from its setting once per client."""
+    return rate_limit(scope, {}, client=client)
+
+
+@dataclasses.dataclass(frozen=True)
+class _LaneSettings:
+    """The settings every request of the lane reads, read once (and again when a test changes one)."""
+
+    enabled: bool  # async mode: sync mode has no jobs to poll
+    ssl_redirect: bool
+    stands_aside: bool  # DISALLOWED_USER_AGENTS or PREPEND_WWW: CommonMiddleware acts on every request
+    forwarded_host: bool
+    allowed_hosts: tuple[str, ...]
+    proxy_ssl_header: tuple[str, str] | None
+    max_body: int
+    headers: tuple[tuple[str, str], ...]  # what the middleware and DRF add to every answer
+    hsts: tuple[tuple[str, str], ...]  # what SecurityMiddleware adds over https
+
+
+@functools.cache
+def _lane_settings() -> _LaneSettings:
+    allowed = settings.ALLOWED_HOSTS
+    if settings.DEBUG and not allowed:
+        allowed = [".localhost", "127.0.0.1", "[::1]"]
+    return _LaneSettings(
+        enabled=settings.EXECUTION_MODE == "async",
+        ssl_redirect=bool(settings.SECURE_SSL_REDIRECT),
+        stands_aside=bool(settings.DISALLOWED_USER_AGENTS or settings.PREPEND_WWW),
+        forwarded_host=bool(settings.USE_X_FORWARDED_HOST),
+        allowed_hosts=tuple(allowed),
+        proxy_ssl_header=settings.SECURE_PROXY_SSL_HEADER or None,
+        max_body=min(MAX_BODY, settings.DATA_UPLOAD_MAX_MEMORY_SIZE or MAX_BODY),
+        headers=(*_security_headers(), ("Vary", "Accept")),
+        hsts=(("Strict-Transport-Security", _hsts_value()),) if settings.SECURE_HSTS_SECONDS else (),
+    )
+
+
+_ALLOWED_HOSTS_SEEN: dict[str, bool] = {}  # host -> allowed, bounded: cleared past 256 hosts
+
+
+@receiver(setting_changed)
+def _forget_settings(**kwargs) -> None:
+    _lane_settings.cache_clear()
+    _security_headers.cache_clear()
+    _rate_limit.cache_clear()
+    _ALLOWED_HOSTS_SEEN.clear()
+
+
+def _plain_api_client(environ, lane: _LaneSettings) -> bool:
     accept = environ.get("HTTP_ACCEPT", "*/*")
     return (
         "HTTP_COOKIE" not in environ
@@ -195,16 +261,15 @@ def _plain_api_client(environ) -> bool:
         and "text/html" not in accept
         and "event-stream" not in accept  # a live event stream: the stream view answers it
         and ("json" in accept or "*/*" in accept)
-        and (not settings.SECURE_SSL_REDIRECT or _is_secure(environ))  # else Django redirects it
-        and not settings.DISALLOWED_USER_AGENTS
-        and not settings.PREPEND_WWW
-        and _allowed_host(environ)
+        and (not lane.ssl_redirect or _is_secure(environ, lane))  # else Django redirects it
+        and not lane.stands_aside
+        and _allowed_host(environ, lane)
     )
 
 
-def _allowed_host(environ) -> bool:
+def _allowed_host(environ, lane: _LaneSettings) -> bool:
     """Django's HttpRequest.get_host() check, on the same host it would read."""
-    if settings.USE_X_FORWARDED_HOST and "HTTP_X_FORWARDED_HOST" in environ:
+    if lane.forwarded_host and "HTTP_X_FORWARDED_HOST" in environ:
         host = environ["HTTP_X_FORWARDED_HOST"]
     elif "HTTP_HOST" in environ:
         host = environ["HTTP_HOST"]
@@ -213,19 +278,21 @@ def _allowed_host(environ) -> bool:
         port = environ.get("SERVER_PORT", "")
         if port != ("443" if environ.get("wsgi.url_scheme") == "https" else "80"):
             host = f"{host}:{port}"
-    allowed = settings.ALLOWED_HOSTS
-    if settings.DEBUG and not allowed:
-        allowed = [".localhost", "127.0.0.1", "[::1]"]
-    domain, _port = split_domain_port(host)
-    return bool(domain) and validate_host(domain, allowed)
+    allowed = _ALLOWED_HOSTS_SEEN.get(host)
+    if allowed is None:
+        domain, _port = split_domain_port(host)
+        allowed = bool(domain) and validate_host(domain, lane.allowed_hosts)
+        if len(_ALLOWED_HOSTS_SEEN) >= 256:
+            _ALLOWED_HOSTS_SEEN.clear()
+        _ALLOWED_HOSTS_SEEN[host] = allowed
+    return allowed
 
 
-def _response_headers(environ) -> list[tuple[str, str]]:
+def _response_headers(environ, lane: _LaneSettings) -> tuple[tuple[str, str], ...]:
     """The headers Django's middleware and DRF add to these answers (see the module docstring)."""
-    headers = [*_security_headers(), ("Vary", "Accept")]
-    if settings.SECURE_HSTS_SECONDS and _is_secure(environ):
-        headers.append(("Strict-Transport-Security", _hsts_value()))
-    return headers
+    if lane.hsts and _is_secure(environ, lane):
+        return lane.headers + lane.hsts
+    return lane.headers
 
 
 @functools.cache
@@ -251,10 +318,10 @@ def _hsts_value() -> str:
     return value
 
 
-def _is_secure(environ) -> bool:
+def _is_secure(environ, lane: _LaneSettings) -> bool:
     """Django's request.is_secure(): the trusted proxy's header when it is present, else the scheme."""
-    if settings.SECURE_PROXY_SSL_HEADER:
-        header, secure_value = settings.SECURE_PROXY_SSL_HEADER
+    if lane.proxy_ssl_header:
+        header, secure_value = lane.proxy_ssl_header
         value = environ.get(header)
         if value is not None:
             return value.split(",", 1)[0].strip() == secure_value

@@ -21,7 +21,7 @@ $(BIN)/.installed-service: requirements.txt scripts/dev-requirements.txt $(MODEL
 	$(BIN)/python manage.py devserver --envs-only
 	touch $@
 
-$(BIN)/.installed-test: $(BIN)/.installed-service tests/requirements.txt scripts/redis-requirements.txt
+$(BIN)/.installed-test: $(BIN)/.installed-service tests/requirements.txt scripts/redis-requirements.txt bench/chart-requirements.txt
 	$(BIN)/python -m pip install -q -r tests/requirements.txt
 	touch $@
 

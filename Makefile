@@ -60,8 +60,8 @@ lint: install-test
 	$(BIN)/ruff check .
 
 ## The suite but its long tests, in parallel (pytest-xdist: TEST_JOBS processes, each on its own Redis
-## database counting down from TEST_REDIS_URL's: 15, 14, 13): minutes. The long ones: make test-full.
-TEST_JOBS ?= 3
+## database counting down from TEST_REDIS_URL's: 15, 14, 13, 12): minutes. The long ones: make test-full.
+TEST_JOBS ?= 4
 test: install-test lint
 	@scripts/ensure-redis.sh "$(TEST_REDIS_URL)"
 	@scripts/ensure-chromium.sh || echo "Chromium could not be installed: the browser tests will be SKIPPED."

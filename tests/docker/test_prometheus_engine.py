@@ -86,7 +86,10 @@ def test_prometheus_loads_every_alerting_rule(project):
 
 def test_prometheus_scrapes_the_web_services_metrics(project):
     def target():
-        (active,) = project.api("targets")["activeTargets"]
+        targets = project.api("targets")["activeTargets"]  # empty until the scrape pool has started
+        if not targets:
+            return None
+        (active,) = targets
         return active if active["health"] == "up" else None
 
     active = wait_until(target, timeout=120, interval=1, what="the web service's scrape to succeed")

@@ -109,7 +109,7 @@ class LeanPollApp:
             started = time.perf_counter()
             try:
                 identity = cached_identity(environ)
-                answer = self._answer(environ, identity) if identity is not None else None
+                answer = self._answer(environ, identity, lane) if identity is not None else None
             except Exception:  # a bug or a hostile input nothing else caught: Django answers and counts it
                 logger.exception("lean lane: falling through to Django", extra={"path": environ.get("PATH_INFO")})
                 answer = None
@@ -126,11 +126,13 @@ class LeanPollApp:
                 return [payload]
         return self.django_app(environ, start_response)
 
-    def _answer(self, environ, identity: ClientIdentity) -> tuple[str, int, dict[str, Any], list] | None:
+    def _answer(
+        self, environ, identity: ClientIdentity, lane: _LaneSettings
+    ) -> tuple[str, int, dict[str, Any], list] | None:
         method, path = environ["REQUEST_METHOD"], environ.get("PATH_INFO", "")
         try:
             if method == "POST" and path in self.submit_paths:
-                return self._submit(environ, self.submit_paths[path], identity, _lane_settings())
+                return self._submit(environ, self.submit_paths[path], identity, lane)
             if method == "GET" and path.startswith("/jobs/"):
                 return self._status(environ, path.removeprefix("/jobs/").rstrip("/"), identity)
         except (jobs.QueueUnavailable, jobs.JobNotFound, jobs.Throttled, jobs.ClientLimitExceeded):

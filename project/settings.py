@@ -245,6 +245,11 @@ MAX_BATCH = env.MAX_BATCH
 QUEUE_ORDER = env.QUEUE_ORDER
 MAX_QUEUED_PER_CLIENT = env.MAX_QUEUED_PER_CLIENT
 MAX_RUNNING_PER_CLIENT = env.MAX_RUNNING_PER_CLIENT
+# Files a handler returns and results too large for Redis (factorize_app/jobs/outputs.py).
+RESULT_MAX_INLINE_BYTES = env.RESULT_MAX_INLINE_BYTES
+OUTPUT_FILE_MAX_BYTES = env.OUTPUT_FILE_MAX_BYTES
+OUTPUT_STORE_RETRY_SECONDS = env.OUTPUT_STORE_RETRY_SECONDS
+PUBLIC_URL = env.PUBLIC_URL.rstrip("/")
 
 # --- What one client, and all together, may hold (docs/security.md) -------------------------
 THROTTLE_SUBMIT = env.THROTTLE_SUBMIT

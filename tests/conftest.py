@@ -71,6 +71,7 @@ FULL_ONLY = {
     "test_hostile_input.py::test_memory_stays_bounded_under_distinct_padded_bodies": "3,300 bodies of 60 KB",
     "test_request_bodies.py::test_concurrent_large_batches_leave_the_web_process_bounded": "bursts of 1 MB bodies",
     "test_client_package.py::test_pip_install_gives_a_working_factorize_command": "pip into a fresh virtualenv",
+    "test_file_outputs.py::test_a_100_mb_file_is_fetched_by_url_while_redis_memory_stays_flat": "100 MB stored, read",
 }
 
 

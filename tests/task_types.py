@@ -1,14 +1,20 @@
 """Task types that exist only for the tests: a slow setup, a slow job, a failing job, a job with a
-batch handler, and one that kills its own worker."""
+batch handler, one that kills its own worker, and file outputs (a file of any size, a large JSON
+result)."""
 
+import hashlib
 import os
 import signal
+import tempfile
 import time
+from collections.abc import Iterator
+from pathlib import Path
 
 import redis
 from rest_framework import serializers
 
-from factorize_app.tasks import TaskType
+from factorize_app.tasks import OutputFile, TaskType
+from factorize_app.tasks.fields import FileOutput
 
 SETUP_COUNTER = "tests:slow_setup:setups"
 
@@ -143,4 +149,94 @@ CRASHING = TaskType(
     input_serializer=TagInput,
     result_serializer=EchoResult,
     implementation="tests.task_types:Killer",
+)
+
+
+# --- file outputs (tests/test_file_outputs.py) -----------------------------------------------
+
+MIB = 1024 * 1024
+
+
+def seeded_chunks(seed: str, size: int) -> Iterator[bytes]:
+    """`size` bytes of `seed`'s digest chain, in chunks of at most 1 MiB: bytes a test can make
+    again to check a download, unlike any other test's (no two seeds share a blob)."""
+    block = b"".join(hashlib.sha256(f"{seed}:{index}".encode()).digest() for index in range(MIB // 32))
+    for start in range(0, size, MIB):
+        yield block[: min(MIB, size - start)]
+
+
+class FileSpec(serializers.Serializer):
+    size = serializers.IntegerField(min_value=0, max_value=200 * MIB)
+    seed = serializers.CharField(max_length=50)
+    given_as = serializers.ChoiceField(choices=["output_file", "path", "bytes"], default="output_file")
+
+
+class FileMade(serializers.Serializer):
+    file = FileOutput(content_type="application/octet-stream", help_text="`size` bytes made from `seed`.")
+    batch_size = serializers.IntegerField()
+
+
+class LargeJsonSpec(serializers.Serializer):
+    kilobytes = serializers.IntegerField(min_value=1, max_value=50_000)
+
+
+class LargeJson(serializers.Serializer):
+    values = serializers.ListField(child=serializers.IntegerField())
+
+
+class FileMaker:
+    """Returns a file as a model would: written to a path (an OutputFile the worker removes once
+    stored, or a bare Path) or given as bytes."""
+
+    def handle(self, data: dict) -> dict:
+        return {"file": self._file(data), "batch_size": 1}
+
+    def handle_batch(self, inputs: list[dict]) -> list[dict]:
+        return [{"file": self._file(data), "batch_size": len(inputs)} for data in inputs]
+
+    def _file(self, data: dict):
+        chunks = seeded_chunks(data["seed"], data["size"])
+        if data["given_as"] == "bytes":
+            return b"".join(chunks)
+        path = Path(tempfile.mkdtemp(prefix="file-out-")) / f"{data['seed']}.bin"
+        with path.open("wb") as out:
+            for chunk in chunks:
+                out.write(chunk)
+        if data["given_as"] == "path":
+            return path
+        return OutputFile(path=path, content_type="application/x-test", name=f"{data['seed']}.bin", delete_after=True)
+
+
+class JsonMaker:
+    def handle(self, data: dict) -> dict:
+        """About `kilobytes` of JSON: integers of 7 digits, 8 bytes each with the separator."""
+        count = data["kilobytes"] * 1024 // 9
+        return {"values": list(range(1_000_000, 1_000_000 + count))}
+
+
+FILE_OUT = TaskType(
+    name="file_out",
+    path="file-out",
+    description="Return a file of the size asked for.",
+    input_serializer=FileSpec,
+    result_serializer=FileMade,
+    implementation="tests.task_types:FileMaker",
+    max_batch_delay=0.5,  # the test's submits share one batch
+)
+SHORT_FILE_OUT = TaskType(
+    name="short_file_out",
+    path="short-file-out",
+    description="Return a file, kept two seconds.",
+    input_serializer=FileSpec,
+    result_serializer=FileMade,
+    implementation="tests.task_types:FileMaker",
+    result_ttl=2,
+)
+LARGE_JSON = TaskType(
+    name="large_json",
+    path="large-json",
+    description="Return a large JSON result.",
+    input_serializer=LargeJsonSpec,
+    result_serializer=LargeJson,
+    implementation="tests.task_types:JsonMaker",
 )

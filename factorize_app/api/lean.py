@@ -134,7 +134,7 @@ class LeanPollApp:
             if method == "POST" and path in self.submit_paths:
                 return self._submit(environ, self.submit_paths[path], identity, lane)
             if method == "GET" and path.startswith("/jobs/"):
-                return self._status(environ, path.removeprefix("/jobs/").rstrip("/"), identity)
+                return self._status(environ, path.removeprefix("/jobs/").rstrip("/"), identity, lane)
         except (jobs.QueueUnavailable, jobs.JobNotFound, jobs.Throttled, jobs.ClientLimitExceeded):
             return None  # Django answers these with the documented error bodies
         return None
@@ -160,16 +160,16 @@ class LeanPollApp:
                                rate_limit=limit, limits=limits_of(identity))  # fmt: skip
 
         state, wait = _waiting(environ, identity, submit)
-        return f"{task_type.name}-list", *_answer_parts(task_type, state, wait)
+        return f"{task_type.name}-list", *_answer_parts(task_type, state, wait, environ, lane)
 
-    def _status(self, environ, job_id: str, identity: ClientIdentity):
+    def _status(self, environ, job_id: str, identity: ClientIdentity, lane: _LaneSettings):
         limit = _rate_limit(POLL, identity.name)
 
         def status(wait: int | None) -> jobs.JobState:
             return jobs.get_status(job_id=job_id, wait=wait or 0, rate_limit=limit, owner=reading_owner(identity))
 
         state, wait = _waiting(environ, identity, status)
-        code, body, headers = _answer_parts(get_task_type(state.task_name), state, wait)
+        code, body, headers = _answer_parts(get_task_type(state.task_name), state, wait, environ, lane)
         return "job-detail", code, add_traceback(body, state, identity), headers
 
 
@@ -271,15 +271,7 @@ def _plain_api_client(environ, lane: _LaneSettings) -> bool:
 
 def _allowed_host(environ, lane: _LaneSettings) -> bool:
     """Django's HttpRequest.get_host() check, on the same host it would read."""
-    if lane.forwarded_host and "HTTP_X_FORWARDED_HOST" in environ:
-        host = environ["HTTP_X_FORWARDED_HOST"]
-    elif "HTTP_HOST" in environ:
-        host = environ["HTTP_HOST"]
-    else:
-        host = environ.get("SERVER_NAME", "")
-        port = environ.get("SERVER_PORT", "")
-        if port != ("443" if environ.get("wsgi.url_scheme") == "https" else "80"):
-            host = f"{host}:{port}"
+    host = _host(environ, lane)
     allowed = _ALLOWED_HOSTS_SEEN.get(host)
     if allowed is None:
         domain, _port = split_domain_port(host)
@@ -288,6 +280,24 @@ def _allowed_host(environ, lane: _LaneSettings) -> bool:
             _ALLOWED_HOSTS_SEEN.clear()
         _ALLOWED_HOSTS_SEEN[host] = allowed
     return allowed
+
+
+def _host(environ, lane: _LaneSettings) -> str:
+    """The host Django's HttpRequest.get_host() reads (checked by _allowed_host)."""
+    if lane.forwarded_host and "HTTP_X_FORWARDED_HOST" in environ:
+        return environ["HTTP_X_FORWARDED_HOST"]
+    if "HTTP_HOST" in environ:
+        return environ["HTTP_HOST"]
+    host = environ.get("SERVER_NAME", "")
+    port = environ.get("SERVER_PORT", "")
+    if port != ("443" if environ.get("wsgi.url_scheme") == "https" else "80"):
+        host = f"{host}:{port}"
+    return host
+
+
+def _base_url(environ, lane: _LaneSettings) -> str:
+    """responses.base_url() of the request: Django's request.scheme and get_host()."""
+    return f"{'https' if _is_secure(environ, lane) else 'http'}://{_host(environ, lane)}"
 
 
 def _response_headers(environ, lane: _LaneSettings) -> tuple[tuple[str, str], ...]:
@@ -330,8 +340,9 @@ def _is_secure(environ, lane: _LaneSettings) -> bool:
     return environ.get("wsgi.url_scheme") == "https"
 
 
-def _answer_parts(task_type: TaskType, state: jobs.JobState, wait: int | None):
-    code, body, headers = status_answer(task_type, state)
+def _answer_parts(task_type: TaskType, state: jobs.JobState, wait: int | None, environ, lane: _LaneSettings):
+    base = _base_url(environ, lane) if state.result else ""  # for a result's files' URLs
+    code, body, headers = status_answer(task_type, state, base=base)
     return code, body, [*preference_applied(wait).items(), *headers.items()]
 
 

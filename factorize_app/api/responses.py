@@ -18,10 +18,17 @@ from factorize_app.tasks import TaskType
 _NOT_AT_ONCE = ("load", "job_id", "status", "error", "progress")
 
 
-def status_answer(task_type: TaskType, state: JobState) -> tuple[int, dict[str, Any], dict[str, str]]:
+def base_url(request: Any) -> str:
+    """`scheme://host` of a request (Django's or DRF's), for the absolute URLs of a job's files."""
+    return f"{request.scheme}://{request.get_host()}"
+
+
+def status_answer(
+    task_type: TaskType, state: JobState, *, base: str = ""
+) -> tuple[int, dict[str, Any], dict[str, str]]:
     """HTTP status, body and headers of a job's state: 200 when done; 202 with where and when
-    to poll otherwise."""
-    body = status_body(task_type, state)
+    to poll otherwise. `base`: the request's base_url()."""
+    body = status_body(task_type, state, base_url=base)
     if state.done:
         return status.HTTP_200_OK, body, {}
     headers = {
@@ -31,16 +38,18 @@ def status_answer(task_type: TaskType, state: JobState) -> tuple[int, dict[str, 
     return status.HTTP_202_ACCEPTED, body, headers
 
 
-def status_response(task_type: TaskType, state: JobState, wait: int | None = None) -> Response:
-    """status_answer() as a DRF response, with the wait it honoured. A state computed in the
-    request (sync mode: no job, no id) answers as the seed's synchronous example did: the full
-    result at once, and `error` only when it failed."""
+def status_response(task_type: TaskType, state: JobState, wait: int | None = None, *, request: Any) -> Response:
+    """status_answer() as a DRF response to `request`, with the wait it honoured. A state
+    computed in the request (sync mode: no job, no id) answers as the seed's synchronous example
+    did: the full result at once, and `error` only when it failed."""
+    base = base_url(request)
     if state.job_id is None:
-        body = {name: value for name, value in status_body(task_type, state).items() if name not in _NOT_AT_ONCE}
+        body = status_body(task_type, state, base_url=base)
+        body = {name: value for name, value in body.items() if name not in _NOT_AT_ONCE}
         if state.error:
             body["error"] = state.error
         return Response(body, status=status.HTTP_200_OK)
-    code, body, headers = status_answer(task_type, state)
+    code, body, headers = status_answer(task_type, state, base=base)
     return Response(body, status=code, headers={**preference_applied(wait), **headers})
 
 

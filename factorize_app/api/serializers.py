@@ -21,6 +21,7 @@ from rest_framework.utils import html
 
 from factorize_app import jobs
 from factorize_app.tasks import TaskType
+from factorize_app.tasks.fields import FileOutput
 from factorize_app.webhooks.events import DEFAULT_EVENTS, EVENTS
 from factorize_app.webhooks.targets import MAX_URL_LENGTH, WebhookRefused, target
 
@@ -229,6 +230,11 @@ def status_serializer(task_type: TaskType) -> type[serializers.Serializer]:
         "done": serializers.BooleanField(help_text="True once the job finished or failed."),
         **input_fields,
         **result_fields,
+        jobs.RESULT_FILE: FileOutput(
+            required=False,
+            help_text="Only for a result too large to keep in Redis (its JSON over RESULT_MAX_INLINE_BYTES): the "
+            "result's fields as one JSON object in a file (`application/json`), null above; file fields stay.",
+        ),
         "load": serializers.IntegerField(help_text="Live pending jobs of this task type."),
         # The type's prefix in the pattern also tells the bodies apart in GET /jobs/{id}'s oneOf
         # (task types with the same fields would otherwise all match).

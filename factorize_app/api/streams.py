@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import json
 import threading
 import time
@@ -39,6 +40,7 @@ from rest_framework.settings import api_settings
 
 from factorize_app import jobs
 from factorize_app.api.request_options import HELD
+from factorize_app.api.responses import base_url
 from factorize_app.api.shutdown import draining
 from factorize_app.tasks import get_task_type
 
@@ -144,7 +146,7 @@ def open_stream(request, job_id: str, *, client: str, owner: str = "") -> HttpRe
     if not held:
         SLOTS.give_back()
         first = first or [(state, None)]
-    stream = _EventStream(job_id, state, first, cursor, client=client if held else None)
+    stream = _EventStream(job_id, state, first, cursor, client=client if held else None, base=base_url(request))
     response = StreamingHttpResponse(stream, content_type=EVENT_STREAM)
     response["Cache-Control"] = "no-cache"
     response["X-Accel-Buffering"] = "no"  # nginx: pass each event on at once
@@ -155,17 +157,21 @@ class _EventStream:
     """The response body: an iterable whose close() (called by the server when the response ends
     or the client leaves) releases the dispatcher's watch and the process's slot."""
 
-    def __init__(self, job_id: str, state: jobs.JobState, first: list, cursor: str, *, client: str | None) -> None:
+    def __init__(
+        self, job_id: str, state: jobs.JobState, first: list, cursor: str, *, client: str | None, base: str = ""
+    ) -> None:
         self.job_id, self.state, self.first, self.cursor = job_id, state, first, cursor
+        self.base = base  # the request's scheme and host, for the URLs of the job's files
         self.client = client  # the holder of this stream; None: answered at once, not held
         self._watch: jobs.EventWatch | None = None
         self._closed = False
 
     def __iter__(self) -> Iterator[bytes]:
         task_type = get_task_type(self.state.task_name)
+        body = functools.partial(jobs.status_body, task_type, base_url=self.base)
         sent = None
         for state, event_id in self.first:
-            yield _format(jobs.status_body(task_type, state), event_id)
+            yield _format(body(state), event_id)
             sent = state
         if sent is not None and sent.done:
             return
@@ -180,12 +186,12 @@ class _EventStream:
         while True:
             for event in self._watch.wait(min(next_keepalive, next_poll) - time.monotonic()):
                 base = jobs.state_after(base, event)
-                yield _format(jobs.status_body(task_type, base), event.event_id)
+                yield _format(body(base), event.event_id)
                 next_keepalive = time.monotonic() + keepalive
                 if base.done:
                     return
             if draining():  # the server is stopping: the state as it stands (no id: no new entry), and goodbye
-                yield _format(jobs.status_body(task_type, base), None)
+                yield _format(body(base), None)
                 yield reconnect_soon()
                 return
             now = time.monotonic()
@@ -201,7 +207,7 @@ class _EventStream:
                 changed = polled.status != base.status
                 base = polled if changed else dataclasses.replace(base, load=polled.load)
                 if changed:  # a change nobody pushed: sent without an id (it is no stream entry)
-                    yield _format(jobs.status_body(task_type, polled), None)
+                    yield _format(body(polled), None)
                     next_keepalive = now + keepalive
                     if polled.done:
                         return

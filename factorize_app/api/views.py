@@ -19,7 +19,7 @@ from factorize_app import jobs
 from factorize_app.api.identity.authentication import client_identity
 from factorize_app.api.identity.clients import add_traceback, limits_of, reading_owner
 from factorize_app.api.request_options import holding, preference_applied, requested_cancel_after, requested_wait
-from factorize_app.api.responses import invalid_item_body, status_response
+from factorize_app.api.responses import base_url, invalid_item_body, status_response
 from factorize_app.api.schema import job_view_schema, queue_view_schema, task_view_schema
 from factorize_app.api.serializers import batch_serializer, form_input, form_serializer, take_webhook
 from factorize_app.api.streams import JOB_RENDERERS, errors_as_json, open_stream, wants_stream
@@ -59,7 +59,7 @@ class TaskViewSet(viewsets.GenericViewSet):
         if webhook is not None and (refused := self.admit_webhooks({0: (data, webhook)})):
             raise ValidationError({"webhook": [refused[0]]})
         (state,), wait = self.perform_submit([data], sent=1)
-        response = status_response(self.task_type, state, wait)
+        response = status_response(self.task_type, state, wait, request=request)
         if webhook is not None:
             response.data["webhook_secret"] = self.subscribe(state, webhook)
         return response
@@ -91,8 +91,9 @@ class TaskViewSet(viewsets.GenericViewSet):
                     secrets[index] = self.subscribe(state, webhooks[index])
                 except ValidationError as exc:  # a concurrent request took the last room under a cap
                     errors[index] = exc.detail
+        base = base_url(request)
         results = [
-            jobs.status_body(self.task_type, answers[index]) if index in answers and index not in errors
+            jobs.status_body(self.task_type, answers[index], base_url=base) if index in answers and index not in errors
             else invalid_item_body(errors[index])
             for index in range(len(items))
         ]  # fmt: skip
@@ -113,7 +114,8 @@ class TaskViewSet(viewsets.GenericViewSet):
         one by one against the submit allowance: DRF's throttle counted the first, the rest
         count in the submit's own round trip."""
         if not self.queued:
-            return [jobs.compute(task_type=self.task_type, data=dict(data)) for data in items], None
+            client = client_identity(self.request).name  # owns the files a handler returns
+            return [jobs.compute(task_type=self.task_type, data=dict(data), client=client) for data in items], None
         identity = client_identity(self.request)
         allowance = rate_limit(SUBMIT, self.request.META, client=identity.name)
         allowance = dataclasses.replace(allowance, cost=sent - 1) if allowance is not None and sent > 1 else None
@@ -183,7 +185,7 @@ class JobViewSet(viewsets.ViewSet):
             return open_stream(request, pk, client=identity.name, owner=reading_owner(identity))
         with holding(identity.name, requested_wait(request)) as wait:
             state = jobs.get_status(job_id=pk, wait=wait or 0, owner=reading_owner(identity))
-        response = status_response(get_task_type(state.task_name), state, wait)
+        response = status_response(get_task_type(state.task_name), state, wait, request=request)
         add_traceback(response.data, state, identity)
         return response
 
@@ -203,7 +205,7 @@ class JobViewSet(viewsets.ViewSet):
         """Queue a failed, canceled or aborted job again under the same id; 409 for any other."""
         identity = client_identity(request)
         state = jobs.retry(job_id=pk, client=identity.name, staff=identity.staff, limits=limits_of(identity))
-        return status_response(get_task_type(state.task_name), state, None)
+        return status_response(get_task_type(state.task_name), state, None, request=request)
 
     @action(detail=True, methods=["get"])
     def webhooks(self, request, pk: str):

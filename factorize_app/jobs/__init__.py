@@ -11,6 +11,7 @@ names below are the whole of what they use. One room per side:
 - `maintenance`: the workers' sweep of jobs lost in outages, and of dead workers;
 - `reconcile`: what RQ's own tools did to jobs (cleanup, requeue, empty), made good;
 - `diagnostics`: workers' failed model setups, failed jobs' tracebacks;
+- `outputs`: a job's files and large results, stored outside Redis, and who may read them;
 - `events`: each job's event stream (appended on every change) and the web's one reader of them;
 - `release`: every wait of a web process ended at once, when its server stops;
 - `sync`: sync mode's process pool (no Redis);
@@ -73,6 +74,7 @@ from factorize_app.jobs.monitoring import (
     redis_memory,
     worker_liveness,
 )
+from factorize_app.jobs.outputs import RESULT_FILE, OutputRefused, OutputsNotStored, owners_may_read, store_outputs
 from factorize_app.jobs.reconcile import RECONCILE_SECONDS, reconcile
 from factorize_app.jobs.release import release_waits, released
 from factorize_app.jobs.states import (
@@ -136,6 +138,9 @@ __all__ = [
     "JobNotRetryable",
     "JobNotFound",
     "JobOutcome",
+    "OutputRefused",
+    "RESULT_FILE",
+    "OutputsNotStored",
     "JobState",
     "QueueRefusesWrites",
     "QueueUnavailable",
@@ -189,6 +194,8 @@ __all__ = [
     "wait_for_work",
     "worker_liveness",
     "write_refusal",
+    "owners_may_read",
+    "store_outputs",
     "SETUP_FAILURE_STALE",
     "clear_setup_failures",
     "failure_traceback",

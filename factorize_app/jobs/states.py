@@ -10,6 +10,7 @@ from typing import Any
 from django.conf import settings
 from rq.job import JobStatus as RQStatus
 
+from factorize_app.jobs import outputs
 from factorize_app.tasks import TaskType
 
 # Plain strings: RQ's JobStatus enum hashes by member name, so it does not mix with str in sets.
@@ -72,11 +73,13 @@ class ClientLimits:
         return settings.MAX_QUEUED_PER_CLIENT if self.max_queued is None else self.max_queued
 
 
-def status_body(task_type: TaskType, state: JobState) -> dict[str, Any]:
+def status_body(task_type: TaskType, state: JobState, *, base_url: str = "") -> dict[str, Any]:
     """What a client is told of a job, however it asks (a poll, a stream, a webhook): `{"done",
-    <input fields>, <result fields or null>, "load", "job_id", "status", "error", "progress"}`."""
-    result = state.result or {}
-    return {
+    <input fields>, <result fields or null>, "load", "job_id", "status", "error", "progress"}`,
+    and `result_file` for a result stored as a file. `base_url`: the request's scheme and host,
+    for the URLs of files (outputs.file_object)."""
+    result = outputs.shown(task_type, state.result, base_url=base_url) if state.result else {}
+    body = {
         "done": state.done,
         **state.input,
         **{name: result.get(name) for name in task_type.result_fields},
@@ -86,6 +89,9 @@ def status_body(task_type: TaskType, state: JobState) -> dict[str, Any]:
         "error": state.error,
         "progress": state.progress,
     }
+    if outputs.RESULT_FILE in result:
+        body[outputs.RESULT_FILE] = result[outputs.RESULT_FILE]
+    return body
 
 
 def fair_order() -> bool:

@@ -11,26 +11,39 @@ from typing import Any
 
 from django.conf import settings
 
+from factorize_app.jobs import outputs
 from factorize_app.jobs.states import FAILED, FINISHED, JobState
-from factorize_app.tasks import TaskType, run_task
+from factorize_app.tasks import TaskType, get_task_type, run_task
 
 
-def compute(*, task_type: TaskType, data: dict[str, Any]) -> JobState:
+def compute(*, task_type: TaskType, data: dict[str, Any], client: str = "") -> JobState:
     """Run the handler now, with no queue and no Redis, within the type's job timeout.
 
     Handlers run in a small pool of processes that keep their models loaded (a thread cannot be
     stopped; a process can): a job that overruns its timeout is failed, and the pool replaced.
+    Files it returns are stored there (outputs.store_outputs; their records need Redis), owned by
+    `client`, who alone may read them: there is no job.
     """
     pool = _sync_pool()
     timeout = task_type.setting("job_timeout")
     try:
-        result = pool.apply_async(run_task, (task_type.name, data)).get(timeout)
+        result = pool.apply_async(_run_and_store, (task_type.name, data, client)).get(timeout)
     except multiprocessing.TimeoutError:
         _replace_sync_pool(pool)
         return JobState(None, task_type.name, FAILED, data, error=f"timed out after {timeout} s")
     except Exception as exc:  # a handler error is the job's failure, reported to the client
         return JobState(None, task_type.name, FAILED, data, error=f"{type(exc).__name__}: {exc}")
     return JobState(None, task_type.name, FINISHED, data, result=result)
+
+
+def _run_and_store(task_name: str, data: dict[str, Any], client: str) -> Any:
+    """In a pool process: the handler's result, its files stored (one try: the client is waiting)."""
+    task_type = get_task_type(task_name)
+    result = run_task(task_name, data)
+    ttl = task_type.setting("result_ttl")
+    return outputs.store_outputs(
+        task_type=task_type, job_id="", result=result, ttl=ttl, owner=client, patience=0, spill=False
+    )
 
 
 _sync_lock = threading.Lock()

@@ -6,6 +6,7 @@ implementation module (the model, with its heavy imports), and, if it needs them
 requirements file. URLs, queues, workers and docs derive from the registry.
 """
 
+from factorize_app.tasks.outputs import OutputFile
 from factorize_app.tasks.registry import (
     ImplementationUnavailable,
     TaskType,
@@ -19,6 +20,7 @@ from factorize_app.tasks.registry import (
 
 __all__ = [
     "ImplementationUnavailable",
+    "OutputFile",
     "TaskType",
     "TaskTypeError",
     "UnknownTaskType",

@@ -89,3 +89,24 @@ class TextField(serializers.CharField):
         if not isinstance(data, str):
             self.fail("invalid")
         return super().to_internal_value(data)
+
+
+# --- file outputs (docs/files.md, "File outputs") ---------------------------------------------
+
+
+class FileOutput(serializers.Serializer):
+    """A result field whose value is a file: the handler gives a `pathlib.Path`, `bytes` or an
+    `OutputFile`; the worker stores it outside Redis (factorize_app/jobs/outputs.py) and clients
+    see this object, with the URL that serves the bytes to the job's owners until the result
+    expires. `content_type`: what the bytes are, unless an `OutputFile` says otherwise."""
+
+    url = serializers.CharField(help_text="GET it for the bytes (the job's owners only, until the result expires).")
+    id = serializers.CharField(help_text="The file's id, `file_<32 hex>`.")
+    name = serializers.CharField(help_text="A file name for saving it.")
+    size = serializers.IntegerField(help_text="In bytes.")
+    content_type = serializers.CharField(help_text="Its media type, e.g. `image/png`.")
+    sha256 = serializers.CharField(help_text="Hex SHA-256 of the bytes, to check a download.")
+
+    def __init__(self, *args, content_type: str = "application/octet-stream", **kwargs):
+        self.content_type = content_type
+        super().__init__(*args, **kwargs)

@@ -82,7 +82,29 @@ def _run_one(worker: WarmWorker, task_type: TaskType, job: jobs.TakenJob, progre
         return jobs.JobOutcome(job, jobs.FAILED, time.monotonic() - started, exc_string="JobTimeoutException")
     except Exception:  # the job's failure, recorded for its client; the worker carries on
         return jobs.JobOutcome(job, jobs.FAILED, time.monotonic() - started, exc_string=traceback.format_exc())
-    return jobs.JobOutcome(job, jobs.FINISHED, time.monotonic() - started, result=result)
+    return finished(worker, task_type, job, result, time.monotonic() - started)
+
+
+def finished(
+    worker: WarmWorker, task_type: TaskType, job: jobs.TakenJob, result: object, seconds: float
+) -> jobs.JobOutcome:
+    """A job's outcome once its handler returned: its files and a large result stored outside
+    Redis first (jobs.store_outputs). A storage that keeps failing hands the job back to its
+    queue, to run again later (nothing lost); a result the service cannot keep fails the job."""
+    try:
+        give_up = lambda: worker._stop_requested  # noqa: E731 (a warm stop hands the job back at once)
+        result = jobs.store_outputs(
+            task_type=task_type, job_id=job.job_id, result=result, ttl=job.result_ttl, give_up=give_up
+        )
+    except jobs.OutputsNotStored as exc:
+        extra = {"job_id": job.job_id, "error": str(exc)}
+        logger.warning("job handed back: its outputs could not be stored", extra=extra)
+        return jobs.JobOutcome(job, jobs.QUEUED, seconds)
+    except jobs.OutputRefused as exc:
+        return jobs.JobOutcome(job, jobs.FAILED, seconds, exc_string=f"{type(exc).__name__}: {exc}")
+    except Exception:  # a bug in storing it: the job's failure, never the worker's end
+        return jobs.JobOutcome(job, jobs.FAILED, seconds, exc_string=traceback.format_exc())
+    return jobs.JobOutcome(job, jobs.FINISHED, seconds, result=result)
 
 
 def _run_together(
@@ -107,7 +129,7 @@ def _run_together(
         return []
     each = (time.monotonic() - started) / len(taken)
     pairs = zip(taken, results, strict=True)
-    return [jobs.JobOutcome(job, jobs.FINISHED, each, result=result) for job, result in pairs]
+    return [finished(worker, task_type, job, result, each) for job, result in pairs]
 
 
 def _log_batch(task_type: TaskType, outcomes: list[jobs.JobOutcome], handed_back: int) -> None:

@@ -206,4 +206,24 @@ REDIS = Section(
     ),
 )
 
-SECTIONS = (SECURITY, REQUESTS, API_KEYS, QUEUE, REDIS)
+FILE_OUTPUTS = Section(
+    "File outputs",
+    DJANGO,
+    "Files a handler returns, and results too large for Redis, are kept in the job files' storage; "
+    "Redis holds a reference ([Files](files.md#file-outputs)).",
+    (
+        Setting("RESULT_MAX_INLINE_BYTES", at_least(INT, 1024), "1048576", "A result whose JSON is larger is "
+                "stored as a file (`application/json`) and answered as `result_file`, a link to it, instead of "
+                "inside Redis."),
+        Setting("OUTPUT_FILE_MAX_BYTES", at_least(INT, 1), "1073741824", "Largest file a job may return (and "
+                "largest result stored as a file): a larger one fails the job, naming this setting."),
+        Setting("OUTPUT_STORE_RETRY_SECONDS", at_least(NUMBER, 0), "60", "While the file storage fails, a "
+                "worker retries storing a finished job's files this long (with backoff), then hands the job "
+                "back to its queue to run again later: a job is never failed, nor its result lost, for it."),
+        Setting("PUBLIC_URL", URL, "", "The service's address as clients reach it, e.g. "
+                "`https://queue.example.com`: file URLs in answers and webhooks start with it. Empty: an "
+                "answer's use the host the request came to; a webhook's are paths (`/files/<id>`)."),
+    ),
+)
+
+SECTIONS = (SECURITY, REQUESTS, API_KEYS, QUEUE, REDIS, FILE_OUTPUTS)

@@ -1,0 +1,208 @@
+"""Files and large results as outputs (issue 32): stored outside Redis by real workers, answered
+as links, read back by the job's owners only, gone when the result expires, never a job lost to a
+failing storage.
+
+GET /files/<id> is the files API's (api/files.py); where it is not served, the tests that fetch by
+URL check the stored bytes through the job service instead and skip only the fetch, saying so.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+import uuid
+
+import pytest
+import requests
+from django.urls import Resolver404, resolve
+
+from factorize_app import jobs
+from factorize_app.jobs import files, keys
+from tests.conftest import submit, wait_done, wait_until
+from tests.task_types import MIB, seeded_chunks
+
+FILE_FIELDS = {"url", "id", "name", "size", "content_type", "sha256"}
+
+
+def files_route() -> bool:
+    try:
+        resolve(f"/files/{files.ID_PREFIX}{'0' * 32}")
+        return True
+    except Resolver404:
+        return False
+
+
+def fetch_or_skip() -> None:
+    if not files_route():
+        pytest.skip("GET /files/<id> is not served on this branch (the files API's); the stored bytes were checked")
+
+
+def digest_of(seed: str, size: int) -> str:
+    digest = hashlib.sha256()
+    for chunk in seeded_chunks(seed, size):
+        digest.update(chunk)
+    return digest.hexdigest()
+
+
+def stored_digest(sha256: str) -> str:
+    digest = hashlib.sha256()
+    with files.open_blob(sha256=sha256) as blob:
+        while chunk := blob.read(MIB):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def keys_bytes(redis_conn) -> int:
+    """What every key of the test database takes in Redis (MEMORY USAGE, summed)."""
+    return sum(redis_conn.memory_usage(key, samples=0) or 0 for key in redis_conn.scan_iter(count=1000))
+
+
+def used_memory(redis_conn) -> int:
+    return int(redis_conn.info("memory")["used_memory"])
+
+
+def test_a_100_mb_file_is_fetched_by_url_while_redis_memory_stays_flat(live_url, warm_worker, redis_conn):
+    warm_worker("file_out")
+    seed, size = uuid.uuid4().hex, 100 * MIB
+    before_server, before_keys = used_memory(redis_conn), keys_bytes(redis_conn)
+    body = {"size": size, "seed": seed}
+    answer = requests.post(f"{live_url}/file-out", json=body, headers={"Prefer": "wait=60"}, timeout=90)
+    assert answer.status_code == 200, answer.text  # the lean lane's answer: a plain API client
+    done = answer.json()
+    assert done["status"] == "finished", done
+    made = done["file"]
+    assert set(made) == FILE_FIELDS
+    assert made["size"] == size and made["content_type"] == "application/x-test" and made["name"] == f"{seed}.bin"
+    assert made["sha256"] == digest_of(seed, size)
+    assert made["url"] == f"{live_url}/files/{made['id']}"
+    # Redis holds the reference only: the job's keys take kilobytes, the server's memory is flat.
+    assert keys_bytes(redis_conn) - before_keys < 64 * 1024
+    assert used_memory(redis_conn) - before_server < 16 * MIB
+    assert stored_digest(made["sha256"]) == made["sha256"]
+    # The DRF view answers the same object.
+    polled = requests.get(f"{live_url}/jobs/{done['job_id']}", headers={"Accept": "text/html"}, timeout=30)
+    assert made["url"] in polled.text
+    try:
+        fetch_or_skip()
+        with requests.get(made["url"], stream=True, timeout=60) as response:
+            assert response.status_code == 200
+            assert response.headers["Content-Type"].startswith("application/x-test")
+            digest, got = hashlib.sha256(), 0
+            for chunk in response.iter_content(MIB):
+                digest.update(chunk)
+                got += len(chunk)
+        assert (got, digest.hexdigest()) == (size, made["sha256"])
+    finally:
+        files.remove_expired(now=time.time() + 10**9)  # 100 MB less on this disk
+
+
+def test_a_large_json_result_is_stored_as_a_file_and_redis_keeps_a_link(api, warm_worker, redis_conn):
+    warm_worker("large_json")
+    done = wait_done(api, "/large-json", kilobytes=5 * 1024)
+    assert done["status"] == "finished" and done["values"] is None
+    linked = done["result_file"]
+    assert set(linked) == FILE_FIELDS and linked["content_type"] == "application/json"
+    assert linked["size"] > 5 * MIB - 64 * 1024 and linked["url"] == f"http://testserver/files/{linked['id']}"
+    job = keys.job(done["job_id"])
+    assert len(redis_conn.hget(job, keys.OUTCOME_FIELD) or b"") < 1024
+    assert redis_conn.memory_usage(keys.results(done["job_id"])) < 16 * 1024  # RQ's result entry: the link too
+    with files.open_blob(sha256=linked["sha256"]) as blob:
+        values = json.load(blob)["values"]
+    assert values[:2] == [1_000_000, 1_000_001] and len(values) == 5 * 1024 * 1024 // 9
+    fetch_or_skip()
+    response = api.get(f"/files/{linked['id']}")
+    assert response.status_code == 200
+    assert json.loads(b"".join(response.streaming_content))["values"] == values
+
+
+def test_only_the_jobs_owners_read_its_files(api, key, warm_worker, redis_conn):
+    warm_worker("file_out")
+    alice, bob = key("alice"), key("bob")
+    body = {"size": 1000, "seed": uuid.uuid4().hex, "given_as": "bytes"}
+    done = wait_until(lambda: (b := api.post("/file-out", body, format="json", **alice).json())["done"] and b)
+    made = done["file"]
+    assert made["size"] == 1000 and made["name"] == "file.bin" and made["sha256"] == digest_of(body["seed"], 1000)
+    stored = files.lookup(file_id=made["id"])
+    assert (stored.owner, stored.job_id) == ("", done["job_id"])
+    (alice_name,) = [member.decode() for member in redis_conn.smembers(keys.owners(done["job_id"]))]
+    assert jobs.owners_may_read(job_id=stored.job_id, client=alice_name)
+    assert not jobs.owners_may_read(job_id=stored.job_id, client="bob")
+    assert not jobs.owners_may_read(job_id="", client=alice_name)
+    if files_route():
+        assert api.get(f"/files/{made['id']}", **alice).status_code == 200
+        assert api.get(f"/files/{made['id']}", **bob).status_code == 404
+        assert api.get(f"/files/{made['id']}").status_code == 404
+    # The same input from bob is the same job: he becomes one of its owners, and reads it too.
+    assert api.post("/file-out", body, format="json", **bob).json()["file"]["id"] == made["id"]
+    assert redis_conn.scard(keys.owners(done["job_id"])) == 2
+    fetch_or_skip()
+    assert api.get(f"/files/{made['id']}", **bob).status_code == 200
+
+
+def test_a_jobs_file_expires_with_its_result(api, warm_worker, redis_conn):
+    warm_worker("short_file_out")  # RESULT_TTL 2 s
+    done = wait_done(api, "/short-file-out", size=5000, seed=uuid.uuid4().hex, given_as="path")
+    made = done["file"]
+    assert 0 < redis_conn.ttl(keys.file_record(made["id"])) <= 2
+    assert stored_digest(made["sha256"]) == made["sha256"]
+    wait_until(lambda: not redis_conn.exists(keys.job(done["job_id"])), timeout=10, what="the result to expire")
+    wait_until(lambda: not redis_conn.exists(keys.file_record(made["id"])), timeout=5, what="the file's record")
+    with pytest.raises(files.FileNotFound):
+        files.lookup(file_id=made["id"])
+    assert files.remove_expired() >= 1  # the worker's sweep: the bytes go too
+    with pytest.raises(files.FileNotFound):
+        files.open_blob(sha256=made["sha256"])
+    fetch_or_skip()
+    assert api.get(f"/files/{made['id']}").status_code == 404
+
+
+def test_a_batch_handler_returns_a_file_for_each_item(api, start_worker):
+    seeds = [uuid.uuid4().hex for _ in range(4)]
+    inputs = [{"size": 1000 * (index + 1), "seed": seed, "given_as": "bytes"} for index, seed in enumerate(seeds)]
+    for body in inputs:
+        submit(api, "/file-out", **body)
+    start_worker("file_out")  # after the submits: one batch for the four
+    done = [wait_done(api, "/file-out", **body) for body in inputs]
+    assert max(body["batch_size"] for body in done) > 1
+    for index, (seed, body) in enumerate(zip(seeds, done, strict=True)):
+        made = body["file"]
+        assert made["size"] == 1000 * (index + 1) and made["sha256"] == digest_of(seed, made["size"])
+        assert files.lookup(file_id=made["id"]).job_id == body["job_id"]
+        assert stored_digest(made["sha256"]) == made["sha256"]
+    assert len({body["file"]["id"] for body in done}) == 4
+
+
+def test_a_storage_failing_while_recording_hands_the_job_back_and_loses_nothing(api, start_worker, tmp_path):
+    blocker = tmp_path / "storage"
+    blocker.write_text("a file where the storage's directory should be: every save fails")
+    worker = start_worker("file_out", TEST_JOB_FILES_DIR=str(blocker / "files"), OUTPUT_STORE_RETRY_SECONDS="1")
+    body = {"size": 3000, "seed": uuid.uuid4().hex, "given_as": "bytes"}
+    job_id = submit(api, "/file-out", **body).json()["job_id"]
+    wait_until(lambda: "handed back" in worker.log, timeout=30, what="the job handed back")
+    assert api.get(f"/jobs/{job_id}").json()["status"] in ("queued", "started")  # not failed
+    blocker.unlink()  # the storage is back
+    done = wait_done(api, "/file-out", **body)
+    assert done["status"] == "finished"
+    made = done["file"]
+    assert made["sha256"] == digest_of(body["seed"], 3000)
+    stored = blocker / "files" / files.blob_name(made["sha256"])
+    assert hashlib.sha256(stored.read_bytes()).hexdigest() == made["sha256"]
+
+
+def test_a_result_the_service_cannot_keep_fails_its_job_naming_why(api, warm_worker, settings):
+    warm_worker("file_out", OUTPUT_FILE_MAX_BYTES="2000")
+    done = wait_done(api, "/file-out", size=3000, seed=uuid.uuid4().hex, given_as="bytes")
+    assert done["status"] == "failed"
+    assert done["error"] == "OutputRefused: an output file may hold at most 2000 bytes (OUTPUT_FILE_MAX_BYTES)"
+
+
+def test_sync_mode_stores_a_file_for_the_client_that_asked(api, settings, redis_conn):
+    settings.EXECUTION_MODE = "sync"
+    response = api.post("/file-out", {"size": 2000, "seed": uuid.uuid4().hex, "given_as": "bytes"}, format="json")
+    assert response.status_code == 200, response.content
+    made = response.json()["file"]
+    assert set(made) == FILE_FIELDS and made["url"] == f"http://testserver/files/{made['id']}"
+    stored = files.lookup(file_id=made["id"])
+    assert stored.job_id == "" and stored.owner  # no job: the client that asked owns it
+    assert stored_digest(made["sha256"]) == made["sha256"]

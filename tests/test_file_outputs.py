@@ -10,8 +10,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import subprocess
+import sys
+import threading
 import time
 import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 import requests
@@ -19,8 +23,13 @@ from django.urls import Resolver404, resolve
 
 from factorize_app import jobs
 from factorize_app.jobs import files, keys
-from tests.conftest import submit, wait_done, wait_until
+from tests.conftest import ROOT, submit, wait_done, wait_until
 from tests.task_types import MIB, seeded_chunks
+
+sys.path.insert(0, str(ROOT / "client"))
+from factorize_client import downloads  # noqa: E402 (the checkout's copy)
+from factorize_client.errors import ClientError  # noqa: E402
+from factorize_client.transport import Transport  # noqa: E402
 
 FILE_FIELDS = {"url", "id", "name", "size", "content_type", "sha256"}
 
@@ -95,6 +104,37 @@ def test_a_100_mb_file_is_fetched_by_url_while_redis_memory_stays_flat(live_url,
         assert (got, digest.hexdigest()) == (size, made["sha256"])
     finally:
         files.remove_expired(now=time.time() + 10**9)  # 100 MB less on this disk
+
+
+def test_every_answer_shows_a_file_with_its_absolute_url(live_url, warm_worker):
+    warm_worker("file_out")
+    body = {"size": 2000, "seed": uuid.uuid4().hex, "given_as": "path"}
+    waited = requests.post(f"{live_url}/file-out", json=body, headers={"Prefer": "wait=30"}, timeout=60).json()
+    made = waited["file"]  # the lean lane's long poll
+    assert made["url"] == f"{live_url}/files/{made['id']}" and made["name"] == f"{body['seed']}.bin"
+    assert made["content_type"] == "application/octet-stream"  # the field's: a bare path says none
+    job_id = waited["job_id"]
+    assert requests.get(f"{live_url}/jobs/{job_id}", timeout=30).json()["file"] == made  # the lean lane's poll
+    batch = requests.post(f"{live_url}/file-out/batch", json={"items": [body]}, timeout=30).json()  # DRF's
+    assert batch["results"][0]["file"] == made
+    streamed = {"Accept": "text/event-stream"}
+    with requests.get(f"{live_url}/jobs/{job_id}", headers=streamed, stream=True, timeout=30) as stream:
+        data = next(line for line in stream.iter_lines() if line.startswith(b"data: "))
+    assert json.loads(data.removeprefix(b"data: "))["file"] == made  # the event stream's final event
+
+
+def test_a_webhooks_file_urls_start_with_public_url_else_they_are_paths(settings):
+    from factorize_app.tasks import get_task_type
+
+    reference = {"id": "file_" + "ab" * 16, "name": "x.bin", "size": 3, "content_type": "text/plain"}
+    reference["sha256"] = "0" * 64
+    state = jobs.JobState("file_out-" + "0" * 32, "file_out", jobs.FINISHED, {}, {"file": reference, "batch_size": 1})
+    file_out = get_task_type("file_out")
+    assert jobs.status_body(file_out, state)["file"]["url"] == f"/files/{reference['id']}"  # a webhook's, unset
+    settings.PUBLIC_URL = "https://queue.example.com"
+    for base in ("", "http://internal:8000"):
+        shown = jobs.status_body(file_out, state, base_url=base)["file"]
+        assert shown == {"url": f"https://queue.example.com/files/{reference['id']}", **reference}
 
 
 def test_a_large_json_result_is_stored_as_a_file_and_redis_keeps_a_link(api, warm_worker, redis_conn):
@@ -206,3 +246,64 @@ def test_sync_mode_stores_a_file_for_the_client_that_asked(api, settings, redis_
     stored = files.lookup(file_id=made["id"])
     assert stored.job_id == "" and stored.owner  # no job: the client that asked owns it
     assert stored_digest(made["sha256"]) == made["sha256"]
+
+
+# --- the client: `factorize ... --download DIR` ------------------------------------------------
+
+
+def test_the_client_saves_file_results_streamed_checked_and_never_over_another(live_url, warm_worker, tmp_path):
+    fetch_or_skip()
+    warm_worker("file_out")
+    seed = uuid.uuid4().hex
+    given = json.dumps({"size": 3 * MIB, "seed": seed})
+    command = [sys.executable, "-m", "factorize_app.client", "--url", live_url, "--type", "file-out", "--json", given]
+    for _ in range(2):  # the same job twice: the second download is saved beside the first
+        result = subprocess.run(
+            [*command, "--download", str(tmp_path / "out")], cwd=ROOT, capture_output=True, text=True, timeout=120
+        )
+        assert result.returncode == 0, result.stderr
+    assert sorted(path.name for path in (tmp_path / "out").iterdir()) == [f"{seed}-1.bin", f"{seed}.bin"]
+    for path in (tmp_path / "out").iterdir():
+        assert hashlib.sha256(path.read_bytes()).hexdigest() == digest_of(seed, 3 * MIB)
+    assert f"saved {tmp_path / 'out' / (seed + '-1.bin')}" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("name", "saved_as"),
+    [("../../etc/passwd", "passwd"), ("..\\..\\boot.ini", "boot.ini"), (".bashrc", "bashrc"), ("a b?.png", "a_b_.png"),
+     ("", "file_" + "a" * 32), ("/", "file_" + "a" * 32), ("ünï.txt", "_n_.txt")],
+)  # fmt: skip
+def test_a_served_name_is_made_safe_to_save(name, saved_as):
+    assert downloads.safe_name(name, "file_" + "a" * 32) == saved_as
+
+
+def test_a_download_is_saved_only_inside_its_directory_and_only_when_its_digest_matches(tmp_path):
+    data = b"the bytes of a file result" * 1000
+    good, bad = "file_" + "1" * 32, "file_" + "2" * 32
+
+    class Files(BaseHTTPRequestHandler):  # the service's GET /files/<id>, as the client sees it
+        def do_GET(self) -> None:
+            self.send_response(200 if self.path in (f"/files/{good}", f"/files/{bad}") else 404)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Files)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        transport = Transport(f"http://127.0.0.1:{server.server_address[1]}")
+        digest = hashlib.sha256(data).hexdigest()
+        body = {"done": True, "out": {"id": good, "sha256": digest, "name": "../../escape.txt", "url": "http://x/"}}
+        (found,) = downloads.files_in(body)
+        saved = downloads.download(transport, found, tmp_path / "out")
+        assert saved == tmp_path / "out" / "escape.txt" and saved.read_bytes() == data
+        with pytest.raises(ClientError, match="do not match its sha256"):
+            downloads.download(transport, {"id": bad, "sha256": "0" * 64, "name": "bad.bin"}, tmp_path / "out")
+        assert sorted(path.name for path in (tmp_path / "out").iterdir()) == ["escape.txt"]
+        assert [path.name for path in tmp_path.iterdir()] == ["out"]
+    finally:
+        server.shutdown()
+        server.server_close()

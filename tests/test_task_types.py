@@ -12,7 +12,8 @@ from factorize_app.tasks.primes.model import PrimeCounter
 from factorize_app.tasks.registry import _registry
 from project.task_discovery import discover_task_types
 
-TEST_ONLY = ["slow_setup", "sleepy", "failing", "batched", "slow_batch", "crashing"]  # tests/settings.py
+TEST_ONLY = ["slow_setup", "sleepy", "failing", "batched", "slow_batch", "crashing",
+             "file_out", "short_file_out", "large_json"]  # tests/settings.py  # fmt: skip
 
 
 def test_queues_and_urls_derive_from_the_registry():

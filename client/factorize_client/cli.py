@@ -6,6 +6,7 @@
     factorize --type primes < inputs.jsonl           # JSON Lines: one input a line
     factorize --types                                # the service's task types
     factorize --watch --job factorization-…          # follow a job's progress
+    factorize --type file-maker --json '{...}' --download out/   # save file results in out/
 
 Numbers print `N = p^e ...` as each is done; JSON inputs print one JSON line each, in input order.
 Exit status: 0 when every job finished; 1 when any failed, was canceled or invalid; 2 for usage
@@ -24,11 +25,12 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from factorize_client import batches
+from factorize_client import batches, downloads
 from factorize_client.api import DEFAULT_URL, Client, Job
 from factorize_client.errors import ClientError, OutOfTime, ServiceError
 from factorize_client.inputs import BadInput, json_lines, json_number, json_object, tokens
@@ -45,8 +47,11 @@ class Reporter:
     """Everything the command prints while jobs run, one thread at a time: results on stdout
     (numbers as they are done, JSON in input order), waits and progress on stderr."""
 
-    def __init__(self, labels: list[str], numbers: bool, progress: Progress):
+    def __init__(
+        self, labels: list[str], numbers: bool, progress: Progress, save: Callable[[dict], list[str]] | None = None
+    ):
         self.labels = labels
+        self.save = save  # --download: saves a done job's files, answers what it says of them
         self.numbers = numbers
         self.progress = progress
         self.lock = threading.RLock()
@@ -61,7 +66,10 @@ class Reporter:
             self.progress.note(f"waiting {shown} s: {reason}")
 
     def done(self, index: int, body: dict[str, Any]) -> None:
+        saved = self.save(body) if self.save is not None else []  # in the caller's thread
         with self.lock:
+            for note in saved:
+                self.progress.note(note)
             outcome, line = (number_line if self.numbers else json_line)(self.labels[index], body)
             self.outcomes[outcome] += 1
             if self.numbers:
@@ -205,7 +213,9 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     client = Client(args.url, args.token, retries=args.retries, timeout=args.timeout)
     labels += args.job
     numbers = not (args.json or args.type)
-    reporter = Reporter(labels, numbers, Progress(len(labels), sys.stderr, enabled=not args.no_progress))
+    saving = Saving(client, Path(args.download)) if args.download else None
+    progress = Progress(len(labels), sys.stderr, enabled=not args.no_progress)
+    reporter = Reporter(labels, numbers, progress, saving.save if saving else None)
     client.gate.notice = reporter.waiting
     started = time.monotonic()
     try:
@@ -229,7 +239,25 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         f"{outcomes['finished']} finished, {outcomes['failed']} failed, {outcomes['invalid']} invalid",
         file=sys.stderr,
     )
-    return 0 if outcomes["finished"] == len(labels) else 1
+    return 0 if outcomes["finished"] == len(labels) and not (saving and saving.failed) else 1
+
+
+class Saving:
+    """--download DIR: each done job's files saved in DIR as it is done (downloads.py)."""
+
+    def __init__(self, client: Client, directory: Path):
+        self.client, self.directory = client, directory
+        self.failed = 0
+
+    def save(self, body: dict[str, Any]) -> list[str]:
+        notes = []
+        for file in downloads.files_in(body):
+            try:
+                notes.append(f"saved {downloads.download(self.client.transport(), file, self.directory)}")
+            except ClientError as exc:  # counted in the exit status; the other files are still saved
+                self.failed += 1
+                notes.append(f"could not save {file.get('id')}: {exc}")
+        return notes
 
 
 def list_types(client: Client) -> int:
@@ -315,6 +343,11 @@ def build_parser() -> argparse.ArgumentParser:
         "default %(default)s); the server's rate limits (429) are always waited out",
     )
     add("--no-progress", action="store_true", help="no progress bar or progress lines on stderr")
+    add(
+        "--download",
+        metavar="DIR",
+        help="save each job's file results (and results too large to answer inline) in DIR as they are done",
+    )
     return parser
 
 

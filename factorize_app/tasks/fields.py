@@ -94,11 +94,12 @@ class TextField(serializers.CharField):
 # --- file outputs (docs/files.md, "File outputs") ---------------------------------------------
 
 
+# A result field whose value is a file: the handler gives a `pathlib.Path`, `bytes` or an
+# `OutputFile`; the worker stores it outside Redis (factorize_app/jobs/outputs.py) and clients see
+# this object. `content_type`: what the bytes are, unless an `OutputFile` says otherwise.
 class FileOutput(serializers.Serializer):
-    """A result field whose value is a file: the handler gives a `pathlib.Path`, `bytes` or an
-    `OutputFile`; the worker stores it outside Redis (factorize_app/jobs/outputs.py) and clients
-    see this object, with the URL that serves the bytes to the job's owners until the result
-    expires. `content_type`: what the bytes are, unless an `OutputFile` says otherwise."""
+    """A file the job returned: GET `url` (as the job's owner) for its bytes, until the job's
+    result expires."""
 
     url = serializers.CharField(help_text="GET it for the bytes (the job's owners only, until the result expires).")
     id = serializers.CharField(help_text="The file's id, `file_<32 hex>`.")

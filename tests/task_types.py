@@ -221,6 +221,7 @@ FILE_OUT = TaskType(
     input_serializer=FileSpec,
     result_serializer=FileMade,
     implementation="tests.task_types:FileMaker",
+    examples=({"size": 10, "seed": "example"},),
     max_batch_delay=0.5,  # the test's submits share one batch
 )
 SHORT_FILE_OUT = TaskType(
@@ -230,6 +231,7 @@ SHORT_FILE_OUT = TaskType(
     input_serializer=FileSpec,
     result_serializer=FileMade,
     implementation="tests.task_types:FileMaker",
+    examples=({"size": 10, "seed": "example"},),
     result_ttl=2,
 )
 LARGE_JSON = TaskType(
@@ -239,4 +241,5 @@ LARGE_JSON = TaskType(
     input_serializer=LargeJsonSpec,
     result_serializer=LargeJson,
     implementation="tests.task_types:JsonMaker",
+    examples=({"kilobytes": 1},),
 )

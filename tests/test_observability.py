@@ -58,7 +58,7 @@ def test_schema_documents_every_operation_with_its_shapes(api):
             "done", *task_type.input_fields, *task_type.result_fields, "load", "job_id", "status", "error", "progress"
         }
         # traceback: failed jobs, for staff and owners; webhook_secret: a submit with a webhook.
-        assert set(status["properties"]) == expected | {"traceback", "webhook_secret"}
+        assert set(status["properties"]) == expected | {"traceback", "webhook_secret", "result_file"}
         assert "traceback" not in status["required"]
         batch = paths[f"/{task_type.path}/batch"]["post"]
         assert set(batch["responses"]) == {"200", "400", "401", "429", "503"}

@@ -16,6 +16,7 @@ import threading
 import time
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import pytest
 import requests
@@ -235,6 +236,23 @@ def test_a_result_the_service_cannot_keep_fails_its_job_naming_why(api, warm_wor
     done = wait_done(api, "/file-out", size=3000, seed=uuid.uuid4().hex, given_as="bytes")
     assert done["status"] == "failed"
     assert done["error"] == "OutputRefused: an output file may hold at most 2000 bytes (OUTPUT_FILE_MAX_BYTES)"
+
+
+@pytest.mark.parametrize(
+    ("result", "refusal"),
+    [
+        ({"file": "not a file", "batch_size": 1}, "result field 'file' is a file: give a pathlib.Path, bytes or an "
+                                                  "OutputFile, not str"),
+        ({"file": Path("/nonexistent/x.bin"), "batch_size": 1}, "result field 'file': no file at /nonexistent/x.bin"),
+        ({"file": None, "batch_size": {1, 2}}, "the result is not JSON: Object of type set is not JSON serializable"),
+    ],
+)  # fmt: skip
+def test_a_result_the_service_cannot_keep_is_refused_naming_why(result, refusal):
+    from factorize_app.tasks import get_task_type
+
+    with pytest.raises(jobs.OutputRefused) as refused:
+        jobs.store_outputs(task_type=get_task_type("file_out"), job_id="", result=result, ttl=60)
+    assert str(refused.value) == refusal
 
 
 def test_sync_mode_stores_a_file_for_the_client_that_asked(api, settings, redis_conn):

@@ -80,6 +80,7 @@ def store_outputs(
     sync mode keeps no result in Redis). `patience`: seconds to retry a failing storage (None:
     OUTPUT_STORE_RETRY_SECONDS), unless `give_up()` says stop."""
     patience = settings.OUTPUT_STORE_RETRY_SECONDS if patience is None else patience
+    ttl = ttl if ttl > 0 else task_type.setting("result_ttl")  # RQ's -1 ("kept for ever"): not for files
     deadline = time.monotonic() + patience
     stored = False
     declared = file_fields(task_type)

@@ -22,7 +22,6 @@ import mimetypes
 import os
 import time
 from collections.abc import Callable, Iterator
-from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -54,14 +53,16 @@ class OutputsNotStored(Exception):
 
 
 def file_fields(task_type: TaskType) -> dict[str, FileOutput]:
-    """The type's result fields declared as files, by name (looked up once per type: polls ask)."""
-    return _file_fields(task_type.name, task_type.result_serializer)
+    """The type's result fields declared as files, by name (looked up once per type: every poll asks)."""
+    declared = _FILE_FIELDS.get(task_type.name)
+    if declared is None:
+        fields = task_type.result_serializer().fields
+        declared = {name: field for name, field in fields.items() if isinstance(field, FileOutput)}
+        _FILE_FIELDS[task_type.name] = declared
+    return declared
 
 
-@cache
-def _file_fields(task_name: str, serializer: type) -> dict[str, FileOutput]:
-    fields = serializer().fields
-    return {name: field for name, field in fields.items() if isinstance(field, FileOutput)}
+_FILE_FIELDS: dict[str, dict[str, FileOutput]] = {}
 
 
 def store_outputs(

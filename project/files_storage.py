@@ -17,6 +17,8 @@ S3_BACKEND = "storages.backends.s3.S3Storage"
 # A blob read from S3 is spooled in memory up to this size, then on disk (django-storages' own
 # default, 0, keeps a whole object in memory).
 S3_MEMORY_SPOOL = 1024 * 1024
+S3_PART = 8 * 1024 * 1024
+S3_PARTS_AT_ONCE = 2
 _S3_ONLY = (
     "FILES_S3_BUCKET",
     "FILES_S3_ENDPOINT_URL",
@@ -48,7 +50,8 @@ def job_files_storage(env: Any, *, base_dir: Path) -> dict[str, Any]:
 
 
 def _s3(env: Any) -> dict[str, Any]:
-    from botocore.config import Config  # only S3 deployments pay for importing botocore
+    from boto3.s3.transfer import TransferConfig  # only S3 deployments pay for importing boto3
+    from botocore.config import Config
 
     bucket = env.FILES_S3_BUCKET.strip()
     if not bucket:
@@ -88,9 +91,20 @@ def _s3(env: Any) -> dict[str, Any]:
             "location": env.FILES_S3_PREFIX.strip("/ "),
             "addressing_style": style,
             "client_config": client_config,
+            "transfer_config": _bounded_transfers(TransferConfig),
             "max_memory_size": S3_MEMORY_SPOOL,
             "file_overwrite": True,  # names are digests: the same name is the same bytes
             "default_acl": None,  # the bucket's own (private): files are served by the API, never by URL
             "querystring_auth": True,
         },
     }
+
+
+def _bounded_transfers(transfer_config: type) -> Any:
+    """At most two parts of a transfer in memory at once (about 16 MiB). With boto3's defaults (10
+    parts of 8 MiB up; down, up to 1000 chunks of 256 KiB queued) a 100 MiB upload took 130 MB
+    more; s3transfer has the bounds, boto3's TransferConfig does not take them as arguments."""
+    config = transfer_config(multipart_chunksize=S3_PART, max_concurrency=S3_PARTS_AT_ONCE)
+    config.max_in_memory_upload_chunks = S3_PARTS_AT_ONCE
+    config.max_in_memory_download_chunks = S3_PART // config.io_chunksize
+    return config

@@ -136,6 +136,11 @@ def test_the_s3_settings_give_django_storages_its_bucket_endpoint_credentials_an
     )  # fmt: skip
     assert (storage.access_key, storage.secret_key) == ("test-key-id", "test-secret")
     assert storage.max_memory_size == S3_MEMORY_SPOOL and storage.default_acl is None
+    transfers = storage.transfer_config  # a transfer holds about two parts (16 MiB) in memory at once
+    assert (transfers.max_concurrency, transfers.max_in_memory_upload_chunks, transfers.multipart_chunksize) == (
+        2, 2, 8 * MIB,
+    )  # fmt: skip
+    assert transfers.max_in_memory_download_chunks * transfers.io_chunksize == 8 * MIB
     s3 = storage.connection.meta.client  # the boto3 client it calls S3 with
     assert s3.meta.endpoint_url == "http://minio:9000" and s3.meta.region_name == "eu-west-3"
     assert s3._request_signer._credentials.access_key == "test-key-id"

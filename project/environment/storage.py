@@ -37,8 +37,9 @@ FILES = Section(
                 "`FILES_S3_ATTEMPTS` × `FILES_S3_TIMEOUT` + 2 seconds."),
         Setting("FILES_SWEEP_INTERVAL", at_least(INT, 1), "60", "Seconds between sweeps of expired files, "
                 "across the deployment (one worker's maintenance does it, under a lock in Redis)."),
-        Setting("FILES_SWEEP_LIMIT", at_least(INT, 1), "1000", "Most expired files one sweep deletes (a "
-                "backlog goes at this many per `FILES_SWEEP_INTERVAL`)."),
+        Setting("FILES_SWEEP_LIMIT", at_least(INT, 1), "1000", "Most expired files one sweep deletes, in "
+                "batches of 100 (so rounded up to a multiple of 100), within 5 seconds; a backlog goes at this "
+                "many per `FILES_SWEEP_INTERVAL`."),
     ),
 )
 

@@ -58,12 +58,3 @@ TASK_TYPES = DEFAULT_TASK_TYPES + [
     "tests.task_types.SHORT_FILE_OUT",
     "tests.task_types.LARGE_JSON",
 ]
-# A process of its own job files' directory (tests/test_file_outputs.py: a storage that fails).
-if os.environ.get("TEST_JOB_FILES_DIR"):
-    STORAGES = {  # noqa: F405
-        **STORAGES,  # noqa: F405
-        "job_files": {
-            "BACKEND": "django.core.files.storage.FileSystemStorage",
-            "OPTIONS": {"location": os.environ["TEST_JOB_FILES_DIR"]},
-        },
-    }

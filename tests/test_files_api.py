@@ -263,19 +263,22 @@ class RepeatedBody:
     def __init__(self, chunk: bytes, count: int) -> None:
         head, self.content_type = multipart(b"")
         prefix, suffix = head.split(b"\r\n--bOuNdArY1234--")
-        self.parts = [prefix, *([chunk] * count), b"\r\n--bOuNdArY1234--" + suffix]
+        self.parts = [memoryview(part) for part in (prefix, *([chunk] * count), b"\r\n--bOuNdArY1234--" + suffix)]
         self.length = sum(len(part) for part in self.parts)
-        self.pending = b""
 
     def __len__(self) -> int:
         return self.length
 
     def read(self, size: int = -1) -> bytes:
-        while self.parts and (size < 0 or len(self.pending) < size):
-            self.pending += self.parts.pop(0)
-        size = len(self.pending) if size < 0 else size
-        data, self.pending = self.pending[:size], self.pending[size:]
-        return data
+        """The next `size` bytes (at most: a part at a time, so nothing is copied twice)."""
+        while self.parts and not self.parts[0]:
+            self.parts.pop(0)
+        if not self.parts:
+            return b""
+        part = self.parts[0]
+        size = len(part) if size < 0 else size
+        self.parts[0] = part[size:]
+        return bytes(part[:size])
 
 
 def test_a_100_mb_upload_streams_through_a_web_process_of_bounded_memory(tmp_path, redis_conn):

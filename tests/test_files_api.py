@@ -225,6 +225,22 @@ def test_the_body_limits_let_uploads_through_and_nothing_else(api, storage_dir, 
     assert api.post("/factorize", {"number": "1" * 50_000}, format="json").status_code == 413
 
 
+def test_a_logged_in_browser_uploads_with_its_csrf_header_and_not_without(storage_dir, django_user_model):
+    from rest_framework.test import APIClient
+
+    browser = APIClient(enforce_csrf_checks=True)
+    browser.force_login(django_user_model.objects.create_user("alice", password="pw-for-alice"))
+    browser.cookies["csrftoken"] = "c" * 32
+    refused = upload(browser)
+    assert refused.status_code == 403 and "CSRF" in refused.json()["detail"]
+    created = upload(browser, HTTP_X_CSRFTOKEN="c" * 32)
+    assert created.status_code == 201, created.content
+    user = django_user_model.objects.get(username="alice")
+    assert files.lookup(file_id=created.json()["id"]).owner == f"user-{user.pk}"
+    blob = storage_dir / "blobs" / hashlib.sha256(PNG).hexdigest()
+    assert left_on_disk(storage_dir) == [str(blob.parent), str(blob)]  # the refused body was never read
+
+
 # --- Over the real server ---------------------------------------------------------------------
 
 

@@ -219,7 +219,7 @@ def test_a_failing_storage_is_503_naming_it(api, storage_dir, settings, tmp_path
 
 def test_the_body_limits_let_uploads_through_and_nothing_else(api, storage_dir, settings):
     settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 10_000
-    settings.BODY_MEMORY_BUDGET = 10_000
+    settings.BODY_MEMORY_BUDGET, settings.LARGE_BODY_BYTES = 10_000, 1_000
     big = b"\x89PNG\r\n\x1a\n" + b"p" * 50_000
     assert upload(api, big).status_code == 201
     assert api.post("/factorize", {"number": "1" * 50_000}, format="json").status_code == 413
@@ -265,8 +265,13 @@ def test_a_client_that_goes_away_mid_upload_leaves_nothing_on_the_real_server(tm
         port = int(url.rsplit(":", 1)[1])
         with socket.create_connection(("127.0.0.1", port)) as sock:
             head = f"POST /files HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: {content_type}\r\n"
-            sock.sendall(f"{head}Content-Length: {len(body)}\r\n\r\n".encode() + body[: MIB])
-        wait_until(lambda: not list((tmp_path / "spool").iterdir()), what="the spooled part to be dropped")
+            sock.sendall(f"{head}Content-Length: {len(body)}\r\n\r\n".encode() + body[:MIB])
+            wait_until(lambda: jobs.uploaded_bytes() > 0, what="the server to take the upload in")
+        wait_until(
+            lambda: jobs.uploaded_bytes() == 0 and not list((tmp_path / "spool").iterdir()),
+            what="the cut upload's charge and spooled part to be dropped",
+        )
+        assert not (tmp_path / "files" / "blobs").exists()
         ok = requests.post(f"{url}/files", files={"file": ("a.txt", b"fine", "text/plain")}, timeout=10)
         assert ok.status_code == 201, ok.text
         assert [path.name for path in (tmp_path / "files" / "blobs").iterdir()] == [ok.json()["sha256"]]

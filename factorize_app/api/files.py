@@ -36,6 +36,7 @@ from rest_framework.views import APIView
 from factorize_app import jobs
 from factorize_app.api.bodies import declared_length
 from factorize_app.api.identity.authentication import client_identity
+from factorize_app.api.schema import VALIDATION_ERROR
 from factorize_app.api.serializers import ErrorSerializer
 from factorize_app.api.throttling import ClientRateThrottle
 from factorize_app.jobs import files
@@ -207,7 +208,11 @@ class FileUploadView(_FileErrors, APIView):
         request={"multipart/form-data": UPLOAD_BODY},
         responses={
             201: OpenApiResponse(StoredFileSerializer, description="Stored; `Location` is its `url`."),
-            400: OpenApiResponse(ERROR, description="No `file` part, a bad Content-Type, or the body cut short."),
+            400: OpenApiResponse(
+                VALIDATION_ERROR.response,
+                description="No `file` part, another part, a bad Content-Type, bytes not of the declared type "
+                "(each named: `file`...), or the body cut short or malformed (`detail`).",
+            ),
             411: OpenApiResponse(ERROR, description="No Content-Length."),
             413: OpenApiResponse(ERROR, description="Larger than UPLOAD_MAX_BYTES (`max`, in bytes)."),
             415: OpenApiResponse(ERROR, description="Not multipart/form-data."),

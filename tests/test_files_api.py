@@ -81,7 +81,8 @@ def test_only_the_uploader_reads_an_upload_and_others_get_the_same_404_as_for_no
     assert api.head(f"/files/{file_id}", **OTHER).status_code == 404
     with_key = key("owner")
     mine = upload(api, **with_key).json()["id"]
-    assert api.get(f"/files/{mine}", **with_key).status_code == 200
+    got = api.get(f"/files/{mine}", **with_key)
+    assert got.status_code == 200 and b"".join(got.streaming_content) == PNG
     assert api.get(f"/files/{mine}").status_code == 404  # the key's file: not its address's
 
 
@@ -163,6 +164,7 @@ def test_names_are_kept_without_path_parts_or_control_characters(api, storage_di
     assert files.clean_name('a"b;c\r\n.txt') == 'a"b;c.txt'
     quoted = upload(api, b"q", name='résumé "x".txt', content_type="text/plain").json()["id"]
     got = api.get(f"/files/{quoted}")
+    assert b"".join(got.streaming_content) == b"q"
     assert got["Content-Disposition"] == "attachment; filename*=utf-8''" + urllib.parse.quote('résumé "x".txt')
 
 
@@ -204,6 +206,21 @@ def test_bytes_counted_come_back_when_the_uploads_expire(api, storage_dir, setti
     assert jobs.uploaded_bytes() == 1000
     wait_until(lambda: jobs.uploaded_bytes() == 0, timeout=10, what="the upload's bytes to be given back")
     assert api.get(f"/files/{file_id}").status_code == 404
+
+
+def test_uploads_and_downloads_count_as_requests_held_open(api, storage_dir, settings):
+    settings.MAX_HELD_PER_CLIENT = 1
+    client = {"REMOTE_ADDR": "10.1.1.1"}
+    file_id = upload(api, **client).json()["id"]
+    first = api.get(f"/files/{file_id}", **client)  # its bytes not read yet: the request is held
+    assert first.status_code == 200
+    for refused in (api.get(f"/files/{file_id}", **client), upload(api, **client)):
+        assert refused.status_code == 429 and refused.json()["limit"] == "MAX_HELD_PER_CLIENT", refused.content
+        assert refused["Retry-After"] == "1"
+    other = {"REMOTE_ADDR": "10.1.1.2"}
+    assert upload(api, **other).status_code == 201  # another client: not held back
+    assert b"".join(first.streaming_content) == PNG  # done: given back
+    assert upload(api, **client).status_code == 201
 
 
 def test_a_failing_storage_is_503_naming_it(api, storage_dir, settings, tmp_path):

@@ -1,14 +1,12 @@
 """Files over HTTP: `POST /files` takes one upload (multipart/form-data, its part `file`) and
 streams it to the file storage; `GET /files/<id>` streams it back to whoever may read it.
 
-The upload's body never passes through Django's upload handlers, which keep small files in
-memory and copy others whole to a temporary file: Django's multipart parser reads it in pieces
-(UPLOAD_CHUNK) and pushes each into the job service's `files.Upload`, which writes it to a
-temporary file bounded by UPLOAD_MAX_BYTES while computing its digest, then saves it once. The
-body limits of api/bodies.py leave this view alone (`streamed_body`); it checks the declared
-length itself, before a byte is read, and charges the client's and the total budgets of live
-uploads (jobs/upload_budgets.py) with it. A body that ends before its Content-Length (the client
-went away) keeps nothing and is charged nothing.
+The upload's body is streamed (api/upload_body.py), never whole in memory. The body limits of
+api/bodies.py leave this view alone (`streamed_body`); it checks the declared length itself,
+before a byte is read, and charges the client's and the total budgets of live uploads
+(jobs/upload_budgets.py) with it. A body that ends before its Content-Length (the client went
+away) keeps nothing and is charged nothing. An upload or a download holds its thread as long as
+its bytes take: each counts as a request held open (MAX_HELD_PER_CLIENT, MAX_HELD_REQUESTS).
 
 A session's CSRF check reads `request.POST`; here that parses nothing (the token comes from the
 X-CSRFToken header), so the body is left for the view.
@@ -21,10 +19,9 @@ import logging
 from datetime import UTC, datetime
 
 from django.conf import settings
-from django.http import FileResponse, HttpResponse, QueryDict
-from django.http.multipartparser import MultiPartParser, MultiPartParserError
+from django.http import FileResponse, HttpResponse
+from django.http.multipartparser import MultiPartParserError
 from django.urls import reverse
-from django.utils.datastructures import MultiValueDict
 from django.utils.http import content_disposition_header
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
@@ -36,93 +33,63 @@ from rest_framework.views import APIView
 from factorize_app import jobs
 from factorize_app.api.bodies import declared_length
 from factorize_app.api.identity.authentication import client_identity
+from factorize_app.api.request_options import HELD
 from factorize_app.api.schema import VALIDATION_ERROR
 from factorize_app.api.serializers import ErrorSerializer
+from factorize_app.api.shutdown import draining
 from factorize_app.api.throttling import ClientRateThrottle
+from factorize_app.api.upload_body import FIELD, BodyLeftAlone, receive
 from factorize_app.jobs import files
 
 logger = logging.getLogger("factorize_app.api")
 
-FIELD = "file"  # the multipart part holding the upload
 MAX_BYTES_SETTING = "UPLOAD_MAX_BYTES"
 MULTIPART_OVERHEAD = 64 * 1024  # the body's framing beside the file: boundaries, part headers
-UPLOAD_CHUNK = 256 * 1024  # bytes the parser reads at once
 DOWNLOAD_BLOCK = 1024 * 1024  # bytes a download sends at once (Django's default, 4 KiB, is slow)
 RETRY_AFTER_STORAGE = "5"
 # A download is data, never a page: no script, no plugin, not even in the service's origin.
 DOWNLOAD_POLICY = "default-src 'none'; sandbox"
 
 
-class UploadCutShort(exceptions.ParseError):
-    """The body ended before its declared length: the client went away mid-upload."""
+class TooManyHeld(Exception):
+    """The client (or this process) holds as many requests open as it may: an upload or a download
+    holds its thread for as long as its bytes take, as a long poll does."""
+
+    def __init__(self, *, per_client: bool) -> None:
+        super().__init__()
+        self.per_client = per_client
 
 
-class _BodyLeftAlone:
-    """Django's own parsing of the body (`request.POST`) gets nothing: the body is the view's."""
-
-    chunk_size = None
-
-    def handle_raw_input(self, *args, **kwargs):
-        return QueryDict(), MultiValueDict()
+def hold(client: str) -> None:
+    """Count a request that streams a file as held open (MAX_HELD_PER_CLIENT, MAX_HELD_REQUESTS);
+    TooManyHeld beyond. HELD.give_back(client) when its bytes are done."""
+    if draining() or not HELD.take(client):
+        raise TooManyHeld(per_client=HELD.held(client) >= settings.MAX_HELD_PER_CLIENT)
 
 
-class _IntoUpload:
-    """Django's upload handler protocol, pushing the part `file` into a files.Upload."""
+class _HeldBlob:
+    """A stored file being sent: its held request given back when the server closes the response."""
 
-    chunk_size = UPLOAD_CHUNK
-
-    def __init__(self, upload: files.Upload) -> None:
-        self.upload = upload
-        self.name: str | None = None
-        self.content_type = ""
-        self.complete = self.interrupted = False
-
-    def handle_raw_input(self, *args, **kwargs):
-        return None
-
-    def new_file(self, field_name, file_name, content_type, *args, **kwargs) -> None:
-        if field_name != FIELD or self.name is not None:
-            raise exceptions.ValidationError(
-                {field_name: [f"Unexpected file part: send one file, in the part named `{FIELD}`."]}
-            )
-        content_type = files.clean_content_type(content_type or "")
-        if content_type is None:
-            raise exceptions.ValidationError({FIELD: ["Its Content-Type is not a valid MIME type (type/subtype)."]})
-        self.name, self.content_type = file_name, content_type
-
-    def receive_data_chunk(self, raw_data: bytes, start: int) -> None:
-        self.upload.write(raw_data)
-
-    def file_complete(self, file_size: int) -> _IntoUpload:
-        self.complete = True
-        return self  # what the parser lists as the part's file (and closes on an error: the view closes the upload)
-
-    def close(self) -> None:
-        pass
-
-    def upload_interrupted(self) -> None:
-        self.interrupted = True
-
-    def upload_complete(self) -> None:
-        return None
-
-
-class _Counted:
-    """The request's body as the parser reads it, counted: a body that stops short is seen."""
-
-    def __init__(self, request) -> None:
-        self._request = request
-        self.count = 0
-        self.failed = False
+    def __init__(self, blob, client: str) -> None:
+        self._blob, self._client, self._open = blob, client, True
 
     def read(self, size: int = -1) -> bytes:
-        try:
-            data = self._request.read(size)
-        except Exception as exc:  # noqa: BLE001 (servers raise their own on a dropped connection)
-            self.failed = True
-            raise UploadCutShort("The connection failed while the upload was read; nothing was kept.") from exc
-        self.count += len(data)
-        return data
+        return self._blob.read(size)
+
+    def seek(self, *args) -> int:
+        return self._blob.seek(*args)
+
+    def tell(self) -> int:
+        return self._blob.tell()
+
+    def seekable(self) -> bool:
+        return self._blob.seekable()
+
+    def close(self) -> None:
+        if self._open:
+            self._open = False
+            HELD.give_back(self._client)
+            self._blob.close()
 
 
 class StoredFileSerializer(serializers.Serializer):
@@ -175,6 +142,14 @@ class _FileErrors:
         if isinstance(exc, jobs.FileStorageFull):
             body = {"detail": str(exc), "limit": exc.limit, "max": exc.cap, "held": exc.held, "needed": exc.needed}
             return Response(body, status=507, headers={"Retry-After": str(exc.retry_after)})
+        if isinstance(exc, TooManyHeld):
+            limit = "MAX_HELD_PER_CLIENT" if exc.per_client else "MAX_HELD_REQUESTS"
+            detail = (
+                f"Too many requests held open at once ({limit}: uploads, downloads, long polls and event "
+                "streams); retry when one of them is done."
+            )
+            return Response({"detail": detail, "limit": limit}, status=429 if exc.per_client else 503,
+                            headers={"Retry-After": "1"})  # fmt: skip
         if isinstance(exc, MultiPartParserError):
             return Response({"detail": f"Malformed multipart/form-data body: {exc}"}, status=400)
         return super().handle_exception(exc)
@@ -192,7 +167,7 @@ class FileUploadView(_FileErrors, APIView):
     """Upload a file, to use in jobs' inputs."""
 
     def initial(self, request, *args, **kwargs):
-        request._request.upload_handlers = [_BodyLeftAlone()]  # before a CSRF check may read request.POST
+        request._request.upload_handlers = [BodyLeftAlone()]  # before a CSRF check may read request.POST
         super().initial(request, *args, **kwargs)
 
     @extend_schema(
@@ -216,8 +191,12 @@ class FileUploadView(_FileErrors, APIView):
             411: OpenApiResponse(ERROR, description="No Content-Length."),
             413: OpenApiResponse(ERROR, description="Larger than UPLOAD_MAX_BYTES (`max`, in bytes)."),
             415: OpenApiResponse(ERROR, description="Not multipart/form-data."),
-            429: OpenApiResponse(ERROR, description="Too many requests, or over UPLOAD_CLIENT_BYTES."),
-            503: OpenApiResponse(ERROR, description="The file storage or the job queue is unavailable."),
+            429: OpenApiResponse(
+                ERROR, description="Too many requests, over UPLOAD_CLIENT_BYTES, or over MAX_HELD_PER_CLIENT."
+            ),
+            503: OpenApiResponse(
+                ERROR, description="The file storage or the job queue is unavailable, or MAX_HELD_REQUESTS reached."
+            ),
             507: OpenApiResponse(ERROR, description="All clients' live uploads are at UPLOAD_TOTAL_BYTES."),
         },
     )
@@ -233,44 +212,20 @@ class FileUploadView(_FileErrors, APIView):
                 request.content_type, detail=f"Send the file as multipart/form-data, in a part named `{FIELD}`."
             )
         owner = client_identity(request).name
-        charge = jobs.reserve_upload(client=owner, size=min(length, limit))
+        hold(owner)
         try:
-            stored = self.receive(request, length=length, limit=limit, owner=owner)
-        except BaseException:
-            with contextlib.suppress(jobs.QueueUnavailable):  # its reservation then expires on its own
-                jobs.release_upload(charge)
-            raise
+            charge = jobs.reserve_upload(client=owner, size=min(length, limit))
+            try:
+                stored = receive(request, length=length, limit=limit, owner=owner)
+            except BaseException:
+                with contextlib.suppress(jobs.QueueUnavailable):  # its reservation then expires on its own
+                    jobs.release_upload(charge)
+                raise
+        finally:
+            HELD.give_back(owner)
         jobs.settle_upload(charge, size=stored.size, expires_at=stored.expires_at)
         body = stored_body(request, stored)
         return Response(body, status=status.HTTP_201_CREATED, headers={"Location": body["url"]})
-
-    @staticmethod
-    def receive(request, *, length: int, limit: int, owner: str) -> files.StoredFile:
-        """Stream the body's part `file` into the storage; nothing is kept unless all of it came."""
-        with files.Upload(max_bytes=limit) as upload:
-            part, body = _IntoUpload(upload), _Counted(request._request)
-            try:
-                MultiPartParser(request.META, body, [part]).parse()
-            except MultiPartParserError:
-                if body.count < length:
-                    raise UploadCutShort(_cut_short(body.count, length)) from None
-                raise
-            if body.count < length or part.interrupted:
-                raise UploadCutShort(_cut_short(body.count, length))
-            if part.name is None or not part.complete:
-                raise exceptions.ValidationError(
-                    {FIELD: [f"No file: send it in a part named `{FIELD}`, with a filename (multipart/form-data)."]}
-                )
-            if not files.matches_content_type(part.content_type, upload.head):
-                raise exceptions.ValidationError({FIELD: [f"These bytes are not {part.content_type}, as declared."]})
-            return upload.finish(
-                content_type=part.content_type, name=files.clean_name(part.name), owner=owner, ttl=settings.UPLOAD_TTL
-            )
-
-
-def _cut_short(received: int, length: int) -> str:
-    return f"The upload was cut short: {received} of its {length} bytes (Content-Length) came; nothing was kept."
-
 
 FILE_ID = OpenApiParameter(
     "file_id", OpenApiTypes.STR, OpenApiParameter.PATH, description="The `id` an upload (or a job's result) named."
@@ -293,18 +248,27 @@ class FileDownloadView(_FileErrors, APIView):
         responses={
             (200, "*/*"): OpenApiResponse(OpenApiTypes.BINARY, description="The file's bytes."),
             404: OpenApiResponse(ERROR, description="No such file, expired, or not this client's."),
-            429: OpenApiResponse(ERROR, description="Too many requests from this client (THROTTLE_POLL)."),
-            503: OpenApiResponse(ERROR, description="The file storage or the job queue is unavailable."),
+            429: OpenApiResponse(ERROR, description="Too many requests (THROTTLE_POLL, MAX_HELD_PER_CLIENT)."),
+            503: OpenApiResponse(
+                ERROR, description="The file storage or the job queue is unavailable, or MAX_HELD_REQUESTS reached."
+            ),
         },
     )
     def get(self, request, file_id: str):
         stored = self.readable(request, file_id)
-        response = FileResponse(
-            files.open_blob(sha256=stored.sha256),
-            as_attachment=True,
-            filename=stored.name,
-            content_type=stored.content_type,
-        )
+        client = client_identity(request).name
+        blob = files.open_blob(sha256=stored.sha256)
+        try:
+            hold(client)
+        except TooManyHeld:
+            blob.close()
+            raise
+        sent = _HeldBlob(blob, client)  # given back when the server closes the response
+        try:
+            response = FileResponse(sent, as_attachment=True, filename=stored.name, content_type=stored.content_type)
+        except BaseException:
+            sent.close()
+            raise
         response.block_size = DOWNLOAD_BLOCK
         return self.described(response, stored)
 

@@ -227,6 +227,7 @@ class FileUploadView(_FileErrors, APIView):
         body = stored_body(request, stored)
         return Response(body, status=status.HTTP_201_CREATED, headers={"Location": body["url"]})
 
+
 FILE_ID = OpenApiParameter(
     "file_id", OpenApiTypes.STR, OpenApiParameter.PATH, description="The `id` an upload (or a job's result) named."
 )

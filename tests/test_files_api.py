@@ -355,4 +355,6 @@ def test_a_100_mb_upload_streams_through_a_web_process_of_bounded_memory(tmp_pat
             for piece in got.iter_content(MIB):
                 digest.update(piece)
         assert digest.hexdigest() == created.json()["sha256"] == hashlib.sha256(chunk * 100).hexdigest()
+        head = requests.head(created.json()["url"], timeout=10)
+        assert head.status_code == 200 and head.headers["Content-Length"] == str(size) and not head.content
         assert json.loads(requests.get(f"{url}/files/{created.json()['id']}x", timeout=10).text)["detail"]

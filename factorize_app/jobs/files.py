@@ -194,6 +194,7 @@ def valid_id(file_id: str) -> bool:
     return file_id.startswith(ID_PREFIX) and len(suffix) == _ID_HEX and all(c in "0123456789abcdef" for c in suffix)
 
 
+@translate_outages
 def readable_by(stored: StoredFile, *, client: str) -> bool:
     """Whether `client` (an identity's name) may read the file: its uploader, or for a job's output
     any owner of that job."""

@@ -224,6 +224,7 @@ def test_uploads_and_downloads_count_as_requests_held_open(api, storage_dir, set
 
 
 def test_a_failing_storage_is_503_naming_it(api, storage_dir, settings, tmp_path):
+    stored = upload(api).json()["id"]
     blocker = tmp_path / "not-a-directory"
     blocker.write_text("a file where the storage's directory should be")
     use_directory(settings, blocker)
@@ -231,7 +232,9 @@ def test_a_failing_storage_is_503_naming_it(api, storage_dir, settings, tmp_path
     assert response.status_code == 503, response.content
     assert response.json()["reason"] == "JOB_FILES_STORAGE" and response.json()["storage"] == "job_files"
     assert str(tmp_path) not in response.content.decode()  # no server path in the answer
-    assert jobs.uploaded_bytes() == 0
+    assert jobs.uploaded_bytes() == len(PNG)  # the earlier upload's only
+    download = api.get(f"/files/{stored}")
+    assert download.status_code == 503 and download.json()["reason"] == "JOB_FILES_STORAGE"
 
 
 def test_the_body_limits_let_uploads_through_and_nothing_else(api, storage_dir, settings):

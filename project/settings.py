@@ -162,6 +162,12 @@ STORAGES = {
 JOB_FILES_STORAGE = "job_files"
 FILES_SWEEP_INTERVAL = env.FILES_SWEEP_INTERVAL
 FILES_SWEEP_LIMIT = env.FILES_SWEEP_LIMIT
+# Uploads (POST /files, factorize_app/api/files.py): the largest, how long each lives, and the
+# bytes of live uploads per client and in total (factorize_app/jobs/upload_budgets.py).
+UPLOAD_MAX_BYTES = env.UPLOAD_MAX_BYTES
+UPLOAD_TTL = env.UPLOAD_TTL
+UPLOAD_CLIENT_BYTES = env.UPLOAD_CLIENT_BYTES
+UPLOAD_TOTAL_BYTES = env.UPLOAD_TOTAL_BYTES
 if not STATIC_COLLECTED:
     warnings.filterwarnings("ignore", message="No directory at")
 

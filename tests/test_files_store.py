@@ -103,3 +103,72 @@ def test_a_failing_storage_is_unavailable_not_a_crash(storage_dir, settings, tmp
     use_directory(settings, blocker)
     with pytest.raises(files.StorageUnavailable, match="the file storage failed"):
         put(b"some bytes")
+
+
+def test_an_upload_pushed_piece_by_piece_keeps_nothing_unless_finished(storage_dir, tmp_path, redis_conn):
+    data = bytes(range(256)) * 1000
+    with files.Upload(max_bytes=MIB) as upload:
+        for piece in chunks_of(data, 1000):
+            upload.write(piece)
+        assert (upload.size, upload.head) == (len(data), data[:16])
+    assert list(tmp_path.glob("tmp*")) == [] and not (storage_dir / "blobs").exists()  # left without finish
+    assert redis_conn.zcard(keys.FILE_BLOBS) == 0
+    with files.Upload(max_bytes=MIB) as upload:
+        upload.write(data)
+        stored = upload.finish(content_type="application/octet-stream", name="d.bin", owner="alice", ttl=60)
+    assert stored.sha256 == hashlib.sha256(data).hexdigest() and stored.size == len(data)
+    assert (storage_dir / "blobs" / stored.sha256).read_bytes() == data
+    with files.Upload(max_bytes=10) as upload, pytest.raises(files.FileTooLarge):
+        upload.write(b"x" * 11)
+
+
+def test_a_file_is_readable_by_its_uploader_or_its_jobs_owners_only(storage_dir, redis_conn):
+    upload, output = put(b"mine", owner="alice"), files.store(
+        chunks=[b"out"], content_type="text/plain", name="o.txt", owner="", job_id="j1", ttl=60, max_bytes=10
+    )
+    redis_conn.sadd(keys.owners("j1"), "bob", "carol")
+    assert files.readable_by(upload, client="alice") and not files.readable_by(upload, client="bob")
+    assert files.readable_by(output, client="bob") and files.readable_by(output, client="carol")
+    assert not files.readable_by(output, client="alice") and not files.readable_by(output, client="")
+
+
+@pytest.mark.parametrize(
+    ("declared", "kept"),
+    [("image/PNG", "image/png"), ("text/plain; charset=utf-8", "text/plain"), ("", "application/octet-stream"),
+     ("text", None), ("a/b/c", None), ("text/<script>", None), ("x" * 200 + "/y", None)],
+)  # fmt: skip
+def test_content_types_are_kept_bare_and_only_when_valid(declared, kept):
+    assert files.clean_content_type(declared) == kept
+
+
+def test_known_formats_must_start_as_they_do():
+    assert files.matches_content_type("image/png", b"\x89PNG\r\n\x1a\n....")
+    assert not files.matches_content_type("image/png", b"<html><script>")
+    assert files.matches_content_type("image/webp", b"RIFF\x00\x00\x00\x00WEBPVP8 ")
+    assert not files.matches_content_type("image/webp", b"RIFF\x00\x00\x00\x00WAVEfmt ")
+    assert files.matches_content_type("text/html", b"anything at all")
+
+
+def test_concurrent_uploads_cannot_pass_a_clients_budget_together(storage_dir, settings):
+    from factorize_app import jobs
+
+    settings.UPLOAD_CLIENT_BYTES, settings.UPLOAD_TOTAL_BYTES = 10_000, 0
+    outcomes, start = [], threading.Barrier(20)
+
+    def reserve():
+        start.wait()
+        try:
+            outcomes.append(jobs.reserve_upload(client="alice", size=1000))
+        except jobs.UploadBudgetExceeded as refused:
+            outcomes.append(refused)
+
+    threads = [threading.Thread(target=reserve) for _ in range(20)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    charges = [outcome for outcome in outcomes if isinstance(outcome, jobs.UploadCharge)]
+    assert len(charges) == 10 and jobs.uploaded_bytes(client="alice") == 10_000
+    jobs.release_upload(charges[0])
+    jobs.settle_upload(charges[1], size=10, expires_at=time.time() + settings.UPLOAD_TTL)
+    assert jobs.uploaded_bytes(client="alice") == 8_010

@@ -13,6 +13,9 @@ Smaller bodies, every poll and every single submit, never ask: the lean lane rea
 64 KB) and this bounds only what it leaves to Django. When the last large body of a burst is done,
 freed heap memory is handed back to the system (glibc's malloc_trim), so the process's size
 returns near where it was.
+
+A view that streams its body in bounded pieces (`streamed_body`: uploads, POST /files) is left
+alone by both: it holds no body in memory and checks the length against its own limit.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import threading
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig, TooManyFieldsSent, TooManyFilesSent
 from django.http import JsonResponse
+from django.urls import Resolver404, resolve
 
 from factorize_app.api.exceptions import bad_request, too_large_response
 from factorize_app.tasks.fields import parse_digits
@@ -49,6 +53,25 @@ def declared_length(meta) -> int | None:
     return sys.maxsize if length is None else length
 
 
+def streamed_body(view):
+    """Mark a view that reads its body in bounded pieces and bounds its length itself: the body
+    limits of this module leave its requests alone."""
+    view.streams_request_body = True
+    return view
+
+
+def streams_body(request) -> bool:
+    """Whether the request's view streams its body (resolved once, and only for bodies over a limit)."""
+    known = getattr(request, "_streams_body", None)
+    if known is None:
+        try:
+            match = resolve(request.path_info, getattr(request, "urlconf", None))
+        except Resolver404:
+            match = None
+        known = request._streams_body = bool(getattr(match and match.func, "streams_request_body", False))
+    return known
+
+
 class RequestBodyLimitMiddleware:
     """Answer 413 JSON to a body over MAX_REQUEST_BYTES before anything reads it.
 
@@ -64,7 +87,7 @@ class RequestBodyLimitMiddleware:
     def __call__(self, request):
         limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
         length = declared_length(request.META)
-        if limit is not None and length is not None and length > limit:
+        if limit is not None and length is not None and length > limit and not streams_body(request):
             return too_large_response()
         return self.get_response(request)
 
@@ -113,7 +136,7 @@ class LargeBodyBudgetMiddleware:
     def __call__(self, request):
         budget = settings.BODY_MEMORY_BUDGET
         length = declared_length(request.META)
-        if budget <= 0 or length is None or length <= settings.LARGE_BODY_BYTES:
+        if budget <= 0 or length is None or length <= settings.LARGE_BODY_BYTES or streams_body(request):
             return self.get_response(request)
         share = BODIES.take(length, budget)
         if share is None:

@@ -18,9 +18,12 @@ names below are the whole of what they use. One room per side:
 - `sync`: sync mode's process pool (no Redis);
 - `keys`: every Redis key and field name; `connection`: the Redis connections;
 - `scripts`: every Redis script (`*.lua`), its keys and arguments by name, and the words it shares;
-- `errors`, `states`, `ids`: what can go wrong, the values handed out, job ids and inputs.
+- `errors`, `states`, `ids`: what can go wrong, the values handed out, job ids and inputs;
+- `files`: jobs' files (uploads, file inputs and outputs) in the file storage, their records in
+  Redis; `upload_budgets`: the disk that live uploads may take, per client and in total.
 """
 
+from factorize_app.jobs import files
 from factorize_app.jobs.control import cancel, is_owner, retry
 from factorize_app.jobs.diagnostics import (
     SETUP_FAILURE_STALE,
@@ -102,6 +105,15 @@ from factorize_app.jobs.states import (
 from factorize_app.jobs.status import count_request, get_status
 from factorize_app.jobs.submit import submit, submit_many
 from factorize_app.jobs.sync import compute
+from factorize_app.jobs.upload_budgets import (
+    FileStorageFull,
+    UploadBudgetExceeded,
+    UploadCharge,
+    release_upload,
+    reserve_upload,
+    settle_upload,
+    uploaded_bytes,
+)
 from factorize_app.jobs.worker_side import (
     JobOutcome,
     TakenJob,
@@ -205,4 +217,12 @@ __all__ = [
     "record_setup_failure",
     "setup_error",
     "setup_failures",
+    "files",
+    "FileStorageFull",
+    "UploadBudgetExceeded",
+    "UploadCharge",
+    "release_upload",
+    "reserve_upload",
+    "settle_upload",
+    "uploaded_bytes",
 ]

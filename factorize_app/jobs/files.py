@@ -17,10 +17,12 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import re
 import secrets
 import shutil
 import tempfile
 import time
+import unicodedata
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +35,7 @@ from django.core.files.storage import storages
 
 from factorize_app.jobs import keys
 from factorize_app.jobs.connection import redis_connection
+from factorize_app.jobs.control import is_owner
 from factorize_app.jobs.errors import translate_outages
 
 BLOB_PREFIX = "blobs/"
@@ -87,45 +90,76 @@ def _storage_errors() -> Iterator[None]:
         raise StorageUnavailable(f"the file storage failed: {type(error).__name__}: {error}") from None
 
 
+class Upload:
+    """Bytes arriving piece by piece (an HTTP upload's parser pushes them): written to a bounded
+    temporary file while their digest is computed, then `finish` saves them and a record naming
+    them; leaving the `with` block without `finish` (too large, a disconnect, any error) keeps
+    nothing."""
+
+    HEAD_BYTES = 16  # kept for content checks (magic numbers)
+
+    def __init__(self, *, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self.size = 0
+        self.head = b""
+        self._digest = hashlib.sha256()
+        with _storage_errors():
+            self._spool = tempfile.TemporaryFile(dir=settings.FILE_UPLOAD_TEMP_DIR)  # noqa: SIM115 (closed in __exit__)
+
+    def __enter__(self) -> Upload:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self._spool.close()
+
+    def write(self, chunk: bytes) -> None:
+        """Take the next piece; FileTooLarge once past `max_bytes` (nothing over it reaches the disk)."""
+        self.size += len(chunk)
+        if self.size > self.max_bytes:
+            raise FileTooLarge(self.max_bytes)
+        if len(self.head) < self.HEAD_BYTES:
+            self.head += chunk[: self.HEAD_BYTES - len(self.head)]
+        self._digest.update(chunk)
+        with _storage_errors():
+            self._spool.write(chunk)
+
+    @translate_outages
+    def finish(self, *, content_type: str, name: str, owner: str, job_id: str = "", ttl: int) -> StoredFile:
+        """Save the bytes written (once per digest) and a record naming them, live for `ttl` s."""
+        sha256 = self._digest.hexdigest()
+        expires_at = time.time() + ttl
+        keep_blob(sha256=sha256, until=expires_at)  # first: from now on no sweep claims these bytes
+        _wait_for_deletion(sha256)  # ...but one that claimed them before may be deleting them now
+        with _storage_errors():
+            self._spool.seek(0)
+            storage = _storage()
+            if not storage.exists(blob_name(sha256)):
+                saved = storage.save(blob_name(sha256), File(self._spool))
+                if saved != blob_name(sha256):  # a racing writer of the same bytes got the name first
+                    storage.delete(saved)
+        stored = StoredFile(
+            id=ID_PREFIX + secrets.token_hex(_ID_HEX // 2),
+            sha256=sha256,
+            size=self.size,
+            content_type=content_type,
+            name=name,
+            owner=owner,
+            job_id=job_id,
+            expires_at=expires_at,
+        )
+        _record(stored, ttl)
+        return stored
+
+
 @translate_outages
 def store(
     *, chunks: Iterable[bytes], content_type: str, name: str, owner: str, job_id: str = "", ttl: int, max_bytes: int
 ) -> StoredFile:
     """Save the bytes (at most `max_bytes`, FileTooLarge past them) and a record naming them."""
-    digest, size = hashlib.sha256(), 0
-    with _storage_errors():
-        spool = tempfile.TemporaryFile(dir=settings.FILE_UPLOAD_TEMP_DIR)  # noqa: SIM115 (closed below)
-    with spool:
+    with Upload(max_bytes=max_bytes) as upload:
         for chunk in chunks:  # a client's upload: its own errors (a disconnect) are not the storage's
-            size += len(chunk)
-            if size > max_bytes:
-                raise FileTooLarge(max_bytes)
-            digest.update(chunk)
-            with _storage_errors():
-                spool.write(chunk)
-        sha256 = digest.hexdigest()
-        expires_at = time.time() + ttl
-        keep_blob(sha256=sha256, until=expires_at)  # first: from now on no sweep claims these bytes
-        _wait_for_deletion(sha256)  # ...but one that claimed them before may be deleting them now
-        with _storage_errors():
-            spool.seek(0)
-            storage = _storage()
-            if not storage.exists(blob_name(sha256)):
-                saved = storage.save(blob_name(sha256), File(spool))
-                if saved != blob_name(sha256):  # a racing writer of the same bytes got the name first
-                    storage.delete(saved)
-    stored = StoredFile(
-        id=ID_PREFIX + secrets.token_hex(_ID_HEX // 2),
-        sha256=sha256,
-        size=size,
-        content_type=content_type,
-        name=name,
-        owner=owner,
-        job_id=job_id,
-        expires_at=expires_at,
-    )
-    _record(stored, ttl)
-    return stored
+            upload.write(chunk)
+        return upload.finish(content_type=content_type, name=name, owner=owner, job_id=job_id, ttl=ttl)
 
 
 def _record(stored: StoredFile, ttl: int) -> None:
@@ -158,6 +192,73 @@ def _wait_for_deletion(sha256: str) -> None:
 def valid_id(file_id: str) -> bool:
     suffix = file_id[len(ID_PREFIX) :]
     return file_id.startswith(ID_PREFIX) and len(suffix) == _ID_HEX and all(c in "0123456789abcdef" for c in suffix)
+
+
+@translate_outages
+def readable_by(stored: StoredFile, *, client: str) -> bool:
+    """Whether `client` (an identity's name) may read the file: its uploader, or for a job's output
+    any owner of that job."""
+    if not client:
+        return False
+    if stored.owner:
+        return stored.owner == client
+    return bool(stored.job_id) and is_owner(job_id=stored.job_id, client=client)
+
+
+MAX_NAME = 200  # characters of a file's name kept (its extension too, when it has one)
+DEFAULT_NAME = "file"
+# RFC 6838's type and subtype names (restricted-name): what a Content-Type may say.
+_MIME = re.compile(r"[a-z0-9][a-z0-9!#$&^_.+-]{0,126}/[a-z0-9][a-z0-9!#$&^_.+-]{0,126}")
+DEFAULT_CONTENT_TYPE = "application/octet-stream"
+
+
+def clean_name(name: str) -> str:
+    """A client's file name made safe to keep and to hand back: its last path part, without
+    control or format characters, no leading dots, at most MAX_NAME characters (the extension
+    kept); DEFAULT_NAME when nothing is left."""
+    name = unicodedata.normalize("NFC", name).replace("\\", "/").rsplit("/", 1)[-1]
+    name = "".join(char for char in name if unicodedata.category(char)[0] not in "CZ" or char == " ")
+    name = name.strip().lstrip(".").strip()
+    if len(name) > MAX_NAME:
+        stem, dot, extension = name.rpartition(".")
+        suffix = f".{extension[:16]}" if dot and stem else ""
+        name = name[: MAX_NAME - len(suffix)].rstrip() + suffix
+    return name or DEFAULT_NAME
+
+
+def clean_content_type(declared: str) -> str | None:
+    """A declared content type as kept (`type/subtype`, lower case, parameters dropped);
+    DEFAULT_CONTENT_TYPE when none was declared, None when it is not a valid one."""
+    bare = declared.split(";", 1)[0].strip().lower()
+    if not bare:
+        return DEFAULT_CONTENT_TYPE
+    return bare if _MIME.fullmatch(bare) else None
+
+
+# The first bytes of the formats whose readers (Pillow, PDF tools) trust them: a file declared as
+# one of these must start so. Other types are taken as declared (nosniff and attachment on the way out).
+SIGNATURES = {
+    "image/png": (b"\x89PNG\r\n\x1a\n",),
+    "image/jpeg": (b"\xff\xd8\xff",),
+    "image/gif": (b"GIF87a", b"GIF89a"),
+    "image/webp": (b"RIFF",),  # ...and WEBP at offset 8
+    "image/bmp": (b"BM",),
+    "image/tiff": (b"II*\x00", b"MM\x00*"),
+    "application/pdf": (b"%PDF-",),
+    "application/zip": (b"PK\x03\x04", b"PK\x05\x06"),
+    "application/gzip": (b"\x1f\x8b",),
+}
+
+
+def matches_content_type(content_type: str, head: bytes) -> bool:
+    """Whether bytes starting with `head` can be of `content_type` (a known format's magic
+    number; any bytes for other types)."""
+    signatures = SIGNATURES.get(content_type)
+    if signatures is None:
+        return True
+    if content_type == "image/webp" and head[8:12] != b"WEBP":
+        return False
+    return head.startswith(signatures)
 
 
 @translate_outages

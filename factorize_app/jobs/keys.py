@@ -269,3 +269,16 @@ FILE_SWEEP_LOCK = OURS + "files:sweep"
 
 def file_record(file_id: str) -> str:
     return FILE_RECORD_PREFIX + file_id
+
+
+# Bytes of live uploads (jobs/upload_budgets.py): per client and in total, one counter per expiry
+# slot, each expiring once every upload charged to it has.
+UPLOAD_BYTES_PREFIX = OURS + "files:bytes:"
+
+
+def upload_bytes(client: str, slot: int) -> str:
+    return f"{UPLOAD_BYTES_PREFIX}client:{client}:{slot}"
+
+
+def upload_total(slot: int) -> str:
+    return f"{UPLOAD_BYTES_PREFIX}total:{slot}"

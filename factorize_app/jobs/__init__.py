@@ -79,7 +79,7 @@ from factorize_app.jobs.monitoring import (
     redis_memory,
     worker_liveness,
 )
-from factorize_app.jobs.outputs import RESULT_FILE, OutputRefused, OutputsNotStored, owners_may_read, store_outputs
+from factorize_app.jobs.outputs import RESULT_FILE, OutputRefused, OutputsNotStored, store_outputs
 from factorize_app.jobs.reconcile import RECONCILE_SECONDS, reconcile
 from factorize_app.jobs.release import release_waits, released
 from factorize_app.jobs.states import (
@@ -209,7 +209,6 @@ __all__ = [
     "wait_for_work",
     "worker_liveness",
     "write_refusal",
-    "owners_may_read",
     "store_outputs",
     "SETUP_FAILURE_STALE",
     "clear_setup_failures",

@@ -6,7 +6,7 @@ TTL) and the result Redis keeps holds only the reference {"id", "name", "size", 
 "sha256"}. A result whose JSON is still over RESULT_MAX_INLINE_BYTES is stored as a JSON file too,
 and Redis keeps `{"result_file": <reference>}` (with the file fields' references, if any).
 Clients see each reference with its URL (`shown`); the job's owners may read the files
-(`owners_may_read`, for GET /files/<id>) until the result expires.
+(`files.readable_by`, for GET /files/<id>) until the result expires.
 
 A storage that fails is retried for OUTPUT_STORE_RETRY_SECONDS, then `OutputsNotStored` tells the
 worker to hand the job back to its queue: nothing is lost, the job runs again later. A result
@@ -196,13 +196,6 @@ def _owners_outlive(job_id: str, ttl: int) -> None:
     """The job's owners are who may read its files: kept at least as long (a job that waited on
     a failing storage may have run past their TTL)."""
     redis_connection().expire(keys.owners(job_id), ttl + 60, gt=True)
-
-
-@translate_outages
-def owners_may_read(*, job_id: str, client: str) -> bool:
-    """Whether `client` may read the files a job returned: it is one of the job's owners (for
-    api/files.py's check of a file record whose job_id is set)."""
-    return bool(job_id and client) and bool(redis_connection().sismember(keys.owners(job_id), client))
 
 
 def shown(task_type: TaskType, result: dict[str, Any], *, base_url: str = "") -> dict[str, Any]:

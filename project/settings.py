@@ -266,6 +266,11 @@ if EVENT_STREAMS_MAX is None:
 EVENT_STREAM_KEEPALIVE = env.EVENT_STREAM_KEEPALIVE
 EVENT_STREAM_RETENTION = env.EVENT_STREAM_RETENTION
 
+# Streamed outputs: the limits of what one job streams (factorize_app/jobs/outputs.py).
+OUTPUT_PIECE_MAX_BYTES = env.OUTPUT_PIECE_MAX_BYTES
+OUTPUT_MAX_PIECES = env.OUTPUT_MAX_PIECES
+OUTPUT_MAX_BYTES = env.OUTPUT_MAX_BYTES
+
 # Completion webhooks, sent by the webhooks worker (factorize_app/webhooks).
 WEBHOOK_SECRET = env.WEBHOOK_SECRET
 WEBHOOK_ALLOWED_HOSTS = [host.lower() for host in env.WEBHOOK_ALLOWED_HOSTS]

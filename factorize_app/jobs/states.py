@@ -41,6 +41,8 @@ class JobState:
     load: int | None = None
     # While it runs, what its handler last reported: {"fraction": 0..1 or None, "message": str}.
     progress: dict[str, Any] | None = None
+    # A streaming job's output so far (jobs/outputs.py): its pieces in order; None if it streamed none.
+    output: list[Any] | None = None
 
     @property
     def done(self) -> bool:
@@ -74,9 +76,10 @@ class ClientLimits:
 
 def status_body(task_type: TaskType, state: JobState) -> dict[str, Any]:
     """What a client is told of a job, however it asks (a poll, a stream, a webhook): `{"done",
-    <input fields>, <result fields or null>, "load", "job_id", "status", "error", "progress"}`."""
+    <input fields>, <result fields or null>, "load", "job_id", "status", "error", "progress"}`,
+    and `"output"` (its pieces so far) for a job that streamed some."""
     result = state.result or {}
-    return {
+    body = {
         "done": state.done,
         **state.input,
         **{name: result.get(name) for name in task_type.result_fields},
@@ -86,6 +89,9 @@ def status_body(task_type: TaskType, state: JobState) -> dict[str, Any]:
         "error": state.error,
         "progress": state.progress,
     }
+    if state.output is not None:
+        body["output"] = state.output
+    return body
 
 
 def fair_order() -> bool:

@@ -47,4 +47,5 @@ TASK_TYPES = DEFAULT_TASK_TYPES + [
     "tests.task_types.BATCHED",
     "tests.task_types.SLOW_BATCH",
     "tests.task_types.CRASHING",
+    "tests.task_types.SPELLER",
 ]

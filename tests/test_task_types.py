@@ -13,7 +13,7 @@ from factorize_app.tasks.registry import _registry
 from factorize_app.tasks.streaming import run_to_end
 from project.task_discovery import discover_task_types
 
-TEST_ONLY = ["slow_setup", "sleepy", "failing", "batched", "slow_batch", "crashing"]  # tests/settings.py
+TEST_ONLY = ["slow_setup", "sleepy", "failing", "batched", "slow_batch", "crashing", "speller"]  # tests/settings.py
 
 
 def test_queues_and_urls_derive_from_the_registry():

@@ -7,6 +7,7 @@ batch handler streaming per item, and the limits."""
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 
 from standardwebhooks import Webhook
@@ -180,3 +181,21 @@ def test_a_job_that_streams_nothing_has_no_output_field(api, warm_worker):
     warm_worker("batched")
     body = wait_until(lambda: (b := submit(api, "/batched", x=4).json())["done"] and b, what="done")
     assert "output" not in body and body["double"] == 8
+
+
+def test_the_client_prints_streamed_outputs_as_they_arrive(live_url, warm_worker):
+    """`factorize --watch` prints each piece once, on stderr, in order; the Python API's events()
+    give each piece as the body with it last in `output`."""
+    from tests.test_client_package import Client, factorize
+
+    warm_worker("factorization")
+    number, found = several(9)
+    watched = factorize(live_url, "--watch", str(number))
+    assert watched.returncode == 0, watched.stderr
+    printed = [line for line in watched.stderr.splitlines() if f"{number} output " in line]
+    assert printed == [f"{number} output {n}: {json.dumps(piece)}" for n, piece in enumerate(found)]
+    assert watched.stdout.splitlines() == [f"{number} = " + " ".join(f"{p}^{e}" for p, e in sorted(found))]
+    number, found = several(11)
+    bodies = list(Client(live_url).submit("factorization", {"number": number}).events())
+    assert bodies[-1]["done"] and bodies[-1]["output"] == found
+    assert all(body["output"] == found[: len(body["output"])] for body in bodies if "output" in body)

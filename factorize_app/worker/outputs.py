@@ -3,8 +3,9 @@ checked against the limits in the handler's call (a piece refused fails the job)
 written to Redis (jobs.write_outputs: the job's output and an `output` event), one round trip for
 every job with news:
 
-- at once, in the handler's thread, once the job has run OUTPUT_AT_ONCE_AFTER and the last write
-  is OUTPUT_WRITE_INTERVAL old (the first piece of a long job goes out within a round trip);
+- at once, in the handler's thread (as a piece comes, or at its next progress report), once the
+  job has run OUTPUT_AT_ONCE_AFTER and the last write is OUTPUT_WRITE_INTERVAL old (the first
+  piece of a long job goes out within a round trip);
 - else by the lease keeper, at its next look (every 25 ms);
 - and what is left when the handler returns (or is stopped) goes with the job's outcome, in the
   transaction that records it: a quick job's pieces cost no round trip of their own.
@@ -74,6 +75,12 @@ class OutputStreams:
             emits[index](piece)
 
         return emit
+
+    def write_soon(self) -> None:
+        """From the handler's thread (its progress reports): the pieces waiting for their job to
+        have run OUTPUT_AT_ONCE_AFTER, once it has, at most every OUTPUT_WRITE_INTERVAL."""
+        if self._pending and time.monotonic() - self._written_at >= OUTPUT_WRITE_INTERVAL:
+            self.write(blocking=False, after=OUTPUT_AT_ONCE_AFTER)
 
     def write_if_due(self) -> None:
         """The lease keeper's call: the pieces of jobs past OUTPUT_AT_ONCE_AFTER, one attempt."""

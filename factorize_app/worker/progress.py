@@ -39,6 +39,7 @@ class ProgressReports:
             with self._lock:
                 for job in running:
                     self._latest[job.job_id] = value
+            self.outputs.write_soon()  # pieces held while the job was young: out now, not at the keeper's tick
 
         return progress
 

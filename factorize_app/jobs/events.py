@@ -128,11 +128,12 @@ def events_after(*, job_id: str, after: str) -> list[JobEvent]:
 
 def state_after(state: JobState, event: JobEvent) -> JobState:
     """The job's state as of `event`, from a state of the same job (its input, its load). An
-    `output` event sets its piece at its index (a run's first piece starts the output anew), and
-    leaves the rest (progress, status) as it was."""
+    `output` event sets its piece at its index (a run's first piece starts the output anew): the
+    job was running then, with no result yet; its progress is left as it was."""
     if event.output:
         kept = (state.output or [])[: event.index]
-        return dataclasses.replace(state, status=STARTED, output=[*kept, json.loads(event.output)])
+        piece = json.loads(event.output)  # not orjson: integers beyond 64 bits stay exact
+        return dataclasses.replace(state, status=STARTED, result=None, error=None, output=[*kept, piece])
     result = error = None
     if event.outcome:
         outcome = json.loads(event.outcome)  # not orjson: it reads integers beyond 64 bits as floats

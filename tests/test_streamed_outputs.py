@@ -141,6 +141,7 @@ def test_output_webhooks_are_delivered_signed(api, receiver, webhook_settings, w
     assert delivered, [body["event"] for body in bodies]
     for body in delivered:  # each carries the pieces up to its own, the new one last
         assert body["done"] is False and body["output"] == found[: len(body["output"])] and body["output"]
+        assert body["status"] == "started" and body["factorization"] is None
     (completed,) = [body for body in bodies if body["event"] == "completed"]
     assert completed["output"] == found and completed["factorization"] == sorted(found)
     assert {body["event"] for body in bodies} == {"output", "completed"}  # no start or progress: not asked for

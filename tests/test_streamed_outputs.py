@@ -10,6 +10,7 @@ import contextlib
 import json
 import math
 
+import pytest
 from standardwebhooks import Webhook
 from sympy import factor_cache, nextprime
 
@@ -200,3 +201,31 @@ def test_the_client_prints_streamed_outputs_as_they_arrive(live_url, warm_worker
     bodies = list(Client(live_url).submit("factorization", {"number": number}).events())
     assert bodies[-1]["done"] and bodies[-1]["output"] == found
     assert all(body["output"] == found[: len(body["output"])] for body in bodies if "output" in body)
+
+
+def test_the_result_rule_of_a_generator_handler():
+    """Its return value when it returns one; else its pieces as the result serializer's one field,
+    validated; a result of other fields needs a return value; a batch yields (index, piece)."""
+    from factorize_app.tasks import get_task_type
+    from factorize_app.tasks.streaming import StreamedResultError, drain, drain_batch, run_to_end
+
+    def pieces(*values, returned=None):
+        yield from values
+        return returned
+
+    speller, factorization = get_task_type("speller"), get_task_type("factorization")
+    seen = []
+    assert drain(speller, pieces("a", "b"), seen.append) == {"letters": ["a", "b"]} and seen == ["a", "b"]
+    assert drain(speller, pieces("a", returned={"letters": ["z"]}), None) == {"letters": ["z"]}
+    with pytest.raises(StreamedResultError, match="one field"):
+        drain(factorization, pieces([2, 1]), None)  # two result fields, and no return value
+    with pytest.raises(StreamedResultError, match="letters"):
+        drain(speller, pieces({"not": "a letter"}), None)
+    emitted = []
+    answer = drain_batch(speller, pieces((1, "b"), (0, "a")), 2, lambda index, piece: emitted.append((index, piece)))
+    assert answer == [{"letters": ["a"]}, {"letters": ["b"]}] and emitted == [(1, "b"), (0, "a")]
+    with pytest.raises(TypeError, match=r"\(index, piece\)"):
+        drain_batch(speller, pieces("a"), 2, None)
+    assert run_to_end(pieces(1, 2, returned={"done": True})) == {"done": True} and run_to_end({"plain": 1}) == {
+        "plain": 1
+    }

@@ -229,3 +229,4 @@ def test_the_result_rule_of_a_generator_handler():
     assert run_to_end(pieces(1, 2, returned={"done": True})) == {"done": True} and run_to_end({"plain": 1}) == {
         "plain": 1
     }
+

@@ -223,6 +223,7 @@ def job_view_schema():
         retrieve=extend_schema(
             operation_id="job_status",
             summary="Poll a job by id",
+            description=EVENT_STREAM.description,  # (a response's own is merged away by the JSON 200's)
             parameters=[JOB_ID, *POLL_HEADERS, *PREFER_WAIT, LAST_EVENT_ID],
             responses={
                 (200, "application/json"): OpenApiResponse(any_status, description="Done."),

@@ -39,7 +39,7 @@ class OutputStreams:
         self._lock = threading.Lock()  # guards the tables below (held briefly)
         self._writing = threading.Lock()  # held while a write is in flight
         self._counts: dict[str, jobs.OutputCount] = {}  # job id -> its pieces and bytes this run
-        self._pending: dict[str, jobs.Pieces] = {}  # job id -> pieces not yet written
+        self._pending: dict[str, tuple[int, list[str]]] = {}  # job id -> (first index, pieces) not yet written
         self._started: dict[str, float] = {}  # job id -> when its first emitter was made (monotonic)
         self._written_at = 0.0
 
@@ -57,9 +57,7 @@ class OutputStreams:
                     self._started[job_id] = started
                     self._pending.pop(job_id, None)
                 text = count.add(piece)  # OutputLimitExceeded / OutputNotJSON: the job's failure
-                kept = self._pending.get(job_id)
-                first = kept.first if kept else count.pieces - 1
-                self._pending[job_id] = jobs.Pieces(first, (*(kept.pieces if kept else ()), text))
+                self._pending.setdefault(job_id, (count.pieces - 1, []))[1].append(text)
                 now = time.monotonic()
                 at_once = now - started >= OUTPUT_AT_ONCE_AFTER and now - self._written_at >= OUTPUT_WRITE_INTERVAL
             if at_once:
@@ -95,8 +93,8 @@ class OutputStreams:
             with self._lock:
                 now = time.monotonic()
                 due = {
-                    job_id: pieces
-                    for job_id, pieces in self._pending.items()
+                    job_id: jobs.Pieces(first, tuple(pieces))
+                    for job_id, (first, pieces) in self._pending.items()
                     if now - self._started.get(job_id, now) >= after
                 }
                 for job_id in due:
@@ -114,10 +112,8 @@ class OutputStreams:
                 if not written:  # back in front of what came meanwhile
                     with self._lock:
                         for job_id, pieces in due.items():
-                            later = self._pending.get(job_id)
-                            self._pending[job_id] = jobs.Pieces(
-                                pieces.first, (*pieces.pieces, *(later.pieces if later else ()))
-                            )
+                            later = self._pending.get(job_id, (0, []))[1]
+                            self._pending[job_id] = (pieces.first, [*pieces.pieces, *later])
         finally:
             self._writing.release()
 
@@ -129,7 +125,8 @@ class OutputStreams:
         with self._writing, self._lock:
             self._counts.pop(job_id, None)
             self._started.pop(job_id, None)
-            return self._pending.pop(job_id, None)
+            pending = self._pending.pop(job_id, None)
+        return jobs.Pieces(pending[0], tuple(pending[1])) if pending else None
 
     def discard(self, running: list[jobs.TakenJob]) -> None:
         """Forget the pieces of jobs whose call failed (they run again, streaming anew)."""

@@ -235,7 +235,7 @@ def finish_jobs(
             job_ttl = get_task_type(job.task_name).setting("job_ttl")
             key = keys.job(job.job_id)
             pipe.hset(key, mapping={"status": QUEUED, "worker_name": ""})
-            pipe.hdel(key, keys.PROGRESS_FIELD)
+            pipe.hdel(key, keys.PROGRESS_FIELD, keys.OUTPUT_FIELD, keys.OUTPUT_IDS_FIELD)  # its next run streams anew
             pipe.expire(key, job_ttl)
             scripts.EVENT(pipe, events=keys.events(job.job_id), ttl=job_ttl, status=QUEUED, outcome="", progress="")
             pipe.zadd(keys.pending(job.task_name), {job.job_id: time.time() + job_ttl})

@@ -21,6 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from sympy import factor_cache, factorint, nextprime  # noqa: E402
 
 from factorize_app.tasks.factorization.model import Factorizer  # noqa: E402
+from factorize_app.tasks.streaming import run_to_end  # noqa: E402
 
 # Issue 33's four hard semiprimes (38-42 digits).
 ISSUE_NUMBERS = (
@@ -66,7 +67,8 @@ def _one(handler: Factorizer, number: int, ours_first: bool, repeats: int) -> di
 
     def ours(n: int) -> dict[int, int]:
         reports.clear()
-        result = handler.handle({"number": n}, progress=lambda fraction, message: reports.append((fraction, message)))
+        answer = handler.handle({"number": n}, progress=lambda fraction, message: reports.append((fraction, message)))
+        result = run_to_end(answer)  # a generator: it streams each factor found
         return dict(result["factorization"])
 
     runs: dict[str, list[tuple[float, float, dict[int, int]]]] = {"ours": [], "factorint": []}

@@ -252,7 +252,7 @@ MAX_BATCH = env.MAX_BATCH
 QUEUE_ORDER = env.QUEUE_ORDER
 MAX_QUEUED_PER_CLIENT = env.MAX_QUEUED_PER_CLIENT
 MAX_RUNNING_PER_CLIENT = env.MAX_RUNNING_PER_CLIENT
-# Files a handler returns and results too large for Redis (factorize_app/jobs/outputs.py).
+# Files a handler returns and results too large for Redis (factorize_app/jobs/result_files.py).
 RESULT_MAX_INLINE_BYTES = env.RESULT_MAX_INLINE_BYTES
 OUTPUT_FILE_MAX_BYTES = env.OUTPUT_FILE_MAX_BYTES
 OUTPUT_STORE_RETRY_SECONDS = env.OUTPUT_STORE_RETRY_SECONDS
@@ -277,6 +277,11 @@ if EVENT_STREAMS_MAX is None:
     EVENT_STREAMS_MAX = max(1, _WEB_THREADS - 64)
 EVENT_STREAM_KEEPALIVE = env.EVENT_STREAM_KEEPALIVE
 EVENT_STREAM_RETENTION = env.EVENT_STREAM_RETENTION
+
+# Streamed outputs: the limits of what one job streams (factorize_app/jobs/outputs.py).
+OUTPUT_PIECE_MAX_BYTES = env.OUTPUT_PIECE_MAX_BYTES
+OUTPUT_MAX_PIECES = env.OUTPUT_MAX_PIECES
+OUTPUT_MAX_BYTES = env.OUTPUT_MAX_BYTES
 
 # Completion webhooks, sent by the webhooks worker (factorize_app/webhooks).
 WEBHOOK_SECRET = env.WEBHOOK_SECRET

@@ -57,4 +57,5 @@ TASK_TYPES = DEFAULT_TASK_TYPES + [
     "tests.task_types.FILE_OUT",
     "tests.task_types.SHORT_FILE_OUT",
     "tests.task_types.LARGE_JSON",
+    "tests.task_types.SPELLER",
 ]

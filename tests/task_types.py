@@ -86,6 +86,26 @@ class SlowDoubler(Doubler):
         return super().handle_batch(inputs)
 
 
+class LettersResult(serializers.Serializer):
+    letters = serializers.ListField(child=serializers.CharField())
+
+
+class Speller:
+    """Streams its tag letter by letter, each tagged with the size of the call that made it; a
+    generator that returns nothing, so its result is its pieces (tasks/streaming.py)."""
+
+    def handle(self, data: dict):
+        for letter in data["tag"]:
+            yield f"{letter}/1"
+
+    def handle_batch(self, inputs: list[dict]):
+        """Per item: (index, piece) pairs, the items' letters interleaved."""
+        for position in range(max(len(data["tag"]) for data in inputs)):
+            for index, data in enumerate(inputs):
+                if position < len(data["tag"]):
+                    yield index, f"{data['tag'][position]}/{len(inputs)}"
+
+
 class Killer:
     def handle(self, data: dict) -> dict:
         """Kills the worker process running it, as a segfault or the OOM killer would."""
@@ -141,6 +161,15 @@ SLOW_BATCH = TaskType(
     result_serializer=DoubledResult,
     implementation="tests.task_types:SlowDoubler",
     max_batch_delay=0.5,  # the test's four submits share one batch
+)
+SPELLER = TaskType(
+    name="speller",
+    path="speller",
+    description="Stream a tag's letters, in batches.",
+    input_serializer=TagInput,
+    result_serializer=LettersResult,
+    implementation="tests.task_types:Speller",
+    max_batch_delay=0.3,
 )
 CRASHING = TaskType(
     name="crashing",

@@ -48,6 +48,7 @@ def test_seed_async_example_exact_json(live_url, start_worker):
         "status": "finished",
         "error": None,
         "progress": None,
+        "output": [[2, 3], [3, 1], [73, 1], [233, 1]],  # the primes it streamed (issue 32), beside the seed's
     }
 
 

@@ -86,9 +86,10 @@ def test_a_hard_semiprimes_stream_shows_started_progress_and_the_end(live_url, s
     assert continuous[-1]["data"]["status"] == after[-1]["data"]["status"] == "finished"
     assert continuous[-1]["data"]["factorization"] == after[-1]["data"]["factorization"]
     assert continuous[-1]["data"]["done"] is True
-    statuses = [event["data"]["status"] for event in continuous]
+    bodies = [event["data"] for event in continuous if event["event"] == "status"]  # (not its `output` events)
+    statuses = [body["status"] for body in bodies]
     assert statuses[0] == "queued" and "started" in statuses
-    progress = [event["data"]["progress"] for event in continuous if event["data"]["progress"]]
+    progress = [body["progress"] for body in bodies if body["progress"]]
     assert any(p["message"].startswith("ECM, curve ") and p["fraction"] is not None for p in progress)
     # Nothing lost across the reconnect: the events after last_id are exactly those the
     # continuous reader saw after it, in the same order, with the same bodies (but the load).

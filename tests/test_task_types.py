@@ -10,10 +10,11 @@ from factorize_app.tasks import TaskTypeError, task_types
 from factorize_app.tasks.factorization.model import Factorizer
 from factorize_app.tasks.primes.model import PrimeCounter
 from factorize_app.tasks.registry import _registry
+from factorize_app.tasks.streaming import run_to_end
 from project.task_discovery import discover_task_types
 
 TEST_ONLY = ["slow_setup", "sleepy", "failing", "batched", "slow_batch", "crashing",
-             "file_out", "short_file_out", "large_json"]  # tests/settings.py  # fmt: skip
+             "file_out", "short_file_out", "large_json", "speller"]  # tests/settings.py  # fmt: skip
 
 
 def test_queues_and_urls_derive_from_the_registry():
@@ -30,7 +31,9 @@ def test_queues_and_urls_derive_from_the_registry():
 
 
 def test_factorize_matches_the_seed_and_handles_big_numbers():
-    factorize = Factorizer().handle
+    def factorize(data):
+        return run_to_end(Factorizer().handle(data))
+
     assert factorize({"number": 408216}) == {
         "factorization": [[2, 3], [3, 1], [73, 1], [233, 1]],
         "factorization_str": "2^3 3^1 73^1 233^1",
@@ -114,10 +117,10 @@ def test_factorization_reports_its_stages_and_agrees_with_sympy():
     factorizer = Factorizer()
     for number in [2, 4, 408216, 2**64 + 1, 10**30, 3**40 * 7, 2**127 - 1, 1000003**3]:
         expected = [[int(p), int(e)] for p, e in sorted(factorint(number).items())]
-        assert factorizer.handle({"number": number})["factorization"] == expected
+        assert run_to_end(factorizer.handle({"number": number}))["factorization"] == expected
     reports = []
     semiprime = nextprime(10**11) * nextprime(10**12)  # past trial division, found by Pollard rho
-    factorizer.handle({"number": semiprime}, progress=lambda fraction, message: reports.append(message))
+    run_to_end(factorizer.handle({"number": semiprime}, progress=lambda fraction, message: reports.append(message)))
     assert reports[0] == "trial division" and reports[1].startswith("trial division, Pollard p-1 and rho")
 
 
@@ -138,7 +141,7 @@ def test_factorization_with_progress_is_factorints_and_its_progress_only_grows()
     def staged(number: int) -> tuple[list, list[tuple]]:
         reports: list[tuple] = []
         factor_cache.cache_clear()  # factorint remembers factors: the staged path should find them itself
-        result = factorizer.handle({"number": number}, progress=lambda *report: reports.append(report))
+        result = run_to_end(factorizer.handle({"number": number}, progress=lambda *report: reports.append(report)))
         return result["factorization"], reports
 
     for number in numbers:

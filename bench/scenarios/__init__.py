@@ -19,6 +19,7 @@ NAMES = (
     "hot_path", "workers", "end_to_end", "fairness", "fairness_varied", "digits", "stop_latency", "batch_polls", "latency",
     "scale", "warm", "fair_drain", "take_cost", "webhooks", "streams", "scaling", "redis_cost", "handler_speed",
     "files",
+    "streamed_outputs",
 )  # fmt: skip
 
 

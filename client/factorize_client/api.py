@@ -95,8 +95,9 @@ class Job:
     def events(self) -> Iterator[dict[str, Any]]:
         """The job's changes as they happen, from its event stream: each a status body (as
         `status()` answers) with the event's `id` (None for the first, the state when the stream
-        opened, if nothing has happened to the job yet); the last is the done one. A dropped
-        stream is resumed where it broke (`Last-Event-ID`)."""
+        opened, if nothing has happened to the job yet); the last is the done one. Each piece a
+        streaming job yields comes as the body with that piece last in its `output` (the pieces
+        so far). A dropped stream is resumed where it broke (`Last-Event-ID`)."""
         if self.id is None:
             yield self.last
             return
@@ -121,6 +122,15 @@ class Job:
                 for event in parse(lines_of(response.iter_content(chunk_size=None))):
                     if event.retry is not None:
                         pause = event.retry / 1000
+                    if event.event == "output":  # a streamed piece: the body as it stands, with it
+                        last_id = event.id or last_id
+                        piece = json.loads(event.data)
+                        self.last = {
+                            **self.last,
+                            "output": [*self.last.get("output", [])[: piece["index"]], piece["output"]],
+                        }
+                        yield {**self.last, "id": event.id}
+                        continue
                     if event.event != "status":
                         continue
                     last_id = event.id or last_id

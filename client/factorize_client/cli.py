@@ -40,7 +40,7 @@ PROG = "factorize"
 FACTORIZATION_PATH = "/factorize"  # the default type's path, so numbers need no schema look-up
 RANDOM_MAX = 2**20  # --random draws from 2..RANDOM_MAX, as the original example's client did
 STREAMS = 8  # event streams followed at once (--watch, --job)
-NOT_IN_RESULT = ("done", "load", "progress")
+NOT_IN_RESULT = ("done", "load", "progress", "output")
 
 
 class Reporter:
@@ -59,6 +59,7 @@ class Reporter:
         self.held: dict[int, str] = {}  # JSON lines done before an earlier one
         self.next = 0  # the next JSON line to print
         self.watched: dict[int, str] = {}
+        self.streamed: dict[int, int] = {}  # pieces of each job's output printed
 
     def waiting(self, seconds: float, reason: str) -> None:
         shown = f"{seconds:.1f}" if seconds < 1 else str(math.ceil(seconds))
@@ -81,8 +82,19 @@ class Reporter:
                     self.next += 1
             self.progress.update(self.outcomes.total())
 
+    def output(self, index: int, pieces: list[Any]) -> None:
+        """--watch: a streaming job's pieces so far; each printed once, as it arrives, on stderr:
+        `N output 2: [1000000007, 1]`."""
+        with self.lock:
+            printed = self.streamed.get(index, 0)
+            for number in range(printed, len(pieces)):
+                self.progress.note(f"{self.labels[index]} output {number}: {json.dumps(pieces[number])}")
+            self.streamed[index] = max(printed, len(pieces))
+
     def running(self, index: int, body: dict[str, Any]) -> None:
         """--watch: a job's progress report, once per change."""
+        if isinstance(body.get("output"), list):
+            self.output(index, body["output"])
         progress = body.get("progress")
         if not isinstance(progress, dict):
             return
@@ -161,6 +173,8 @@ def follow(client: Client, path: str, items: list[Any], job_ids: list[str], repo
         if isinstance(event, BaseException):
             raise event
         if event.get("done"):
+            if watch and isinstance(event.get("output"), list):
+                reporter.output(index, event["output"])  # any piece not printed yet
             reporter.done(index, event)
             left -= 1
         elif watch:
@@ -315,7 +329,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add("--random", type=positive_int, metavar="N", help=f"add N random numbers in 2..{RANDOM_MAX}")
     add("--job", action="append", default=[], metavar="ID", help="wait for a job submitted before, by id (repeatable)")
-    add("--watch", action="store_true", help="follow each job's event stream, printing its progress on stderr")
+    add("--watch", action="store_true",
+        help="follow each job's event stream, printing its progress and streamed outputs on stderr")  # fmt: skip
     add("--cancel", action="append", default=[], metavar="ID", help="cancel a job by id (repeatable), then exit")
     add("--types", action="store_true", help="list the service's task types, then exit")
     add(

@@ -205,7 +205,9 @@ EVENT_STREAM = OpenApiResponse(
     description=(
         "With `Accept: text/event-stream`: server-sent events, each `event: status`, an `id:` and the job's "
         "status body (as the JSON answer) as `data:`, at once and on every change; the stream ends after the "
-        "done event. `: keep-alive` comments at least every 15 s. 204 on a reconnect (Last-Event-ID) after the "
+        "done event. A streaming job's pieces each come as `event: output`, an `id:` and "
+        '`{"job_id", "index", "output": <the piece>}` as `data:` (its status bodies hold the pieces so far as '
+        "`output`). `: keep-alive` comments at least every 15 s. 204 on a reconnect (Last-Event-ID) after the "
         "end; 503 when the server holds too many streams."
     ),
 )
@@ -221,6 +223,7 @@ def job_view_schema():
         retrieve=extend_schema(
             operation_id="job_status",
             summary="Poll a job by id",
+            description=EVENT_STREAM.description,  # (a response's own is merged away by the JSON 200's)
             parameters=[JOB_ID, *POLL_HEADERS, *PREFER_WAIT, LAST_EVENT_ID],
             responses={
                 (200, "application/json"): OpenApiResponse(any_status, description="Done."),

@@ -135,9 +135,9 @@ class WebhookSerializer(serializers.Serializer):
         required=False,
         allow_empty=False,
         max_length=len(EVENTS),
-        help_text="Which events to deliver: `start`, `progress` (at most one per 500 ms, none while the "
-        "previous one is still pending), `completed` "
-        '(any end). Default `["completed"]`.',
+        help_text="Which events to deliver: `start`, `progress` and `output` (a streamed piece; the body's "
+        "`output` holds every piece so far) at most one of the two per 500 ms, none while the previous one is "
+        'still pending, `completed` (any end). Default `["completed"]`.',
     )
 
     def validate_webhook(self, url: str) -> str:
@@ -251,6 +251,12 @@ def status_serializer(task_type: TaskType) -> type[serializers.Serializer]:
         "progress": ProgressSerializer(
             allow_null=True, help_text="While the job runs, what its handler last reported; else null."
         ),
+        "output": serializers.ListField(
+            child=serializers.JSONField(),
+            required=False,
+            help_text="Only for a job whose handler streams its output: the pieces it yielded so far, in order "
+            "(while it runs, and after: kept when it is stopped). Each also came as an `output` event.",
+        ),
         "webhook_secret": serializers.CharField(
             required=False,
             help_text="Only in a submit's answer with a `webhook`: the `whsec_` secret that signs this client's "
@@ -288,7 +294,7 @@ def _with_webhook(serializer: type[serializers.Serializer]) -> type[serializers.
 
 class SubscriptionDeliverySerializer(serializers.Serializer):
     webhook_id = serializers.CharField(help_text="The `webhook-id` header of every attempt of this delivery.")
-    event = serializers.CharField(help_text="`start`, `progress` or `completed`.")
+    event = serializers.CharField(help_text="`start`, `progress`, `output` or `completed`.")
     status = serializers.CharField(help_text="`pending`, `delivered` or `failed`.")
     attempts = serializers.IntegerField()
     last_status = serializers.IntegerField(allow_null=True, help_text="The receiver's last HTTP status.")

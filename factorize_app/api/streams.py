@@ -2,7 +2,9 @@
 
 Server-sent events: an `event: status` with the full status body (what `GET /jobs/<id>` answers)
 at once, then one per change (started, each progress report, done) read from the job's event
-stream through the process's one dispatcher; the response ends after the done event. Each event's
+stream through the process's one dispatcher, and an `event: output` for each piece a streaming
+job yields (`{"job_id", "index", "output": <piece>}`; its status bodies hold the pieces so far as
+`output`); the response ends after the done event. Each event's
 `id:` is its stream entry id: a client reconnecting with `Last-Event-ID` gets the events it missed,
 then the live tail (and 204, which tells EventSource to stop, once it has seen the end). A comment
 every EVENT_STREAM_KEEPALIVE seconds keeps idle connections open and finds clients that left.
@@ -120,7 +122,7 @@ def open_stream(request, job_id: str, *, client: str, owner: str = "") -> HttpRe
     state = jobs.get_status(job_id=job_id, owner=owner)  # after the latest event: nothing between is lost
     if after is None:
         latest_id = latest.event_id if latest else None
-        first, cursor = [(state, latest_id)], latest_id or "0-0"
+        first, cursor = [(state, latest_id, None)], latest_id or "0-0"
     else:
         missed = jobs.events_after(job_id=job_id, after=after)
         if not missed and state.done:
@@ -128,14 +130,14 @@ def open_stream(request, job_id: str, *, client: str, owner: str = "") -> HttpRe
             if latest is not None and latest.status == state.status:
                 return HttpResponse(status=status.HTTP_204_NO_CONTENT)  # it has seen the end
         first, cursor = [], after
-        for event in missed:
+        for event in missed:  # (the outputs among them read from the job: none lost to the stream's cap)
             state = jobs.state_after(state, event)
-            first.append((state, event.event_id))
+            first.append((state, event.event_id, event if event.output else None))
             cursor = event.event_id
             if state.done:
                 break
         if not missed and state.done:  # its stream has expired: the end, without an id
-            first.append((state, None))
+            first.append((state, None, None))
     if not SLOTS.take():
         return Response(
             {"detail": "Too many open event streams on this server; poll instead, or try again shortly."},
@@ -145,7 +147,7 @@ def open_stream(request, job_id: str, *, client: str, owner: str = "") -> HttpRe
     held = not draining() and HELD.take(client)
     if not held:
         SLOTS.give_back()
-        first = first or [(state, None)]
+        first = first or [(state, None, None)]
     stream = _EventStream(job_id, state, first, cursor, client=client if held else None, base=base_url(request))
     response = StreamingHttpResponse(stream, content_type=EVENT_STREAM)
     response["Cache-Control"] = "no-cache"
@@ -170,8 +172,8 @@ class _EventStream:
         task_type = get_task_type(self.state.task_name)
         body = functools.partial(jobs.status_body, task_type, base_url=self.base)
         sent = None
-        for state, event_id in self.first:
-            yield _format(body(state), event_id)
+        for state, event_id, output in self.first:
+            yield _format_output(self.job_id, output) if output else _format(body(state), event_id)
             sent = state
         if sent is not None and sent.done:
             return
@@ -184,9 +186,18 @@ class _EventStream:
         resync = max(1.0, task_type.setting("job_ttl") / 2)
         next_keepalive, next_poll = time.monotonic() + keepalive, time.monotonic() + resync
         while True:
-            for event in self._watch.wait(min(next_keepalive, next_poll) - time.monotonic()):
+            arrived = self._watch.wait(min(next_keepalive, next_poll) - time.monotonic())
+            for event in self._outputs_whole(base, arrived):
+                if jobs.event_id_key(event.event_id) <= jobs.event_id_key(self.cursor):
+                    continue  # sent already (read again with the pieces a gap had dropped)
+                self.cursor = event.event_id
+                if event.output and not jobs.is_new_output(base, event):
+                    continue  # in the state first sent already
                 base = jobs.state_after(base, event)
-                yield _format(body(base), event.event_id)
+                if event.output:
+                    yield _format_output(self.job_id, event)
+                else:
+                    yield _format(body(base), event.event_id)
                 next_keepalive = time.monotonic() + keepalive
                 if base.done:
                     return
@@ -215,6 +226,20 @@ class _EventStream:
                 yield KEEP_ALIVE
                 next_keepalive = now + keepalive
 
+    def _outputs_whole(self, base: jobs.JobState, events: list[jobs.JobEvent]) -> list[jobs.JobEvent]:
+        """The events, or, if an output piece is missing before one of them (the stream, capped,
+        dropped entries before the dispatcher read them), every event after the last one sent,
+        the pieces read from the job."""
+        held = len(base.output or [])
+        for event in events:
+            if event.output:
+                if event.index > held:
+                    with contextlib.suppress(jobs.QueueUnavailable):
+                        return jobs.events_after(job_id=self.job_id, after=self.cursor)
+                    return events
+                held = event.index + 1
+        return events
+
     def close(self) -> None:
         if self._closed:
             return
@@ -224,6 +249,12 @@ class _EventStream:
         if self.client is not None:
             SLOTS.give_back()
             HELD.give_back(self.client)
+
+
+def _format_output(job_id: str, event: jobs.JobEvent) -> bytes:
+    """An `output` event: the piece (its JSON as stored) and its index."""
+    data = f'{{"job_id":{json.dumps(job_id)},"index":{event.index},"output":{event.output}}}'
+    return f"event: output\nid: {event.event_id}\ndata: {data}\n\n".encode()
 
 
 def _format(body: dict[str, Any], event_id: str | None) -> bytes:

@@ -52,7 +52,9 @@ from factorize_app.jobs.errors import (
 from factorize_app.jobs.events import (
     EventWatch,
     JobEvent,
+    event_id_key,
     events_after,
+    is_new_output,
     latest_event,
     state_after,
     valid_event_id,
@@ -79,9 +81,10 @@ from factorize_app.jobs.monitoring import (
     redis_memory,
     worker_liveness,
 )
-from factorize_app.jobs.outputs import RESULT_FILE, OutputRefused, OutputsNotStored, store_outputs
+from factorize_app.jobs.outputs import OutputCount, OutputLimitExceeded, OutputNotJSON, Pieces, write_outputs
 from factorize_app.jobs.reconcile import RECONCILE_SECONDS, reconcile
 from factorize_app.jobs.release import release_waits, released
+from factorize_app.jobs.result_files import RESULT_FILE, OutputRefused, OutputsNotStored, store_outputs
 from factorize_app.jobs.states import (
     ABORTED,
     ABORTED_ERROR,
@@ -176,7 +179,14 @@ __all__ = [
     "compute",
     "count_request",
     "describe_error",
+    "event_id_key",
     "events_after",
+    "is_new_output",
+    "OutputCount",
+    "OutputLimitExceeded",
+    "OutputNotJSON",
+    "Pieces",
+    "write_outputs",
     "latest_event",
     "state_after",
     "valid_event_id",

@@ -1,9 +1,17 @@
 -- The one writer of a job's events: every script that changes a job appends its event with this,
 -- in the same step (Python appends through event.lua). One entry of the fields events.JobEvent
 -- reads, the stream capped at about EVENTS_MAXLEN entries, and its expiry. `call` is redis.call,
--- or redis.pcall where a refused write must not stop the script.
-local function append_event(call, key, ttl, status, outcome, progress)
-  call('XADD', key, 'MAXLEN', '~', EVENTS_MAXLEN, '*', EVENT.status, status, EVENT.outcome, outcome,
-    EVENT.progress, progress)
+-- or redis.pcall where a refused write must not stop the script. An `output` event (output.lua)
+-- also carries its piece's JSON and index. Answers the entry's id.
+local function append_event(call, key, ttl, status, outcome, progress, output, index)
+  local id
+  if output then
+    id = call('XADD', key, 'MAXLEN', '~', EVENTS_MAXLEN, '*', EVENT.status, status, EVENT.outcome, outcome,
+      EVENT.progress, progress, EVENT.output, output, EVENT.index, index)
+  else
+    id = call('XADD', key, 'MAXLEN', '~', EVENTS_MAXLEN, '*', EVENT.status, status, EVENT.outcome, outcome,
+      EVENT.progress, progress)
+  end
   call('EXPIRE', key, ttl)
+  return id
 end

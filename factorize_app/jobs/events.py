@@ -1,11 +1,12 @@
 """Each job's event stream: what changed, pushed by whoever changed it, read without polling.
 
-Every change of a job (taken by a worker, its progress, its end, handed back to the queue,
-cancelled) is appended to a Redis Stream of its own (`keys.events`), in the same round trip as
-the change itself, by one writer: the scripts' `append_event.lua` (Python's own appends go
-through `event.lua`). The stream is capped (MAXLEN ~ EVENTS_MAXLEN) and expires like the job. An
-entry carries what a status body needs beyond the job's input: the status, the outcome JSON
-(once done) and the progress JSON (while it runs), so a client reconnecting with Last-Event-ID
+Every change of a job (taken by a worker, its progress, each piece of its streamed output, its
+end, handed back to the queue, cancelled) is appended to a Redis Stream of its own
+(`keys.events`), in the same round trip as the change itself, by one writer: the scripts'
+`append_event.lua` (Python's own appends go through `event.lua`). The stream is capped (MAXLEN ~
+EVENTS_MAXLEN) and expires like the job. An entry carries what a status body needs beyond the
+job's input: the status, the outcome JSON (once done), the progress JSON (while it runs), and an
+`output` event's piece and index (its job keeps them too: jobs/outputs.py), so a client reconnecting with Last-Event-ID
 is answered exactly from the entries after it; entry ids are the event ids.
 
 A web process reads every stream it serves with one blocking XREAD, in one dispatcher thread
@@ -56,6 +57,8 @@ class JobEvent:
     status: str
     outcome: str  # JSON {"result": ...} or {"error": ...} once done, else ""
     progress: str  # JSON {"fraction", "message"} while started, else ""
+    output: str = ""  # an `output` event's piece (JSON), else ""
+    index: int = 0  # an `output` event's place in the job's output (0: a run's first piece)
 
 
 def running_ttl(task_type: TaskType) -> int:
@@ -101,14 +104,36 @@ def latest_event(*, job_id: str) -> JobEvent | None:
 
 @translate_outages
 def events_after(*, job_id: str, after: str) -> list[JobEvent]:
-    """The job's events newer than `after`, oldest first (what a reconnecting client missed)."""
+    """The job's events newer than `after`, oldest first (what a reconnecting client missed). Its
+    `output` events are read from the job's stored output, with their ids, so that none is lost
+    when the stream (capped at EVENTS_MAXLEN) has dropped them; both are read in one step."""
     if after == _LAST_EVENT_ID:  # none can be newer, and Redis refuses the range after it
         return []
-    return [parse_event(entry) for entry in redis_connection().xrange(keys.events(job_id), min=f"({after}", max="+")]
+    with redis_connection().pipeline(transaction=True) as pipe:
+        pipe.xrange(keys.events(job_id), min=f"({after}", max="+")
+        pipe.hmget(keys.job(job_id), keys.OUTPUT_FIELD, keys.OUTPUT_IDS_FIELD)
+        entries, (output, ids) = pipe.execute()
+    events = [event for event in map(parse_event, entries) if not event.output]
+    if output and ids:
+        limit = event_id_key(after)
+        pieces = json.loads(output)  # not orjson: integers beyond 64 bits stay exact
+        stored = [
+            JobEvent(event_id, STARTED, "", "", json.dumps(piece, separators=(",", ":")), index)
+            for index, (event_id, piece) in enumerate(zip(ids.decode().split(), pieces, strict=False))
+            if event_id_key(event_id) > limit
+        ]
+        events = sorted([*events, *stored], key=lambda event: event_id_key(event.event_id))
+    return events
 
 
 def state_after(state: JobState, event: JobEvent) -> JobState:
-    """The job's state as of `event`, from a state of the same job (its input, its load)."""
+    """The job's state as of `event`, from a state of the same job (its input, its load). An
+    `output` event sets its piece at its index (a run's first piece starts the output anew): the
+    job was running then, with no result yet; its progress is left as it was."""
+    if event.output:
+        kept = (state.output or [])[: event.index]
+        piece = json.loads(event.output)  # not orjson: integers beyond 64 bits stay exact
+        return dataclasses.replace(state, status=STARTED, result=None, error=None, output=[*kept, piece])
     result = error = None
     if event.outcome:
         outcome = json.loads(event.outcome)  # not orjson: it reads integers beyond 64 bits as floats
@@ -292,4 +317,13 @@ def parse_event(entry) -> JobEvent:
         status=fields.get(b"status", b"").decode(),
         outcome=fields.get(b"outcome", b"").decode(),
         progress=fields.get(b"progress", b"").decode(),
+        output=fields.get(b"output", b"").decode(),
+        index=int(fields.get(b"index", b"0")),
     )
+
+
+def is_new_output(state: JobState, event: JobEvent) -> bool:
+    """An `output` event the state does not hold already (a client that was sent the state may
+    then be sent the events written meanwhile: a piece it has, at its index, is not new)."""
+    output = state.output or []
+    return event.index >= len(output) or output[event.index] != json.loads(event.output)

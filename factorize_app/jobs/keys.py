@@ -140,6 +140,10 @@ STATE_FIELD = "factorize_state"
 OUTCOME_FIELD = "factorize_outcome"  # once done, the JSON polls answer: {"result": ...} or {"error": ...}
 CLIENT_FIELD = "factorize_client"  # the client whose turn it is taken in, in fair order
 PROGRESS_FIELD = "factorize_progress"  # while it runs, the JSON its handler last reported
+# A streaming job's output so far (a JSON array of its pieces, jobs/outputs.py) and, beside it,
+# the event id of each piece (space-separated), whence a Last-Event-ID resumes past a trimmed stream.
+OUTPUT_FIELD = "factorize_output"
+OUTPUT_IDS_FIELD = "factorize_output_ids"
 HANDED_BACK_FIELD = "factorize_handed_back"  # times it was handed back to the queue (rebalance.lua)
 NO_DEADLINE = "none"  # an owner's entry in DEADLINES_PREFIX when it set no Cancel-After
 # In a type's use hash (fair_used), the use of the client served last: where a client that starts
@@ -159,7 +163,8 @@ SETUP_FAILURES = OURS + "setup-failures"
 # A job's event stream (a Redis Stream: one entry per change, read by event-stream responses),
 # and a web process's wake-up stream (its dispatcher's blocking read returns when a stream is added).
 EVENTS_PREFIX = OURS + "events:"
-EVENT_FIELDS = ("status", "outcome", "progress")  # an entry's fields (events.JobEvent)
+# An entry's fields (events.JobEvent); an `output` event also has the piece and its index.
+EVENT_FIELDS = ("status", "outcome", "progress", "output", "index")
 EVENTS_WAKE_PREFIX = OURS + "events-wake:"
 # What RQ's tools did behind our back, looked for (jobs.reconcile).
 RECONCILE_PREFIX = OURS + "reconcile:"

@@ -1,217 +1,93 @@
-"""A job's files and large results as outputs: stored outside Redis, referred to from it.
+"""Streamed outputs on the job service's side: each piece a handler yields, checked against the
+limits, stored with its job and appended as an `output` event (output.lua, one round trip for
+every job with news; or queued in the transaction that records the jobs' ends).
 
-A handler gives a result field declared `FileOutput` as a `pathlib.Path`, `bytes` or an
-`OutputFile`; the worker stores each (files.store: job_id = the job's, owner "", the result's
-TTL) and the result Redis keeps holds only the reference {"id", "name", "size", "content_type",
-"sha256"}. A result whose JSON is still over RESULT_MAX_INLINE_BYTES is stored as a JSON file too,
-and Redis keeps `{"result_file": <reference>}` (with the file fields' references, if any).
-Clients see each reference with its URL (`shown`); the job's owners may read the files
-(`files.readable_by`, for GET /files/<id>) until the result expires.
-
-A storage that fails is retried for OUTPUT_STORE_RETRY_SECONDS, then `OutputsNotStored` tells the
-worker to hand the job back to its queue: nothing is lost, the job runs again later. A result
-the service cannot keep (not JSON, a file field given something else, a file over
-OUTPUT_FILE_MAX_BYTES) is `OutputRefused`: the job's own failure.
+A job's output lives in its hash (`keys.OUTPUT_FIELD`: a JSON array; polls read it in the same
+HMGET as the rest, so a job that streams nothing costs no command more) and expires with it; each
+piece's event id is kept beside it (`keys.OUTPUT_IDS_FIELD`), so that a client resuming with
+`Last-Event-ID` gets every piece it missed even after the stream dropped old entries. Limits,
+per job: OUTPUT_PIECE_MAX_BYTES a piece (its JSON), OUTPUT_MAX_PIECES pieces and
+OUTPUT_MAX_BYTES in all; past one, the job fails with an error naming the setting (what it
+streamed before is kept).
 """
 
 from __future__ import annotations
 
 import json
-import logging
-import mimetypes
-import os
-import time
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
+import redis
 from django.conf import settings
 
-from factorize_app.jobs import files, keys
-from factorize_app.jobs.connection import redis_connection
-from factorize_app.jobs.errors import QueueUnavailable, translate_outages
-from factorize_app.tasks import OutputFile, TaskType
-from factorize_app.tasks.fields import FileOutput
-
-logger = logging.getLogger("factorize_app.jobs")
-
-RESULT_FILE = "result_file"  # the status body's link to a result stored as a file
-JSON_TYPE = "application/json"
-FILE_PATH = "/files/"  # GET /files/<id> (api/files.py) serves the bytes
-CHUNK = 1024 * 1024
-MAX_NAME = 200  # characters of a file name
-RETRY_FIRST, RETRY_CAP = 0.5, 5.0  # seconds between tries of a failing storage, doubling
-REFERENCE = ("id", "name", "size", "content_type", "sha256")
+from factorize_app.jobs import events, keys, scripts
+from factorize_app.jobs.errors import translate_outages
+from factorize_app.jobs.ids import task_type_of
 
 
-class OutputRefused(ValueError):
-    """The result cannot be kept as the handler gave it: the job fails, with this message."""
+class OutputLimitExceeded(Exception):
+    """A piece over OUTPUT_PIECE_MAX_BYTES, or a job's output past OUTPUT_MAX_PIECES or
+    OUTPUT_MAX_BYTES: the job fails with this message."""
 
 
-class OutputsNotStored(Exception):
-    """The file storage (or Redis) failed for longer than the worker waits: run the job again later."""
+class OutputNotJSON(TypeError):
+    """A piece that is no JSON value."""
 
 
-def file_fields(task_type: TaskType) -> dict[str, FileOutput]:
-    """The type's result fields declared as files, by name (looked up once per type: every poll asks)."""
-    declared = _FILE_FIELDS.get(task_type.name)
-    if declared is None:
-        fields = task_type.result_serializer().fields
-        declared = {name: field for name, field in fields.items() if isinstance(field, FileOutput)}
-        _FILE_FIELDS[task_type.name] = declared
-    return declared
+@dataclass
+class OutputCount:
+    """One job's output so far in this run: pieces and bytes (for its limits)."""
 
+    pieces: int = 0
+    bytes: int = 0
 
-_FILE_FIELDS: dict[str, dict[str, FileOutput]] = {}
-
-
-def store_outputs(
-    *,
-    task_type: TaskType,
-    job_id: str,
-    result: Any,
-    ttl: int,
-    owner: str = "",
-    patience: float | None = None,
-    give_up: Callable[[], bool] = lambda: False,
-    spill: bool = True,
-) -> Any:
-    """The result as Redis is to keep it: each file field's value stored (its reference in its
-    place), then the whole stored as a JSON file when it is still too large (unless not `spill`:
-    sync mode keeps no result in Redis). `patience`: seconds to retry a failing storage (None:
-    OUTPUT_STORE_RETRY_SECONDS), unless `give_up()` says stop."""
-    patience = settings.OUTPUT_STORE_RETRY_SECONDS if patience is None else patience
-    ttl = ttl if ttl > 0 else task_type.setting("result_ttl")  # RQ's -1 ("kept for ever"): not for files
-    deadline = time.monotonic() + patience
-    stored = False
-    declared = file_fields(task_type)
-    if declared and isinstance(result, dict):
-        result = dict(result)
-        for name, field in declared.items():
-            if result.get(name) is not None:
-                store = _file_store(result[name], name, field, job_id=job_id, owner=owner, ttl=ttl)
-                result[name] = _reference(_retrying(store, deadline, give_up, job_id))
-                stored = True
-    try:
-        text = json.dumps(result)
-    except (TypeError, ValueError) as exc:
-        raise OutputRefused(f"the result is not JSON: {exc}") from None
-    if spill and len(text) > settings.RESULT_MAX_INLINE_BYTES:  # characters: ASCII JSON, one byte each
-        kept, data = {}, text.encode()
-        if declared and isinstance(result, dict):  # the file fields' references stay in Redis
-            kept = {name: value for name, value in result.items() if name in declared}
-            data = json.dumps({name: value for name, value in result.items() if name not in declared}).encode()
-        store = _data_store(data, JSON_TYPE, f"{job_id or task_type.name}-result.json", job_id, owner, ttl)
-        result, stored = {**kept, RESULT_FILE: _reference(_retrying(store, deadline, give_up, job_id))}, True
-    if stored and job_id:
-        _retrying(lambda: _owners_outlive(job_id, ttl), deadline, give_up, job_id)
-    return result
-
-
-def _file_store(value: Any, field: str, declared: FileOutput, **where: Any) -> Callable[[], files.StoredFile]:
-    """How to store one file field's value (called again on each retry)."""
-    if isinstance(value, (bytes, bytearray, memoryview)):
-        value = OutputFile(data=bytes(value))
-    elif isinstance(value, os.PathLike):
-        value = OutputFile(path=value)
-    elif not isinstance(value, OutputFile):
-        raise OutputRefused(
-            f"result field {field!r} is a file: give a pathlib.Path, bytes or an OutputFile, not {type(value).__name__}"
-        )
-    content_type = value.content_type or declared.content_type
-    if value.data is not None:
-        name = _safe_name(value.name or field + (mimetypes.guess_extension(content_type) or ""))
-        return _data_store(value.data, content_type, name, where["job_id"], where["owner"], where["ttl"])
-    path = Path(value.path)
-    name = _safe_name(value.name or path.name)
-    if not path.is_file():
-        raise OutputRefused(f"result field {field!r}: no file at {path}")
-
-    def store() -> files.StoredFile:
-        stored = _store(_read(path, field), content_type, name, **where)
-        if value.delete_after:
-            path.unlink(missing_ok=True)
-        return stored
-
-    return store
-
-
-def _safe_name(name: str) -> str:
-    """A file name to show and save as: no directories, no control characters, not too long."""
-    name = "".join(char for char in Path(str(name).replace("\\", "/")).name if char.isprintable())
-    return name[:MAX_NAME] or "output"
-
-
-def _data_store(data: bytes, content_type: str, name: str, job_id: str, owner: str, ttl: int):
-    view = memoryview(data)
-    chunks = lambda: (view[start : start + CHUNK] for start in range(0, len(view), CHUNK))  # noqa: E731
-    return lambda: _store(chunks(), content_type, name, job_id=job_id, owner=owner, ttl=ttl)
-
-
-def _read(path: Path, field: str) -> Iterator[bytes]:
-    try:
-        with path.open("rb") as source:
-            while chunk := source.read(CHUNK):
-                yield chunk
-    except OSError as exc:  # the handler's file, not the storage
-        raise OutputRefused(f"result field {field!r}: cannot read {path}: {exc.strerror or exc}") from None
-
-
-def _store(chunks, content_type: str, name: str, *, job_id: str, owner: str, ttl: int) -> files.StoredFile:
-    limit = settings.OUTPUT_FILE_MAX_BYTES
-    try:
-        return files.store(
-            chunks=chunks, content_type=content_type, name=name, owner=owner, job_id=job_id, ttl=ttl, max_bytes=limit
-        )
-    except files.FileTooLarge:
-        raise OutputRefused(f"an output file may hold at most {limit} bytes (OUTPUT_FILE_MAX_BYTES)") from None
-
-
-def _retrying(action: Callable[[], Any], deadline: float, give_up: Callable[[], bool], job_id: str) -> Any:
-    """`action()` until the storage and Redis take it or the deadline passes (OutputsNotStored)."""
-    wait, said = RETRY_FIRST, False
-    while True:
+    def add(self, piece: Any) -> str:
+        """The piece as JSON, counted; OutputLimitExceeded past a limit, OutputNotJSON if it is none."""
         try:
-            result = action()
-            if said:
-                logger.info("the file storage takes the job's outputs again", extra={"job_id": job_id})
-            return result
-        except (files.StorageUnavailable, QueueUnavailable) as exc:
-            if time.monotonic() + wait > deadline or give_up():
-                raise OutputsNotStored(f"the job's outputs could not be stored: {exc}") from exc
-            if not said:
-                extra = {"job_id": job_id, "error": str(exc)}
-                logger.warning("storing the job's outputs failed; retrying", extra=extra)
-                said = True
-            time.sleep(wait)
-            wait = min(2 * wait, RETRY_CAP)
+            text = json.dumps(piece, separators=(",", ":"), allow_nan=False)
+        except (TypeError, ValueError) as exc:
+            raise OutputNotJSON(f"output piece {self.pieces} is not a JSON value: {exc}") from None
+        size = len(text.encode())
+        if size > (most := settings.OUTPUT_PIECE_MAX_BYTES):
+            raise OutputLimitExceeded(f"output piece {self.pieces}: {size} bytes, over OUTPUT_PIECE_MAX_BYTES ({most})")
+        if self.pieces + 1 > settings.OUTPUT_MAX_PIECES:
+            raise OutputLimitExceeded(f"output past OUTPUT_MAX_PIECES ({settings.OUTPUT_MAX_PIECES} pieces)")
+        if self.bytes + size > settings.OUTPUT_MAX_BYTES:
+            raise OutputLimitExceeded(f"output past OUTPUT_MAX_BYTES ({settings.OUTPUT_MAX_BYTES} bytes)")
+        self.pieces += 1
+        self.bytes += size
+        return text
 
 
-def _reference(stored: files.StoredFile) -> dict[str, Any]:
-    return {name: getattr(stored, name) for name in REFERENCE}
+@dataclass(frozen=True)
+class Pieces:
+    """Pieces of one job not yet written: the index of the first, and each one's JSON."""
+
+    first: int
+    pieces: tuple[str, ...]
+
+
+def _writes(pending: dict[str, Pieces]) -> dict[str, list[dict[str, Any]]]:
+    """output.lua's arguments: each job's keys, and in the same order its write."""
+    pending = {job_id: written for job_id, written in pending.items() if written.pieces}
+    return {
+        "jobs": [{"hash": keys.job(job_id), "events": keys.events(job_id)} for job_id in pending],
+        "writes": [
+            {"ttl": events.running_ttl(task_type_of(job_id)), "first": written.first, "pieces": list(written.pieces)}
+            for job_id, written in pending.items()
+        ],
+    }
 
 
 @translate_outages
-def _owners_outlive(job_id: str, ttl: int) -> None:
-    """The job's owners are who may read its files: kept at least as long (a job that waited on
-    a failing storage may have run past their TTL)."""
-    redis_connection().expire(keys.owners(job_id), ttl + 60, gt=True)
+def write_outputs(*, pending: dict[str, Pieces]) -> None:
+    """Write running jobs' new pieces (job id -> Pieces) in one round trip (only for jobs still
+    started: see output.lua)."""
+    if any(written.pieces for written in pending.values()):
+        scripts.OUTPUT(**_writes(pending))
 
 
-def shown(task_type: TaskType, result: dict[str, Any], *, base_url: str = "") -> dict[str, Any]:
-    """The result as clients see it: each file reference as a file object with its URL."""
-    declared = file_fields(task_type)
-    if not declared and RESULT_FILE not in result:
-        return result
-    shown = dict(result)
-    for name in (*declared, RESULT_FILE):
-        if isinstance(shown.get(name), dict):
-            shown[name] = file_object(shown[name], base_url=base_url)
-    return shown
-
-
-def file_object(reference: dict[str, Any], *, base_url: str = "") -> dict[str, Any]:
-    """{"url", "id", "name", "size", "content_type", "sha256"}: the URL on PUBLIC_URL when set,
-    else on `base_url` (the request's scheme and host), else a path."""
-    base = settings.PUBLIC_URL or base_url.rstrip("/")
-    return {"url": f"{base}{FILE_PATH}{reference['id']}", **{name: reference.get(name) for name in REFERENCE}}
+def queue_outputs(pipe: redis.client.Pipeline, pending: dict[str, Pieces]) -> None:
+    """The same, queued on a pipeline (before the jobs' ends it records)."""
+    if any(written.pieces for written in pending.values()):
+        scripts.OUTPUT(pipe, **_writes(pending))

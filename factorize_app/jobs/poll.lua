@@ -20,7 +20,8 @@
 -- First the client's rate-limit counter (a fixed window). Then, per job: refresh a queued job's
 -- TTL and its pending deadline together, atomically, so a job a worker has just started (and
 -- PERSISTed) is never given an expiry; answer its status, its input (kept in the description)
--- the outcome the worker cached as JSON, and a running job's progress; a job the checked client
+-- the outcome the worker cached as JSON, a running job's progress and a streaming job's output
+-- so far (in the same HMGET: no command more for a job that streams nothing); a job the checked client
 -- does not own is answered as missing. Last, the type's load (live queued + running).
 -- Every write may be refused (a full or read-only Redis): the poll still answers; the rate limit
 -- then fails open.
@@ -62,7 +63,7 @@ local answers = {}
 for _, id in ipairs(ids) do
   local key = PREFIX.job .. id
   local fields = redis.call('HMGET', key, JOB.status, JOB.description, JOB.outcome, JOB.progress, JOB.deadline,
-    JOB.state)
+    JOB.state, JOB.output)
   if fields[1] == STATUS.queued and fields[5] and now > tonumber(fields[5]) then
     -- RQ's word for it is canceled; ours, aborted.
     redis.pcall('HSET', key, JOB.status, STATUS.canceled, JOB.state, STATUS.aborted, JOB.outcome, A.aborted_outcome)
@@ -89,7 +90,7 @@ for _, id in ipairs(ids) do
       redis.pcall('EXPIRE', key, ttl)
       redis.pcall('ZADD', K.pending, now + ttl, id)
     end
-    answers[#answers + 1] = {fields[6] or fields[1], fields[2] or '', fields[3] or '', fields[4] or ''}
+    answers[#answers + 1] = {fields[6] or fields[1], fields[2] or '', fields[3] or '', fields[4] or '', fields[7] or ''}
   else
     answers[#answers + 1] = false
   end

@@ -54,6 +54,8 @@ def vocabulary() -> dict[str, dict[str, str] | str | int]:
             "stop": keys.STOP_FIELD,
             "deadline": keys.DEADLINE_FIELD,
             "progress": keys.PROGRESS_FIELD,
+            "output": keys.OUTPUT_FIELD,
+            "output_ids": keys.OUTPUT_IDS_FIELD,
             "handed_back": keys.HANDED_BACK_FIELD,
         },
         "EXECUTION": {field: field for field in keys.RQ_EXECUTION_FIELDS},
@@ -310,6 +312,7 @@ TAKE = Script(
 )
 EXTEND_LEASE = Script("extend_lease", keys="jobs[started execution]", args="lease jobs[member]")
 PROGRESS = Script("progress", helpers=("append_event",), keys="jobs[hash events]", args="jobs[progress ttl]")
+OUTPUT = Script("output", helpers=("append_event",), keys="jobs[hash events]", args="writes[ttl first #pieces]")
 FINISH = Script(
     "finish",
     helpers=("append_event",),

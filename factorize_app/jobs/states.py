@@ -10,7 +10,7 @@ from typing import Any
 from django.conf import settings
 from rq.job import JobStatus as RQStatus
 
-from factorize_app.jobs import outputs
+from factorize_app.jobs import result_files
 from factorize_app.tasks import TaskType
 
 # Plain strings: RQ's JobStatus enum hashes by member name, so it does not mix with str in sets.
@@ -42,6 +42,8 @@ class JobState:
     load: int | None = None
     # While it runs, what its handler last reported: {"fraction": 0..1 or None, "message": str}.
     progress: dict[str, Any] | None = None
+    # A streaming job's output so far (jobs/outputs.py): its pieces in order; None if it streamed none.
+    output: list[Any] | None = None
 
     @property
     def done(self) -> bool:
@@ -76,9 +78,10 @@ class ClientLimits:
 def status_body(task_type: TaskType, state: JobState, *, base_url: str = "") -> dict[str, Any]:
     """What a client is told of a job, however it asks (a poll, a stream, a webhook): `{"done",
     <input fields>, <result fields or null>, "load", "job_id", "status", "error", "progress"}`,
-    and `result_file` for a result stored as a file. `base_url`: the request's scheme and host,
-    for the URLs of files (outputs.file_object)."""
-    result = outputs.shown(task_type, state.result, base_url=base_url) if state.result else {}
+    `result_file` for a result stored as a file, and `"output"` (its pieces so far) for a job that
+    streamed some. `base_url`: the request's scheme and host, for the URLs of files
+    (result_files.file_object)."""
+    result = result_files.shown(task_type, state.result, base_url=base_url) if state.result else {}
     body = {
         "done": state.done,
         **state.input,
@@ -89,8 +92,10 @@ def status_body(task_type: TaskType, state: JobState, *, base_url: str = "") -> 
         "error": state.error,
         "progress": state.progress,
     }
-    if outputs.RESULT_FILE in result:
-        body[outputs.RESULT_FILE] = result[outputs.RESULT_FILE]
+    if result_files.RESULT_FILE in result:
+        body[result_files.RESULT_FILE] = result[result_files.RESULT_FILE]
+    if state.output is not None:
+        body["output"] = state.output
     return body
 
 

@@ -106,6 +106,7 @@ class Snapshot:
     description: str
     outcome: str
     progress: str  # JSON the worker wrote while the job runs, or ""
+    output: str = ""  # a streaming job's pieces so far, a JSON array, or ""
 
 
 def poll_many(
@@ -183,7 +184,8 @@ def state_of(
                 error = describe_error(latest.exc_string, job.timeout)
     # A finished job's last progress is of no interest; a stale write after its end is ignored.
     progress = json.loads(snapshot.progress) if snapshot.progress and snapshot.status == STARTED else None
-    return JobState(job_id, task_type.name, snapshot.status, data, result, error, load, progress)
+    output = json.loads(snapshot.output) if snapshot.output else None  # kept after the end, as streamed
+    return JobState(job_id, task_type.name, snapshot.status, data, result, error, load, progress, output)
 
 
 def _fetch(job_id: str) -> Job | None:

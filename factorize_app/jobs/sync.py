@@ -11,7 +11,7 @@ from typing import Any
 
 from django.conf import settings
 
-from factorize_app.jobs import outputs
+from factorize_app.jobs import result_files
 from factorize_app.jobs.states import FAILED, FINISHED, JobState
 from factorize_app.tasks import TaskType, get_task_type, run_task
 
@@ -21,7 +21,7 @@ def compute(*, task_type: TaskType, data: dict[str, Any], client: str = "") -> J
 
     Handlers run in a small pool of processes that keep their models loaded (a thread cannot be
     stopped; a process can): a job that overruns its timeout is failed, and the pool replaced.
-    Files it returns are stored there (outputs.store_outputs; their records need Redis), owned by
+    Files it returns are stored there (result_files.store_outputs; their records need Redis), owned by
     `client`, who alone may read them: there is no job.
     """
     pool = _sync_pool()
@@ -41,7 +41,7 @@ def _run_and_store(task_name: str, data: dict[str, Any], client: str) -> Any:
     task_type = get_task_type(task_name)
     result = run_task(task_name, data)
     ttl = task_type.setting("result_ttl")
-    return outputs.store_outputs(
+    return result_files.store_outputs(
         task_type=task_type, job_id="", result=result, ttl=ttl, owner=client, patience=0, spill=False
     )
 

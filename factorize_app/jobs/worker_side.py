@@ -25,6 +25,7 @@ from factorize_app.jobs import events, keys, scripts
 from factorize_app.jobs.connection import blocking_connection, redis_connection
 from factorize_app.jobs.errors import translate_outages
 from factorize_app.jobs.ids import input_of, queued_input, task_type_of
+from factorize_app.jobs.outputs import Pieces, queue_outputs
 from factorize_app.jobs.states import (
     ABORTED,
     CANCELED,
@@ -76,6 +77,7 @@ class JobOutcome:
     result: Any = None
     exc_string: str | None = None
     timed_out: bool = False
+    output: Pieces | None = None  # streamed pieces not yet written: written before the end is recorded
 
 
 @translate_outages
@@ -225,6 +227,7 @@ def finish_jobs(
         for field, value in ((f"{outcome.status}:{bucket}", 1), (f"{outcome.status}:sum", outcome.seconds)):
             histogram[(job.task_name, field)] = histogram.get((job.task_name, field), 0) + value
     with redis_connection().pipeline(transaction=True) as pipe:
+        queue_outputs(pipe, {outcome.job.job_id: outcome.output for outcome in outcomes if outcome.output})
         if records:
             scripts.FINISH(pipe, executions=keys.worker_executions(worker_name), ended_at=ended_at, jobs=records)
         for job in reversed(unstarted):
@@ -232,7 +235,7 @@ def finish_jobs(
             job_ttl = get_task_type(job.task_name).setting("job_ttl")
             key = keys.job(job.job_id)
             pipe.hset(key, mapping={"status": QUEUED, "worker_name": ""})
-            pipe.hdel(key, keys.PROGRESS_FIELD)
+            pipe.hdel(key, keys.PROGRESS_FIELD, keys.OUTPUT_FIELD, keys.OUTPUT_IDS_FIELD)  # its next run streams anew
             pipe.expire(key, job_ttl)
             scripts.EVENT(pipe, events=keys.events(job.job_id), ttl=job_ttl, status=QUEUED, outcome="", progress="")
             pipe.zadd(keys.pending(job.task_name), {job.job_id: time.time() + job_ttl})

@@ -95,7 +95,7 @@ class TextField(serializers.CharField):
 
 
 # A result field whose value is a file: the handler gives a `pathlib.Path`, `bytes` or an
-# `OutputFile`; the worker stores it outside Redis (factorize_app/jobs/outputs.py) and clients see
+# `OutputFile`; the worker stores it outside Redis (factorize_app/jobs/result_files.py) and clients see
 # this object. `content_type`: what the bytes are, unless an `OutputFile` says otherwise.
 class FileOutput(serializers.Serializer):
     """A file the job returned: GET `url` (as the job's owner) for its bytes, until the job's

@@ -24,6 +24,7 @@ from django.utils.module_loading import import_string
 from rest_framework import serializers
 from rest_framework.settings import api_settings
 
+from factorize_app.tasks import streaming
 from factorize_app.tasks.deployment import Deployment
 
 logger = logging.getLogger("factorize_app.tasks")
@@ -93,25 +94,38 @@ class TaskType:
             raise TaskTypeError(f"{self.name}: {self.implementation!r} has no handle() method")
         return target() if isinstance(target, type) else target
 
-    def handler(self, data: dict[str, Any], progress: Progress | None = None) -> dict[str, Any]:
+    def handler(
+        self, data: dict[str, Any], progress: Progress | None = None, output: streaming.Emit | None = None
+    ) -> dict[str, Any]:
         """The implementation's handle(); `progress(fraction or None, message)` is passed to one
-        that takes a `progress` argument, and a handler that ignores progress keeps working."""
+        that takes a `progress` argument, and a handler that ignores progress keeps working. A
+        handle() that is a generator is run to its end, each piece it yields passed to `output`
+        (tasks/streaming.py): its result is the whole."""
         if progress is not None and _takes_progress(self.model.handle):
-            return self.model.handle(data, progress=progress)
-        return self.model.handle(data)
+            answer = self.model.handle(data, progress=progress)
+        else:
+            answer = self.model.handle(data)
+        return streaming.drain(self, answer, output) if streaming.is_stream(answer) else answer
 
     @property
     def batch_handler(self) -> Callable[..., list[dict[str, Any]]] | None:
         """handle_batch(inputs[, progress]), if the implementation has one; its progress is the
-        whole batch's, reported for every job in it."""
+        whole batch's, reported for every job in it. One that is a generator yields (index, piece)
+        pairs, each passed to `output(index, piece)`."""
         handle_batch = getattr(self.model, "handle_batch", None)
         if handle_batch is None:
             return None
 
-        def batch(inputs: list[dict[str, Any]], progress: Progress | None = None) -> list[dict[str, Any]]:
+        def batch(
+            inputs: list[dict[str, Any]], progress: Progress | None = None, output: streaming.BatchEmit | None = None
+        ) -> list[dict[str, Any]]:
             if progress is not None and _takes_progress(handle_batch):
-                return handle_batch(inputs, progress=progress)
-            return handle_batch(inputs)
+                answer = handle_batch(inputs, progress=progress)
+            else:
+                answer = handle_batch(inputs)
+            if streaming.is_stream(answer):  # (index, piece) pairs: each passed to output(index, piece)
+                return streaming.drain_batch(self, answer, len(inputs), output)
+            return answer
 
         return batch
 

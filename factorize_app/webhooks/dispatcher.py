@@ -25,7 +25,7 @@ from factorize_app.jobs.connection import blocking_connection, redis_connection
 from factorize_app.jobs.errors import translate_outages
 from factorize_app.jobs.events import event_id_key, parse_event
 from factorize_app.webhooks import deliveries, keys
-from factorize_app.webhooks.events import COMPLETED, PROGRESS, PROGRESS_INTERVAL_MS, event_name
+from factorize_app.webhooks.events import COMPLETED, PROGRESS_INTERVAL_MS, THROTTLED, event_name
 from factorize_app.webhooks.subscriptions import DONE, EXPIRED, WATCHING
 
 # Watched jobs read per XREAD: a pass over all of them takes one round per window.
@@ -147,7 +147,7 @@ class Dispatcher:
                         break
                     delivery_id = deliveries.add(pipe, job_id=job_id, sub_id=sub_id, owner=updated["owner"],
                                                  url=updated["url"], event=name, body=snapshot, now=now)  # fmt: skip
-                    if name == PROGRESS:
+                    if name in THROTTLED:
                         updated["progress_delivery"] = delivery_id
                     completed = completed or name == COMPLETED
                     made += 1
@@ -212,9 +212,9 @@ def _plan(
             continue
         updated["cursor"] = event.event_id
         name = event_name(event)
-        if name == PROGRESS:
+        if name in THROTTLED:  # progress and output, throttled together
             at = event_id_key(event.event_id)[0]
-            if (PROGRESS in sub["events"] and not progress_busy
+            if (name in sub["events"] and not progress_busy
                     and at - updated["last_progress"] >= PROGRESS_INTERVAL_MS):  # fmt: skip
                 updated["last_progress"] = at
                 progress_busy = True  # one progress delivery per round

@@ -1,9 +1,13 @@
 """The webhook events a subscriber may ask for, and which of a job's events make one.
 
-`start` (the job was taken by a worker), `progress` (it reported progress: at most one delivery
-per PROGRESS_INTERVAL_MS, none while the previous one is pending) and `completed` (any end:
-finished, failed, canceled, aborted). A job queued again makes none. A delivery carries the job's
-status body as of the event (what `GET /jobs/<id>` answered then), plus the event's name.
+`start` (the job was taken by a worker), `progress` (it reported progress), `output` (a
+streaming job yielded a piece: the body's `output` holds every piece so far, the new one last)
+and `completed` (any end: finished, failed, canceled, aborted; its body holds the whole output).
+`progress` and `output` deliveries are throttled as Cog throttles its webhooks: at most one per
+PROGRESS_INTERVAL_MS of the two together, none while the previous one is pending (a slow receiver
+gets the latest, and an `output` delivery carries every piece before it). A job queued again
+makes none. A delivery carries the job's status body as of the event (what `GET /jobs/<id>`
+answered then), plus the event's name.
 """
 
 from __future__ import annotations
@@ -13,8 +17,9 @@ from typing import Any
 from factorize_app import jobs
 from factorize_app.tasks import TaskType
 
-START, PROGRESS, COMPLETED = "start", "progress", "completed"
-EVENTS = (START, PROGRESS, COMPLETED)
+START, PROGRESS, OUTPUT, COMPLETED = "start", "progress", "output", "completed"
+EVENTS = (START, PROGRESS, OUTPUT, COMPLETED)
+THROTTLED = (PROGRESS, OUTPUT)  # deliveries at most one per PROGRESS_INTERVAL_MS, none while one is pending
 DEFAULT_EVENTS = [COMPLETED]
 # Progress deliveries of one subscription are at least this far apart (by the events' times), and
 # none is made while its previous one is still pending: a slow receiver gets the latest, not a pile.
@@ -26,6 +31,8 @@ def event_name(event: jobs.JobEvent) -> str | None:
     if event.status in jobs.DONE_STATUSES:
         return COMPLETED
     if event.status == jobs.STARTED:
+        if event.output:
+            return OUTPUT
         return PROGRESS if event.progress else START
     return None
 

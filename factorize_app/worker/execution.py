@@ -16,7 +16,6 @@ from rq.timeouts import JobTimeoutException
 
 from factorize_app import jobs
 from factorize_app.tasks import TaskType, get_task_type
-from factorize_app.tasks.registry import Progress
 from factorize_app.worker.batch import Batch
 from factorize_app.worker.interruption import YIELDED, JobStopped
 from factorize_app.worker.lease import LeaseKeeper
@@ -38,16 +37,17 @@ def run_batch(worker: WarmWorker, taken: list[jobs.TakenJob]) -> int:
             ended = {job.job_id: outcome for job in running if (outcome := ended_before_start(job))}
             batch.record(list(ended.values()))
             running = [job for job in running if job.job_id not in ended]
-            together = _run_together(worker, task_type, running, progress.reporter(running)) if running else []
+            together = _run_together(worker, task_type, running, progress) if running else []
             if together:
-                batch.record(batch.stopped_meanwhile(together))
+                batch.record([progress.outputs.with_output(o) for o in batch.stopped_meanwhile(together)])
             else:
+                progress.outputs.discard(running)  # they stream anew
                 batch.unstart(running)  # the handler failed: run them one by one
         while (job := batch.next_job()) is not None:
             if worker._stop_requested:
                 batch.unstart([job])  # a warm stop: the running job has finished; hand the rest back
                 break
-            batch.record([ended_before_start(job) or _run_one(worker, task_type, job, progress.reporter([job]))])
+            batch.record([ended_before_start(job) or _run_one(worker, task_type, job, progress)])
         # Still under the lease keeper: jobs whose results wait for Redis stay leased to us.
         batch.finish()
     ended = [outcome for outcome in batch.outcomes if outcome.status != jobs.QUEUED]
@@ -66,14 +66,20 @@ def ended_before_start(job: jobs.TakenJob) -> jobs.JobOutcome | None:
     return None
 
 
-def _run_one(worker: WarmWorker, task_type: TaskType, job: jobs.TakenJob, progress: Progress) -> jobs.JobOutcome:
+def _run_one(worker: WarmWorker, task_type: TaskType, job: jobs.TakenJob, reports: ProgressReports) -> jobs.JobOutcome:
+    """The job's handler call; its outcome carries the pieces it streamed not yet written."""
+    return reports.outputs.with_output(_call_one(worker, task_type, job, reports))
+
+
+def _call_one(worker: WarmWorker, task_type: TaskType, job: jobs.TakenJob, reports: ProgressReports) -> jobs.JobOutcome:
+    progress, output = reports.reporter([job]), reports.outputs.emitter(job)
     started = time.monotonic()
     try:
         if job.input is None:
             raise ValueError(f"job {job.job_id} has no input this service can read")
         penalty = worker.death_penalty_class(job.timeout, JobTimeoutException, job_id=job.job_id)
         with penalty, worker.handler_call(job.job_id):
-            result = task_type.handler(job.input, progress=progress)
+            result = task_type.handler(job.input, progress=progress, output=output)
     except JobStopped as stopped:
         if stopped.reason == YIELDED:  # queued again, for later: not a failure, not a retry
             return jobs.JobOutcome(job, jobs.QUEUED, time.monotonic() - started)
@@ -108,7 +114,7 @@ def finished(
 
 
 def _run_together(
-    worker: WarmWorker, task_type: TaskType, taken: list[jobs.TakenJob], progress: Progress
+    worker: WarmWorker, task_type: TaskType, taken: list[jobs.TakenJob], reports: ProgressReports
 ) -> list[jobs.JobOutcome]:
     """One call of the type's batch handler for every job (one model call for K inputs).
 
@@ -117,11 +123,12 @@ def _run_together(
     """
     if any(job.input is None for job in taken):
         return []
+    progress, output = reports.reporter(taken), reports.outputs.batch_emitter(taken)
     started = time.monotonic()
     try:
         time_limit = sum(job.timeout for job in taken)
         with worker.death_penalty_class(time_limit, JobTimeoutException, job_id=taken[0].job_id):
-            results = task_type.batch_handler([job.input for job in taken], progress=progress)
+            results = task_type.batch_handler([job.input for job in taken], progress=progress, output=output)
         if len(results) != len(taken):
             raise ValueError(f"batch handler returned {len(results)} results for {len(taken)} inputs")
     except Exception:

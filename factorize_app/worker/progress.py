@@ -10,6 +10,7 @@ import time
 
 from factorize_app import jobs
 from factorize_app.tasks.registry import Progress
+from factorize_app.worker.outputs import OutputStreams
 
 # A running job's progress is written at most this often, however often its handler reports.
 PROGRESS_INTERVAL = 0.25
@@ -24,6 +25,7 @@ class ProgressReports:
         self._lock = threading.Lock()
         self._latest: dict[str, dict] = {}  # job id -> latest report not yet written
         self._written_at = 0.0
+        self.outputs = OutputStreams()  # the batch's streamed outputs, written on the same ticks
 
     def reporter(self, running: list[jobs.TakenJob]) -> Progress:
         """The `progress` callable a handler gets. For a batch handler, the report is every job's
@@ -37,11 +39,13 @@ class ProgressReports:
             with self._lock:
                 for job in running:
                     self._latest[job.job_id] = value
+            self.outputs.write_soon()  # pieces held while the job was young: out now, not at the keeper's tick
 
         return progress
 
     def write_if_due(self) -> None:
-        """The lease keeper's call: one attempt."""
+        """The lease keeper's call: one attempt (and the streamed outputs due)."""
+        self.outputs.write_if_due()
         with self._lock:
             if not self._latest or time.monotonic() - self._written_at < PROGRESS_INTERVAL:
                 return

@@ -64,4 +64,17 @@ WEBHOOKS = Section(
     ),
 )
 
-SECTIONS = (WORKERS, EVENT_STREAMS, WEBHOOKS)
+STREAMED_OUTPUTS = Section(
+    "Streamed outputs",
+    DJANGO,
+    "Pieces a generator handler yields, kept with the job and sent as `output` events "
+    "([Streamed outputs](streamed-outputs.md)). Past a limit the job fails with an error naming it.",
+    (
+        Setting("OUTPUT_PIECE_MAX_BYTES", INT, "16384", "Largest piece of a job's streamed output, as JSON."),
+        Setting("OUTPUT_MAX_PIECES", INT, "1000", "Most pieces one job may stream."),
+        Setting("OUTPUT_MAX_BYTES", INT, "262144", "Most bytes (JSON) of one job's streamed output in all, kept "
+                "in Redis with the job until its result expires."),
+    ),
+)
+
+SECTIONS = (WORKERS, EVENT_STREAMS, STREAMED_OUTPUTS, WEBHOOKS)

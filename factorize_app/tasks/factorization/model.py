@@ -8,13 +8,17 @@ are the ones `factorint` tries (the same seeds), run CURVES_PER_CALL at a time s
 be reported. Each call repeats sympy's per-call setup (about a quarter of a curve once sympy's
 prime sieve reaches the round's B2, which it is grown to once a round); the curves themselves
 run on gmpy2 integers (`factorint` runs them on Python integers), which more than pays for it.
+
+`handle` is a generator: it yields each prime factor as `[prime, exponent]` as soon as a stage
+has found it (the output a client sees streamed), and returns the whole factorization, the same
+as before, as its result.
 """
 
 from __future__ import annotations
 
 import importlib
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Generator, Iterator
 from typing import Any
 
 from gmpy2 import mpz
@@ -53,11 +57,16 @@ def _silent(fraction: float | None, message: str) -> None:
     """For callers that do not watch progress."""
 
 
-class Factorizer:
-    """No model to load: staged factoring of each validated input."""
+# What factor_steps yields: a prime factor found, [prime, exponent].
+Found = Generator[list[int], None, dict[int, int]]
 
-    def handle(self, data: dict[str, Any], progress: Progress | None = None) -> dict[str, Any]:
-        pairs = sorted(factorize(data["number"], progress or _silent).items())
+
+class Factorizer:
+    """No model to load: staged factoring of each validated input, each prime streamed as found."""
+
+    def handle(self, data: dict[str, Any], progress: Progress | None = None) -> Generator[list[int], None, dict]:
+        factors = yield from factor_steps(data["number"], progress or _silent)
+        pairs = sorted(factors.items())
         return {
             "factorization": [[prime, exponent] for prime, exponent in pairs],
             "factorization_str": " ".join(f"{prime}^{exponent}" for prime, exponent in pairs),
@@ -105,6 +114,32 @@ class _Tracker:
 
 def factorize(number: int, report: Progress) -> dict[int, int]:
     """{prime: exponent}, exactly `factorint(number)`'s, found by its own steps, reporting them."""
+    steps = factor_steps(number, report)
+    while True:
+        try:
+            next(steps)
+        except StopIteration as done:
+            return done.value
+
+
+def factor_steps(number: int, report: Progress) -> Found:
+    """factorize() step by step: yields each prime factor as [prime, exponent] once a stage has
+    found it (with its whole exponent: each stage divides a prime out entirely), and returns
+    {prime: exponent}, exactly `factorint(number)`'s."""
+    told: set[int] = set()
+    factors = yield from _steps(number, report, told)
+    yield from _news(factors, told)
+    return factors
+
+
+def _news(factors: dict, told: set[int]) -> Iterator[list[int]]:
+    """The primes in `factors` not yielded yet, in increasing order."""
+    for prime in sorted(set(factors) - told):
+        told.add(prime)
+        yield [int(prime), int(factors[prime])]
+
+
+def _steps(number: int, report: Progress, told: set[int]) -> Found:
     if number < 10:
         return {int(p): e for p, e in factorint(number).items()}
     report(None, "trial division")
@@ -121,10 +156,11 @@ def factorize(number: int, report: Progress) -> dict[int, int]:
         return _plain(factors)
     if _fermat(factors, n):
         return _plain(factors)
+    yield from _news(factors, told)  # trial division's: the small primes, before the long stages
     tracker = _Tracker(report, n)
-    n, next_p, finished = _pollard_rounds(factors, n, next_p, tracker)
+    n, next_p, finished = yield from _pollard_rounds(factors, n, next_p, tracker, told)
     if not finished:
-        _ecm_rounds(factors, n, next_p, tracker)
+        yield from _ecm_rounds(factors, n, next_p, tracker, told)
     return _plain(factors)
 
 
@@ -163,9 +199,12 @@ def _fermat(factors: dict, n: int) -> bool:
     return False
 
 
-def _pollard_rounds(factors: dict, n: int, next_p: int, tracker: _Tracker) -> tuple[int, int, bool]:
+def _pollard_rounds(
+    factors: dict, n: int, next_p: int, tracker: _Tracker, told: set[int]
+) -> Generator[list[int], None, tuple[int, int, bool]]:
     """factorint's rounds of trial division, p-1 and rho, each with twice the last one's bound,
-    until n is factored or, past POLLARD_ROUNDS, is still large enough for ECM."""
+    until n is factored or, past POLLARD_ROUNDS, is still large enough for ECM; yields each prime
+    found on the way."""
     low, high = next_p, 2 * next_p
     limit = isqrt(n) + 1
     rounds = 0
@@ -174,6 +213,8 @@ def _pollard_rounds(factors: dict, n: int, next_p: int, tracker: _Tracker) -> tu
         tracker.pollard(low)
         n, found = _trial(factors, n, sieve.primerange(low, high_))
         next_p = high_
+        if found:
+            yield from _news(factors, told)
         if found and _finished(factors, n, next_p):
             return n, next_p, True
         if high > limit:  # trial division has passed sqrt(n): what is left is prime
@@ -184,6 +225,7 @@ def _pollard_rounds(factors: dict, n: int, next_p: int, tracker: _Tracker) -> tu
             for method, options in ((pollard_pm1, {"B": low}), (pollard_rho, {"retries": 1, "max_steps": low})):
                 if divisor := method(n, seed=high_, **options):
                     n = _divide_out(factors, n, divisor, next_p)
+                    yield from _news(factors, told)
                     if _finished(factors, n, next_p):
                         return n, next_p, True
         rounds += 1
@@ -192,8 +234,9 @@ def _pollard_rounds(factors: dict, n: int, next_p: int, tracker: _Tracker) -> tu
         low, high = high, high * 2
 
 
-def _ecm_rounds(factors: dict, n: int, next_p: int, tracker: _Tracker) -> None:
-    """factorint's ECM rounds, until n is factored; each round's curves, CURVES_PER_CALL at a time."""
+def _ecm_rounds(factors: dict, n: int, next_p: int, tracker: _Tracker, told: set[int]) -> Iterator[list[int]]:
+    """factorint's ECM rounds, until n is factored; each round's curves, CURVES_PER_CALL at a
+    time; yields each prime found on the way."""
     tracker.plan_ecm(n)
     bound1, curves = ECM_B1, ECM_CURVES
     while True:
@@ -209,6 +252,7 @@ def _ecm_rounds(factors: dict, n: int, next_p: int, tracker: _Tracker) -> None:
             divisor = _ecm_one_factor(modulus, bound1, bound2, count, seed=sigmas)
             if divisor:
                 n = _divide_out(factors, n, int(divisor), next_p)
+                yield from _news(factors, told)
                 if _finished(factors, n, next_p):
                     return
                 break

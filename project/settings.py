@@ -161,6 +161,10 @@ STORAGES = {
     },
 }
 JOB_FILES_STORAGE = "job_files"
+# Files in jobs' inputs (factorize_app/jobs/file_inputs.py).
+FILE_INPUT_MAX_BYTES = env.FILE_INPUT_MAX_BYTES
+FILE_URL_ALLOWED_HOSTS = env.FILE_URL_ALLOWED_HOSTS
+FILE_URL_TIMEOUT = env.FILE_URL_TIMEOUT
 if not STATIC_COLLECTED:
     warnings.filterwarnings("ignore", message="No directory at")
 

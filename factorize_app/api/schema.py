@@ -33,7 +33,7 @@ from factorize_app.api.serializers import (
     submit_serializer,
 )
 from factorize_app.tasks import TaskType, task_types
-from factorize_app.tasks.fields import WholeNumberField
+from factorize_app.tasks.fields import FileInput, WholeNumberField
 
 
 class WholeNumberFieldSchema(OpenApiSerializerFieldExtension):
@@ -51,6 +51,33 @@ class WholeNumberFieldSchema(OpenApiSerializerFieldExtension):
         digits = field.max_digits
         pattern = f"^[0-9]{{1,{digits}}}$" if digits else "^[0-9]+$"
         return {"oneOf": [integer, {"type": "string", "pattern": pattern}]}
+
+
+class FileInputSchema(OpenApiSerializerFieldExtension):
+    """A file in an input: a string naming it (three forms); in a status body, the stored file."""
+
+    target_class = FileInput
+
+    def map_serializer_field(self, auto_schema, direction):
+        field: FileInput = self.target
+        if direction == "response":
+            return {
+                "type": "object",
+                "properties": {
+                    "sha256": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
+                    "size": {"type": "integer", "minimum": 0},
+                    "content_type": {"type": "string"},
+                    "name": {"type": "string"},
+                },
+                "required": ["sha256", "size", "content_type", "name"],
+            }
+        return {
+            "type": "string",
+            "format": "uri",
+            "description": f"A file of type {', '.join(field.content_types)}: a `data:<type>;base64,...` URI, an "
+            "http(s) URL the service fetches (FILE_URL_ALLOWED_HOSTS, FILE_URL_TIMEOUT), or an upload's id "
+            "(`file_<hex>`, from `POST /files`) or URL. At most FILE_INPUT_MAX_BYTES bytes (413 beyond).",
+        }
 
 
 class ApiKeyScheme(OpenApiAuthenticationExtension):

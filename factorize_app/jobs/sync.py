@@ -11,8 +11,9 @@ from typing import Any
 
 from django.conf import settings
 
+from factorize_app.jobs.file_inputs import run_task_with_files
 from factorize_app.jobs.states import FAILED, FINISHED, JobState
-from factorize_app.tasks import TaskType, run_task
+from factorize_app.tasks import TaskType
 
 
 def compute(*, task_type: TaskType, data: dict[str, Any]) -> JobState:
@@ -24,7 +25,7 @@ def compute(*, task_type: TaskType, data: dict[str, Any]) -> JobState:
     pool = _sync_pool()
     timeout = task_type.setting("job_timeout")
     try:
-        result = pool.apply_async(run_task, (task_type.name, data)).get(timeout)
+        result = pool.apply_async(run_task_with_files, (task_type.name, data)).get(timeout)
     except multiprocessing.TimeoutError:
         _replace_sync_pool(pool)
         return JobState(None, task_type.name, FAILED, data, error=f"timed out after {timeout} s")

@@ -64,4 +64,21 @@ WEBHOOKS = Section(
     ),
 )
 
-SECTIONS = (WORKERS, EVENT_STREAMS, WEBHOOKS)
+FILE_INPUTS = Section(
+    "File inputs",
+    DJANGO,
+    "Files in a job's input (a task type's file fields): a `data:` URI in the body, an upload's id or URL, "
+    "or an http(s) URL the web server fetches ([The API](api.md)).",
+    (
+        Setting("FILE_INPUT_MAX_BYTES", INT, "10485760", "The most bytes of one file in an input, however it is "
+                "given (a field may declare fewer; a `data:` URI is bounded by `MAX_REQUEST_BYTES` too): "
+                "413 beyond."),
+        Setting("FILE_URL_ALLOWED_HOSTS", LIST, "*", "The hosts a file URL may name, `host` or `host:port`, "
+                "comma-separated; `*`: any host. An address that is not public (loopback, private, link-local) "
+                "is refused unless that literal address is listed. Empty: file URLs refused."),
+        Setting("FILE_URL_TIMEOUT", NUMBER, "10", "Seconds for fetching a file URL (look-up, connect, every "
+                "redirect and the whole body)."),
+    ),
+)
+
+SECTIONS = (WORKERS, EVENT_STREAMS, WEBHOOKS, FILE_INPUTS)

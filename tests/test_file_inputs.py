@@ -328,3 +328,25 @@ def test_an_upload_through_post_files_is_classified(api, warm_worker):
     warm_worker("digits")
     done = wait_done(api, "/digits", timeout=60, image=upload.json()["id"])
     assert done["status"] == "finished" and done["digit"] == int(test_y[5]), done
+
+
+def test_a_storage_that_fails_is_a_503_naming_it(api, settings, tmp_path):
+    blocked = tmp_path / "not-a-directory"
+    blocked.write_text("a file where the storage's directory should be")
+    backend = {"BACKEND": "django.core.files.storage.FileSystemStorage", "OPTIONS": {"location": str(blocked)}}
+    settings.STORAGES = {**settings.STORAGES, "job_files": backend}
+    answer = post_digits(api, image=data_uri(digit_png()))
+    assert answer.status_code == 503 and answer.json()["storage"] == "job_files", answer.content
+
+
+def test_sync_mode_hands_the_handler_a_local_path(redis_conn):
+    """EXECUTION_MODE=sync: the image is stored at submit and read by the pool's process."""
+    pytest.importorskip("sklearn", reason="the digits requirements are not installed")
+    import requests
+
+    from tests.conftest import web_server
+
+    with web_server(EXECUTION_MODE="sync") as url:
+        answer = requests.post(f"{url}/digits", json={"image": data_uri(digit_png(size=96))}, timeout=120)
+    assert answer.status_code == 200 and "error" not in answer.json(), answer.text
+    assert answer.json()["digit"] == 1 and answer.json()["image"]["content_type"] == "image/png"

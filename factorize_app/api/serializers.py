@@ -126,6 +126,8 @@ def form_input(task_type: TaskType, data: Any) -> Any:
         if value is empty:
             continue
         if isinstance(field, serializers.JSONField):
+            if value == "" and not field.required:  # an optional JSON textarea left empty: absent
+                continue
             try:
                 value = json.loads(value)
             except ValueError:

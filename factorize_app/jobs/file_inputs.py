@@ -124,7 +124,7 @@ def _from_upload(task_type: TaskType, name: str, field: FileInput, file_id: str,
         raise FileInputTooLarge(name, limit)
     # Kept first: from now on no sweep deletes the bytes this job will read.
     files.keep_blob(sha256=stored.sha256, until=time.time() + _keep_seconds(task_type))
-    key = (stored.sha256, stored.content_type, id(field))
+    key = (task_type.name, name, stored.sha256, stored.content_type)
     content_type = _CHECKED.get(key)
     if content_type is None:
         try:

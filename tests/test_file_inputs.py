@@ -350,3 +350,10 @@ def test_sync_mode_hands_the_handler_a_local_path(redis_conn):
         answer = requests.post(f"{url}/digits", json={"image": data_uri(digit_png(size=96))}, timeout=120)
     assert answer.status_code == 200 and "error" not in answer.json(), answer.text
     assert answer.json()["digit"] == 1 and answer.json()["image"]["content_type"] == "image/png"
+
+
+def test_polling_by_resubmitting_stores_the_bytes_once(api, storage_dir, redis_conn):
+    body = {"image": data_uri(digit_png(size=72))}
+    answers = [api.post("/digits", body, format="json").json() for _ in range(3)]
+    assert len({answer["job_id"] for answer in answers}) == 1
+    assert len(redis_conn.keys(files.keys.file_record("*"))) == 1  # one record, not one per poll

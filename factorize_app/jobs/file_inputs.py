@@ -17,6 +17,7 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
+import hashlib
 import tempfile
 import threading
 import time
@@ -28,6 +29,8 @@ from typing import Any
 from urllib.parse import unquote_to_bytes, urlsplit
 
 from django.conf import settings
+from django.core.signals import setting_changed
+from django.dispatch import receiver
 from PIL import Image
 
 from factorize_app.jobs import file_fetch, files
@@ -40,6 +43,7 @@ MAX_FILES_PER_REQUEST = 16
 MAX_IMAGE_PIXELS = 25_000_000  # 5000x5000: an image's header claiming more is a decompression bomb
 GENERIC_TYPES = ("", "application/octet-stream", "binary/octet-stream")
 CHUNK = 64 * 1024
+STORED_MARGIN = 60  # seconds: bytes this process stored are not stored again while kept this much longer
 _UPLOAD_PATH_PREFIX = "/files/"
 
 
@@ -100,17 +104,29 @@ def _resolve_one(
                 raise FileRefused(name, str(error)) from None
             declared, file_name = fetched.content_type, fetched.name
         spool.flush()
-        content_type = _checked(name, field, Path(spool.name), declared)
-        keep = _keep_seconds(task_type)
+        size = spool.tell()
         spool.seek(0)
-        try:
-            stored = files.store(
-                chunks=iter(lambda: spool.read(CHUNK), b""), content_type=content_type, name=file_name,
-                owner=client, ttl=keep, max_bytes=limit,
-            )  # fmt: skip
-        except files.FileTooLarge:
-            raise FileInputTooLarge(name, limit) from None
-    return _identity(stored.sha256, stored.size, content_type, file_name)
+        sha256 = hashlib.file_digest(spool, "sha256").hexdigest()
+        key = (task_type.name, name, sha256, declared)
+        if (content_type := _CHECKED.get(key)) is None:
+            content_type = _checked(name, field, Path(spool.name), declared)
+            _CHECKED.put(key, content_type)
+        until = time.time() + _keep_seconds(task_type)
+        if (_STORED.get(sha256) or 0) > time.time() + STORED_MARGIN:
+            # Stored by this process and kept since (a blob is only deleted once its time has
+            # passed, and that time only grows): a poll by resubmitting stores nothing again.
+            files.keep_blob(sha256=sha256, until=until)
+        else:
+            spool.seek(0)
+            try:
+                files.store(
+                    chunks=iter(lambda: spool.read(CHUNK), b""), content_type=content_type, name=file_name,
+                    owner=client, ttl=round(until - time.time()), max_bytes=limit,
+                )  # fmt: skip
+            except files.FileTooLarge:
+                raise FileInputTooLarge(name, limit) from None
+            _STORED.put(sha256, until)
+    return _identity(sha256, size, content_type, file_name)
 
 
 def _from_upload(task_type: TaskType, name: str, field: FileInput, file_id: str, client: str, limit: int) -> dict:
@@ -233,27 +249,37 @@ def _identity(sha256: str, size: int, content_type: str, name: str) -> dict[str,
     return dict(zip(STORED_FILE_KEYS, (sha256, size, content_type, name), strict=True))
 
 
-class _Checked:
-    """The files this process has checked for a field (repeated polls with an upload id check once);
-    bounded by entries."""
+class _Remembered:
+    """What this process knows of files it has seen, bounded by entries: the content type each
+    checked to for a field (a poll by resubmitting checks once), and until when it stored them."""
 
     def __init__(self, size: int = 1024) -> None:
-        self._entries: OrderedDict[tuple, str] = OrderedDict()
+        self._entries: OrderedDict[Any, Any] = OrderedDict()
         self._size = size
         self._lock = threading.Lock()
 
-    def get(self, key: tuple) -> str | None:
+    def get(self, key: Any) -> Any:
         with self._lock:
             return self._entries.get(key)
 
-    def put(self, key: tuple, value: str) -> None:
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+
+    def put(self, key: Any, value: Any) -> None:
         with self._lock:
             self._entries[key] = value
             while len(self._entries) > self._size:
                 self._entries.popitem(last=False)
 
 
-_CHECKED = _Checked()
+_CHECKED, _STORED = _Remembered(), _Remembered()
+
+
+@receiver(setting_changed)
+def _forget_stored(*, setting: str, **kwargs) -> None:
+    if setting in ("STORAGES", "JOB_FILES_STORAGE"):  # another storage holds none of them (tests)
+        _STORED.clear()
 
 
 # --- the worker's side --------------------------------------------------------------------

@@ -111,6 +111,11 @@ VALIDATION_ERROR = OpenApiResponse(
     {"type": "object", "additionalProperties": True},
     description="Invalid input: each offending field (or `non_field_errors`, or `detail`) with its messages.",
 )
+FILE_TOO_LARGE = OpenApiResponse(
+    {"type": "object", "additionalProperties": True},
+    description="A file in the input holds more than FILE_INPUT_MAX_BYTES (or its field's own limit): the field "
+    "with its message, and `limit` naming the setting.",
+)
 OUTAGE = OpenApiResponse(ErrorSerializer, description="The job queue (Redis) is unavailable; retry later.")
 NOT_FOUND = OpenApiResponse(ErrorSerializer, description="No job with this id (never submitted, expired or cancelled).")
 THROTTLED = OpenApiResponse(
@@ -213,6 +218,7 @@ def task_view_schema(task_type: TaskType):
                 200: OpenApiResponse(body, description="Done: finished (with the result) or failed (with `error`)."),
                 202: OpenApiResponse(body, description="Queued or running: poll again after `Retry-After`."),
                 400: VALIDATION_ERROR,
+                **({413: FILE_TOO_LARGE} if task_type.file_fields else {}),
                 429: THROTTLED,
                 503: OUTAGE,
             },

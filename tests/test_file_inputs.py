@@ -357,3 +357,18 @@ def test_polling_by_resubmitting_stores_the_bytes_once(api, storage_dir, redis_c
     answers = [api.post("/digits", body, format="json").json() for _ in range(3)]
     assert len({answer["job_id"] for answer in answers}) == 1
     assert len(redis_conn.keys(files.keys.file_record("*"))) == 1  # one record, not one per poll
+
+
+def test_a_field_for_any_file_takes_bytes_no_image_reader_claims(tmp_path):
+    """Only formats with a signature are sniffed: arbitrary bytes stay what their sender declared."""
+    from factorize_app.tasks.fields import FileInput
+
+    field = FileInput(content_types=("application/octet-stream", "text/csv"))
+    path = tmp_path / "data.bin"
+    path.write_bytes(bytes(range(256)) * 40)
+    assert file_inputs._checked("data", field, path, "") == "application/octet-stream"
+    path.write_bytes(b"a,b\n1,2\n")
+    assert file_inputs._checked("data", field, path, "text/csv") == "text/csv"
+    path.write_bytes(digit_png())
+    with pytest.raises(file_inputs.FileRefused, match="claims to be text/csv but its bytes are image/png"):
+        file_inputs._checked("data", field, path, "text/csv")

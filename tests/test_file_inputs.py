@@ -372,3 +372,11 @@ def test_a_field_for_any_file_takes_bytes_no_image_reader_claims(tmp_path):
     path.write_bytes(digit_png())
     with pytest.raises(file_inputs.FileRefused, match="claims to be text/csv but its bytes are image/png"):
         file_inputs._checked("data", field, path, "text/csv")
+
+
+def test_a_batch_names_at_most_the_files_a_request_may(api, storage_dir, settings):
+    settings.FILE_INPUTS_PER_REQUEST = 2
+    items = [{"image": data_uri(digit_png(size=40 + index))} for index in range(3)]
+    results = api.post("/digits/batch", {"items": items}, format="json").json()["results"]
+    assert [item["status"] for item in results] == ["queued", "queued", "invalid"]
+    assert "At most 2 files per request" in results[2]["errors"]["image"][0]

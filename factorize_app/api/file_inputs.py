@@ -27,7 +27,8 @@ class FileStorageUnavailable(APIException):
 
 
 class FileCount:
-    """The files one request has named so far (at most MAX_FILES_PER_REQUEST)."""
+    """The files one request has named so far (at most FILE_INPUTS_PER_REQUEST: each may be a
+    fetch and an image check)."""
 
     def __init__(self) -> None:
         self.seen = 0
@@ -39,9 +40,9 @@ def with_stored_files(task_type: TaskType, data: dict[str, Any], request: Reques
     if not named:
         return data
     counted.seen += named
-    if counted.seen > file_inputs.MAX_FILES_PER_REQUEST:
+    if counted.seen > settings.FILE_INPUTS_PER_REQUEST:
         field = next(name for name in task_type.file_fields if name in data)
-        raise ValidationError({field: [f"At most {file_inputs.MAX_FILES_PER_REQUEST} files per request."]})
+        raise ValidationError({field: [f"At most {settings.FILE_INPUTS_PER_REQUEST} files per request."]})
     try:
         return file_inputs.resolve(
             task_type=task_type,

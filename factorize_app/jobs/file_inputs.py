@@ -36,9 +36,6 @@ from factorize_app.jobs import file_fetch, files
 from factorize_app.tasks import TaskType, get_task_type, run_task
 from factorize_app.tasks.fields import DATA_URI, STORED_FILE_KEYS, UPLOAD, URL, FileInput, FileReference
 
-# The files one request may name (a batch's items together): each may be a fetch of up to
-# FILE_URL_TIMEOUT seconds and FILE_INPUT_MAX_BYTES bytes.
-MAX_FILES_PER_REQUEST = 16
 MAX_IMAGE_PIXELS = 25_000_000  # 5000x5000: an image's header claiming more is a decompression bomb
 # The image formats told by their bytes (each has a signature: Pillow's other readers, TGA's say,
 # would take almost any bytes for theirs).
@@ -81,7 +78,7 @@ def resolve(*, task_type: TaskType, data: dict[str, Any], client: str, own_hosts
 
 
 def count(task_type: TaskType, data: dict[str, Any]) -> int:
-    """How many files an input names (for MAX_FILES_PER_REQUEST)."""
+    """How many files an input names (for FILE_INPUTS_PER_REQUEST)."""
     return sum(isinstance(data.get(name), FileReference) for name in task_type.file_fields)
 
 

@@ -78,6 +78,8 @@ FILE_INPUTS = Section(
                 "is refused unless that literal address is listed. Empty: file URLs refused."),
         Setting("FILE_URL_TIMEOUT", NUMBER, "10", "Seconds for fetching a file URL (look-up, connect, every "
                 "redirect and the whole body)."),
+        Setting("FILE_INPUTS_PER_REQUEST", INT, "32", "Files one submit may name (a batch's items together): "
+                "each may be a fetch of up to `FILE_URL_TIMEOUT` and an image check of up to 25 million pixels."),
     ),
 )
 

@@ -380,3 +380,31 @@ def test_a_batch_names_at_most_the_files_a_request_may(api, storage_dir, setting
     results = api.post("/digits/batch", {"items": items}, format="json").json()["results"]
     assert [item["status"] for item in results] == ["queued", "queued", "invalid"]
     assert "At most 2 files per request" in results[2]["errors"]["image"][0]
+
+
+def test_held_out_digits_as_image_files_are_recognised_through_the_service(api, warm_worker):
+    """96 held-out digits drawn as PNG and JPEG files of their own sizes, sent as data: URIs in
+    batches, checked and stored by the web, read from storage by the worker: at least 90% right."""
+    pytest.importorskip("sklearn", reason="the digits requirements are not installed")
+    from factorize_app.tasks.digits import model
+    from tests.test_digit_images import RENDERINGS, rendered
+
+    warm_worker("digits")
+    _, test_x, _, test_y = model.held_out_split()
+    items = []
+    for index in range(96):
+        rendering = RENDERINGS[index % len(RENDERINGS)]
+        content_type = "image/png" if rendering[2] == "PNG" else "image/jpeg"
+        items.append({"image": data_uri(rendered(test_x[index], *rendering).getvalue(), content_type)})
+    chunks = [items[start : start + 32] for start in range(0, len(items), 32)]
+
+    def all_done():
+        answers = [api.post("/digits/batch", {"items": chunk}, format="json").json()["results"] for chunk in chunks]
+        results = [result for answer in answers for result in answer]
+        return results if all(result["done"] for result in results) else None
+
+    from tests.conftest import wait_until
+
+    results = wait_until(all_done, timeout=90, interval=0.5, what="96 digit images")
+    correct = sum(result.get("digit") == int(expected) for result, expected in zip(results, test_y, strict=False))
+    assert correct / len(results) >= 0.9, correct

@@ -408,3 +408,14 @@ def test_held_out_digits_as_image_files_are_recognised_through_the_service(api, 
     results = wait_until(all_done, timeout=90, interval=0.5, what="96 digit images")
     correct = sum(result.get("digit") == int(expected) for result, expected in zip(results, test_y, strict=False))
     assert correct / len(results) >= 0.9, correct
+
+
+def test_a_job_enqueued_again_keeps_its_input_file(storage_dir, redis_conn):
+    """A retry submits the stored input again (jobs/control.py): its file is kept afresh."""
+    from factorize_app import jobs
+
+    png = digit_png(size=56)
+    stored = files.store(chunks=[png], content_type="image/png", name="", owner="", ttl=5, max_bytes=1 << 20)
+    identity = {"sha256": stored.sha256, "size": len(png), "content_type": "image/png", "name": ""}
+    jobs.submit(task_type=get_task_type("digits"), data={"image": identity}, client="c")
+    assert redis_conn.zscore(files.keys.FILE_BLOBS, stored.sha256) > time.time() + 3600

@@ -77,6 +77,16 @@ def resolve(*, task_type: TaskType, data: dict[str, Any], client: str, own_hosts
     return resolved
 
 
+def keep_inputs(*, task_type: TaskType, inputs: list[dict[str, Any]]) -> None:
+    """Jobs about to be enqueued (a retry's too): their files kept as long as they may need them."""
+    until = time.time() + _keep_seconds(task_type)
+    for data in inputs:
+        for name in task_type.file_fields:
+            stored = data.get(name)
+            if isinstance(stored, dict) and isinstance(stored.get("sha256"), str):
+                files.keep_blob(sha256=stored["sha256"], until=until)
+
+
 def count(task_type: TaskType, data: dict[str, Any]) -> int:
     """How many files an input names (for FILE_INPUTS_PER_REQUEST)."""
     return sum(isinstance(data.get(name), FileReference) for name in task_type.file_fields)

@@ -419,3 +419,14 @@ def test_a_job_enqueued_again_keeps_its_input_file(storage_dir, redis_conn):
     identity = {"sha256": stored.sha256, "size": len(png), "content_type": "image/png", "name": ""}
     jobs.submit(task_type=get_task_type("digits"), data={"image": identity}, client="c")
     assert redis_conn.zscore(files.keys.FILE_BLOBS, stored.sha256) > time.time() + 3600
+
+
+def test_a_batchs_url_fetches_share_one_timeout(api, storage_dir, settings, file_server):
+    settings.FILE_URL_ALLOWED_HOSTS = [file_server]
+    settings.FILE_URL_TIMEOUT = 0.5
+    items = [{"image": f"http://{file_server}/slow"} for _ in range(4)]
+    started = time.monotonic()
+    results = api.post("/digits/batch", {"items": items}, format="json").json()["results"]
+    assert [item["status"] for item in results] == ["invalid"] * 4
+    assert all("FILE_URL_TIMEOUT" in item["errors"]["image"][0] for item in results)
+    assert time.monotonic() - started < 1.8  # 0.5 s for them all, not 0.5 s each (2 s)

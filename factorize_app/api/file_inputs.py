@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from django.conf import settings
@@ -32,6 +33,7 @@ class FileCount:
 
     def __init__(self) -> None:
         self.seen = 0
+        self.deadline = time.monotonic() + settings.FILE_URL_TIMEOUT  # for all the request's URL fetches
 
 
 def with_stored_files(task_type: TaskType, data: dict[str, Any], request: Request, counted: FileCount) -> dict:
@@ -49,6 +51,7 @@ def with_stored_files(task_type: TaskType, data: dict[str, Any], request: Reques
             data=data,
             client=client_identity(request).name,
             own_hosts=(request.get_host().lower(),),
+            deadline=counted.deadline,
         )
     except file_inputs.FileInputTooLarge as exc:
         raise FileInputTooLarge({exc.field: [str(exc)], "limit": "FILE_INPUT_MAX_BYTES"}) from None

@@ -57,9 +57,11 @@ class _Target:
     path: str
 
 
-def fetch(url: str, *, into: IO[bytes], max_bytes: int) -> Fetched:
-    """Write the body at `url` into `into`; FetchRefused, FetchTooLarge or TimeoutError otherwise."""
-    deadline = time.monotonic() + settings.FILE_URL_TIMEOUT
+def fetch(url: str, *, into: IO[bytes], max_bytes: int, deadline: float | None = None) -> Fetched:
+    """Write the body at `url` into `into`; FetchRefused, FetchTooLarge or TimeoutError otherwise.
+    `deadline` (a time.monotonic() value) ends it sooner: a request's fetches share one."""
+    own = time.monotonic() + settings.FILE_URL_TIMEOUT
+    deadline = own if deadline is None else min(deadline, own)
     for _ in range(MAX_REDIRECTS + 1):
         destination = _target(url)
         address = _checked_address(destination)

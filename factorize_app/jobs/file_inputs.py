@@ -62,10 +62,18 @@ class FileInputTooLarge(FileRefused):
         self.limit = limit
 
 
-def resolve(*, task_type: TaskType, data: dict[str, Any], client: str, own_hosts: tuple[str, ...] = ()) -> dict:
+def resolve(
+    *,
+    task_type: TaskType,
+    data: dict[str, Any],
+    client: str,
+    own_hosts: tuple[str, ...] = (),
+    deadline: float | None = None,
+) -> dict:
     """The validated input with each file field's reference replaced by the stored file's
     identity. `client` names who asks (an upload must be readable by it; it owns what is stored
-    for it); `own_hosts` are this service's host names, whose `/files/<id>` URLs name uploads."""
+    for it); `own_hosts` are this service's host names, whose `/files/<id>` URLs name uploads;
+    `deadline` (time.monotonic()) ends URL fetches sooner than FILE_URL_TIMEOUT each."""
     if not task_type.file_fields:
         return data
     fields = task_type.input_serializer().fields
@@ -73,7 +81,7 @@ def resolve(*, task_type: TaskType, data: dict[str, Any], client: str, own_hosts
     for name in task_type.file_fields:
         reference = data.get(name)
         if isinstance(reference, FileReference):
-            resolved[name] = _resolve_one(task_type, name, fields[name], reference, client, own_hosts)
+            resolved[name] = _resolve_one(task_type, name, fields[name], reference, client, own_hosts, deadline)
     return resolved
 
 
@@ -93,7 +101,13 @@ def count(task_type: TaskType, data: dict[str, Any]) -> int:
 
 
 def _resolve_one(
-    task_type: TaskType, name: str, field: FileInput, reference: FileReference, client: str, own_hosts: tuple[str, ...]
+    task_type: TaskType,
+    name: str,
+    field: FileInput,
+    reference: FileReference,
+    client: str,
+    own_hosts: tuple[str, ...],
+    deadline: float | None,
 ) -> dict[str, Any]:
     limit = field.max_bytes
     if reference.kind == URL and (upload_id := _own_upload(reference.value, own_hosts)):
@@ -106,7 +120,7 @@ def _resolve_one(
             spool.write(_decoded(name, reference, limit))
         else:
             try:
-                fetched = file_fetch.fetch(reference.value, into=spool, max_bytes=limit)
+                fetched = file_fetch.fetch(reference.value, into=spool, max_bytes=limit, deadline=deadline)
             except file_fetch.FetchTooLarge:
                 raise FileInputTooLarge(name, limit) from None
             except (file_fetch.FetchRefused, TimeoutError) as error:

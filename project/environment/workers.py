@@ -76,8 +76,8 @@ FILE_INPUTS = Section(
         Setting("FILE_URL_ALLOWED_HOSTS", LIST, "*", "The hosts a file URL may name, `host` or `host:port`, "
                 "comma-separated; `*`: any host. An address that is not public (loopback, private, link-local) "
                 "is refused unless that literal address is listed. Empty: file URLs refused."),
-        Setting("FILE_URL_TIMEOUT", NUMBER, "10", "Seconds for fetching a file URL (look-up, connect, every "
-                "redirect and the whole body)."),
+        Setting("FILE_URL_TIMEOUT", NUMBER, "10", "Seconds for fetching a request's file URLs, all of them "
+                "together (look-ups, connects, every redirect and the whole bodies)."),
         Setting("FILE_INPUTS_PER_REQUEST", INT, "32", "Files one submit may name (a batch's items together): "
                 "each may be a fetch of up to `FILE_URL_TIMEOUT` and an image check of up to 25 million pixels."),
     ),

@@ -35,8 +35,8 @@ RUN python -m venv /opt/venv \
 
 RUN groupadd --system --gid 10001 app \
     && useradd --system --uid 10001 --gid 10001 --create-home --home-dir /home/app app \
-    && mkdir /data \
-    && chown app:app /data
+    && mkdir -p /data/files \
+    && chown -R app:app /data
 
 # "all", or task type names separated by spaces, each with a requirements.txt. One pip run for all
 # of them, so that two models pinning different versions of one package fail the build.
@@ -64,6 +64,7 @@ ENV DJANGO_SETTINGS_MODULE=project.settings \
     STATIC_COLLECTED=1 \
     DATABASE_URL=sqlite:////data/db.sqlite3 \
     MODEL_DIR=/app/models \
+    FILES_DIR=/data/files \
     PORT=8080
 RUN python manage.py collectstatic --noinput -v0 \
     && while read -r model; do python -m "factorize_app.tasks.$model.model" </dev/null; done </opt/venv/models.txt

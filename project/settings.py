@@ -14,6 +14,7 @@ from django.core.exceptions import ImproperlyConfigured
 
 from project.env import redis_sentinel_connection, redis_url_with_options
 from project.environment import env
+from project.files_storage import job_files_storage
 from project.log_format import logging_config
 from project.task_discovery import discover_task_types
 
@@ -154,13 +155,13 @@ STORAGES = {
         if STATIC_COLLECTED
         else "django.contrib.staticfiles.storage.StaticFilesStorage"
     },
-    # Jobs' files (factorize_app/jobs/files.py): bytes referred to from Redis, kept out of it.
-    "job_files": {
-        "BACKEND": "django.core.files.storage.FileSystemStorage",
-        "OPTIONS": {"location": str(BASE_DIR / ".run" / "files")},
-    },
+    # Jobs' files (factorize_app/jobs/files.py): bytes referred to from Redis, kept out of it, in a
+    # directory (FILES_STORAGE=filesystem, FILES_DIR) or an S3-compatible bucket (FILES_S3_*).
+    "job_files": job_files_storage(env, base_dir=BASE_DIR),
 }
 JOB_FILES_STORAGE = "job_files"
+FILES_SWEEP_INTERVAL = env.FILES_SWEEP_INTERVAL
+FILES_SWEEP_LIMIT = env.FILES_SWEEP_LIMIT
 # Files in jobs' inputs (factorize_app/jobs/file_inputs.py).
 FILE_INPUT_MAX_BYTES = env.FILE_INPUT_MAX_BYTES
 FILE_URL_ALLOWED_HOSTS = env.FILE_URL_ALLOWED_HOSTS

@@ -27,6 +27,13 @@ os.environ["TEST_REDIS_URL"] = _database_of_this_pytest_worker(
     os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 )
 os.environ["REDIS_URL"] = os.environ["TEST_REDIS_URL"]
+# Jobs' files in a directory of this database's own: blobs are shared by content, so a sweep in
+# one pytest worker's database must not delete bytes another database still refers to.
+os.environ.setdefault(
+    "FILES_DIR",
+    os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), ".run", "test-files",
+                 os.environ["TEST_REDIS_URL"].rpartition("/")[2] or "0"),
+)
 # ...and never a Sentinel group configured for the service (test_sentinel.py starts its own).
 os.environ["REDIS_SENTINELS"] = os.environ.get("TEST_REDIS_SENTINELS", "")
 # Workers beat every second, so a killed worker's jobs are recovered within seconds, not minutes.

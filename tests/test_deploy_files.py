@@ -287,6 +287,8 @@ def test_an_added_model_gets_a_compose_worker_service(added):
         assert service["environment"] == every_queue["environment"]
         assert service["healthcheck"] == every_queue["healthcheck"]
         assert service["deploy"]["resources"]["limits"]["pids"] == every_queue["deploy"]["resources"]["limits"]["pids"]
+        # ...and the volume of jobs' files, at the same path as in the web service.
+        assert every_queue["volumes"][0] in service["volumes"] and every_queue["volumes"][0]["source"] == "job-files"
     big = distributed["worker-big_model"]
     assert big["image"] == "factorize-worker-big-model" and big["build"]["args"] == {"MODELS": "big_model"}
     assert big["deploy"]["resources"]["limits"]["memory"] == str(16 * 2**30)
@@ -295,7 +297,8 @@ def test_an_added_model_gets_a_compose_worker_service(added):
         {"driver": "nvidia", "count": 2, "capabilities": ["gpu"]}
     ], "a GPU it cannot run without: reserved under the distributed profile itself"
     assert big["volumes"] == [
-        {"type": "volume", "source": "big-model-weights", "target": "/app/models/big_model", "read_only": True}
+        *every_queue["volumes"],
+        {"type": "volume", "source": "big-model-weights", "target": "/app/models/big_model", "read_only": True},
     ]
     assert added["compose"][("distributed",)]["volumes"]["big-model-weights"]["external"] is True
     assert "big-model-weights" not in added["compose"][()]["volumes"], "`docker compose up` needs no weights volume"

@@ -24,6 +24,10 @@ COMPOSE_FILE = "deploy/compose/workers.yml"
 WORKERS_FILE = "deploy/kubernetes/workers.yaml"
 KEDA_FILE = "deploy/kubernetes/keda.yaml"
 KUSTOMIZATION_FILE = "deploy/kubernetes/kustomization.yaml"
+# Jobs' files: the PersistentVolumeClaim (deploy/kubernetes/files.yaml, hand-written) every worker
+# mounts at the image's FILES_DIR, as the web pods do; in Compose, the volume docker-compose.yml's
+# `worker` mounts, which the generated services extend.
+FILES_CLAIM = "job-files"
 # Kubernetes object names: a DNS-1123 label.
 _DNS_LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
 
@@ -92,7 +96,9 @@ def render(task_types: list[TaskType], root: Path) -> dict[str, str]:
     kustomization = (root / KUSTOMIZATION_FILE).read_text()
     return {
         COMPOSE_FILE: compose.render(listed, model_dir=model_dir(root)),
-        WORKERS_FILE: kubernetes.render_workers(listed, cluster, model_dir=model_dir(root)),
+        WORKERS_FILE: kubernetes.render_workers(
+            listed, cluster, model_dir=model_dir(root), files_dir=image_setting(root, "FILES_DIR")
+        ),
         KEDA_FILE: kubernetes.render_keda(listed, cluster),
         KUSTOMIZATION_FILE: kubernetes.render_kustomization(listed, kustomization),
     }
@@ -100,9 +106,14 @@ def render(task_types: list[TaskType], root: Path) -> dict[str, str]:
 
 def model_dir(root: Path) -> str:
     """MODEL_DIR in the image (the Dockerfile's ENV): where weights volumes are mounted under."""
-    found = re.search(r"\bMODEL_DIR=(\S+)", (root / "Dockerfile").read_text())
+    return image_setting(root, "MODEL_DIR")
+
+
+def image_setting(root: Path, name: str) -> str:
+    """A setting the image sets (the Dockerfile's ENV): MODEL_DIR, FILES_DIR."""
+    found = re.search(rf"\b{name}=(\S+)", (root / "Dockerfile").read_text())
     if found is None:
-        raise DeployFilesError("the Dockerfile sets no MODEL_DIR")
+        raise DeployFilesError(f"the Dockerfile sets no {name}")
     return found.group(1)
 
 

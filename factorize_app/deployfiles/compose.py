@@ -10,7 +10,8 @@ PREAMBLE = f"""{HEADER}
 # per task type under the `distributed` profile, each listening to its own queue only and scaled on
 # its own, e.g.:
 #   docker compose --profile distributed up --scale worker=0 --scale worker-primes=3
-# Each extends docker-compose.yml's every-queue `worker` (settings, health check, logs, pids) with
+# Each extends docker-compose.yml's every-queue `worker` (settings, health check, logs, pids, the
+# volume of jobs' files `job-files`, shared with the web service) with
 # the limits its type declares (TaskType.deployment), overridable from the shell or .env
 # (WORKER_<TYPE>_MEMORY, WORKER_<TYPE>_CPUS). Compose has no autoscaler: min_workers and
 # max_workers apply on Kubernetes (deploy/kubernetes/keda.yaml).

@@ -10,6 +10,7 @@ from urllib.parse import urlsplit
 import yaml
 
 from factorize_app.deployfiles import (
+    FILES_CLAIM,
     HEADER,
     KUSTOMIZATION_FILE,
     KUSTOMIZATION_MARKER,
@@ -60,8 +61,8 @@ WORKERS_PREAMBLE = f"""{HEADER}
 """
 
 
-def render_workers(workers: list[Worker], cluster: Cluster, *, model_dir: str) -> str:
-    return WORKERS_PREAMBLE + "\n" + "---\n".join(_deployment(worker, model_dir) for worker in workers)
+def render_workers(workers: list[Worker], cluster: Cluster, *, model_dir: str, files_dir: str) -> str:
+    return WORKERS_PREAMBLE + "\n" + "---\n".join(_deployment(worker, model_dir, files_dir) for worker in workers)
 
 
 def _labels(worker: Worker, indent: int) -> str:
@@ -73,7 +74,7 @@ def _labels(worker: Worker, indent: int) -> str:
     )
 
 
-def _deployment(worker: Worker, model_dir: str) -> str:
+def _deployment(worker: Worker, model_dir: str, files_dir: str) -> str:
     deployment = worker.task_type.deployment
     about = [comment(f"{worker.name}: {worker.task_type.description}")]
     if worker.own_image:
@@ -192,9 +193,15 @@ spec:
           volumeMounts:
             - name: tmp
               mountPath: /tmp
+            # Jobs' files (FILES_DIR), shared with the web pods (files.yaml).
+            - name: files
+              mountPath: {files_dir}
 {weights_mount}      volumes:
         - name: tmp
           emptyDir: {{}}
+        - name: files
+          persistentVolumeClaim:
+            claimName: {FILES_CLAIM}
 {weights_volume}"""
 
 

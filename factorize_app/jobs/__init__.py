@@ -9,6 +9,7 @@ names below are the whole of what they use. One room per side:
 - `monitoring`: load, queue stats, durations, memory, admission of new jobs, the readiness probe;
 - `worker_side`: what a worker does to Redis: take, lease, finish, wait for work;
 - `maintenance`: the workers' sweep of jobs lost in outages, and of dead workers;
+- `file_sweep`: the workers' sweep of expired files;
 - `reconcile`: what RQ's own tools did to jobs (cleanup, requeue, empty), made good;
 - `diagnostics`: workers' failed model setups, failed jobs' tracebacks;
 - `events`: each job's event stream (appended on every change) and the web's one reader of them;
@@ -53,6 +54,7 @@ from factorize_app.jobs.events import (
     valid_event_id,
 )
 from factorize_app.jobs.events import watch as watch_events
+from factorize_app.jobs.file_sweep import sweep_files
 from factorize_app.jobs.ids import job_id_for
 from factorize_app.jobs.maintenance import (
     clean_stale_workers,
@@ -183,6 +185,7 @@ __all__ = [
     "submit",
     "submit_many",
     "status_body",
+    "sweep_files",
     "sweep_queue",
     "take_cleaning_lock",
     "take_jobs",

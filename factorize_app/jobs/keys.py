@@ -263,6 +263,8 @@ def budget(client: str, slot: int) -> str:
 FILE_RECORD_PREFIX = OURS + "file:"
 FILE_BLOBS = OURS + "files:blobs"
 FILE_DELETING = OURS + "files:deleting"
+# Held by the process sweeping expired files, for FILES_SWEEP_INTERVAL (jobs/file_sweep.py).
+FILE_SWEEP_LOCK = OURS + "files:sweep"
 
 
 def file_record(file_id: str) -> str:

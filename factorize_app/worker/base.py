@@ -38,6 +38,12 @@ class ServiceWorker(SimpleWorker):
                 queue.release_maintenance_lock()
         self.last_cleaned_at = rq_now()
 
+    def run_maintenance_tasks(self) -> None:
+        """RQ's maintenance, then expired files deleted (at most once per FILES_SWEEP_INTERVAL across
+        the deployment, whichever worker asks first)."""
+        super().run_maintenance_tasks()
+        jobs.sweep_files()
+
     # A bootstrap that an outage interrupted is retried whole: these two of its steps are made
     # idempotent, so a retry that comes after some of RQ's steps went through repeats none of them.
 

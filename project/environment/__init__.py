@@ -3,10 +3,10 @@ them. `project/settings.py` reads its own through `env`; the configuration refer
 (docs/configuration.md) and `.env.example` are generated from the same table
 (`python -m project.environment.reference`, `make settings-reference`)."""
 
-from project.environment import deployment, service, workers
+from project.environment import deployment, service, storage, workers
 from project.environment.setting import COMPOSE, DJANGO, SERVER, Environment, Section, Setting
 
-SECTIONS: tuple[Section, ...] = (*service.SECTIONS, *workers.SECTIONS, *deployment.SECTIONS)
+SECTIONS: tuple[Section, ...] = (*service.SECTIONS, *workers.SECTIONS, *storage.SECTIONS, *deployment.SECTIONS)
 SETTINGS: dict[str, Setting] = {setting.name: setting for section in SECTIONS for setting in section.settings}
 assert len(SETTINGS) == sum(len(section.settings) for section in SECTIONS), "a setting declared twice"
 

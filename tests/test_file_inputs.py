@@ -430,3 +430,14 @@ def test_a_batchs_url_fetches_share_one_timeout(api, storage_dir, settings, file
     assert [item["status"] for item in results] == ["invalid"] * 4
     assert all("FILE_URL_TIMEOUT" in item["errors"]["image"][0] for item in results)
     assert time.monotonic() - started < 1.8  # 0.5 s for them all, not 0.5 s each (2 s)
+
+
+def test_url_fetches_count_as_held_requests_of_their_client(api, storage_dir, settings, file_server):
+    """A fetch holds a web thread as a long poll does: beyond the client's cap, 429 (an upload or a
+    data: URI holds none)."""
+    settings.FILE_URL_ALLOWED_HOSTS = [file_server]
+    settings.MAX_HELD_PER_CLIENT = 0
+    serve("/digit.png", digit_png())
+    refused = post_digits(api, image=f"http://{file_server}/digit.png")
+    assert refused.status_code == 429 and "MAX_HELD_PER_CLIENT" in refused.json()["detail"]
+    assert post_digits(api, image=data_uri(digit_png())).status_code == 202

@@ -3,17 +3,21 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
+from collections.abc import Iterator
 from typing import Any
 
 from django.conf import settings
 from rest_framework import status
-from rest_framework.exceptions import APIException, ValidationError
+from rest_framework.exceptions import APIException, Throttled, ValidationError
 from rest_framework.request import Request
 
 from factorize_app.api.identity.authentication import client_identity
+from factorize_app.api.request_options import HELD
 from factorize_app.jobs import file_inputs, files
 from factorize_app.tasks import TaskType
+from factorize_app.tasks.fields import URL
 
 
 class FileInputTooLarge(ValidationError):
@@ -45,17 +49,37 @@ def with_stored_files(task_type: TaskType, data: dict[str, Any], request: Reques
     if counted.seen > settings.FILE_INPUTS_PER_REQUEST:
         field = next(name for name in task_type.file_fields if name in data)
         raise ValidationError({field: [f"At most {settings.FILE_INPUTS_PER_REQUEST} files per request."]})
+    client = client_identity(request).name
+    fetching = any(getattr(data.get(name), "kind", None) == URL for name in task_type.file_fields)
     try:
-        return file_inputs.resolve(
-            task_type=task_type,
-            data=data,
-            client=client_identity(request).name,
-            own_hosts=(request.get_host().lower(),),
-            deadline=counted.deadline,
-        )
+        with _held_while_fetching(client) if fetching else contextlib.nullcontext():
+            return _resolved(task_type, data, request, client, counted)
     except file_inputs.FileInputTooLarge as exc:
         raise FileInputTooLarge({exc.field: [str(exc)], "limit": "FILE_INPUT_MAX_BYTES"}) from None
     except file_inputs.FileRefused as exc:
         raise ValidationError({exc.field: [str(exc)]}) from None
     except files.StorageUnavailable as exc:
         raise FileStorageUnavailable({"detail": str(exc), "storage": settings.JOB_FILES_STORAGE}) from None
+
+
+def _resolved(task_type: TaskType, data: dict[str, Any], request: Request, client: str, counted: FileCount) -> dict:
+    return file_inputs.resolve(
+        task_type=task_type,
+        data=data,
+        client=client,
+        own_hosts=(request.get_host().lower(),),
+        deadline=counted.deadline,
+    )
+
+
+@contextlib.contextmanager
+def _held_while_fetching(client: str) -> Iterator[None]:
+    """A request fetching file URLs holds its thread as a long poll does: counted against the
+    client's and the process's caps on held requests (MAX_HELD_PER_CLIENT, MAX_HELD_REQUESTS)."""
+    if not HELD.take(client):
+        raise Throttled(wait=1, detail="Too many of this client's requests hold the server at once (fetching file "
+                        "URLs or waiting: MAX_HELD_PER_CLIENT); try again shortly.")  # fmt: skip
+    try:
+        yield
+    finally:
+        HELD.give_back(client)

@@ -26,6 +26,7 @@ from factorize_client import batches
 from factorize_client.errors import ClientError, JobFailed, OutOfTime, ServiceError
 from factorize_client.events import lines_of, parse
 from factorize_client.transport import Gate, Transport, WaitNotice
+from factorize_client.uploads import MultipartFile
 
 DEFAULT_URL = "http://localhost:8123"
 LONG_POLL = 30  # seconds one held request may wait (the server caps it at its MAX_WAIT)
@@ -224,6 +225,13 @@ class Client:
             return f"/{wanted}"
         known = ", ".join(sorted(types))
         raise ClientError(f"the service has no task type {type_path_or_name!r} (it has: {known})")
+
+    def upload(self, path: str | os.PathLike[str]) -> dict[str, Any]:
+        """Upload a file (`POST /files`, streamed from disk): the service's answer, whose `id` any
+        input's file field takes (`{"image": upload["id"]}`) until it expires."""
+        with MultipartFile(path) as body:
+            headers = {"Content-Type": body.content_type}
+            return self.transport().request("POST", "/files", data=body, headers=headers, read_timeout=300).json()
 
     def submit(self, type_path_or_name: str, data: dict[str, Any], *, wait: int = 0) -> Job:
         """Submit one input (posting the same input again is a poll of the same job); `wait` > 0

@@ -3,6 +3,7 @@
     factorize 408216 1000003                        # factor numbers (also `-`, --file F, stdin)
     seq 2 10000 | factorize                         # one number a line; `#` starts a comment
     factorize --type digits --json '{"pixels": [...]}'
+    factorize --type digits --file image=digit.png   # a file field: uploaded (POST /files), then its id sent
     factorize --type primes < inputs.jsonl           # JSON Lines: one input a line
     factorize --types                                # the service's task types
     factorize --watch --job factorization-…          # follow a job's progress
@@ -33,7 +34,7 @@ from urllib.parse import urlsplit
 from factorize_client import batches, downloads
 from factorize_client.api import DEFAULT_URL, Client, Job
 from factorize_client.errors import ClientError, OutOfTime, ServiceError
-from factorize_client.inputs import BadInput, json_lines, json_number, json_object, tokens
+from factorize_client.inputs import BadInput, file_fields, json_lines, json_number, json_object, tokens
 from factorize_client.progress import Progress
 
 PROG = "factorize"
@@ -185,7 +186,10 @@ def gather(args: argparse.Namespace, parser: argparse.ArgumentParser) -> tuple[l
     """The inputs and their labels: numbers (arguments, --file, --random, stdin) for factorization,
     JSON objects (--json, else JSON Lines on stdin) for any type."""
     stdin_usable = sys.stdin is not None and not sys.stdin.isatty()
+    args.file_fields, args.file = file_fields(args.file)
     numbers_given = bool(args.numbers or args.file or args.random)
+    if args.file_fields and not args.type:
+        parser.error("--file FIELD=PATH is a file field of another type's input: name the type with --type")
     if numbers_given and args.type and args.type.strip("/") in ("factorization", FACTORIZATION_PATH.strip("/")):
         args.type = None  # factorization named, and numbers given as without --type
     if args.json or args.type:
@@ -195,9 +199,11 @@ def gather(args: argparse.Namespace, parser: argparse.ArgumentParser) -> tuple[l
             if args.json:
                 items = [json_object(text, "--json") for text in args.json]
             else:
-                items = list(json_lines(sys.stdin, "stdin")) if stdin_usable else []
+                items = list(json_lines(sys.stdin, "stdin")) if stdin_usable and not args.file_fields else []
         except BadInput as exc:
             parser.error(str(exc))
+        if args.file_fields:  # the files join every input given, or make one on their own
+            items = [{**item, **args.file_fields} for item in items or [{}]]
         return items, [f"#{index + 1}" for index in range(len(items))]
     numbers: list[str] = []
     for arg in args.numbers:
@@ -234,6 +240,9 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     started = time.monotonic()
     try:
         path = client.path_of(args.type) if args.type else FACTORIZATION_PATH
+        if args.file_fields:
+            uploaded = {name: upload(client, file, parser) for name, file in args.file_fields.items()}
+            items = [{**item, **uploaded} for item in items]
         if args.watch or args.job:
             follow(client, path, items, args.job, reporter, args.watch)
         else:
@@ -272,6 +281,13 @@ class Saving:
                 self.failed += 1
                 notes.append(f"could not save {file.get('id')}: {exc}")
         return notes
+
+
+def upload(client: Client, path: str, parser: argparse.ArgumentParser) -> str:
+    """The id of `path` uploaded (POST /files)."""
+    if not os.path.isfile(path):
+        parser.error(f"--file: no file {path}")
+    return client.upload(path)["id"]
 
 
 def list_types(client: Client) -> int:
@@ -325,7 +341,8 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="F",
-        help="read numbers from F (`-`: stdin), one a line; `#` comments",
+        help="read numbers from F (`-`: stdin), one a line; `#` comments; or, with --type, FIELD=PATH: "
+        "a file for that field of the input, uploaded first (repeatable)",
     )
     add("--random", type=positive_int, metavar="N", help=f"add N random numbers in 2..{RANDOM_MAX}")
     add("--job", action="append", default=[], metavar="ID", help="wait for a job submitted before, by id (repeatable)")

@@ -44,3 +44,19 @@ def json_lines(lines: Iterable[str], source: str) -> Iterator[dict[str, Any]]:
     for number, line in enumerate(lines, 1):
         if line.strip():
             yield json_object(line, f"{source} line {number}")
+
+
+FILE_FIELD = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)=(.+)$")
+
+
+def file_fields(entries: list[str]) -> tuple[dict[str, str], list[str]]:
+    """`--file` values split into file fields (`image=digit.png`: uploaded, the field set to the
+    upload's id) and files of numbers (anything else)."""
+    fields, numbers = {}, []
+    for entry in entries:
+        match = FILE_FIELD.match(entry)
+        if match:
+            fields[match[1]] = match[2]
+        else:
+            numbers.append(entry)
+    return fields, numbers

@@ -147,6 +147,7 @@ class Transport:
         path: str,
         *,
         json: Any = None,
+        data: Any = None,
         wait: int = 0,
         headers: dict[str, str] | None = None,
         stream: bool = False,
@@ -158,7 +159,8 @@ class Transport:
         below 400, else ServiceError. `wait` > 0 sends `Prefer: wait=<wait>` (cut to the time
         left). With `split_after`, that many 429s in a row raise ServiceError(429) instead of
         waiting again: a batch bigger than the whole allowance must be split by the caller.
-        `retries` overrides the transport's own for this request."""
+        `retries` overrides the transport's own for this request. `data`, a body to stream (a
+        file-like object with a length), is rewound before each attempt."""
         failures = throttled = 0
         while True:
             self.sleep(self.gate.delay())
@@ -169,11 +171,14 @@ class Transport:
                 sent["Prefer"] = f"wait={hold}"
             reading = read_timeout if read_timeout is not None else hold + READ_MARGIN
             response = None
+            if data is not None:
+                data.seek(0)
             try:
                 response = self.session.request(
                     method,
                     f"{self.url}{path}",
                     json=json,
+                    data=data,
                     headers=sent,
                     stream=stream,
                     timeout=(min(CONNECT_TIMEOUT, left), min(reading, left)),

@@ -180,6 +180,8 @@ def _validate(task_type: TaskType, body: bytes) -> dict[str, Any] | None:
         return None
     if not isinstance(data, dict) or any(field in data for field in WEBHOOK_FIELDS):
         return None  # a webhook subscription is DRF's (api/views.py), however its key is spelled
+    if any(field in data for field in task_type.file_fields):
+        return None  # a file is stored for its client, and an upload is checked against it: DRF's
     # orjson reads integers beyond 64 bits as floats, which validation rejects: such inputs
     # fall through to DRF, whose stdlib parser keeps them exact.
     try:

@@ -33,7 +33,7 @@ from factorize_app.api.serializers import (
     submit_serializer,
 )
 from factorize_app.tasks import TaskType, task_types
-from factorize_app.tasks.fields import WholeNumberField
+from factorize_app.tasks.fields import FileInput, WholeNumberField
 
 
 class WholeNumberFieldSchema(OpenApiSerializerFieldExtension):
@@ -51,6 +51,33 @@ class WholeNumberFieldSchema(OpenApiSerializerFieldExtension):
         digits = field.max_digits
         pattern = f"^[0-9]{{1,{digits}}}$" if digits else "^[0-9]+$"
         return {"oneOf": [integer, {"type": "string", "pattern": pattern}]}
+
+
+class FileInputSchema(OpenApiSerializerFieldExtension):
+    """A file in an input: a string naming it (three forms); in a status body, the stored file."""
+
+    target_class = FileInput
+
+    def map_serializer_field(self, auto_schema, direction):
+        field: FileInput = self.target
+        if direction == "response":
+            return {
+                "type": "object",
+                "properties": {
+                    "sha256": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
+                    "size": {"type": "integer", "minimum": 0},
+                    "content_type": {"type": "string"},
+                    "name": {"type": "string"},
+                },
+                "required": ["sha256", "size", "content_type", "name"],
+            }
+        return {
+            "type": "string",
+            "format": "uri",
+            "description": f"A file of type {', '.join(field.content_types)}: a `data:<type>;base64,...` URI, an "
+            "http(s) URL the service fetches (FILE_URL_ALLOWED_HOSTS, FILE_URL_TIMEOUT), or an upload's id "
+            "(`file_<hex>`, from `POST /files`) or URL. At most FILE_INPUT_MAX_BYTES bytes (413 beyond).",
+        }
 
 
 class ApiKeyScheme(OpenApiAuthenticationExtension):
@@ -83,6 +110,11 @@ extend_schema_serializer(many=False)(TaskInfoSerializer)
 VALIDATION_ERROR = OpenApiResponse(
     {"type": "object", "additionalProperties": True},
     description="Invalid input: each offending field (or `non_field_errors`, or `detail`) with its messages.",
+)
+FILE_TOO_LARGE = OpenApiResponse(
+    {"type": "object", "additionalProperties": True},
+    description="A file in the input holds more than FILE_INPUT_MAX_BYTES (or its field's own limit): the field "
+    "with its message, and `limit` naming the setting.",
 )
 OUTAGE = OpenApiResponse(ErrorSerializer, description="The job queue (Redis) is unavailable; retry later.")
 NOT_FOUND = OpenApiResponse(ErrorSerializer, description="No job with this id (never submitted, expired or cancelled).")
@@ -186,6 +218,7 @@ def task_view_schema(task_type: TaskType):
                 200: OpenApiResponse(body, description="Done: finished (with the result) or failed (with `error`)."),
                 202: OpenApiResponse(body, description="Queued or running: poll again after `Retry-After`."),
                 400: VALIDATION_ERROR,
+                **({413: FILE_TOO_LARGE} if task_type.file_fields else {}),
                 429: THROTTLED,
                 503: OUTAGE,
             },

@@ -21,7 +21,7 @@ from rest_framework.utils import html
 
 from factorize_app import jobs
 from factorize_app.tasks import TaskType
-from factorize_app.tasks.fields import FileOutput
+from factorize_app.tasks.fields import FileOutput, TextField
 from factorize_app.webhooks.events import DEFAULT_EVENTS, EVENTS
 from factorize_app.webhooks.targets import MAX_URL_LENGTH, WebhookRefused, target
 
@@ -72,6 +72,8 @@ def batch_serializer(task_type: TaskType) -> type[serializers.Serializer]:
 # Inputs DRF's HTML form cannot show ("Lists are not currently supported in HTML input"): in the
 # browsable API's form they are a textarea of JSON instead.
 JSON_IN_FORMS = (serializers.ListField, serializers.DictField, serializers.ListSerializer)
+FILE_FORM_TEMPLATE = "factorize_app/file_input.html"
+FILES_PATH = "/files"  # uploads (the files API)
 
 
 @cache
@@ -87,6 +89,8 @@ def form_serializer(task_type: TaskType) -> type[serializers.Serializer]:
         for name, field in declared.items()
         if isinstance(field, JSON_IN_FORMS)
     }
+    for name in task_type.file_fields:
+        fields[name] = file_form_field(declared, name, task_type.file_fields)
     example = task_type.examples[0] if task_type.examples else {}
 
     def get_initial(self):
@@ -96,6 +100,16 @@ def form_serializer(task_type: TaskType) -> type[serializers.Serializer]:
         task_type.class_prefix + "Form", (task_type.input_serializer,), {**fields, "get_initial": get_initial}
     )
     return serializer
+
+
+def file_form_field(declared: dict[str, serializers.Field], name: str, file_fields: tuple[str, ...]) -> TextField:
+    """A file field in the form: its text (an id, a URL, a data: URI) and a file chooser whose file
+    a small script uploads (POST /files), putting the upload's id in the text; task endpoints stay JSON."""
+    field = declared[name]
+    others = [other for other, f in declared.items() if not f.required and other not in file_fields]
+    style = {"template": FILE_FORM_TEMPLATE, "upload_url": FILES_PATH, "accept": ",".join(field.content_types),
+             "optional": " ".join(others)}  # fmt: skip
+    return TextField(required=field.required, label=field.label, help_text=field.help_text, style=style)
 
 
 def form_input(task_type: TaskType, data: Any) -> Any:
@@ -112,6 +126,8 @@ def form_input(task_type: TaskType, data: Any) -> Any:
         if value is empty:
             continue
         if isinstance(field, serializers.JSONField):
+            if value == "" and not field.required:  # an optional JSON textarea left empty: absent
+                continue
             try:
                 value = json.loads(value)
             except ValueError:

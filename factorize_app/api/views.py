@@ -16,6 +16,7 @@ from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
 
 from factorize_app import jobs
+from factorize_app.api.file_inputs import FileCount, with_stored_files
 from factorize_app.api.identity.authentication import client_identity
 from factorize_app.api.identity.clients import add_traceback, limits_of, reading_owner
 from factorize_app.api.request_options import holding, preference_applied, requested_cancel_after, requested_wait
@@ -56,6 +57,7 @@ class TaskViewSet(viewsets.GenericViewSet):
         # The webhook fields are not part of the input: the job id ignores them.
         body, webhook = take_webhook(form_input(self.task_type, request.data))
         data = self.task_type.validate(body)  # as the lean lane and each batch item
+        data = with_stored_files(self.task_type, data, request, FileCount())
         if webhook is not None and (refused := self.admit_webhooks({0: (data, webhook)})):
             raise ValidationError({"webhook": [refused[0]]})
         (state,), wait = self.perform_submit([data], sent=1)
@@ -70,11 +72,11 @@ class TaskViewSet(viewsets.GenericViewSet):
         serializer = self.get_serializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         items = serializer.validated_data["items"]
-        valid, errors, webhooks = {}, {}, {}
+        valid, errors, webhooks, files = {}, {}, {}, FileCount()
         for index, item in enumerate(items):
             try:
                 body, webhooks[index] = take_webhook(item)
-                valid[index] = self.task_type.validate(body)
+                valid[index] = with_stored_files(self.task_type, self.task_type.validate(body), request, files)
             except ValidationError as exc:
                 errors[index] = exc.detail
         # A webhook over a cap makes its item invalid.

@@ -46,8 +46,14 @@ def canonical(data: dict[str, Any]) -> str:
 def job_id_for(task_type: TaskType, data: dict[str, Any]) -> str:
     """Same type and same validated input, same id: the basis of dedup and polling."""
     key = settings.JOB_ID_KEY.encode() if settings.JOB_ID_KEY else _stored.key()
+    if task_type.file_fields:  # a file's name is the client's, not its content: the same bytes, the same job
+        data = {k: _nameless(v) if k in task_type.file_fields else v for k, v in data.items()}
     digest = hmac.new(key, canonical(data).encode(), hashlib.sha256)
     return f"{task_type.name}-{digest.hexdigest()[:32]}"
+
+
+def _nameless(stored: Any) -> Any:
+    return {k: v for k, v in stored.items() if k != "name"} if isinstance(stored, dict) else stored
 
 
 @functools.lru_cache(maxsize=4)

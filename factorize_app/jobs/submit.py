@@ -18,7 +18,7 @@ import redis
 from django.conf import settings
 from rq.job import Retry
 
-from factorize_app.jobs import budgets, keys, scripts
+from factorize_app.jobs import budgets, file_inputs, keys, scripts
 from factorize_app.jobs.connection import redis_connection, rq_queue
 from factorize_app.jobs.errors import (
     ClientLimitExceeded,
@@ -200,6 +200,8 @@ def _submit_batch(
         _check_queued_cap(task_type, client, len(missing), limits or ClientLimits())
         budgets.charge(task_type=task_type, client=client, new_inputs=[inputs[job_id] for job_id in missing],
                        budget=(limits or ClientLimits()).redis_bytes)  # fmt: skip
+        if task_type.file_fields:  # a retry's input files too, kept until the job and its result expire
+            file_inputs.keep_inputs(task_type=task_type, inputs=[inputs[job_id] for job_id in missing])
         enqueue(task_type, {job_id: inputs[job_id] for job_id in missing}, client, cancel_after, limits)
     raise QueueUnavailable(f"{len(missing)} jobs kept changing under concurrent requests; try again")
 

@@ -12,8 +12,9 @@ from typing import Any
 from django.conf import settings
 
 from factorize_app.jobs import result_files
+from factorize_app.jobs.file_inputs import run_task_with_files
 from factorize_app.jobs.states import FAILED, FINISHED, JobState
-from factorize_app.tasks import TaskType, get_task_type, run_task
+from factorize_app.tasks import TaskType, get_task_type
 
 
 def compute(*, task_type: TaskType, data: dict[str, Any], client: str = "") -> JobState:
@@ -39,7 +40,7 @@ def compute(*, task_type: TaskType, data: dict[str, Any], client: str = "") -> J
 def _run_and_store(task_name: str, data: dict[str, Any], client: str) -> Any:
     """In a pool process: the handler's result, its files stored (one try: the client is waiting)."""
     task_type = get_task_type(task_name)
-    result = run_task(task_name, data)
+    result = run_task_with_files(task_name, data)
     ttl = task_type.setting("result_ttl")
     return result_files.store_outputs(
         task_type=task_type, job_id="", result=result, ttl=ttl, owner=client, patience=0, spill=False

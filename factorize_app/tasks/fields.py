@@ -1,8 +1,12 @@
 """Input fields shared by task types, and the one bounded parse of a client's digits."""
 
+import re
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
+from django.conf import settings
 from rest_framework import serializers
 
 # Python refuses to convert longer digit strings (a quadratic-time guard, 4300 by default);
@@ -111,3 +115,88 @@ class FileOutput(serializers.Serializer):
     def __init__(self, *args, content_type: str = "application/octet-stream", **kwargs):
         self.content_type = content_type
         super().__init__(*args, **kwargs)
+
+
+@dataclass(frozen=True)
+class FileReference:
+    """A file named in an input, as the client gave it, checked for its form only: the job service
+    turns it into the stored file's identity (`jobs/file_inputs.py`) before the job id is made."""
+
+    kind: str  # DATA_URI, URL or UPLOAD
+    value: str  # the URL, the upload's id, or the data: URI's payload (still encoded)
+    content_type: str = ""  # as the client declared it (a data: URI's media type)
+    base64: bool = False  # a data: URI's payload is base64 (else percent-encoded)
+
+
+DATA_URI, URL, UPLOAD = "data", "url", "upload"
+# What a handler's input holds for a file field once stored: its identity is the bytes (sha256)
+# and their type; the name is the client's and never part of the job id (jobs/ids.py).
+STORED_FILE_KEYS = ("sha256", "size", "content_type", "name")
+_UPLOAD_ID = re.compile(r"^file_[0-9a-f]{32}$")
+
+
+class FileInput(serializers.Field):
+    """A file in a job's input, given as a JSON string in one of three forms: a `data:` URI
+    (base64 or percent-encoded), an http(s) URL the service fetches, or an upload's id
+    (`file_<hex>`, from `POST /files`) or URL (`<this service>/files/file_<hex>`).
+
+    Only the form is checked here (plain computation); the job service decodes (a data: URI's
+    length bounded before decoding), fetches, stores and checks the bytes (their size, their sniffed
+    type against `content_types`, and `check(path)` if given, whose ValueError refuses the file
+    with its message). The handler receives a `pathlib.Path`.
+    """
+
+    default_error_messages = {
+        "invalid": "A file is required: a data: URI, an http(s) URL, or an upload's id (file_...) or URL.",
+        "data_uri": "Not a valid data: URI (data:<type>[;base64],<data>).",
+        "content_type": "A file of type {types} is expected, not {content_type}.",
+    }
+
+    def __init__(
+        self,
+        *,
+        content_types: tuple[str, ...],
+        max_bytes: int | Callable[[], int] | None = None,
+        check: Callable[[Any], None] | None = None,
+        **kwargs,
+    ):
+        self.content_types = tuple(content_types)
+        self._max_bytes = max_bytes  # None: the FILE_INPUT_MAX_BYTES setting, read at validation
+        self.check = check
+        super().__init__(**kwargs)
+
+    @property
+    def max_bytes(self) -> int:
+        limit = self._max_bytes() if callable(self._max_bytes) else self._max_bytes
+        return min(limit, settings.FILE_INPUT_MAX_BYTES) if limit else settings.FILE_INPUT_MAX_BYTES
+
+    def to_internal_value(self, data: Any) -> FileReference:
+        if not isinstance(data, str) or not data or len(data) > MAX_FILE_STRING or not data.isascii():
+            self.fail("invalid")
+        if data.startswith("data:"):
+            return self._data_uri(data)
+        if _UPLOAD_ID.match(data):
+            return FileReference(UPLOAD, data)
+        if data.startswith(("http://", "https://")):
+            # An upload's URL on this service is an upload: the job service tells it from another host's.
+            return FileReference(URL, data)
+        self.fail("invalid")
+
+    def _data_uri(self, data: str) -> FileReference:
+        header, comma, payload = data[len("data:") :].partition(",")
+        if not comma or len(header) > 200:
+            self.fail("data_uri")
+        media_type, *parameters = header.split(";")
+        encoded = bool(parameters) and parameters[-1].strip().lower() == "base64"
+        media_type = media_type.strip().lower() or "text/plain"
+        if media_type not in self.content_types:
+            self.fail("content_type", types=" or ".join(self.content_types), content_type=media_type)
+        return FileReference(DATA_URI, payload, content_type=media_type, base64=encoded)
+
+    def to_representation(self, value: Any) -> Any:
+        if isinstance(value, dict):
+            return {key: value.get(key) for key in STORED_FILE_KEYS}
+        return value.value if isinstance(value, FileReference) else value
+
+
+MAX_FILE_STRING = 64 * 1024 * 1024  # characters: past any body limit, a guard for direct callers

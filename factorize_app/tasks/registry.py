@@ -26,6 +26,7 @@ from rest_framework.settings import api_settings
 
 from factorize_app.tasks import streaming
 from factorize_app.tasks.deployment import Deployment
+from factorize_app.tasks.fields import FileInput
 
 logger = logging.getLogger("factorize_app.tasks")
 
@@ -142,6 +143,12 @@ class TaskType:
     @cached_property
     def input_fields(self) -> list[str]:
         return list(self.input_serializer().fields)
+
+    @cached_property
+    def file_fields(self) -> tuple[str, ...]:
+        """The input fields that take a file (FileInput): stored by the job service at submit, a
+        local path for the handler."""
+        return tuple(name for name, field in self.input_serializer().fields.items() if isinstance(field, FileInput))
 
     @cached_property
     def result_fields(self) -> list[str]:

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 from rq.timeouts import JobTimeoutException
 
 from factorize_app import jobs
+from factorize_app.jobs.file_inputs import local_inputs
 from factorize_app.tasks import TaskType, get_task_type
 from factorize_app.worker.batch import Batch
 from factorize_app.worker.interruption import YIELDED, JobStopped
@@ -78,8 +79,8 @@ def _call_one(worker: WarmWorker, task_type: TaskType, job: jobs.TakenJob, repor
         if job.input is None:
             raise ValueError(f"job {job.job_id} has no input this service can read")
         penalty = worker.death_penalty_class(job.timeout, JobTimeoutException, job_id=job.job_id)
-        with penalty, worker.handler_call(job.job_id):
-            result = task_type.handler(job.input, progress=progress, output=output)
+        with penalty, worker.handler_call(job.job_id), local_inputs(task_type, [job.input]) as (data,):
+            result = task_type.handler(data, progress=progress, output=output)
     except JobStopped as stopped:
         if stopped.reason == YIELDED:  # queued again, for later: not a failure, not a retry
             return jobs.JobOutcome(job, jobs.QUEUED, time.monotonic() - started)
@@ -127,8 +128,9 @@ def _run_together(
     started = time.monotonic()
     try:
         time_limit = sum(job.timeout for job in taken)
-        with worker.death_penalty_class(time_limit, JobTimeoutException, job_id=taken[0].job_id):
-            results = task_type.batch_handler([job.input for job in taken], progress=progress, output=output)
+        penalty = worker.death_penalty_class(time_limit, JobTimeoutException, job_id=taken[0].job_id)
+        with penalty, local_inputs(task_type, [job.input for job in taken]) as inputs:
+            results = task_type.batch_handler(inputs, progress=progress, output=output)
         if len(results) != len(taken):
             raise ValueError(f"batch handler returned {len(results)} results for {len(taken)} inputs")
     except Exception:

@@ -77,4 +77,23 @@ STREAMED_OUTPUTS = Section(
     ),
 )
 
-SECTIONS = (WORKERS, EVENT_STREAMS, STREAMED_OUTPUTS, WEBHOOKS)
+FILE_INPUTS = Section(
+    "File inputs",
+    DJANGO,
+    "Files in a job's input (a task type's file fields): a `data:` URI in the body, an upload's id or URL, "
+    "or an http(s) URL the web server fetches ([The API](api.md)).",
+    (
+        Setting("FILE_INPUT_MAX_BYTES", INT, "10485760", "The most bytes of one file in an input, however it is "
+                "given (a field may declare fewer; a `data:` URI is bounded by `MAX_REQUEST_BYTES` too): "
+                "413 beyond."),
+        Setting("FILE_URL_ALLOWED_HOSTS", LIST, "*", "The hosts a file URL may name, `host` or `host:port`, "
+                "comma-separated; `*`: any host. An address that is not public (loopback, private, link-local) "
+                "is refused unless that literal address is listed. Empty: file URLs refused."),
+        Setting("FILE_URL_TIMEOUT", NUMBER, "10", "Seconds for fetching a request's file URLs, all of them "
+                "together (look-ups, connects, every redirect and the whole bodies)."),
+        Setting("FILE_INPUTS_PER_REQUEST", INT, "32", "Files one submit may name (a batch's items together): "
+                "each may be a fetch of up to `FILE_URL_TIMEOUT` and an image check of up to 25 million pixels."),
+    ),
+)
+
+SECTIONS = (WORKERS, EVENT_STREAMS, STREAMED_OUTPUTS, WEBHOOKS, FILE_INPUTS)

@@ -6,6 +6,8 @@ always routes `/digits`."""
 from rest_framework import serializers
 
 from factorize_app.tasks.deployment import Deployment
+from factorize_app.tasks.digits.reading import check_digit_image
+from factorize_app.tasks.fields import FileInput
 from factorize_app.tasks.registry import TaskType
 
 PIXELS, GREY_LEVELS = 64, 16
@@ -19,9 +21,24 @@ class DigitsInput(serializers.Serializer):
         child=serializers.IntegerField(min_value=0, max_value=GREY_LEVELS),
         min_length=PIXELS,
         max_length=PIXELS,
+        required=False,
         help_text="An 8x8 grey-level image, row by row: 64 integers from 0 (white) to 16 (black), "
-        "as in scikit-learn's bundled digits data.",
+        "as in scikit-learn's bundled digits data. Or send `image` instead.",
     )
+    image = FileInput(
+        content_types=("image/png", "image/jpeg"),
+        check=check_digit_image,
+        required=False,
+        help_text="Or a PNG or JPEG of one handwritten digit, of any reasonable size (at most 25 million "
+        "pixels): greyscaled, cropped and scaled to 8x8 as the training data. A data: URI, an http(s) URL, "
+        "or an upload's id or URL (POST /files).",
+    )
+
+    def validate(self, attrs):
+        if ("pixels" in attrs) == ("image" in attrs):
+            message = "Send exactly one of `pixels` and `image`."
+            raise serializers.ValidationError({"pixels": [message], "image": [message]})
+        return attrs
 
 
 class DigitsResult(serializers.Serializer):
@@ -34,7 +51,8 @@ class DigitsResult(serializers.Serializer):
 TASK_TYPE = TaskType(
     name="digits",
     path="digits",
-    description="Recognize a handwritten digit in an 8x8 image, with a scikit-learn classifier each worker loads once.",
+    description="Recognize a handwritten digit in an 8x8 image or a PNG/JPEG file, with a scikit-learn classifier "
+    "each worker loads once.",
     input_serializer=DigitsInput,
     result_serializer=DigitsResult,
     implementation="factorize_app.tasks.digits.model:DigitsClassifier",

@@ -10,64 +10,32 @@ a decompression bomb is refused before it is decoded.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image
 
-FORMATS = ("PNG", "JPEG")
-MAX_PIXELS = 25_000_000  # 5000x5000: far beyond a photo of one digit, a bounded decode
-WORKING_SIDE = 512  # larger images are shrunk first: 8x8 values need no more detail
+from factorize_app.tasks.digits.reading import MAX_PIXELS, ImageRefused, greyscale, paper_shade, refuse_blank
+
 BITMAP, BLOCK, GREY_LEVELS = 32, 4, 16
 INK_THRESHOLD = 0.15  # of the darkest ink: fainter is paper texture or JPEG noise, not the digit
-BLANK = 0.1  # an image whose ink differs from its paper by less than this (of 255) shows nothing
+
+__all__ = ["MAX_PIXELS", "ImageRefused", "pixels_from_image"]
 
 
-class ImageRefused(ValueError):
-    """The image cannot be read as a digit; the message says why, for the client."""
-
-
-def pixels_from_image(source: str | BinaryIO) -> list[int]:
+def pixels_from_image(source: str | Path | BinaryIO) -> list[int]:
     """64 integers from 0 to 16, row by row, from a PNG or JPEG file (a path or an open file)."""
-    ink = _ink(_greyscale(source))
+    ink = _ink(greyscale(source))
     return _blocks(_fitted(ink)).reshape(-1).tolist()
-
-
-def _greyscale(source: str | BinaryIO) -> Image.Image:
-    try:
-        image = Image.open(source)
-    except Image.DecompressionBombError:  # Pillow's own, far larger bound
-        raise ImageRefused(f"too large: at most {MAX_PIXELS:,} pixels") from None
-    except OSError as error:
-        raise ImageRefused(f"not a readable image: {error}") from None
-    with image:
-        if image.format not in FORMATS:
-            raise ImageRefused(f"a {image.format or 'unknown'} image: PNG or JPEG expected")
-        width, height = image.size
-        if width * height > MAX_PIXELS:
-            raise ImageRefused(f"too large: {width}x{height} pixels, at most {MAX_PIXELS:,}")
-        image.draft("L", (WORKING_SIDE, WORKING_SIDE))  # JPEG: decoded at a reduced scale
-        try:
-            image = ImageOps.exif_transpose(image)
-            if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
-                paper = Image.new("RGBA", image.size, "white")
-                image = Image.alpha_composite(paper, image.convert("RGBA"))
-            grey = image.convert("L")
-        except (OSError, ValueError, SyntaxError) as error:  # truncated or corrupt data
-            raise ImageRefused(f"the image data is damaged: {error}") from None
-    grey.thumbnail((WORKING_SIDE, WORKING_SIDE), Image.Resampling.BOX)
-    return grey
 
 
 def _ink(grey: Image.Image) -> np.ndarray:
     """How much ink each pixel holds, 0 to 1, whichever of ink and paper is the darker."""
+    paper = paper_shade(grey)
+    refuse_blank(grey, paper)
     values = np.asarray(grey, dtype=np.float64)
-    border = np.concatenate([values[0], values[-1], values[:, 0], values[:, -1]])
-    paper = float(np.median(border))
-    ink = paper - values if paper >= 128 else values - paper
-    ink = np.clip(ink, 0, None)
-    if ink.max() < BLANK * 255:
-        raise ImageRefused("the image is blank: no ink stands out from the paper")
+    ink = np.clip(paper - values if paper >= 128 else values - paper, 0, None)
     return ink / ink.max()
 
 

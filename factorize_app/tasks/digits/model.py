@@ -21,6 +21,8 @@ from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 from sklearn.svm import SVC
 
+from factorize_app.tasks.digits.images import pixels_from_image
+
 MODEL_FILE = "digits-classifier.joblib"
 HELD_OUT = 0.2
 SEED = 0
@@ -74,7 +76,9 @@ class DigitsClassifier:
     def handle_batch(self, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
         if self._classifier is None:
             raise RuntimeError("digits: setup() has not run in this process")
-        images = np.asarray([item["pixels"] for item in items], dtype=np.float64)
+        # An image file (a local path) is made into the 64 grey levels first; ImageRefused fails its job.
+        pixels = [item["pixels"] if "pixels" in item else pixels_from_image(item["image"]) for item in items]
+        images = np.asarray(pixels, dtype=np.float64)
         probabilities = self._classifier.predict_proba(images)
         classes = self._classifier.classes_
         return [

@@ -3,7 +3,6 @@ with its length), then the input submitted with the upload's id; run as a user r
 
 from __future__ import annotations
 
-import io
 import json
 import sys
 import threading
@@ -13,7 +12,6 @@ from email.policy import HTTP
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-import requests
 
 from tests.conftest import ROOT
 from tests.test_client import lines, run_client
@@ -107,14 +105,11 @@ def test_the_upload_body_is_read_a_chunk_at_a_time_and_rewinds(tmp_path):
 
 
 def test_an_image_uploaded_by_the_command_is_classified(live_url, warm_worker, tmp_path):
-    """End to end on the real service: needs POST /files (the files API, built apart)."""
+    """End to end on the real service: the command uploads through POST /files, then submits."""
     pytest.importorskip("sklearn", reason="the digits requirements are not installed")
     from factorize_app.tasks.digits import model
     from tests.test_digit_images import RENDERINGS, rendered
 
-    probe = requests.post(f"{live_url}/files", files={"file": ("x.png", io.BytesIO(b"x"))}, timeout=30)
-    if probe.status_code == 404 and "id" not in probe.text:
-        pytest.skip("POST /files is not on this branch (the files API is built apart)")
     warm_worker("digits")
     _, test_x, _, test_y = model.held_out_split()
     image = tmp_path / "digit.png"

@@ -58,8 +58,9 @@ def test_schema_documents_every_operation_with_its_shapes(api):
         expected = {
             "done", *task_type.input_fields, *task_type.result_fields, "load", "job_id", "status", "error", "progress"
         }
-        # traceback: failed jobs, for staff and owners; webhook_secret: a submit with a webhook.
-        assert set(status["properties"]) == expected | {"traceback", "webhook_secret", "result_file"}
+        # traceback: failed jobs, for staff and owners; webhook_secret: a submit with a webhook;
+        # result_file: a result too large for Redis; output: a streaming job's pieces so far.
+        assert set(status["properties"]) == expected | {"traceback", "webhook_secret", "result_file", "output"}
         assert "traceback" not in status["required"]
         batch = paths[f"/{task_type.path}/batch"]["post"]
         assert set(batch["responses"]) == {"200", "400", "401", "429", "503"}

@@ -4,14 +4,6 @@ input as before, and the worker classifies the image."""
 
 from __future__ import annotations
 
-import json
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
-from email.parser import BytesParser
-from email.policy import HTTP
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
 import pytest
 import requests
 from selenium.webdriver.common.by import By
@@ -35,61 +27,6 @@ def digit_file(tmp_path, index: int = 3):
     return path, int(test_y[index])
 
 
-class StandInFiles(BaseHTTPRequestHandler):
-    """POST /files as the files API answers it (FILES_CONTRACT.md), storing into the same storage
-    and Redis as the server: for a branch the files API is not merged into yet. It allows the
-    page's origin (CORS), as the real route needs not (same origin)."""
-
-    def _cors(self) -> None:
-        self.send_header("Access-Control-Allow-Origin", self.headers.get("Origin", "*"))
-        self.send_header("Access-Control-Allow-Headers", "Accept, X-CSRFToken")
-        self.send_header("Access-Control-Allow-Methods", "POST")
-
-    def do_OPTIONS(self):  # noqa: N802
-        self.send_response(204)
-        self._cors()
-        self.end_headers()
-
-    def do_POST(self):  # noqa: N802
-        from factorize_app.jobs import files
-
-        body = self.rfile.read(int(self.headers["Content-Length"]))
-        message = BytesParser(policy=HTTP).parsebytes(
-            f"Content-Type: {self.headers['Content-Type']}\r\n\r\n".encode() + body
-        )
-        (part,) = list(message.iter_parts())
-        data = part.get_payload(decode=True)
-        stored = files.store(chunks=[data], content_type=part.get_content_type(), name=part.get_filename() or "",
-                             owner="address-127.0.0.1", ttl=600, max_bytes=10 << 20)  # fmt: skip
-        answer = {"id": stored.id, "url": f"/files/{stored.id}", "sha256": stored.sha256, "size": stored.size,
-                  "content_type": stored.content_type, "name": stored.name}  # fmt: skip
-        payload = json.dumps(answer).encode()
-        self.send_response(201)
-        self._cors()
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(payload)))
-        self.end_headers()
-        self.wfile.write(payload)
-
-    def log_message(self, *args):
-        pass
-
-
-@contextmanager
-def files_route(url: str) -> Iterator[str]:
-    """The service's POST /files, or a stand-in for it where the files API is not on this branch."""
-    if requests.post(f"{url}/files", timeout=10).status_code != 404:
-        yield "/files"
-        return
-    server = ThreadingHTTPServer(("127.0.0.1", 0), StandInFiles)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}/files"
-    finally:
-        server.shutdown()
-        server.server_close()
-
-
 def test_a_digit_image_chosen_in_the_form_is_uploaded_and_classified(
     fresh_browser, staff_server, warm_worker, tmp_path
 ):
@@ -102,11 +39,9 @@ def test_a_digit_image_chosen_in_the_form_is_uploaded_and_classified(
     assert chooser.get_attribute("accept") == "image/png,image/jpeg"
     assert chooser.get_attribute("data-upload-url") == "/files"
     assert form.find_element(By.NAME, "pixels").get_attribute("value")  # prefilled with the example
-    with files_route(url) as upload_url:
-        browser.execute_script("arguments[0].dataset.uploadUrl = arguments[1]", chooser, upload_url)
-        chooser.send_keys(str(path))
-        status = form.find_element(By.CSS_SELECTOR, "[data-upload-status='image']")
-        wait(browser).until(lambda _: status.text.startswith(("Uploaded", "Upload refused", "Upload failed")))
+    chooser.send_keys(str(path))
+    status = form.find_element(By.CSS_SELECTOR, "[data-upload-status='image']")
+    wait(browser).until(lambda _: status.text.startswith(("Uploaded", "Upload refused", "Upload failed")))
     screenshot(browser, "f1-digits-file-chosen")
     assert status.text.startswith("Uploaded"), status.text
     upload_id = form.find_element(By.NAME, "image").get_attribute("value")

@@ -17,6 +17,7 @@ import time
 import redis
 import requests
 
+from bench import redis_phases
 from bench.charts import Bars
 from bench.context import BIN, Bench
 from bench.engines import ENGINES
@@ -59,6 +60,31 @@ def measure(bench: Bench, count: int, step) -> dict:
     }  # fmt: skip
 
 
+def submit_ours_of(own: Bench, count: int) -> None:
+    with own.web_server() as base:
+        for start in range(0, count, 500):
+            items = [{"i": i} for i in range(start, min(count, start + 500))]
+            answer = requests.post(f"{base}/bench-incr/batch", json={"items": items}, timeout=120)
+            assert answer.status_code in (200, 202), answer.text
+
+
+def steps(own: Bench, count: int, submit, processes: int) -> dict:
+    """Ours again, fewer jobs, every command logged (SLOWLOG at 0 µs): the cost of each step of
+    a job and of each feature, per job (bench/redis_phases.py)."""
+    own.flush()
+    redis_phases.start(own.conn)
+    submit(own, count)
+    submitted = redis_phases.split(redis_phases.collect(own.conn), count)
+    redis_phases.start(own.conn)
+    procs = ENGINES["ours"].start(own, processes)
+    try:
+        own.wait_for_counter(count)
+    finally:
+        own.stop(procs)
+    drained = redis_phases.split(redis_phases.collect(own.conn), count)
+    return {"jobs": count, "submit": submitted, "drain": drained}
+
+
 def run(bench: Bench) -> dict:
     count, processes = bench.options.size(10_000, 200), 2
     server = shutil.which("redis-server") or str(BIN / "redis-server")  # as scripts/ensure-redis.sh
@@ -77,11 +103,7 @@ def run(bench: Bench) -> dict:
     with bench.running(args, ready=answers):
 
         def submit_ours() -> None:
-            with own.web_server() as base:
-                for start in range(0, count, 500):
-                    items = [{"i": i} for i in range(start, min(count, start + 500))]
-                    answer = requests.post(f"{base}/bench-incr/batch", json={"items": items}, timeout=120)
-                    assert answer.status_code in (200, 202), answer.text
+            submit_ours_of(own, count)
 
         def submit_dramatiq() -> None:
             subprocess.run([PYTHON, "-c", ENQUEUE_DRAMATIQ, str(count)], cwd=ROOT, env=own.env, check=True)
@@ -104,6 +126,7 @@ def run(bench: Bench) -> dict:
             print(
                 f"  redis cost {engine}: {drained['usec']:.0f} µs, {drained['calls']:.1f} commands per job", flush=True
             )
+        results["ours"]["steps"] = steps(own, bench.options.size(2_000, 200), submit_ours_of, processes)
     return {"jobs": count, "processes": processes, **results}
 
 

@@ -49,6 +49,7 @@ from factorize_app.jobs.events import (
     JobEvent,
     events_after,
     latest_event,
+    open_events,
     state_after,
     valid_event_id,
 )
@@ -159,6 +160,7 @@ __all__ = [
     "describe_error",
     "events_after",
     "latest_event",
+    "open_events",
     "state_after",
     "valid_event_id",
     "watch_events",

@@ -37,7 +37,9 @@ local function consider(id)
   if seen[id] then return end
   seen[id] = true
   local status = status_of(id)
-  if status and status ~= STATUS.queued and status ~= last_event(id) then found[#found + 1] = {id, status} end
+  if not status or status == STATUS.queued then return end
+  local last = last_event(id)
+  if last ~= false and status ~= last then found[#found + 1] = {id, status} end -- false: nobody reads its events
 end
 
 local function add_all(key, members)

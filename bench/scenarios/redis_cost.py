@@ -154,7 +154,37 @@ def report(result: dict) -> list[str]:
         top = ", ".join(f"`{name}` {v['calls']:.1f} × {v['usec'] / max(v['calls'], 1e-9):.1f} µs"
                         for name, v in side["drain"]["top"].items())  # fmt: skip
         lines.append(f"- {label}, the costliest commands while draining, per job: {top}.")
+    return [*lines, "", *step_lines(ours.get("steps"))]
+
+
+def step_lines(steps: dict | None) -> list[str]:
+    """Ours, step by step and feature by feature (bench/redis_phases.py)."""
+    if not steps:
+        return []
+    lines = [
+        f"### Ours, step by step ({steps['jobs']:,} jobs again, every command logged by `SLOWLOG` at 0 µs)",
+        "",
+        "Per job, counted as `INFO commandstats` counts (a script's or an EXEC's usec include its commands', "
+        "which count again). Logging every command slows Redis a little: these µs run above the table's; "
+        "their shares are the point. A step is the script (or the key) that runs a command; a feature, the "
+        "keys it touches wherever it runs.",
+        "",
+        "| step | commands | command µs |",
+        "|---|---|---|",
+    ]
+    rows = [("submit (all of it)", _total(steps["submit"]["steps"]))]
+    rows += [(name, steps["drain"]["steps"][name]) for name in redis_phases.STEPS if name in steps["drain"]["steps"]]
+    rows.append(("draining (all of it)", _total(steps["drain"]["steps"])))
+    lines += [f"| {name} | {v['calls']:.2f} | {v['usec']:.1f} |" for name, v in rows]
+    lines += ["", "| feature, while draining | commands | command µs |", "|---|---|---|"]
+    features = steps["drain"]["features"]
+    lines += [f"| {name} | {features[name]['calls']:.2f} | {features[name]['usec']:.1f} |"
+              for name in redis_phases.FEATURES if name in features]  # fmt: skip
     return [*lines, ""]
+
+
+def _total(table: dict) -> dict:
+    return {"calls": sum(v["calls"] for v in table.values()), "usec": sum(v["usec"] for v in table.values())}
 
 
 def charts(result: dict) -> list[Bars]:

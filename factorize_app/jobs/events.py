@@ -36,7 +36,8 @@ from django.conf import settings
 
 from factorize_app.jobs import keys
 from factorize_app.jobs.connection import blocking_connection, redis_connection
-from factorize_app.jobs.errors import translate_outages
+from factorize_app.jobs.errors import JobNotFound, translate_outages
+from factorize_app.jobs.ids import task_type_of
 from factorize_app.jobs.states import STARTED, JobState
 from factorize_app.tasks import TaskType
 
@@ -102,11 +103,9 @@ def event_id_key(event_id: str) -> tuple[int, int]:
 def _open(pipe: redis.client.Pipeline, job_id: str, ttl: int | None = None) -> None:
     from factorize_app.jobs import scripts  # it imports this module
 
-    from factorize_app.jobs.ids import task_type_of
-
     try:
         lasts = running_ttl(task_type_of(job_id))
-    except Exception:  # not a job id of a known type: it has no events to keep for long
+    except JobNotFound:  # not a job id of a known type: it has no events to keep for long
         lasts = settings.EVENT_STREAM_RETENTION
     scripts.OPEN_EVENTS(pipe, events=keys.events(job_id), ttl=max(lasts, ttl or 0))
 

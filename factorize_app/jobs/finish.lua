@@ -5,11 +5,12 @@
 -- ZADD with every job of it), the StartedJobRegistry's executions removed, their hashes deleted
 -- and gone from the worker's execution index; the worker's counters (and its state, idle, once
 -- the batch is done), the duration histogram, and fair order's accounts (settle_accounts.lua).
---- KEYS: executions worker started durations waiting used running holders
+--- KEYS: executions worker started snapshot durations waiting used running holders
 --- ARGV: ended_at idle clients_prefix successful failed working_time #histogram[field value]
 ---   #accounts[client running use] jobs[id status state outcome ttl events_ttl registry also execution score #entry]
 -- executions: the worker's execution index; worker: its hash; started: the type's
--- StartedJobRegistry; durations: its histogram; waiting, used, running, holders: its fair order's
+-- StartedJobRegistry; snapshot: reconcile.lua's copy of its job ids (the jobs recorded here
+-- leave it: their events are written here, there is nothing to reconcile); durations: its histogram; waiting, used, running, holders: its fair order's
 -- (settle_accounts.lua). ended_at: the end stamp; idle: '1' when the batch is done; clients_prefix:
 -- of the type's clients' lists; successful, failed, working_time: the worker's counters' steps.
 -- Per histogram field, its step; per account, a client, its running count's change and its use's.
@@ -22,7 +23,7 @@ local function each_chunk(values, command, key)
     redis.call(command, key, unpack(values, first, math.min(first + CHUNK - 1, #values)))
   end
 end
-local registries, order, members, hashes = {}, {}, {}, {}
+local registries, order, members, hashes, ids = {}, {}, {}, {}, {}
 local function enter(registry, score, id)
   if not registries[registry] then registries[registry], order[#order + 1] = {}, registry end
   local scored = registries[registry]
@@ -46,12 +47,14 @@ for _, job in ipairs(jobs) do
   enter(job.registry, job.score, job.id)
   if job.also ~= '' then enter(job.also, job.score, job.id) end
   members[#members + 1], hashes[#hashes + 1] = job.execution, PREFIX.execution .. job.execution
+  ids[#ids + 1] = job.id
 end
 for _, registry in ipairs(order) do each_chunk(registries[registry], 'ZADD', registry) end
 if #members > 0 then
   each_chunk(members, 'ZREM', K.started)
   for first = 1, #hashes, CHUNK do redis.call('DEL', unpack(hashes, first, math.min(first + CHUNK - 1, #hashes))) end
   each_chunk(members, 'SREM', K.executions)
+  each_chunk(ids, 'SREM', K.snapshot)
 end
 if #accounts > 0 then
   settle_accounts(K.waiting, K.used, K.running, K.holders, K.worker, A.clients_prefix, accounts, {})

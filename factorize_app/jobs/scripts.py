@@ -313,7 +313,7 @@ PROGRESS = Script("progress", helpers=("append_event",), keys="jobs[hash events]
 FINISH = Script(
     "finish",
     helpers=("append_event", "settle_accounts"),
-    keys="executions worker started durations waiting used running holders",
+    keys="executions worker started snapshot durations waiting used running holders",
     args="ended_at idle clients_prefix successful failed working_time #histogram[field value] "
     "#accounts[client running use] jobs[id status state outcome ttl events_ttl registry also execution score #entry]",
 )

@@ -269,6 +269,7 @@ def _finish_call(worker_name: str, name: str, outcomes: list[JobOutcome], *, idl
         "executions": keys.worker_executions(worker_name),
         "worker": keys.worker(worker_name),
         "started": keys.started(name),
+        "snapshot": keys.reconcile_running(name),
         "durations": keys.durations(name),
         "waiting": keys.fair_waiting(name),
         "used": keys.fair_used(name),

@@ -17,7 +17,8 @@ from collections import defaultdict
 import redis
 
 STEPS = ("submit", "take", "record", "events", "lease", "heartbeat", "idle wait", "maintenance", "other")
-FEATURES = ("events", "fair order", "progress", "stop and deadline", "RQ's registries and results", "core")
+SCRIPT_OWN = "the scripts' own time (Lua)"
+FEATURES = ("events", "fair order", "progress", "stop and deadline", "RQ's registries and results", "core", SCRIPT_OWN)
 _SCRIPT_STEP = {
     "poll": "submit", "after_enqueue": "submit", "budget": "submit", "take": "take", "finish": "record",
     "settle": "record", "rebalance": "record", "extend_lease": "lease", "progress": "record", "event": "events",
@@ -125,13 +126,14 @@ def split(entries: list[list], jobs: int) -> dict:
         exec_again = 1 if transaction is not None and command != "multi" else 0  # EXEC's usec count it again
         if script is not None:
             step = _SCRIPT_STEP.get(script, "other")
+            times = 2 + exec_again  # a command a script runs counts as itself and in the script's usec (and EXEC's)
             for inner_usec, inner_args in inner:
                 by_command[f"{script}: {inner_args[0].decode().lower()}"][0] += 1
                 by_command[f"{script}: {inner_args[0].decode().lower()}"][1] += inner_usec
                 key = inner_args[1].decode(errors="replace") if len(inner_args) > 1 else ""
-                add("events" if starts(key, "events") else step, feature(key, script), 1, inner_usec)
-            add(step, "fair order" if script == "settle" else "core", 1, usec * (1 + exec_again))
+                add("events" if starts(key, "events") else step, feature(key, script), 1, inner_usec * times)
             own_usec = usec - sum(inner_usec for inner_usec, _ in inner)
+            add(step, SCRIPT_OWN, 1, own_usec * (1 + exec_again))  # the script's call: Lua's own time
             by_script[script][0] += 1
             by_script[script][1] += own_usec
             by_script[script + " (its commands)"][0] += len(inner)

@@ -60,6 +60,7 @@ def test_a_client_alone_uses_every_worker_and_gives_one_back_when_another_waits(
     start_worker("sleepy")
     start_worker("sleepy")
     a_jobs = [_sleep_job(api, a, 2.8, f"hard{i}") for i in range(2)]  # hard: near the type's 3 s timeout
+    jobs.open_events(job_ids=a_jobs)  # their events are written once someone reads them
     started = StartedJobRegistry("sleepy", connection=redis_conn)
     wait_until(lambda: started.count == 2, what="both of A's jobs to run")
     workers = {redis_conn.hget(f"rq:job:{job_id}", "worker_name") for job_id in a_jobs}

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import pytest
 
+from factorize_app import jobs
 from factorize_app.jobs import keys
 from tests.conftest import wait_until
 
@@ -33,6 +34,7 @@ def canceled_at(redis_conn, job_id: str) -> float | None:
 
 def stop_with_delete(api, redis_conn, tag: str) -> None:
     job_id = api.post("/sleepy", {"seconds": 2.9, "tag": tag}, format="json").json()["job_id"]
+    jobs.open_events(job_ids=[job_id])  # its events are written once someone reads them
     wait_until(lambda: api.get(f"/jobs/{job_id}").json()["status"] == "started", what="the job to start")
     assert api.delete(f"/jobs/{job_id}").status_code == 202
     wait_until(lambda: canceled_at(redis_conn, job_id), timeout=10, what="the DELETE to stop it")
@@ -46,6 +48,7 @@ def cancel_after_delay(api, redis_conn, tag: str) -> tuple[float, float]:
     answered = redis_seconds(redis_conn)
     assert response.status_code == 202, response.content
     job_id = response.json()["job_id"]
+    jobs.open_events(job_ids=[job_id])  # its events are written once someone reads them
     ended = wait_until(lambda: canceled_at(redis_conn, job_id), timeout=10, what="the deadline to stop it")
     body = api.get(f"/jobs/{job_id}").json()
     assert body["status"] == "canceled" and "deadline" in body["error"], body

@@ -43,6 +43,7 @@ def test_every_stored_status_is_one_rq_knows_and_ours_are_still_shown(api, redis
     """An aborted job (its Cancel-After passed while queued) is `canceled` in RQ's record, where
     RQ's JobStatus reads it, and `aborted` to our clients."""
     job_id = api.post("/slow-setup", {"tag": "too-late"}, format="json", HTTP_CANCEL_AFTER="1s").json()["job_id"]
+    jobs.open_events(job_ids=[job_id])  # events are written once someone reads them
     wait_until(lambda: status(api, job_id) == "aborted", timeout=10, what="the deadline to abort it")
     job = Job.fetch(job_id, connection=redis_conn)
     assert job.get_status() == JobStatus.CANCELED
@@ -171,6 +172,7 @@ def test_a_job_rqs_cleanup_fails_gets_its_event_and_its_webhook(api, abandoning,
 def test_rq_requeue_queues_the_job_again_with_its_event_and_it_runs(api, start_worker):
     worker = start_worker("failing")
     job_id = submit(api, "/failing", tag="again").json()["job_id"]
+    jobs.open_events(job_ids=[job_id])  # events are written once someone reads them
     wait_until(lambda: status(api, job_id) == "failed", what="the first failure")
     worker.stop()
     failed_at = jobs.latest_event(job_id=job_id).event_id
@@ -186,6 +188,7 @@ def test_rq_requeue_queues_the_job_again_with_its_event_and_it_runs(api, start_w
 
 def test_a_job_run_by_a_stock_rq_worker_leaves_no_phantom_load_and_gets_its_events(api, redis_conn):
     job_id = submit(api, "/factorize", number=4757).json()["job_id"]
+    jobs.open_events(job_ids=[job_id])  # events are written once someone reads them
     stock_worker = (
         "import django; django.setup(); from rq import SimpleWorker; from factorize_app.jobs.connection import "
         "redis_connection; SimpleWorker(['factorization'], connection=redis_connection()).work(burst=True)"

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 
+from factorize_app import jobs
 from factorize_app.jobs import keys
 from tests.conftest import wait_until
 
@@ -15,6 +16,7 @@ pytestmark = pytest.mark.django_db
 def submit(api, auth: dict, body: dict, **headers) -> dict:
     response = api.post("/sleepy", body, format="json", **auth, **headers)
     assert response.status_code in (200, 202), response.content
+    jobs.open_events(job_ids=[response.json()["job_id"]])  # its events are written once someone reads them
     return response.json()
 
 
@@ -45,7 +47,7 @@ def test_a_second_owner_without_a_deadline_keeps_a_running_job_past_the_firsts(a
     warm_worker("sleepy")
     body = {"seconds": 2.5, "tag": "shared-running"}
     job_id = submit(api, a, body, HTTP_CANCEL_AFTER="1")["job_id"]
-    wait_until(lambda: event_times(redis_conn, job_id, "started"), what="the job to start")
+    wait_until(lambda: api.get(f"/jobs/{job_id}", **a).json()["status"] == "started", what="the job to start")
     # An anonymous client (its address) asks for the same input, with no deadline.
     assert submit(api, {}, body)["job_id"] == job_id
     # Before: A's deadline aborted it for both, 1 s after A's submit.
@@ -72,7 +74,7 @@ def test_a_shared_job_stops_at_the_latest_of_its_owners_deadlines(api, redis_con
     warm_worker("sleepy")
     body = {"seconds": 2.9, "tag": "shared-latest"}
     job_id = submit(api, a, body, HTTP_CANCEL_AFTER="1")["job_id"]
-    wait_until(lambda: event_times(redis_conn, job_id, "started"), what="the job to start")
+    wait_until(lambda: api.get(f"/jobs/{job_id}", **a).json()["status"] == "started", what="the job to start")
     b_submitted = redis_seconds(redis_conn)
     submit(api, b, body, HTTP_CANCEL_AFTER="2")
     b_deadline = float(redis_conn.hget(keys.job(job_id), keys.DEADLINE_FIELD))
@@ -90,7 +92,7 @@ def test_when_the_owner_without_a_deadline_withdraws_the_others_deadline_applies
     job_id = submit(api, a, body, HTTP_CANCEL_AFTER="1")["job_id"]
     deadline = float(redis_conn.hget(keys.job(job_id), keys.DEADLINE_FIELD))
     submit(api, b, body)  # B: no deadline, so the job runs on past A's
-    wait_until(lambda: event_times(redis_conn, job_id, "started"), what="the job to start")
+    wait_until(lambda: api.get(f"/jobs/{job_id}", **a).json()["status"] == "started", what="the job to start")
     wait_until(lambda: redis_seconds(redis_conn) > deadline + 0.2, what="A's deadline to pass")
     assert api.get(f"/jobs/{job_id}", **a).json()["status"] == "started"
     withdrawn_at = redis_seconds(redis_conn)

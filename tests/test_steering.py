@@ -9,6 +9,7 @@ import pytest
 from rq.worker import Worker
 from sympy import nextprime
 
+from factorize_app import jobs
 from tests.conftest import queue_of, submit, wait_done, wait_until
 
 HARD = nextprime(10**19) * nextprime(3 * 10**20)  # seconds of ECM: it is surely running when stopped
@@ -45,6 +46,7 @@ def test_delete_of_a_queued_job_cancels_it_and_pollers_see_it(api):
 
 def test_cancel_after_aborts_a_queued_job_and_stops_a_running_one(api, redis_conn, start_worker):
     queued = api.post("/factorize", {"number": 4711}, format="json", HTTP_CANCEL_AFTER="1s").json()["job_id"]
+    jobs.open_events(job_ids=[queued])  # its events are written once someone reads them
     again = api.post("/factorize", {"number": 4711}, format="json", HTTP_CANCEL_AFTER="1h")  # polls: no new deadline
     assert again.json()["job_id"] == queued
     aborted = wait_until(lambda: (body := status_of(api, queued))["done"] and body, timeout=10, what="the abort")

@@ -56,6 +56,7 @@ from factorize_app.jobs.events import (
     events_after,
     is_new_output,
     latest_event,
+    open_events,
     state_after,
     valid_event_id,
 )
@@ -188,6 +189,7 @@ __all__ = [
     "Pieces",
     "write_outputs",
     "latest_event",
+    "open_events",
     "state_after",
     "valid_event_id",
     "watch_events",

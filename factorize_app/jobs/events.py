@@ -3,15 +3,21 @@
 Every change of a job (taken by a worker, its progress, each piece of its streamed output, its
 end, handed back to the queue, cancelled) is appended to a Redis Stream of its own
 (`keys.events`), in the same round trip as the change itself, by one writer: the scripts'
-`append_event.lua` (Python's own appends go through `event.lua`). The stream is capped (MAXLEN ~
-EVENTS_MAXLEN) and expires like the job. An entry carries what a status body needs beyond the
-job's input: the status, the outcome JSON (once done), the progress JSON (while it runs), and an
-`output` event's piece and index (its job keeps them too: jobs/outputs.py), so a client reconnecting with Last-Event-ID
-is answered exactly from the entries after it; entry ids are the event ids.
+`append_event.lua` (Python's own appends go through `event.lua`); but only once someone reads
+the job's events. A reader's first look (`latest_event`, `events_after`, a webhook's subscription
+through `open_events`) opens the stream, before it reads the job's state: every change after that
+look is appended, so a stream or a webhook misses nothing, and a client reconnecting with
+Last-Event-ID (an id it got from the stream, which was open then) is answered exactly. A job
+nobody watches costs one EXISTS per change. The stream is capped (MAXLEN ~ EVENTS_MAXLEN) and
+expires like the job. An entry carries what a status body needs beyond the job's input: the
+status, the outcome JSON (once done), the progress JSON (while it runs), and an `output` event's
+piece and index (its job keeps them too, with their ids: jobs/outputs.py); entry ids are the
+event ids.
 
 A web process reads every stream it serves with one blocking XREAD, in one dispatcher thread
 (`watch`), which wakes the responses waiting on them: 1,000 open streams cost one Redis
-connection, and an idle one costs nothing.
+connection, and an idle one costs nothing. It opens its streams again now and then
+(REOPEN_SECONDS), so that one watched longer than its TTL stays open.
 """
 
 from __future__ import annotations
@@ -32,7 +38,8 @@ from django.conf import settings
 
 from factorize_app.jobs import keys
 from factorize_app.jobs.connection import blocking_connection, redis_connection
-from factorize_app.jobs.errors import translate_outages
+from factorize_app.jobs.errors import JobNotFound, translate_outages
+from factorize_app.jobs.ids import task_type_of
 from factorize_app.jobs.states import STARTED, JobState
 from factorize_app.tasks import TaskType
 
@@ -41,9 +48,14 @@ logger = logging.getLogger("factorize_app.jobs")
 # Entries a job's stream keeps (about: Redis trims whole nodes). Progress comes at most a few
 # times a second, so this is several seconds of it, and every status change of a short job.
 EVENTS_MAXLEN = 50
+# The id a streamed piece gets while nobody has opened its job's stream (no entry was written):
+# below every id a client can resume from, so a resume never repeats it (the piece is in the state).
+UNSENT_EVENT_ID = "0-0"
 # Longest the dispatcher blocks before reading its set of streams again (a stream added while it
 # blocks wakes it at once, through its wake-up stream).
 DISPATCH_BLOCK_SECONDS = 5
+# How often the dispatcher opens its watched jobs' streams again (open_events: their TTL kept).
+REOPEN_SECONDS = 60
 _EVENT_ID = re.compile(r"[0-9]{1,20}-[0-9]{1,20}", re.ASCII)  # matched whole (fullmatch)
 _STREAM_ID_PART_LIMIT = 2**64  # Redis stream ids are two unsigned 64-bit integers
 _LAST_EVENT_ID = f"{2**64 - 1}-{2**64 - 1}"
@@ -95,24 +107,57 @@ def event_id_key(event_id: str) -> tuple[int, int]:
     return int(milliseconds), int(sequence)
 
 
+def _open(pipe: redis.client.Pipeline, job_id: str, ttl: int | None = None) -> None:
+    from factorize_app.jobs import scripts  # it imports this module
+
+    try:
+        lasts = running_ttl(task_type_of(job_id))
+    except JobNotFound:  # not a job id of a known type: it has no events to keep for long
+        lasts = settings.EVENT_STREAM_RETENTION
+    scripts.OPEN_EVENTS(pipe, events=keys.events(job_id), ttl=max(lasts, ttl or 0))
+
+
+@translate_outages
+def open_events(*, job_ids: list[str], ttl: int | None = None) -> None:
+    """From now on, append every change of these jobs to their streams (kept as long as a job of
+    its type may still change, or `ttl` seconds if longer): what a reader does
+    before it reads a job's state (a webhook's subscription; `latest_event` and `events_after`
+    do it themselves)."""
+    _open_all(job_ids, ttl)
+
+
+def _open_all(job_ids: list[str], ttl: int | None = None) -> None:
+    with redis_connection().pipeline(transaction=False) as pipe:
+        for job_id in job_ids:
+            _open(pipe, job_id, ttl)
+        pipe.execute()
+
+
 @translate_outages
 def latest_event(*, job_id: str) -> JobEvent | None:
-    """The job's newest event, None if its stream is empty or gone."""
-    entries = redis_connection().xrevrange(keys.events(job_id), count=1)
+    """The job's newest event, None if its stream is empty or gone; its stream is open from now
+    on (see the module's docstring)."""
+    with redis_connection().pipeline(transaction=False) as pipe:
+        _open(pipe, job_id)
+        pipe.xrevrange(keys.events(job_id), count=1)
+        entries = pipe.execute()[-1]
     return parse_event(entries[0]) if entries else None
 
 
 @translate_outages
 def events_after(*, job_id: str, after: str) -> list[JobEvent]:
-    """The job's events newer than `after`, oldest first (what a reconnecting client missed). Its
-    `output` events are read from the job's stored output, with their ids, so that none is lost
-    when the stream (capped at EVENTS_MAXLEN) has dropped them; both are read in one step."""
+    """The job's events newer than `after`, oldest first (what a reconnecting client missed); its
+    stream is open from now on. Its `output` events are read from the job's stored output, with
+    their ids, so that none is lost when the stream (capped at EVENTS_MAXLEN) has dropped them;
+    all are read in one round trip."""
     if after == _LAST_EVENT_ID:  # none can be newer, and Redis refuses the range after it
+        _open_all([job_id])
         return []
     with redis_connection().pipeline(transaction=True) as pipe:
+        _open(pipe, job_id)
         pipe.xrange(keys.events(job_id), min=f"({after}", max="+")
         pipe.hmget(keys.job(job_id), keys.OUTPUT_FIELD, keys.OUTPUT_IDS_FIELD)
-        entries, (output, ids) = pipe.execute()
+        entries, (output, ids) = pipe.execute()[-2:]
     events = [event for event in map(parse_event, entries) if not event.output]
     if output and ids:
         limit = event_id_key(after)
@@ -255,6 +300,7 @@ class _Dispatcher:
 
     def _run(self) -> None:
         failing = False
+        reopen_at = time.monotonic() + REOPEN_SECONDS
         while True:
             with self._lock:
                 streams = {keys.events(job_id): cursor for job_id, cursor in self._cursors.items()}
@@ -265,6 +311,10 @@ class _Dispatcher:
                 continue
             streams[self._wake_key] = "$"
             try:
+                if time.monotonic() >= reopen_at:  # watched longer than their TTL: kept open
+                    reopen_at = time.monotonic() + REOPEN_SECONDS
+                    _open_all([name.removeprefix(keys.EVENTS_PREFIX) for name in streams
+                               if name != self._wake_key])  # fmt: skip
                 reply = blocking_connection().xread(streams, block=DISPATCH_BLOCK_SECONDS * 1000)
                 if failing:
                     logger.info("event streams: Redis answers again")

@@ -38,7 +38,9 @@ RQ_JOB_FIELDS = (
     "ended_at", "last_heartbeat",
 )  # fmt: skip
 RQ_EXECUTION_FIELDS = ("id", "job_id", "created_at", "last_heartbeat", "worker_name")
-RQ_WORKER_FIELDS = ("state", "last_heartbeat", "death")
+RQ_WORKER_FIELDS = (
+    "state", "last_heartbeat", "death", "successful_job_count", "failed_job_count", "total_working_time",
+)  # fmt: skip
 RESULTS_MAXLEN = 10  # entries a job's result stream keeps, as RQ's Result.save trims it
 
 

@@ -3,7 +3,8 @@
 -- requeue` or the dashboard re-queuing a failed one, `rq empty` deleting queued jobs, a stock
 -- RQ worker running one. Three looks, each bounded:
 -- 1. The jobs that left RQ's StartedJobRegistry since the last look (a snapshot of its job ids
---    is kept): each whose status differs from its last event is answered.
+--    is kept; a worker recording jobs takes them out of it, finish.lua): each whose status
+--    differs from its last event is answered.
 -- 2. A chunk of the pending set (a cursor walks it): ids no longer queued leave it and their
 --    stored inputs (no phantom load); those that still exist and whose status differs from their
 --    last event are answered.
@@ -33,11 +34,14 @@ local function last_event(id)
   return last_event_status(PREFIX.events .. id)
 end
 
-local function consider(id)
+-- `status`: as status_of read it, if it was.
+local function consider(id, status)
   if seen[id] then return end
   seen[id] = true
-  local status = status_of(id)
-  if status and status ~= STATUS.queued and status ~= last_event(id) then found[#found + 1] = {id, status} end
+  local last = last_event(id)
+  if last == false then return end -- nobody reads its events
+  status = status or status_of(id)
+  if status and status ~= STATUS.queued and status ~= last then found[#found + 1] = {id, status} end
 end
 
 local function add_all(key, members)
@@ -75,8 +79,8 @@ for _, member in ipairs(redis.call('ZRANGE', started, 0, -1)) do
 end
 for _, id in ipairs(redis.call('SMEMBERS', snapshot)) do
   if not running[id] then
-    local _, rq_status = status_of(id)
-    if rq_status == STATUS.queued then requeued(id) else consider(id) end
+    local status, rq_status = status_of(id)
+    if rq_status == STATUS.queued then requeued(id) else consider(id, status) end
   end
 end
 redis.call('DEL', snapshot)
@@ -98,7 +102,7 @@ for i = 1, #members, 2 do
     redis.call('ZREM', pending, id)
     redis.call('HDEL', inputs, id)
     dropped = dropped + 1
-    if status then consider(id) end -- run by another worker class, or ended
+    if status then consider(id, status) end -- run by another worker class, or ended
   end
 end
 redis.call('HSET', cursors, 'pending', #members < 2 * pending_chunk and 0 or offset + #members / 2 - dropped)

@@ -33,11 +33,11 @@ from rq.worker import WorkerStatus
 
 from factorize_app.jobs import keys
 from factorize_app.jobs.connection import OUTAGE_GAP, run_script, script
-from factorize_app.jobs.events import EVENTS_MAXLEN
+from factorize_app.jobs.events import EVENTS_MAXLEN, UNSENT_EVENT_ID
 from factorize_app.jobs.states import ABORTED, CANCELED, FAILED, FINISHED, QUEUED, STARTED
 
 HERE = Path(__file__).resolve().parent
-HELPERS = ("clock_tick", "append_event", "last_event_status")
+HELPERS = ("clock_tick", "append_event", "last_event_status", "settle_accounts")
 # What scripts answer beside data, for their callers to tell apart (ANSWER.<word> in Lua).
 OK, THROTTLED = "ok", "throttled"  # poll.lua
 MISSING, WITHDRAWN, STOPPING, DONE = "missing", "withdrawn", "stopping", "done"  # cancel.lua (or canceled)
@@ -60,7 +60,7 @@ def vocabulary() -> dict[str, dict[str, str] | str | int]:
         },
         "EXECUTION": {field: field for field in keys.RQ_EXECUTION_FIELDS},
         "WORKER": {field: field for field in keys.RQ_WORKER_FIELDS},
-        "WORKER_STATE": {"busy": WorkerStatus.BUSY.value},
+        "WORKER_STATE": {"busy": WorkerStatus.BUSY.value, "idle": WorkerStatus.IDLE.value},
         "EVENT": {field: field for field in keys.EVENT_FIELDS},
         "STATUS": {word: word for word in (QUEUED, STARTED, FINISHED, FAILED, CANCELED, ABORTED)},
         "ANSWER": {word: word for word in (OK, THROTTLED, MISSING, WITHDRAWN, STOPPING, DONE)},
@@ -75,6 +75,7 @@ def vocabulary() -> dict[str, dict[str, str] | str | int]:
         },
         "OUTAGE_GAP": OUTAGE_GAP,
         "EVENTS_MAXLEN": EVENTS_MAXLEN,
+        "UNSENT_EVENT_ID": UNSENT_EVENT_ID,
         "RESULTS_MAXLEN": keys.RESULTS_MAXLEN,
         "WAKE_TOKENS": keys.WAKE_TOKENS,
         "FAIR_CLOCK": keys.FAIR_CLOCK,
@@ -315,13 +316,16 @@ PROGRESS = Script("progress", helpers=("append_event",), keys="jobs[hash events]
 OUTPUT = Script("output", helpers=("append_event",), keys="jobs[hash events]", args="writes[ttl first #pieces]")
 FINISH = Script(
     "finish",
-    helpers=("append_event",),
-    keys="executions",
-    args="ended_at jobs[id status state outcome ttl events_ttl registry also started execution score #entry]",
+    helpers=("append_event", "settle_accounts"),
+    keys="executions worker started snapshot durations waiting used running holders",
+    args="ended_at idle clients_prefix successful failed working_time #histogram[field value] "
+    "#accounts[client running use] jobs[id status state outcome ttl events_ttl registry also execution score #entry]",
 )
 EVENT = Script("event", helpers=("append_event",), keys="events", args="ttl status outcome progress")
+OPEN_EVENTS = Script("open_events", keys="events", args="ttl")
 SETTLE = Script(
     "settle",
+    helpers=("settle_accounts",),
     keys="waiting used running holders",
     args="clients_prefix worker #accounts[client running use] handed_back[client id]",
 )

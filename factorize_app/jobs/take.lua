@@ -14,6 +14,10 @@
 -- it takes, and the check here closes the gap between that check and the take.
 -- Each execution also joins the worker's execution index, as RQ's own worker adds it, so RQ's
 -- tools name the jobs a worker is running (`current_job`, the dashboard's worker page).
+-- Redis's cost: per job, its fields read, its hash and its execution written (and its ownership
+-- checked in fair order); what the jobs add to the queue's keys (registry, pending set, inputs,
+-- running counts) is written once per take, and a client is served its turns in a row at once
+-- (as many as it gets before its use passes the next client's), one LPOP for them.
 --- KEYS: worker clock outages suspended executions
 ---   queues[list workers started pending inputs waiting used running caps]
 --- ARGV: count lease worker_name stamp execution_id fair queues[name clients estimate cap events_ttl]
@@ -30,27 +34,47 @@ local now = clock_tick(K.clock, K.outages)
 local count, lease, worker, stamp, execution_id = tonumber(A.count), tonumber(A.lease), A.worker_name, A.stamp, A.execution_id
 local fair = A.fair == '1'
 local SCAN = 256 -- clients at their cap looked past at most, per take
+local CHUNK = 1000 -- values per variadic command (Lua's unpack has a limit)
 local taken
 local executions = {} -- this take's members of the worker's execution index
+-- What the jobs started add to their queue's keys, written once per queue by `flush`.
+local scored, started_ids, running_by, started_set
+
+local function each_chunk(values, command, key)
+  for first = 1, #values, CHUNK do
+    redis.call(command, key, unpack(values, first, math.min(first + CHUNK - 1, #values)))
+  end
+end
 
 local function start(queue, id, job, client)
   local key = PREFIX.job .. id
   local execution = id .. ':' .. execution_id
   local execution_key = PREFIX.execution .. execution
-  redis.call('HSET', key, JOB.status, STATUS.started, JOB.started_at, stamp, JOB.last_heartbeat, stamp, JOB.worker_name,
-    worker)
-  if client ~= '' and job[8] ~= client then redis.call('HSET', key, JOB.client, client) end -- its turn
+  if client ~= '' and job[8] ~= client then -- its turn
+    redis.call('HSET', key, JOB.status, STATUS.started, JOB.started_at, stamp, JOB.last_heartbeat, stamp,
+      JOB.worker_name, worker, JOB.client, client)
+  else
+    redis.call('HSET', key, JOB.status, STATUS.started, JOB.started_at, stamp, JOB.last_heartbeat, stamp,
+      JOB.worker_name, worker)
+  end
   redis.call('PERSIST', key)
   redis.call('HSET', execution_key, EXECUTION.id, execution_id, EXECUTION.job_id, id, EXECUTION.created_at, now,
     EXECUTION.last_heartbeat, now, EXECUTION.worker_name, worker)
   redis.call('EXPIRE', execution_key, lease)
   executions[#executions + 1] = execution
-  redis.call('ZADD', queue.started, now + lease, execution)
-  redis.call('ZREM', queue.pending, id)
-  redis.call('HDEL', queue.inputs, id)
-  if client ~= '' then redis.call('HINCRBY', queue.running, client, 1) end
+  scored[#scored + 1], scored[#scored + 2] = now + lease, execution
+  started_ids[#started_ids + 1], started_set[id] = id, true
+  if client ~= '' then running_by[client] = (running_by[client] or 0) + 1 end
   append_event(redis.call, PREFIX.events .. id, queue.events_ttl, STATUS.started, '', '')
   taken[#taken + 1] = {id, job[2] or '', job[3] or '', job[4] or '', job[5] or '', job[6] or '', job[7] or '', client}
+end
+
+local function flush(queue)
+  if #started_ids == 0 then return end
+  each_chunk(scored, 'ZADD', queue.started)
+  each_chunk(started_ids, 'ZREM', queue.pending)
+  each_chunk(started_ids, 'HDEL', queue.inputs)
+  for client, n in pairs(running_by) do redis.call('HINCRBY', queue.running, client, n) end
 end
 
 local function fields(id)
@@ -58,7 +82,13 @@ local function fields(id)
     JOB.failure_ttl, JOB.stop, JOB.deadline, JOB.client)
 end
 
--- The waiting client with the least use that is under its cap on running jobs, and that use.
+-- A client's running jobs: as counted in Redis, and those this take started.
+local function running_of(queue, client)
+  return (tonumber(redis.call('HGET', queue.running, client)) or 0) + (running_by[client] or 0)
+end
+
+-- The waiting client with the least use that is under its cap on running jobs: it, its use, its
+-- cap and its running jobs, and the client after it in order with that one's use (nil: none).
 -- Caps are read once per take (`caps_seen`): they do not change while the script runs.
 local caps_seen = {}
 local function next_client(queue)
@@ -72,22 +102,37 @@ local function next_client(queue)
         cap = tonumber(redis.call('HGET', queue.caps, client)) or queue.cap
         caps_seen[client] = cap
       end
-      if cap <= 0 or (tonumber(redis.call('HGET', queue.running, client)) or 0) < cap then
-        return client, tonumber(clients[i + 1])
+      local running = cap > 0 and running_of(queue, client) or 0
+      if cap <= 0 or running < cap then
+        local rival, rival_use = clients[i + 2], clients[i + 3]
+        if not rival then
+          local after = redis.call('ZRANGE', queue.waiting, offset + (i + 1) / 2, offset + (i + 1) / 2, 'WITHSCORES')
+          rival, rival_use = after[1], after[2]
+        end
+        return client, tonumber(clients[i + 1]), cap, running, rival, tonumber(rival_use)
       end
     end
   end
   return nil
 end
 
--- Drop RQ's heads that are no longer queued (taken from a client's list, expired, cancelled);
--- answers the queued head, if any.
+-- Drop RQ's heads that are no longer queued (taken from a client's list, expired, cancelled; those
+-- this take started need no look), in one LPOP; answers the queued head, if any.
 local function drop_stale_heads(queue)
-  while true do
-    local head = redis.call('LINDEX', queue.list, 0)
-    if not head or redis.call('HGET', PREFIX.job .. head, JOB.status) == STATUS.queued then return head end
-    redis.call('LPOP', queue.list)
+  local dropped, head = 0, nil
+  while not head do
+    local heads = redis.call('LRANGE', queue.list, dropped, dropped + 63)
+    if #heads == 0 then break end
+    for _, id in ipairs(heads) do
+      if not started_set[id] and redis.call('HGET', PREFIX.job .. id, JOB.status) == STATUS.queued then
+        head = id
+        break
+      end
+      dropped = dropped + 1
+    end
   end
+  if dropped > 0 then redis.call('LPOP', queue.list, dropped) end
+  return head
 end
 
 -- Serve RQ's head if it is a queued job no client's list holds (RQ's own re-queues).
@@ -112,29 +157,42 @@ end
 
 local served_use -- the use of the client served last, written to the use hash once per take
 
-local function serve_client(queue)
-  local client, score = next_client(queue)
-  if not client then return false end
-  local list = queue.clients .. client
-  local id = redis.call('LPOP', list)
-  local job = id and fields(id)
-  local used = score
-  if job and job[1] == STATUS.queued and owned(id, job, client) then
-    used = tonumber(redis.call('HINCRBYFLOAT', queue.used, client, queue.estimate))
-    served_use = score
-    start(queue, id, job, client)
+-- Serve the next client its turns in a row, up to `most`: each job charges it the estimate, and
+-- it keeps the turn while its use stays below the next client's (at a tie, the name first in the
+-- order's); and within its cap. Answers how many ids it popped (0: no client to serve).
+local function serve_client(queue, most)
+  local client, score, cap, running, rival, rival_use = next_client(queue)
+  if not client then return 0 end
+  local limit = cap > 0 and math.min(most, cap - running) or most
+  local turns, use = 1, score + queue.estimate
+  while turns < limit and (not rival or use < rival_use or (use == rival_use and client < rival)) do
+    turns, use = turns + 1, use + queue.estimate
   end
+  local list = queue.clients .. client
+  local popped = redis.call('LPOP', list, turns) or {}
+  local served = 0
+  for _, id in ipairs(popped) do
+    local job = fields(id)
+    if job[1] == STATUS.queued and owned(id, job, client) then
+      served_use = score + queue.estimate * served
+      served = served + 1
+      start(queue, id, job, client)
+    end
+  end
+  local used = score
+  if served > 0 then used = tonumber(redis.call('HINCRBYFLOAT', queue.used, client, queue.estimate * served)) end
   if redis.call('LLEN', list) == 0 then
     redis.call('ZREM', queue.waiting, client)
   else
     redis.call('ZADD', queue.waiting, used, client)
   end
-  return true
+  return math.max(#popped, 1)
 end
 
 for _, queue in ipairs(queues) do
   queue.estimate, queue.cap = tonumber(queue.estimate), tonumber(queue.cap)
   taken = {queue.name}
+  scored, started_ids, running_by, started_set = {}, {}, {}, {}
   local waiting = redis.call('ZCARD', queue.pending)
   if waiting == 0 and redis.call('LLEN', queue.list) > 0 then waiting = 1 end -- RQ's own re-queues
   local want = math.min(count, math.ceil(waiting / math.max(redis.call('SCARD', queue.workers), 1)))
@@ -143,8 +201,9 @@ for _, queue in ipairs(queues) do
     local tries = 0
     served_use, caps_seen = nil, {}
     while #taken <= want and tries < want + SCAN do
-      tries = tries + 1
-      if not serve_client(queue) then break end
+      local popped = serve_client(queue, want - #taken + 1)
+      if popped == 0 then break end
+      tries = tries + popped
     end
     if served_use then redis.call('HSET', queue.used, FAIR_CLOCK, served_use) end
     drop_stale_heads(queue) -- those just taken, if they were at the head
@@ -156,6 +215,7 @@ for _, queue in ipairs(queues) do
       end
     end
   end
+  flush(queue)
   if #taken > 1 then
     redis.call('HSET', K.worker, WORKER.state, WORKER_STATE.busy)
     redis.call('SADD', K.executions, unpack(executions))

@@ -174,20 +174,60 @@ def extend_lease(*, taken: list[TakenJob], lease: int) -> None:
 def finish_jobs(
     *, worker_name: str, outcomes: list[JobOutcome], unstarted: list[TakenJob] = (), batch_done: bool = True
 ) -> None:
-    """Record outcomes in one transaction: each as RQ records it (status, result stream,
-    finished/failed registry, TTLs, worker counters), the JSON that polls answer, the duration
-    histogram; and hand `unstarted` jobs (a warm stop, or jobs held up by a long one), and those
-    whose outcome is QUEUED (stopped to give the worker back), back to the queue's front, waking
-    an idle worker for them. In fair order, settle their clients' worker time. `batch_done`: the
-    worker is idle again (a batch records its results in several transactions while it runs).
+    """Record outcomes, each as RQ records it (status, result stream, finished/failed registry,
+    TTLs, worker counters), with the JSON that polls answer, the duration histogram and, in fair
+    order, their clients' worker time settled: one script call per type (finish.lua). Jobs in
+    `unstarted` (a warm stop, or jobs held up by a long one), and those whose outcome is QUEUED
+    (stopped to give the worker back), go back to the queue's front, waking an idle worker for
+    them, in the same transaction. `batch_done`: the worker is idle again (a batch records its
+    results in several calls while it runs).
     """
-    ended_at = utcformat(rq_now())
-    histogram: dict[tuple[str, str], float] = {}
-    working_time = 0.0
-    counts = {FINISHED: 0, FAILED: 0, CANCELED: 0, ABORTED: 0}
     returned = [outcome for outcome in outcomes if outcome.status == QUEUED]
     outcomes = [outcome for outcome in outcomes if outcome.status != QUEUED]
     unstarted = [*unstarted, *(outcome.job for outcome in returned)]
+    by_type: dict[str, list[JobOutcome]] = {}
+    for outcome in outcomes:
+        by_type.setdefault(outcome.job.task_name, []).append(outcome)
+    calls = [_finish_call(worker_name, name, ran, idle=False) for name, ran in by_type.items()]
+    pieces = {outcome.job.job_id: outcome.output for outcome in outcomes if outcome.output}
+    if not unstarted and len(calls) <= 1 and not pieces:  # the usual case: one call, atomic as a script is
+        if calls:
+            scripts.FINISH(**{**calls[0], "idle": int(batch_done)})
+        elif batch_done:
+            redis_connection().hset(keys.worker(worker_name), "state", WorkerStatus.IDLE.value)
+        return
+    with redis_connection().pipeline(transaction=True) as pipe:
+        queue_outputs(pipe, pieces)  # streamed pieces not yet written: before the jobs' ends
+        for call in calls:
+            scripts.FINISH(pipe, **call)
+        for job in reversed(unstarted):
+            _end_execution(pipe, job, worker_name)
+            job_ttl = get_task_type(job.task_name).setting("job_ttl")
+            key = keys.job(job.job_id)
+            pipe.hset(key, mapping={"status": QUEUED, "worker_name": ""})
+            pipe.hdel(key, keys.PROGRESS_FIELD, keys.OUTPUT_FIELD, keys.OUTPUT_IDS_FIELD)  # its next run streams anew
+            pipe.expire(key, job_ttl)
+            scripts.EVENT(pipe, events=keys.events(job.job_id), ttl=job_ttl, status=QUEUED, outcome="", progress="")
+            pipe.zadd(keys.pending(job.task_name), {job.job_id: time.time() + job_ttl})
+            pipe.lpush(keys.queue(job.task_name), job.job_id)
+            if job.input is not None:
+                pipe.hset(keys.queued_inputs(job.task_name), job.job_id, queued_input(job.input, job.client))
+        _settle(pipe, worker_name, returned, unstarted)
+        for name in {job.task_name for job in unstarted}:
+            pipe.lpush(keys.wake(name), 1)
+            pipe.ltrim(keys.wake(name), 0, keys.WAKE_TOKENS - 1)
+        if batch_done:
+            pipe.hset(keys.worker(worker_name), "state", WorkerStatus.IDLE.value)
+        pipe.execute()
+
+
+def _finish_call(worker_name: str, name: str, outcomes: list[JobOutcome], *, idle: bool) -> dict[str, Any]:
+    """finish.lua's keys and arguments for the outcomes of one type's jobs."""
+    ended_at = utcformat(rq_now())
+    histogram: dict[str, float] = {}
+    working_time = 0.0
+    counts = {FINISHED: 0, FAILED: 0, CANCELED: 0, ABORTED: 0}
+    accounts: dict[str, list[float]] = {}
     records: list[dict[str, Any]] = []
     for outcome in outcomes:
         job = outcome.job
@@ -203,7 +243,7 @@ def finish_jobs(
             worker_name=worker_name,
             execution_id=job.execution.rpartition(":")[2],
         ).serialize()
-        also = keys.canceled(job.task_name) if outcome.status == ABORTED else ""  # RQ's dashboard: canceled
+        also = keys.canceled(name) if outcome.status == ABORTED else ""  # RQ's dashboard: canceled
         status, state = (CANCELED, ABORTED) if outcome.status == ABORTED else (outcome.status, "")  # RQ's word, ours
         records.append(
             {
@@ -213,9 +253,8 @@ def finish_jobs(
                 "outcome": json.dumps(cached),
                 "ttl": ttl,
                 "events_ttl": events.done_ttl(ttl),
-                "registry": _REGISTRIES[outcome.status](job.task_name),
+                "registry": _REGISTRIES[outcome.status](name),
                 "also": also,
-                "started": keys.started(job.task_name),
                 "execution": job.execution,
                 "score": f"{time.time() + ttl:.6f}",
                 "entry": [item for pair in entry.items() for item in pair],
@@ -225,43 +264,42 @@ def finish_jobs(
         working_time += outcome.seconds
         bucket = next((f"{bound}" for bound in DURATION_BUCKETS if outcome.seconds <= bound), "+Inf")
         for field, value in ((f"{outcome.status}:{bucket}", 1), (f"{outcome.status}:sum", outcome.seconds)):
-            histogram[(job.task_name, field)] = histogram.get((job.task_name, field), 0) + value
-    with redis_connection().pipeline(transaction=True) as pipe:
-        queue_outputs(pipe, {outcome.job.job_id: outcome.output for outcome in outcomes if outcome.output})
-        if records:
-            scripts.FINISH(pipe, executions=keys.worker_executions(worker_name), ended_at=ended_at, jobs=records)
-        for job in reversed(unstarted):
-            _end_execution(pipe, job, worker_name)
-            job_ttl = get_task_type(job.task_name).setting("job_ttl")
-            key = keys.job(job.job_id)
-            pipe.hset(key, mapping={"status": QUEUED, "worker_name": ""})
-            pipe.hdel(key, keys.PROGRESS_FIELD, keys.OUTPUT_FIELD, keys.OUTPUT_IDS_FIELD)  # its next run streams anew
-            pipe.expire(key, job_ttl)
-            scripts.EVENT(pipe, events=keys.events(job.job_id), ttl=job_ttl, status=QUEUED, outcome="", progress="")
-            pipe.zadd(keys.pending(job.task_name), {job.job_id: time.time() + job_ttl})
-            pipe.lpush(keys.queue(job.task_name), job.job_id)
-            if job.input is not None:
-                pipe.hset(keys.queued_inputs(job.task_name), job.job_id, queued_input(job.input, job.client))
-        _settle(pipe, worker_name, [*outcomes, *returned], unstarted)
-        for name in {job.task_name for job in unstarted}:
-            pipe.lpush(keys.wake(name), 1)
-            pipe.ltrim(keys.wake(name), 0, keys.WAKE_TOKENS - 1)
-        worker_key = keys.worker(worker_name)
-        if batch_done:
-            pipe.hset(worker_key, "state", WorkerStatus.IDLE.value)
-        for (task_name, field), value in histogram.items():
-            pipe.hincrbyfloat(keys.durations(task_name), field, value)
-        pipe.hincrby(worker_key, "successful_job_count", counts[FINISHED])
-        pipe.hincrby(worker_key, "failed_job_count", counts[FAILED])
-        pipe.hincrbyfloat(worker_key, "total_working_time", working_time)
-        pipe.execute()
+            histogram[field] = histogram.get(field, 0) + value
+        if job.client:
+            account = accounts.setdefault(job.client, [0, 0.0])
+            account[0] -= 1
+            account[1] += outcome.seconds - job.estimate
+    return {
+        "executions": keys.worker_executions(worker_name),
+        "worker": keys.worker(worker_name),
+        "started": keys.started(name),
+        "snapshot": keys.reconcile_running(name),
+        "durations": keys.durations(name),
+        "waiting": keys.fair_waiting(name),
+        "used": keys.fair_used(name),
+        "running": keys.fair_running(name),
+        "holders": keys.fair_holders(name),
+        "ended_at": ended_at,
+        "idle": int(idle),
+        "clients_prefix": keys.fair_clients_prefix(name),
+        "successful": counts[FINISHED],
+        "failed": counts[FAILED],
+        "working_time": f"{working_time:.6f}",
+        "histogram": [{"field": field, "value": f"{value:.6f}"} for field, value in histogram.items()],
+        "accounts": [
+            {"client": client, "running": running, "use": f"{seconds:.6f}"}
+            for client, (running, seconds) in accounts.items()
+        ],
+        "jobs": records,
+    }
 
 
 def _settle(
     pipe: redis.client.Pipeline, worker_name: str, ran: list[JobOutcome], handed_back: list[TakenJob]
 ) -> None:
-    """Queue the settling of fair order's accounts (settle.lua), one call per type: each client's
-    running count and the worker time its jobs really took against what it was charged."""
+    """Queue the settling of fair order's accounts (settle.lua) for jobs handed back, one call per
+    type: each client's running count, and the worker time of those that ran (stopped to give the
+    worker back) against what it was charged, or a refund for those that never ran."""
     by_type: dict[str, dict[str, list[float]]] = {}
     for outcome in ran:
         if outcome.job.client:
@@ -344,7 +382,7 @@ def take_stop_requests(*, worker_name: str) -> dict[str, bool]:
         return {}
     with redis_connection().pipeline(transaction=False) as pipe:
         for job_id in ids:
-            pipe.hexists(keys.job(job_id), keys.STOP_FIELD)
+            pipe.hget(keys.job(job_id), keys.STOP_FIELD)  # '' once recorded: none
         stops = pipe.execute()
     return dict(zip(ids, map(bool, stops), strict=True))
 

@@ -88,6 +88,9 @@ def subscribe(*, task_type: TaskType, state: jobs.JobState, url: str, events: li
     (checked again here, atomically). A job already done is not watched: its `completed` delivery
     is made at once (its event stream may be gone)."""
     job_id = state.job_id
+    if not state.done:  # its events appended from now on (they are written only once read), then read again
+        jobs.open_events(job_ids=[job_id], ttl=settings.WEBHOOK_RETENTION)
+        state = jobs.get_status(job_id=job_id)
     sub_id = subscription_id(owner, url)
     subs_key = keys.subscriptions(job_id)
     live_key = keys.live(owner)

@@ -14,6 +14,8 @@ import pytest
 from standardwebhooks import Webhook
 from sympy import factor_cache, nextprime
 
+from factorize_app import jobs
+from factorize_app.tasks import get_task_type
 from factorize_app.tasks.factorization.model import factor_steps
 from tests.conftest import submit, wait_until
 from tests.test_event_stream import open_stream, read_events
@@ -90,8 +92,12 @@ def test_last_event_id_resumes_outputs_without_loss_or_repeat(live_url, warm_wor
     and so it does after the capped stream has dropped those entries (read from the job's output)."""
     warm_worker("factorization")
     number, found = several(4)
+    # A stream someone opened before the job ran (as a client watching it would): every change kept.
+    expected_id = jobs.job_id_for(get_task_type("factorization"), {"number": number})
+    jobs.open_events(job_ids=[expected_id])
     job_id = session.post(f"{live_url}/factorize", json={"number": str(number)}, headers={"Prefer": "wait=60"},
                           timeout=70).json()["job_id"]  # fmt: skip
+    assert job_id == expected_id
     # From the start (the lowest id): every event, each piece among them.
     whole = [event for event in read_events(open_stream(live_url, job_id, **{"Last-Event-ID": "0-0"}))]
     assert [event["data"]["output"] for event in outputs(whole)] == found

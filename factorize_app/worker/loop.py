@@ -22,7 +22,7 @@ from factorize_app.worker import execution, startup
 from factorize_app.worker.base import ServiceWorker
 from factorize_app.worker.costs import CostEstimates
 from factorize_app.worker.interruption import Interruptible, stoppable_during_setup
-from factorize_app.worker.lease import lease_seconds
+from factorize_app.worker.lease import LeaseKeeper, lease_seconds
 from factorize_app.worker.outage import Trouble, as_queue_error
 
 logger = logging.getLogger("factorize_app.worker")
@@ -41,6 +41,7 @@ class WarmWorker(Interruptible, ServiceWorker):
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.costs = CostEstimates()
+        self.keeper = LeaseKeeper(self)  # the lease keeper's thread, started at the first batch
 
     def bootstrap(self, *args, **kwargs) -> None:
         # Load models before registering, so a worker counts as live only once it is ready.

@@ -7,9 +7,9 @@ from tests.conftest import wait_until
 DJANGO = {"Cookie": "lane=off"}  # any cookie sends a request through Django and DRF
 
 
-def both(method: str, url: str, **kwargs) -> tuple[requests.Response, requests.Response]:
-    lean = requests.request(method, url, timeout=10, **kwargs)
-    full = requests.request(method, url, timeout=10, headers=DJANGO, **kwargs)
+def both(method: str, url: str, headers: dict | None = None, **kwargs) -> tuple[requests.Response, requests.Response]:
+    lean = requests.request(method, url, timeout=10, headers=headers, **kwargs)
+    full = requests.request(method, url, timeout=10, headers={**(headers or {}), **DJANGO}, **kwargs)
     return lean, full
 
 
@@ -59,3 +59,25 @@ def test_errors_and_browsers_fall_through_to_django(live_url):
     assert requests.get(f"{live_url}/jobs/factorization-{'0' * 32}", timeout=10).status_code == 404
     html = requests.post(f"{live_url}/factorize", json={"number": 5}, headers={"Accept": "text/html"}, timeout=10)
     assert html.status_code == 202 and html.headers["Content-Type"].startswith("text/html")
+
+
+def test_an_api_clients_event_stream_takes_the_lane_with_the_views_answer(live_url, warm_worker):
+    """`Accept: text/event-stream` alone: the lane answers with the stream view's events and
+    headers (a done job's stream: its one done event, then the end); errors stay DRF's."""
+    warm_worker("factorization")
+    done = requests.post(f"{live_url}/factorize", json={"number": 9_191_919}, headers={"Prefer": "wait=10"}, timeout=20)
+    assert done.json()["done"], done.text
+    stream = {"Accept": "text/event-stream"}
+    lean, full = both("GET", f"{live_url}/jobs/{done.json()['job_id']}", headers=stream)
+    assert lean.status_code == full.status_code == 200
+    assert lean.content == full.content and lean.content.count(b"event: status") == 1
+    assert "Allow" not in lean.headers and "Allow" in full.headers  # the lane answered, then DRF
+    server_headers = {"allow", "date", "server", "connection", "keep-alive", "transfer-encoding"}
+    assert {k.lower(): v for k, v in lean.headers.items() if k.lower() not in server_headers} == {
+        k.lower(): v for k, v in full.headers.items() if k.lower() not in server_headers
+    }
+    unknown = requests.get(f"{live_url}/jobs/factorization-{'0' * 32}", headers=stream, timeout=10)
+    assert unknown.status_code == 404 and unknown.json()
+    job_url = f"{live_url}/jobs/{done.json()['job_id']}"
+    bad_id = requests.get(job_url, headers={**stream, "Last-Event-ID": "x"}, timeout=10)
+    assert bad_id.status_code == 400 and "Last-Event-ID" in bad_id.json()

@@ -3,10 +3,11 @@
 `POST /<task type>` with a JSON body and `GET /jobs/<id>`, from API clients (no cookie, no
 HTML wanted), long polls (`Prefer: wait`) included, are validated by the task type's own
 serializer and answered by the same job-service call and body builder as the DRF views, in one
-Redis round trip. Anything
-else, and every error (invalid input, unknown job, Redis down, any exception at all), falls
-through to Django and DRF, so the browsable API, the error shapes and the OpenAPI docs stay in
-one place, and every answer is counted in /metrics.
+Redis round trip; `GET /jobs/<id>` as an event stream (`Accept: text/event-stream`) gets the
+stream view's own body (api/streams.py `stream_of`). Anything else, and every error (invalid
+input, unknown job, Redis down, any exception at all), falls through to Django and DRF, so the
+browsable API, the error shapes and the OpenAPI docs stay in one place, and every answer is
+counted in /metrics.
 
 A fast path applies every check the slow path applies. What Django's middleware and DRF do to
 these requests, and how the lane matches it:
@@ -45,6 +46,7 @@ from django.http.request import split_domain_port, validate_host
 from rest_framework.exceptions import ValidationError
 
 from factorize_app import jobs
+from factorize_app.api import streams
 from factorize_app.api.bodies import declared_length
 from factorize_app.api.identity.authentication import cached_identity
 from factorize_app.api.identity.clients import ClientIdentity, add_traceback, limits_of, reading_owner
@@ -59,6 +61,7 @@ logger = logging.getLogger("factorize_app.api")
 
 MAX_BODY = 64 * 1024  # larger bodies (batches) go to DRF, which also enforces MAX_REQUEST_BYTES
 _REASONS = {200: "200 OK", 202: "202 Accepted"}
+JSON = "application/json"
 
 
 class ValidatedBodies:
@@ -105,7 +108,11 @@ class LeanPollApp:
 
     def __call__(self, environ, start_response):
         lane = _lane_settings()
-        if lane.enabled and _plain_api_client(environ, lane):
+        if lane.enabled and _event_stream_client(environ, lane):
+            stream = self._stream(environ, lane, start_response)
+            if stream is not None:
+                return stream
+        elif lane.enabled and _plain_api_client(environ, lane):
             started = time.perf_counter()
             try:
                 identity = cached_identity(environ)
@@ -171,6 +178,37 @@ class LeanPollApp:
         state, wait = _waiting(environ, identity, status)
         code, body, headers = _answer_parts(get_task_type(state.task_name), state, wait, environ, lane)
         return "job-detail", code, add_traceback(body, state, identity), headers
+
+    def _stream(self, environ, lane: _LaneSettings, start_response):
+        """`GET /jobs/<id>` as an event stream (api/streams.py): the same body, holds and caps as
+        the stream view's, the request counted in the job's poll; anything else that view would
+        answer (a 404, a 503, a 204 after the end, a bad Last-Event-ID) falls through to it."""
+        path = environ.get("PATH_INFO", "")
+        if environ["REQUEST_METHOD"] != "GET" or not path.startswith("/jobs/") or environ.get("QUERY_STRING"):
+            return None
+        started = time.perf_counter()
+        try:
+            identity = cached_identity(environ)
+            if identity is None:
+                return None
+            after = jobs.valid_event_id(environ.get("HTTP_LAST_EVENT_ID"))
+            stream = streams.stream_of(
+                path.removeprefix("/jobs/").rstrip("/"), after, client=identity.name,
+                owner=reading_owner(identity), rate_limit=_rate_limit(POLL, identity.name),
+                base=_base_url(environ, lane),
+            )  # fmt: skip
+        except (ValueError, jobs.QueueUnavailable, jobs.JobNotFound, jobs.Throttled):
+            return None  # Django answers these with the documented error bodies
+        except Exception:  # a bug or a hostile input nothing else caught: Django answers and counts it
+            logger.exception("lean lane: falling through to Django", extra={"path": path})
+            return None
+        if stream is None or stream is streams.NO_CONTENT:
+            return None
+        start_response("200 OK", [*_response_headers(environ, lane, streams.EVENT_STREAM), *streams.STREAM_HEADERS])
+        latency, requests = _metrics("GET", "job-detail", 200)
+        latency.observe(time.perf_counter() - started)
+        requests.inc()
+        return stream
 
 
 def _validate(task_type: TaskType, body: bytes) -> dict[str, Any] | None:
@@ -260,11 +298,23 @@ def _forget_settings(**kwargs) -> None:
 def _plain_api_client(environ, lane: _LaneSettings) -> bool:
     accept = environ.get("HTTP_ACCEPT", "*/*")
     return (
+        "text/html" not in accept
+        and "event-stream" not in accept  # a live event stream: `_stream`, or the stream view
+        and ("json" in accept or "*/*" in accept)
+        and _api_client(environ, lane)
+    )
+
+
+def _event_stream_client(environ, lane: _LaneSettings) -> bool:
+    """An API client asking for a job's event stream, and only for that (any other Accept is
+    negotiated by DRF)."""
+    return environ.get("HTTP_ACCEPT", "").strip() == streams.EVENT_STREAM and _api_client(environ, lane)
+
+
+def _api_client(environ, lane: _LaneSettings) -> bool:
+    return (
         "HTTP_COOKIE" not in environ
         and "HTTP_CANCEL_AFTER" not in environ  # a deadline for the job: DRF reads it
-        and "text/html" not in accept
-        and "event-stream" not in accept  # a live event stream: the stream view answers it
-        and ("json" in accept or "*/*" in accept)
         and (not lane.ssl_redirect or _is_secure(environ, lane))  # else Django redirects it
         and not lane.stands_aside
         and _allowed_host(environ, lane)
@@ -302,16 +352,19 @@ def _base_url(environ, lane: _LaneSettings) -> str:
     return f"{'https' if _is_secure(environ, lane) else 'http'}://{_host(environ, lane)}"
 
 
-def _response_headers(environ, lane: _LaneSettings) -> tuple[tuple[str, str], ...]:
+def _response_headers(environ, lane: _LaneSettings, content_type: str = JSON) -> tuple[tuple[str, str], ...]:
     """The headers Django's middleware and DRF add to these answers (see the module docstring)."""
+    headers = lane.headers
+    if content_type != JSON:  # lane.headers starts with JSON's
+        headers = (("Content-Type", content_type), *headers[1:])
     if lane.hsts and _is_secure(environ, lane):
-        return lane.headers + lane.hsts
-    return lane.headers
+        return headers + lane.hsts
+    return headers
 
 
 @functools.cache
 def _security_headers() -> tuple[tuple[str, str], ...]:
-    headers = [("Content-Type", "application/json")]
+    headers = [("Content-Type", JSON)]
     if settings.SECURE_CONTENT_TYPE_NOSNIFF:
         headers.append(("X-Content-Type-Options", "nosniff"))
     if settings.SECURE_REFERRER_POLICY:

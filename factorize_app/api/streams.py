@@ -109,6 +109,9 @@ class _Slots:
 SLOTS = _Slots()
 
 
+NO_CONTENT = object()  # what `stream_of` answers to a client that has seen a job's end
+
+
 def open_stream(request, job_id: str, *, client: str, owner: str = "") -> HttpResponse | Response:
     """The event-stream response for a job, or the usual error answer (404 JSON, 503 JSON), for
     `client` (held as one of its requests); with `owner`, a job it does not own is a 404."""
@@ -118,8 +121,42 @@ def open_stream(request, job_id: str, *, client: str, owner: str = "") -> HttpRe
         after = jobs.valid_event_id(request.META.get("HTTP_LAST_EVENT_ID"))
     except ValueError as exc:  # malformed, or past 64 bits (which Redis would answer with an error)
         raise ValidationError({"Last-Event-ID": [str(exc)]}) from None
+    stream = stream_of(job_id, after, client=client, owner=owner, base=base_url(request))
+    if stream is NO_CONTENT:
+        return HttpResponse(status=status.HTTP_204_NO_CONTENT)  # it has seen the end
+    if stream is None:
+        return Response(
+            {"detail": "Too many open event streams on this server; poll instead, or try again shortly."},
+            status=status.HTTP_503_SERVICE_UNAVAILABLE,
+            headers={"Retry-After": "5"},
+        )
+    response = StreamingHttpResponse(stream, content_type=EVENT_STREAM)
+    for name, value in STREAM_HEADERS:
+        response[name] = value
+    return response
+
+
+# What every event-stream response carries besides its content type.
+STREAM_HEADERS = (("Cache-Control", "no-cache"), ("X-Accel-Buffering", "no"))  # nginx: pass each event on at once
+
+
+def stream_of(
+    job_id: str,
+    after: str | None,
+    *,
+    client: str,
+    owner: str = "",
+    rate_limit: jobs.RateLimit | None = None,
+    base: str = "",
+):
+    """The body of a job's event stream for `client` after event `after` (None: from its current
+    state), held as one of its requests; NO_CONTENT when it has seen the job's end; None when the
+    process serves EVENT_STREAMS_MAX streams. With `rate_limit`, the request is counted in the
+    job's poll; `base`, the request's scheme and host, for the URLs of the job's files. Raises what
+    jobs.get_status raises (JobNotFound, QueueUnavailable, Throttled)."""
     latest = jobs.latest_event(job_id=job_id) if after is None else None
-    state = jobs.get_status(job_id=job_id, owner=owner)  # after the latest event: nothing between is lost
+    # After the latest event: nothing between is lost.
+    state = jobs.get_status(job_id=job_id, owner=owner, rate_limit=rate_limit)
     if after is None:
         latest_id = latest.event_id if latest else None
         first, cursor = [(state, latest_id, None)], latest_id or "0-0"
@@ -128,7 +165,7 @@ def open_stream(request, job_id: str, *, client: str, owner: str = "") -> HttpRe
         if not missed and state.done:
             latest = jobs.latest_event(job_id=job_id)
             if latest is not None and latest.status == state.status:
-                return HttpResponse(status=status.HTTP_204_NO_CONTENT)  # it has seen the end
+                return NO_CONTENT
         first, cursor = [], after
         for event in missed:  # (the outputs among them read from the job: none lost to the stream's cap)
             state = jobs.state_after(state, event)
@@ -139,20 +176,12 @@ def open_stream(request, job_id: str, *, client: str, owner: str = "") -> HttpRe
         if not missed and state.done:  # its stream has expired: the end, without an id
             first.append((state, None, None))
     if not SLOTS.take():
-        return Response(
-            {"detail": "Too many open event streams on this server; poll instead, or try again shortly."},
-            status=status.HTTP_503_SERVICE_UNAVAILABLE,
-            headers={"Retry-After": "5"},
-        )
+        return None
     held = not draining() and HELD.take(client)
     if not held:
         SLOTS.give_back()
         first = first or [(state, None, None)]
-    stream = _EventStream(job_id, state, first, cursor, client=client if held else None, base=base_url(request))
-    response = StreamingHttpResponse(stream, content_type=EVENT_STREAM)
-    response["Cache-Control"] = "no-cache"
-    response["X-Accel-Buffering"] = "no"  # nginx: pass each event on at once
-    return response
+    return _EventStream(job_id, state, first, cursor, client=client if held else None, base=base)
 
 
 class _EventStream:

@@ -417,11 +417,11 @@ def report_progress(*, progress: dict[str, dict[str, Any]]) -> None:
 
 
 @translate_outages
-def wait_for_work(*, queue_names: list[str], timeout: float) -> None:
-    """Block until a submit signals new work on one of the queues, or `timeout` passes.
+def wait_for_work(*, queue_names: list[str], timeout: float) -> bool:
+    """Block until a submit signals new work on one of the queues (True), or `timeout` passes.
 
     Workers take jobs with a script, which cannot block; submits push a wake-up token instead.
     Jobs that reach a queue some other way (RQ's retries, the dashboard) are found at the latest
     when the timeout runs out.
     """
-    blocking_connection().blpop([keys.wake(name) for name in queue_names], timeout=timeout)
+    return blocking_connection().blpop([keys.wake(name) for name in queue_names], timeout=timeout) is not None

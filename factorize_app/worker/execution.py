@@ -19,7 +19,6 @@ from factorize_app.jobs.file_inputs import local_inputs
 from factorize_app.tasks import TaskType, get_task_type
 from factorize_app.worker.batch import Batch
 from factorize_app.worker.interruption import YIELDED, JobStopped
-from factorize_app.worker.lease import LeaseKeeper
 from factorize_app.worker.progress import ProgressReports
 
 if TYPE_CHECKING:
@@ -32,7 +31,7 @@ def run_batch(worker: WarmWorker, taken: list[jobs.TakenJob]) -> int:
     """Run and record the batch; answers how many jobs ended (not counting those handed back)."""
     task_type = get_task_type(taken[0].task_name)
     batch, progress = Batch(worker.name, taken), ProgressReports()
-    with LeaseKeeper(worker, batch, progress):
+    with worker.keeper.keeping(batch, progress):
         if task_type.batch_handler is not None and len(taken) > 1:
             running = batch.start_together()
             ended = {job.job_id: outcome for job in running if (outcome := ended_before_start(job))}

@@ -22,7 +22,7 @@ from factorize_app.worker import execution, startup
 from factorize_app.worker.base import ServiceWorker
 from factorize_app.worker.costs import CostEstimates
 from factorize_app.worker.interruption import Interruptible, stoppable_during_setup
-from factorize_app.worker.lease import lease_seconds
+from factorize_app.worker.lease import LeaseKeeper, lease_seconds
 from factorize_app.worker.outage import Trouble, as_queue_error
 
 logger = logging.getLogger("factorize_app.worker")
@@ -30,6 +30,9 @@ logger = logging.getLogger("factorize_app.worker")
 # Longest an idle worker blocks before it looks at its queues again (jobs re-queued by RQ itself
 # send no wake-up token).
 IDLE_WAIT = 1.0
+# How often the loop asks whether `rq suspend` holds (to show the worker as suspended and wait):
+# not before every take, since the take script itself takes nothing while it holds.
+SUSPENSION_CHECK = 1.0
 
 
 class WarmWorker(Interruptible, ServiceWorker):
@@ -38,6 +41,7 @@ class WarmWorker(Interruptible, ServiceWorker):
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.costs = CostEstimates()
+        self.keeper = LeaseKeeper(self)  # the lease keeper's thread, started at the first batch
 
     def bootstrap(self, *args, **kwargs) -> None:
         # Load models before registering, so a worker counts as live only once it is ready.
@@ -65,8 +69,10 @@ class WarmWorker(Interruptible, ServiceWorker):
     def check_for_suspension(self, burst: bool) -> None:
         """RQ's wait while `rq suspend` holds, telling the watchdog each second that the worker
         waits rather than is stuck."""
-        if burst or not is_suspended(self.connection, self):
-            return super().check_for_suspension(burst)
+        if not is_suspended(self.connection, self):  # one round trip (RQ's heartbeat rides along)
+            return
+        if burst:
+            return super().check_for_suspension(burst)  # RQ's: says so and stops
         self.log.info("Worker %s: suspended, run `rq resume` to resume", self.name)
         before = self.get_state()
         self.set_state(WorkerStatus.SUSPENDED)
@@ -121,14 +127,14 @@ class WarmWorker(Interruptible, ServiceWorker):
         completed = 0
         idle_since = time.monotonic()
         trouble = Trouble(f"worker {self.name}")
+        woken = False
         try:
             while not self._stop_requested:
                 watchdog.stamp()  # the loop goes round: not stuck
                 try:
-                    self.check_for_suspension(burst)
-                    if self.should_run_maintenance_tasks:
-                        self.run_maintenance_tasks()
-                    self._reconcile_if_due()
+                    if not woken:  # a worker woken for a job takes it first: these wait a batch
+                        self._between_batches(burst)
+                    woken = False
                     self._state = WorkerStatus.BUSY  # from here a stop request waits for the batch
                     taken = self._take()
                     if taken:
@@ -140,7 +146,7 @@ class WarmWorker(Interruptible, ServiceWorker):
                     if not taken:
                         if burst or (max_idle_time is not None and time.monotonic() - idle_since > max_idle_time):
                             break
-                        jobs.wait_for_work(queue_names=self.queue_names(), timeout=IDLE_WAIT)
+                        woken = jobs.wait_for_work(queue_names=self.queue_names(), timeout=IDLE_WAIT)
                     trouble.ok()
                 except (jobs.QueueUnavailable, redis.exceptions.RedisError) as exc:
                     error = as_queue_error(exc)
@@ -195,6 +201,16 @@ class WarmWorker(Interruptible, ServiceWorker):
         return taken
 
     # --- between batches --------------------------------------------------------------------
+
+    def _between_batches(self, burst: bool) -> None:
+        """RQ's chores, each when due: the suspension check (at most every SUSPENSION_CHECK: the
+        take script refuses to take while suspended anyway), maintenance, reconciliation."""
+        if time.monotonic() >= getattr(self, "_next_suspension_check", 0.0):
+            self._next_suspension_check = time.monotonic() + SUSPENSION_CHECK
+            self.check_for_suspension(burst)
+        if self.should_run_maintenance_tasks:
+            self.run_maintenance_tasks()
+        self._reconcile_if_due()
 
     def _reconcile_if_due(self) -> None:
         """Events for what RQ's tools did to jobs (its cleanup, `rq requeue`, `rq empty`), looked

@@ -19,9 +19,9 @@ import pytest
 from rest_framework.test import APIClient
 from standardwebhooks import Webhook, WebhookVerificationError
 
+from factorize_app.jobs import non_public
 from factorize_app.jobs.events import JobEvent
 from factorize_app.webhooks.dispatcher import _plan
-from factorize_app.webhooks.targets import non_public
 from tests.conftest import wait_until
 from tests.test_webhooks import SECRET, Receiver, post, subscriptions
 

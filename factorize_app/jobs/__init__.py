@@ -24,6 +24,7 @@ names below are the whole of what they use. One room per side:
 """
 
 from factorize_app.jobs import files
+from factorize_app.jobs.addresses import non_public
 from factorize_app.jobs.control import cancel, is_owner, retry
 from factorize_app.jobs.diagnostics import (
     SETUP_FAILURE_STALE,
@@ -171,6 +172,7 @@ __all__ = [
     "LostWorker",
     "cancel",
     "is_owner",
+    "non_public",
     "recount_running",
     "upgrade_statuses",
     "reconcile",

@@ -23,7 +23,7 @@ from urllib.parse import unquote, urljoin, urlsplit
 
 from django.conf import settings
 
-from factorize_app.webhooks.targets import non_public
+from factorize_app.jobs.addresses import non_public
 
 MAX_URL_LENGTH = 2000
 MAX_REDIRECTS = 3

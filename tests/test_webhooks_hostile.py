@@ -128,14 +128,20 @@ def deliveries(api: APIClient, job_id: str) -> list[dict]:
 
 
 DRIP = b"X-Drip: " + b"a" * 200 + b"\r\n\r\n"
+# Whole headers saying the connection closes after the answer (http.client then lets go of its
+# socket as the answer begins), and a body dripped a byte at a time.
+CLOSING_HEADERS = b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n"
 
 
+@pytest.mark.parametrize(
+    "answer, drip", [(b"HTTP/1.1 200 OK\r\n", DRIP), (CLOSING_HEADERS, b"b" * 200)], ids=["headers", "body"]
+)
 def test_a_dripping_receiver_is_cut_off_at_the_timeout_never_twice_at_once_and_within_the_attempts(
-    api, settings, raw_receivers, start_worker
+    api, settings, raw_receivers, start_worker, answer, drip
 ):
-    """Status line, then a header byte every 2 s: each attempt ends by WEBHOOK_TIMEOUT (2 s here),
+    """Its headers or its body a byte at a time: each attempt ends by WEBHOOK_TIMEOUT (2 s here),
     one at a time, 3 attempts (1 + 2 retry delays), then failed."""
-    dripping = RawReceiver(answer=b"HTTP/1.1 200 OK\r\n", drip=DRIP, every=0.5)
+    dripping = RawReceiver(answer=answer, drip=drip, every=0.5)
     raw_receivers.append(dripping)
     settings.WEBHOOK_SECRET, settings.WEBHOOK_ALLOWED_HOSTS = SECRET, [dripping.allowed()]
     start_worker("webhooks", **hooks_env(dripping.allowed()))

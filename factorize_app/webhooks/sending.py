@@ -67,7 +67,7 @@ class _Cutoff:
     """Shuts the connection's socket when the attempt's time is up: http.client's timeout bounds
     each read, not the answer, so a byte every few seconds would otherwise hold the thread forever."""
 
-    def __init__(self, connection: http.client.HTTPConnection, seconds: float) -> None:
+    def __init__(self, connection: _PinnedHTTPConnection, seconds: float) -> None:
         self._connection = connection
         self.fired = threading.Event()
         self._timer = threading.Timer(seconds, self._fire)
@@ -76,7 +76,7 @@ class _Cutoff:
 
     def _fire(self) -> None:
         self.fired.set()
-        sock = self._connection.sock
+        sock = self._connection.raw_socket  # http.client lets go of `sock` once an answer that closes begins
         if sock is not None:
             with contextlib.suppress(OSError):
                 socket.socket.shutdown(sock, socket.SHUT_RDWR)  # wakes the blocked read (TLS too)
@@ -119,9 +119,10 @@ class _PinnedHTTPConnection(http.client.HTTPConnection):
     def __init__(self, destination: Target, address: str, timeout: float) -> None:
         super().__init__(destination.host, destination.port, timeout=timeout)
         self._address = address
+        self.raw_socket: socket.socket | None = None  # the TCP socket, kept for the cut-off
 
     def connect(self) -> None:
-        self.sock = socket.create_connection((self._address, self.port), self.timeout)
+        self.sock = self.raw_socket = socket.create_connection((self._address, self.port), self.timeout)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 

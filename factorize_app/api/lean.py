@@ -17,7 +17,8 @@ these requests, and how the lane matches it:
   response headers (nosniff, Referrer-Policy, Cross-Origin-Opener-Policy; HSTS on https);
   XFrameOptionsMiddleware's `X-Frame-Options`.
 - CommonMiddleware: `DISALLOWED_USER_AGENTS` and `PREPEND_WWW` (the lane stands aside when set).
-- RequestBodyLimitMiddleware (api/bodies.py): the lane reads at most MAX_BODY bytes, below MAX_REQUEST_BYTES.
+- RequestBodyLimitMiddleware (api/bodies.py): the lane reads at most lean_requests.MAX_BODY bytes,
+  below MAX_REQUEST_BYTES.
 - The views' long poll: `Prefer: wait` parsed by the same function, held under the same per-client
   and per-process caps (api/request_options.py), answered with the same `Preference-Applied`.
 - DRF: the same throttle (counted in the poll's round trip), the same validation
@@ -30,7 +31,6 @@ these requests, and how the lane matches it:
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import io
 import json
@@ -39,14 +39,12 @@ import time
 from typing import Any
 
 import orjson
-from django.conf import settings
 from django.core.signals import setting_changed
 from django.dispatch import receiver
-from django.http.request import split_domain_port, validate_host
 from rest_framework.exceptions import ValidationError
 
 from factorize_app import jobs
-from factorize_app.api import streams
+from factorize_app.api import lean_requests, streams
 from factorize_app.api.bodies import declared_length
 from factorize_app.api.identity.authentication import cached_identity
 from factorize_app.api.identity.clients import ClientIdentity, add_traceback, limits_of, reading_owner
@@ -59,9 +57,8 @@ from factorize_app.tasks import TaskType, get_task_type, task_types
 
 logger = logging.getLogger("factorize_app.api")
 
-MAX_BODY = 64 * 1024  # larger bodies (batches) go to DRF, which also enforces MAX_REQUEST_BYTES
 _REASONS = {200: "200 OK", 202: "202 Accepted"}
-JSON = "application/json"
+JSON = lean_requests.JSON
 
 
 class ValidatedBodies:
@@ -107,12 +104,12 @@ class LeanPollApp:
             self.submit_paths[f"/{task_type.path}/"] = task_type
 
     def __call__(self, environ, start_response):
-        lane = _lane_settings()
-        if lane.enabled and _event_stream_client(environ, lane):
+        lane = lean_requests.lane_settings()
+        if lane.enabled and lean_requests.event_stream_client(environ, lane):
             stream = self._stream(environ, lane, start_response)
             if stream is not None:
                 return stream
-        elif lane.enabled and _plain_api_client(environ, lane):
+        elif lane.enabled and lean_requests.plain_api_client(environ, lane):
             started = time.perf_counter()
             try:
                 identity = cached_identity(environ)
@@ -125,7 +122,7 @@ class LeanPollApp:
                 payload = _dumps(body)
                 start_response(
                     _REASONS[status],
-                    [*_response_headers(environ, lane), ("Content-Length", str(len(payload))), *headers],
+                    [*lean_requests.response_headers(environ, lane), ("Content-Length", str(len(payload))), *headers],
                 )
                 latency, requests = _metrics(environ["REQUEST_METHOD"], route, status)
                 latency.observe(time.perf_counter() - started)
@@ -134,7 +131,7 @@ class LeanPollApp:
         return self.django_app(environ, start_response)
 
     def _answer(
-        self, environ, identity: ClientIdentity, lane: _LaneSettings
+        self, environ, identity: ClientIdentity, lane: lean_requests.LaneSettings
     ) -> tuple[str, int, dict[str, Any], list] | None:
         method, path = environ["REQUEST_METHOD"], environ.get("PATH_INFO", "")
         try:
@@ -146,7 +143,7 @@ class LeanPollApp:
             return None  # Django answers these with the documented error bodies
         return None
 
-    def _submit(self, environ, task_type: TaskType, identity: ClientIdentity, lane: _LaneSettings):
+    def _submit(self, environ, task_type: TaskType, identity: ClientIdentity, lane: lean_requests.LaneSettings):
         if not environ.get("CONTENT_TYPE", "").startswith("application/json"):
             return None
         length = declared_length(environ)
@@ -169,7 +166,7 @@ class LeanPollApp:
         state, wait = _waiting(environ, identity, submit)
         return f"{task_type.name}-list", *_answer_parts(task_type, state, wait, environ, lane)
 
-    def _status(self, environ, job_id: str, identity: ClientIdentity, lane: _LaneSettings):
+    def _status(self, environ, job_id: str, identity: ClientIdentity, lane: lean_requests.LaneSettings):
         limit = _rate_limit(POLL, identity.name)
 
         def status(wait: int | None) -> jobs.JobState:
@@ -179,7 +176,7 @@ class LeanPollApp:
         code, body, headers = _answer_parts(get_task_type(state.task_name), state, wait, environ, lane)
         return "job-detail", code, add_traceback(body, state, identity), headers
 
-    def _stream(self, environ, lane: _LaneSettings, start_response):
+    def _stream(self, environ, lane: lean_requests.LaneSettings, start_response):
         """`GET /jobs/<id>` as an event stream (api/streams.py): the same body, holds and caps as
         the stream view's, the request counted in the job's poll; anything else that view would
         answer (a 404, a 503, a 204 after the end, a bad Last-Event-ID) falls through to it."""
@@ -195,7 +192,7 @@ class LeanPollApp:
             stream = streams.stream_of(
                 path.removeprefix("/jobs/").rstrip("/"), after, client=identity.name,
                 owner=reading_owner(identity), rate_limit=_rate_limit(POLL, identity.name),
-                base=_base_url(environ, lane),
+                base=lean_requests.base_url(environ, lane),
             )  # fmt: skip
         except (ValueError, jobs.QueueUnavailable, jobs.JobNotFound, jobs.Throttled):
             return None  # Django answers these with the documented error bodies
@@ -204,7 +201,9 @@ class LeanPollApp:
             return None
         if stream is None or stream is streams.NO_CONTENT:
             return None
-        start_response("200 OK", [*_response_headers(environ, lane, streams.EVENT_STREAM), *streams.STREAM_HEADERS])
+        start_response(
+            "200 OK", [*lean_requests.response_headers(environ, lane, streams.EVENT_STREAM), *streams.STREAM_HEADERS]
+        )
         latency, requests = _metrics("GET", "job-detail", 200)
         latency.observe(time.perf_counter() - started)
         requests.inc()
@@ -251,152 +250,18 @@ def _rate_limit(scope: str, client: str) -> jobs.RateLimit | None:
     return rate_limit(scope, {}, client=client)
 
 
-@dataclasses.dataclass(frozen=True)
-class _LaneSettings:
-    """The settings every request of the lane reads, read once (and again when a test changes one)."""
-
-    enabled: bool  # async mode: sync mode has no jobs to poll
-    ssl_redirect: bool
-    stands_aside: bool  # DISALLOWED_USER_AGENTS or PREPEND_WWW: CommonMiddleware acts on every request
-    forwarded_host: bool
-    allowed_hosts: tuple[str, ...]
-    proxy_ssl_header: tuple[str, str] | None
-    max_body: int
-    headers: tuple[tuple[str, str], ...]  # what the middleware and DRF add to every answer
-    hsts: tuple[tuple[str, str], ...]  # what SecurityMiddleware adds over https
-
-
-@functools.cache
-def _lane_settings() -> _LaneSettings:
-    allowed = settings.ALLOWED_HOSTS
-    if settings.DEBUG and not allowed:
-        allowed = [".localhost", "127.0.0.1", "[::1]"]
-    return _LaneSettings(
-        enabled=settings.EXECUTION_MODE == "async",
-        ssl_redirect=bool(settings.SECURE_SSL_REDIRECT),
-        stands_aside=bool(settings.DISALLOWED_USER_AGENTS or settings.PREPEND_WWW),
-        forwarded_host=bool(settings.USE_X_FORWARDED_HOST),
-        allowed_hosts=tuple(allowed),
-        proxy_ssl_header=settings.SECURE_PROXY_SSL_HEADER or None,
-        max_body=min(MAX_BODY, settings.DATA_UPLOAD_MAX_MEMORY_SIZE or MAX_BODY),
-        headers=(*_security_headers(), ("Vary", "Accept")),
-        hsts=(("Strict-Transport-Security", _hsts_value()),) if settings.SECURE_HSTS_SECONDS else (),
-    )
-
-
-_ALLOWED_HOSTS_SEEN: dict[str, bool] = {}  # host -> allowed, bounded: cleared past 256 hosts
-
-
 @receiver(setting_changed)
 def _forget_settings(**kwargs) -> None:
-    _lane_settings.cache_clear()
-    _security_headers.cache_clear()
+    lean_requests.lane_settings.cache_clear()
+    lean_requests.security_headers.cache_clear()
     _rate_limit.cache_clear()
-    _ALLOWED_HOSTS_SEEN.clear()
+    lean_requests.ALLOWED_HOSTS_SEEN.clear()
 
 
-def _plain_api_client(environ, lane: _LaneSettings) -> bool:
-    accept = environ.get("HTTP_ACCEPT", "*/*")
-    return (
-        "text/html" not in accept
-        and "event-stream" not in accept  # a live event stream: `_stream`, or the stream view
-        and ("json" in accept or "*/*" in accept)
-        and _api_client(environ, lane)
-    )
-
-
-def _event_stream_client(environ, lane: _LaneSettings) -> bool:
-    """An API client asking for a job's event stream, and only for that (any other Accept is
-    negotiated by DRF)."""
-    return environ.get("HTTP_ACCEPT", "").strip() == streams.EVENT_STREAM and _api_client(environ, lane)
-
-
-def _api_client(environ, lane: _LaneSettings) -> bool:
-    return (
-        "HTTP_COOKIE" not in environ
-        and "HTTP_CANCEL_AFTER" not in environ  # a deadline for the job: DRF reads it
-        and (not lane.ssl_redirect or _is_secure(environ, lane))  # else Django redirects it
-        and not lane.stands_aside
-        and _allowed_host(environ, lane)
-    )
-
-
-def _allowed_host(environ, lane: _LaneSettings) -> bool:
-    """Django's HttpRequest.get_host() check, on the same host it would read."""
-    host = _host(environ, lane)
-    allowed = _ALLOWED_HOSTS_SEEN.get(host)
-    if allowed is None:
-        domain, _port = split_domain_port(host)
-        allowed = bool(domain) and validate_host(domain, lane.allowed_hosts)
-        if len(_ALLOWED_HOSTS_SEEN) >= 256:
-            _ALLOWED_HOSTS_SEEN.clear()
-        _ALLOWED_HOSTS_SEEN[host] = allowed
-    return allowed
-
-
-def _host(environ, lane: _LaneSettings) -> str:
-    """The host Django's HttpRequest.get_host() reads (checked by _allowed_host)."""
-    if lane.forwarded_host and "HTTP_X_FORWARDED_HOST" in environ:
-        return environ["HTTP_X_FORWARDED_HOST"]
-    if "HTTP_HOST" in environ:
-        return environ["HTTP_HOST"]
-    host = environ.get("SERVER_NAME", "")
-    port = environ.get("SERVER_PORT", "")
-    if port != ("443" if environ.get("wsgi.url_scheme") == "https" else "80"):
-        host = f"{host}:{port}"
-    return host
-
-
-def _base_url(environ, lane: _LaneSettings) -> str:
-    """responses.base_url() of the request: Django's request.scheme and get_host()."""
-    return f"{'https' if _is_secure(environ, lane) else 'http'}://{_host(environ, lane)}"
-
-
-def _response_headers(environ, lane: _LaneSettings, content_type: str = JSON) -> tuple[tuple[str, str], ...]:
-    """The headers Django's middleware and DRF add to these answers (see the module docstring)."""
-    headers = lane.headers
-    if content_type != JSON:  # lane.headers starts with JSON's
-        headers = (("Content-Type", content_type), *headers[1:])
-    if lane.hsts and _is_secure(environ, lane):
-        return headers + lane.hsts
-    return headers
-
-
-@functools.cache
-def _security_headers() -> tuple[tuple[str, str], ...]:
-    headers = [("Content-Type", JSON)]
-    if settings.SECURE_CONTENT_TYPE_NOSNIFF:
-        headers.append(("X-Content-Type-Options", "nosniff"))
-    if settings.SECURE_REFERRER_POLICY:
-        policy = settings.SECURE_REFERRER_POLICY
-        headers.append(("Referrer-Policy", policy if isinstance(policy, str) else ",".join(policy)))
-    if settings.SECURE_CROSS_ORIGIN_OPENER_POLICY:
-        headers.append(("Cross-Origin-Opener-Policy", settings.SECURE_CROSS_ORIGIN_OPENER_POLICY))
-    headers.append(("X-Frame-Options", getattr(settings, "X_FRAME_OPTIONS", "DENY").upper()))
-    return tuple(headers)
-
-
-def _hsts_value() -> str:
-    value = f"max-age={settings.SECURE_HSTS_SECONDS}"
-    if settings.SECURE_HSTS_INCLUDE_SUBDOMAINS:
-        value += "; includeSubDomains"
-    if settings.SECURE_HSTS_PRELOAD:
-        value += "; preload"
-    return value
-
-
-def _is_secure(environ, lane: _LaneSettings) -> bool:
-    """Django's request.is_secure(): the trusted proxy's header when it is present, else the scheme."""
-    if lane.proxy_ssl_header:
-        header, secure_value = lane.proxy_ssl_header
-        value = environ.get(header)
-        if value is not None:
-            return value.split(",", 1)[0].strip() == secure_value
-    return environ.get("wsgi.url_scheme") == "https"
-
-
-def _answer_parts(task_type: TaskType, state: jobs.JobState, wait: int | None, environ, lane: _LaneSettings):
-    base = _base_url(environ, lane) if state.result else ""  # for a result's files' URLs
+def _answer_parts(
+    task_type: TaskType, state: jobs.JobState, wait: int | None, environ, lane: lean_requests.LaneSettings
+):
+    base = lean_requests.base_url(environ, lane) if state.result else ""  # for a result's files' URLs
     code, body, headers = status_answer(task_type, state, base=base)
     return code, body, [*preference_applied(wait).items(), *headers.items()]
 

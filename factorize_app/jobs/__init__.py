@@ -85,6 +85,7 @@ from factorize_app.jobs.monitoring import (
 )
 from factorize_app.jobs.outputs import OutputCount, OutputLimitExceeded, OutputNotJSON, Pieces, write_outputs
 from factorize_app.jobs.reconcile import RECONCILE_SECONDS, reconcile
+from factorize_app.jobs.recording import finish_jobs
 from factorize_app.jobs.release import release_waits, released
 from factorize_app.jobs.result_files import RESULT_FILE, OutputRefused, OutputsNotStored, store_outputs
 from factorize_app.jobs.states import (
@@ -123,7 +124,6 @@ from factorize_app.jobs.worker_side import (
     JobOutcome,
     TakenJob,
     extend_lease,
-    finish_jobs,
     job_deadlines,
     report_progress,
     take_jobs,

@@ -76,6 +76,14 @@ def test_expired_bytes_are_removed_and_bytes_kept_longer_stay(storage_dir):
         files.open_blob(sha256=old.sha256)
 
 
+def test_a_removal_past_its_deadline_deletes_nothing_more_and_leaves_the_rest_for_later(storage_dir):
+    old = put(b"bytes past their time", ttl=1)
+    assert files.remove_expired(now=time.time() + 5, deadline=time.monotonic()) == 0
+    assert (storage_dir / "blobs" / old.sha256).exists()  # still listed: the next sweep deletes it
+    assert files.remove_expired(now=time.time() + 5) == 1
+    assert not (storage_dir / "blobs" / old.sha256).exists()
+
+
 def test_a_store_during_the_deletion_of_the_same_bytes_waits_and_writes_them_again(storage_dir, redis_conn):
     first = put(b"same bytes", ttl=1)
     redis_conn.zrem(keys.FILE_BLOBS, first.sha256)

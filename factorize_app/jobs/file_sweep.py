@@ -5,7 +5,8 @@ Redis that lasts FILES_SWEEP_INTERVAL sweeps, so the deployment sweeps at most t
 many workers run. A sweep deletes at most FILES_SWEEP_LIMIT files (a backlog goes at that pace)
 and stops after SWEEP_SECONDS, well within the worker watchdog's patience; `files.remove_expired`
 makes each deletion safe against a store of the same bytes meanwhile. A storage that fails is
-logged and tried again at the next sweep: it never stops a worker.
+logged and tried again at the next sweep: it never stops a worker. Files' records and the
+upload budgets' counters expire in Redis by themselves.
 """
 
 from __future__ import annotations
@@ -36,11 +37,10 @@ def sweep_files(*, now: float | None = None) -> int:
     deadline = time.monotonic() + SWEEP_SECONDS
     try:
         while removed < settings.FILES_SWEEP_LIMIT and time.monotonic() < deadline:
-            batch = files.remove_expired(now=now)
+            batch = files.remove_expired(now=now, deadline=deadline)
             removed += batch
             if batch < files.REMOVE_BATCH:
                 break
-        forget_expired_records(now=now)
         remove_partials = getattr(storages[settings.JOB_FILES_STORAGE], "remove_partials", None)  # a directory
         if remove_partials is not None:
             remove_partials(older_than=PARTIAL_AGE)
@@ -53,8 +53,3 @@ def sweep_files(*, now: float | None = None) -> int:
         logger.info("expired files deleted", extra={"files": removed})
     return removed
 
-
-def forget_expired_records(*, now: float | None = None) -> None:
-    """HOOK for the files' records and per-client byte counters (jobs/files.py, helper A1): their
-    own clean-up, if they need one beyond Redis's expiry, is called here, once per sweep. Today a
-    record is a hash that expires with its file, and there are no counters to release."""

@@ -320,15 +320,19 @@ def local_path(*, sha256: str) -> Iterator[Path]:
 
 
 @translate_outages
-def remove_expired(*, now: float | None = None) -> int:
-    """Delete the blobs nothing refers to any more. Each is claimed atomically (only while its
-    score is still the expired one: a blob re-kept meanwhile stays) and marked as being deleted
-    until it is gone, so a store of the same bytes waits and then writes them afresh."""
+def remove_expired(*, now: float | None = None, deadline: float | None = None) -> int:
+    """Delete the blobs nothing refers to any more (at most REMOVE_BATCH, and none started after
+    `deadline`, a time.monotonic(): a slow storage cannot hold the caller). Each is claimed
+    atomically (only while its score is still the expired one: a blob re-kept meanwhile stays) and
+    marked as being deleted until it is gone, so a store of the same bytes waits and then writes
+    them afresh."""
     connection = redis_connection()
     now = time.time() if now is None else now
     expired = connection.zrangebyscore(keys.FILE_BLOBS, "-inf", now, start=0, num=REMOVE_BATCH, withscores=True)
     removed = 0
     for member, score in expired:
+        if deadline is not None and time.monotonic() >= deadline:
+            break
         if not _claim(connection, member, score):
             continue
         try:

@@ -24,7 +24,9 @@
 -- PERSISTed) is never given an expiry; answer its status, its input (kept in the description)
 -- the outcome the worker cached as JSON, a running job's progress and a streaming job's output
 -- so far (in the same HMGET: no command more for a job that streams nothing); a job the checked client
--- does not own is answered as missing. Last, the type's load (live queued + running).
+-- does not own is answered as missing. Last, the type's load (live queued + running) and, when a
+-- job is missing and a client claims them in fair order, its queued jobs (its list's length, for
+-- its cap: the submit enqueues the missing ones next; -1: not counted).
 -- Every write may be refused (a full or read-only Redis): the poll still answers; the rate limit
 -- then fails open.
 local now = clock_tick(K.clock, K.outages)
@@ -61,7 +63,7 @@ local function join(id, key, status)
   end
 end
 
-local answers = {}
+local answers, missing = {}, false
 for _, id in ipairs(ids) do
   local key = PREFIX.job .. id
   local fields = redis.call('HMGET', key, JOB.status, JOB.description, JOB.outcome, JOB.progress, JOB.deadline,
@@ -108,7 +110,9 @@ for _, id in ipairs(ids) do
     end
     answers[#answers + 1] = {fields[6] or fields[1], fields[2] or '', fields[3] or '', fields[4] or '', fields[7] or ''}
   else
-    answers[#answers + 1] = false
+    answers[#answers + 1], missing = false, true
   end
 end
-return {ANSWER.ok, redis.call('ZCOUNT', K.pending, '(' .. now, '+inf') + redis.call('ZCARD', K.started), answers}
+local queued = -1
+if missing and claim ~= '' and A.clients_prefix ~= '' then queued = redis.call('LLEN', A.clients_prefix .. claim) end
+return {ANSWER.ok, redis.call('ZCOUNT', K.pending, '(' .. now, '+inf') + redis.call('ZCARD', K.started), answers, queued}

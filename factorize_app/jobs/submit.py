@@ -177,7 +177,7 @@ def _submit_batch(
     owner = client or "anonymous"
     for _attempt in range(5):
         waiting = [job_id for job_id in inputs if job_id not in states]
-        load, snapshots = poll_many(task_type, waiting, rate_limit, claim=owner, claim_after=cancel_after)
+        load, snapshots, queued = poll_many(task_type, waiting, rate_limit, claim=owner, claim_after=cancel_after)
         rate_limit = None  # counted once
         missing = []
         for job_id, snapshot in zip(waiting, snapshots, strict=True):
@@ -189,7 +189,7 @@ def _submit_batch(
         if not missing:
             return _in_order(states, ids, load)
         admit_new_jobs(task_type=task_type, count=len(missing))
-        _check_queued_cap(task_type, client, len(missing), limits or ClientLimits())
+        _check_queued_cap(queued, len(missing), limits or ClientLimits())
         budgets.charge(task_type=task_type, client=client, new_inputs=[inputs[job_id] for job_id in missing],
                        budget=(limits or ClientLimits()).redis_bytes)  # fmt: skip
         if task_type.file_fields:  # a retry's input files too, kept until the job and its result expire
@@ -227,13 +227,13 @@ def _in_order(states: dict[str, JobState], ids: list[str], load: int) -> list[Jo
             for job_id in ids]  # fmt: skip
 
 
-def _check_queued_cap(task_type: TaskType, client: str, adding: int, limits: ClientLimits) -> None:
+def _check_queued_cap(queued: int, adding: int, limits: ClientLimits) -> None:
     """ClientLimitExceeded when `adding` more queued jobs would pass the client's cap (fair order
-    keeps each client's queued jobs in a list of its own; checked before the enqueue, so
-    concurrent submits of one client may pass it by a request's worth)."""
+    keeps each client's queued jobs in a list of its own, whose length the poll answered as
+    `queued`, -1 in FIFO order; checked before the enqueue, so concurrent submits of one client
+    may pass it by a request's worth)."""
     cap = limits.queued
-    if not fair_order() or cap <= 0:
+    if queued < 0 or cap <= 0:
         return
-    queued = redis_connection().llen(keys.fair_client(task_type.name, client or "anonymous"))
     if queued + adding > cap:
         raise ClientLimitExceeded("MAX_QUEUED_PER_CLIENT", cap)

@@ -69,6 +69,28 @@ def test_a_queued_job_lives_past_the_first_owners_deadline_while_another_wants_i
     assert done(api, job_id, b)["status"] == "finished"
 
 
+def test_a_job_of_one_owner_names_it_in_its_hash_and_a_second_owner_makes_the_owners_a_set(api, redis_conn, key):
+    a, b, c = key("a"), key("b"), key("c")
+    body = {"seconds": 0.1, "tag": "shared-owners"}
+    job_id = submit(api, a, body, HTTP_CANCEL_AFTER="30")["job_id"]
+    first = redis_conn.hget(keys.job(job_id), keys.OWNER_FIELD)
+    deadline = redis_conn.hget(keys.job(job_id), keys.DEADLINE_FIELD)
+    assert first and deadline
+    submit(api, a, body)  # its one owner again: nothing written for ownership
+    assert not redis_conn.exists(keys.owners(job_id), keys.deadlines(job_id))
+    assert api.get(f"/jobs/{job_id}", **c).status_code == 404  # not C's
+    submit(api, b, body)  # B joins, with no deadline
+    assert redis_conn.hget(keys.job(job_id), keys.OWNER_FIELD) is None
+    owners = redis_conn.smembers(keys.owners(job_id))
+    assert len(owners) == 2 and first in owners
+    second = (owners - {first}).pop()
+    assert redis_conn.hgetall(keys.deadlines(job_id)) == {first: deadline, second: keys.NO_DEADLINE.encode()}
+    assert redis_conn.hget(keys.job(job_id), keys.DEADLINE_FIELD) is None  # B set none: none stops it
+    for owner in (a, b):
+        assert api.get(f"/jobs/{job_id}", **owner).json()["status"] == "queued"
+    assert api.get(f"/jobs/{job_id}", **c).status_code == 404
+
+
 def test_a_shared_job_stops_at_the_latest_of_its_owners_deadlines(api, redis_conn, warm_worker, key):
     a, b = key("a"), key("b")
     warm_worker("sleepy")
@@ -122,3 +144,19 @@ def test_a_shared_job_runs_at_the_earliest_turn_among_its_owners(api, redis_conn
     print(f"[shared] B's shared job done after {backlog_done} of A's 30 backlog jobs")
     assert backlog_done <= 10  # at B's turn, not at the end of A's backlog
     assert redis_conn.xlen(f"rq:results:{shared_id}") == 1  # run once, though lined up twice
+
+
+def test_the_owners_of_a_job_whose_files_outlive_it_outlive_its_hash(api, redis_conn, key):
+    from factorize_app.jobs.control import keep_owners
+
+    a = key("a")
+    job_id = submit(api, a, {"seconds": 0.1, "tag": "owners-outlive"}, HTTP_CANCEL_AFTER="30")["job_id"]
+    owner = redis_conn.hget(keys.job(job_id), keys.OWNER_FIELD).decode()
+    deadline = redis_conn.hget(keys.job(job_id), keys.DEADLINE_FIELD)
+    keep_owners(job_id=job_id, ttl=5000)  # as a job's stored files do (jobs/result_files.py)
+    assert redis_conn.smembers(keys.owners(job_id)) == {owner.encode()}
+    assert redis_conn.hgetall(keys.deadlines(job_id)) == {owner.encode(): deadline}
+    assert 4900 < redis_conn.ttl(keys.owners(job_id)) <= 5000
+    redis_conn.delete(keys.job(job_id))  # its hash expired; its files remain
+    assert jobs.is_owner(job_id=job_id, client=owner)
+    assert not jobs.is_owner(job_id=job_id, client=owner + "-not")

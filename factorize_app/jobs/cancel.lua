@@ -15,7 +15,7 @@
 -- type's clients' lists.
 -- Answers {ANSWER.withdrawn}, {ANSWER.missing}, {ANSWER.stopping}, {STATUS.canceled} or
 -- {ANSWER.done, status} (a done job's status is our state where we keep one).
-local fields = redis.call('HMGET', K.job, JOB.status, JOB.state)
+local fields = redis.call('HMGET', K.job, JOB.status, JOB.state, JOB.owner)
 local status = fields[1]
 if not status then return {ANSWER.missing} end
 
@@ -27,7 +27,9 @@ local function ask_worker() -- a running job's worker reads its stop field and d
   end
 end
 
-if A.caller ~= '' then
+if A.caller ~= '' and fields[3] then -- its one owner, named in its hash (else its owners' set)
+  if fields[3] ~= A.caller then return {ANSWER.missing} end
+elseif A.caller ~= '' then
   if redis.call('SISMEMBER', K.owners, A.caller) == 0 then return {ANSWER.missing} end
   if (status == STATUS.queued or status == STATUS.started) and redis.call('SCARD', K.owners) > 1 then
     redis.call('SREM', K.owners, A.caller)

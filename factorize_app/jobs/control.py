@@ -25,8 +25,19 @@ _CANCELED_OUTCOME = json.dumps({"error": CANCELED_ERROR})
 
 @translate_outages
 def is_owner(*, job_id: str, client: str) -> bool:
-    """Whether `client` submitted the job (one of its owners)."""
-    return bool(redis_connection().sismember(keys.owners(job_id), client))
+    """Whether `client` submitted the job (one of its owners): its one owner is named in its hash,
+    several (or those of a job whose files outlive it) in its owners' set."""
+    with redis_connection().pipeline(transaction=False) as pipe:
+        pipe.hget(keys.job(job_id), keys.OWNER_FIELD)
+        pipe.sismember(keys.owners(job_id), client)
+        owner, member = pipe.execute()
+    return owner.decode() == client if owner is not None else bool(member)
+
+
+@translate_outages
+def keep_owners(*, job_id: str, ttl: int) -> None:
+    """Keep the job's owners at least `ttl` seconds (its files outlive it), beyond its hash."""
+    scripts.KEEP_OWNERS(job=keys.job(job_id), owners=keys.owners(job_id), deadlines=keys.deadlines(job_id), ttl=ttl)
 
 
 @translate_outages

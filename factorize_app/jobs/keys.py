@@ -123,10 +123,11 @@ DURATION_PREFIX = OURS + "metrics:job_duration:"
 # scored by the worker time they have used (their turn comes by least use); that use; the jobs
 # each runs; their caps; and the workers running one long job (whose client may have to give one back).
 FAIR_PREFIX = OURS + "fair:"
-# The clients that submitted a job: its owners (who may cancel, retry and, with keys, read it).
+# The clients that submitted a job: its owners (who may cancel, retry and, with keys, read it),
+# once it has several, or its files outlive it (a job with one owner names it in OWNER_FIELD).
 OWNERS_PREFIX = OURS + "owners:"
-# Each owner's Cancel-After deadline of a job (owner -> Unix time, or "none"): the job's own
-# (DEADLINE_FIELD) is the latest of them, none while any owner set none.
+# Each owner's Cancel-After deadline of a job (owner -> Unix time, or "none"), kept beside its
+# owners' set: the job's own (DEADLINE_FIELD) is the latest of them, none while any owner set none.
 DEADLINES_PREFIX = OURS + "deadlines:"
 # A client's request counter for one rate-limit window.
 THROTTLE_PREFIX = OURS + "throttle:"
@@ -141,6 +142,9 @@ DEADLINE_FIELD = "factorize_deadline"  # Unix time after which it is cancelled (
 STATE_FIELD = "factorize_state"
 OUTCOME_FIELD = "factorize_outcome"  # once done, the JSON polls answer: {"result": ...} or {"error": ...}
 CLIENT_FIELD = "factorize_client"  # the client whose turn it is taken in, in fair order
+# A job's owner while it has only one (its submitter): the owners become a set (OWNERS_PREFIX) when
+# a second one joins, and the field is then removed, so a job names its owners in one place.
+OWNER_FIELD = "factorize_owner"
 PROGRESS_FIELD = "factorize_progress"  # while it runs, the JSON its handler last reported
 # A streaming job's output so far (a JSON array of its pieces, jobs/outputs.py) and, beside it,
 # the event id of each piece (space-separated), whence a Last-Event-ID resumes past a trimmed stream.

@@ -10,6 +10,8 @@
 -- none: with API keys, a job read by id); clients_prefix: of the type's clients' lists ('' in FIFO
 -- order); events_ttl: a done job's event stream's. A job's answered status is our state where we
 -- keep one, else RQ's.
+-- A job's one owner is named in its hash (JOB.owner); a second owner's joining makes the owners a
+-- set (with their deadlines beside it) and removes the field: the set names them from then on.
 -- A client that becomes an owner of a job still queued or running joins it on its own terms: its
 -- deadline is kept with the others' (the job's is the latest of them, none while any owner set
 -- none: it stops only when no owner still wants it), and, in fair order, a queued job is lined up
@@ -22,7 +24,9 @@
 -- PERSISTed) is never given an expiry; answer its status, its input (kept in the description)
 -- the outcome the worker cached as JSON, a running job's progress and a streaming job's output
 -- so far (in the same HMGET: no command more for a job that streams nothing); a job the checked client
--- does not own is answered as missing. Last, the type's load (live queued + running).
+-- does not own is answered as missing. Last, the type's load (live queued + running) and, when a
+-- job is missing and a client claims them in fair order, its queued jobs (its list's length, for
+-- its cap: the submit enqueues the missing ones next; -1: not counted).
 -- Every write may be refused (a full or read-only Redis): the poll still answers; the rate limit
 -- then fails open.
 local now = clock_tick(K.clock, K.outages)
@@ -59,11 +63,12 @@ local function join(id, key, status)
   end
 end
 
-local answers = {}
+local answers, missing = {}, false
 for _, id in ipairs(ids) do
   local key = PREFIX.job .. id
   local fields = redis.call('HMGET', key, JOB.status, JOB.description, JOB.outcome, JOB.progress, JOB.deadline,
-    JOB.state, JOB.output)
+    JOB.state, JOB.output, JOB.owner)
+  local owner = fields[8] -- its one owner, or none: its owners' set names them
   if fields[1] == STATUS.queued and fields[5] and now > tonumber(fields[5]) then
     -- RQ's word for it is canceled; ours, aborted.
     redis.pcall('HSET', key, JOB.status, STATUS.canceled, JOB.state, STATUS.aborted, JOB.outcome, A.aborted_outcome)
@@ -74,15 +79,28 @@ for _, id in ipairs(ids) do
     append_event(redis.pcall, PREFIX.events .. id, A.events_ttl, STATUS.aborted, A.aborted_outcome, '')
     fields[1], fields[3], fields[6] = STATUS.canceled, A.aborted_outcome, STATUS.aborted
   end
-  if fields[1] and claim ~= '' then
-    -- A new owner, or a job still alive by its polls: the owners outlive it (a done job's do already).
-    local added = redis.pcall('SADD', PREFIX.owners .. id, claim)
+  if fields[1] and claim ~= '' and owner ~= claim then -- (its one owner polls: nothing to write)
+    local owners, added = PREFIX.owners .. id, nil
     local live = fields[1] == STATUS.queued or fields[1] == STATUS.started
+    if owner then
+      -- A second owner: the owners become a set, the first's deadline (the job's) kept beside it.
+      added = redis.pcall('SADD', owners, owner, claim)
+      if type(added) == 'number' then
+        added = 1
+        redis.pcall('HSET', PREFIX.deadlines .. id, owner, fields[5] or NO_DEADLINE)
+        redis.pcall('EXPIRE', PREFIX.deadlines .. id, A.owners_ttl)
+        redis.pcall('HDEL', key, JOB.owner)
+      end
+    else
+      added = redis.pcall('SADD', owners, claim)
+    end
+    -- A new owner, or a job still alive by its polls: the owners outlive it (a done job's do already).
     if added == 1 or live then
-      redis.pcall('EXPIRE', PREFIX.owners .. id, A.owners_ttl)
+      redis.pcall('EXPIRE', owners, A.owners_ttl)
     end
     if added == 1 and live then join(id, key, fields[1]) end
-  elseif fields[1] and check ~= '' and redis.call('SISMEMBER', PREFIX.owners .. id, check) == 0 then
+  elseif fields[1] and check ~= '' and owner ~= check
+      and (owner or redis.call('SISMEMBER', PREFIX.owners .. id, check) == 0) then
     fields[1] = false
   end
   if fields[1] then
@@ -92,7 +110,9 @@ for _, id in ipairs(ids) do
     end
     answers[#answers + 1] = {fields[6] or fields[1], fields[2] or '', fields[3] or '', fields[4] or '', fields[7] or ''}
   else
-    answers[#answers + 1] = false
+    answers[#answers + 1], missing = false, true
   end
 end
-return {ANSWER.ok, redis.call('ZCOUNT', K.pending, '(' .. now, '+inf') + redis.call('ZCARD', K.started), answers}
+local queued = -1
+if missing and claim ~= '' and A.clients_prefix ~= '' then queued = redis.call('LLEN', A.clients_prefix .. claim) end
+return {ANSWER.ok, redis.call('ZCOUNT', K.pending, '(' .. now, '+inf') + redis.call('ZCARD', K.started), answers, queued}

@@ -27,8 +27,7 @@ from typing import Any
 
 from django.conf import settings
 
-from factorize_app.jobs import files, keys
-from factorize_app.jobs.connection import redis_connection
+from factorize_app.jobs import files
 from factorize_app.jobs.errors import QueueUnavailable, translate_outages
 from factorize_app.tasks import OutputFile, TaskType
 from factorize_app.tasks.fields import FileOutput
@@ -195,7 +194,9 @@ def _reference(stored: files.StoredFile) -> dict[str, Any]:
 def _owners_outlive(job_id: str, ttl: int) -> None:
     """The job's owners are who may read its files: kept at least as long (a job that waited on
     a failing storage may have run past their TTL)."""
-    redis_connection().expire(keys.owners(job_id), ttl + 60, gt=True)
+    from factorize_app.jobs.control import keep_owners  # control reads files, which read this module
+
+    keep_owners(job_id=job_id, ttl=ttl + 60)
 
 
 def shown(task_type: TaskType, result: dict[str, Any], *, base_url: str = "") -> dict[str, Any]:

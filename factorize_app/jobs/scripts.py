@@ -50,6 +50,7 @@ def vocabulary() -> dict[str, dict[str, str] | str | int]:
             **{field: field for field in keys.RQ_JOB_FIELDS},
             "outcome": keys.OUTCOME_FIELD,
             "client": keys.CLIENT_FIELD,
+            "owner": keys.OWNER_FIELD,
             "state": keys.STATE_FIELD,
             "stop": keys.STOP_FIELD,
             "deadline": keys.DEADLINE_FIELD,
@@ -287,7 +288,7 @@ def header(path: Path) -> tuple[tuple[Item, ...], tuple[Item, ...]] | None:
 _CLOCK = ("clock_tick",)
 CLOCK_KEYS = {"clock": keys.CLOCK, "outages": keys.OUTAGES}  # for the scripts that tick the clock
 
-# The web's side (jobs/submit.py, status.py, control.py, budgets.py).
+# The web's side (jobs/submit.py, status.py, control.py, budgets.py; keep_owners: result_files.py).
 POLL = Script(
     "poll",
     helpers=(*_CLOCK, "append_event"),
@@ -295,13 +296,18 @@ POLL = Script(
     args="job_ttl limit window cost failure_ttl aborted_outcome events_ttl owners_ttl claim claim_after check "
     "clients_prefix ids*",
 )
-AFTER_ENQUEUE = Script("after_enqueue", keys="waiting used client_list wake caps", args="client cap ids*")
+AFTER_ENQUEUE = Script(
+    "after_enqueue",
+    keys="pending waiting used client_list wake caps",
+    args="owner client cap job_ttl cancel_after ids*",
+)
 CANCEL = Script(
     "cancel",
     helpers=("append_event",),
     keys="job owners deadlines pending inputs canceled events",
     args="job_id caller reason ended_at outcome failure_ttl events_ttl clients_prefix",
 )
+KEEP_OWNERS = Script("keep_owners", keys="job owners deadlines", args="ttl")
 BUDGET = Script("budget", keys="slots*", args="charge budget target expires")
 # The worker's side (jobs/worker_side.py).
 TAKE = Script(

@@ -67,7 +67,7 @@ def owners_ttl(task_type: TaskType) -> int:
 def _status_once(
     task_type: TaskType, job_id: str, rate_limit: RateLimit | None = None, owner: str = ""
 ) -> JobState:
-    load, (snapshot,) = poll_many(task_type, [job_id], rate_limit, check=owner)
+    load, (snapshot,), _ = poll_many(task_type, [job_id], rate_limit, check=owner)
     data = input_of(task_type, job_id, snapshot.description) if snapshot else None
     state = state_of(task_type, job_id, snapshot, data, load) if data is not None else None
     if state is None:
@@ -117,10 +117,11 @@ def poll_many(
     claim: str = "",
     check: str = "",
     claim_after: int | None = None,
-) -> tuple[int, list[Snapshot | None]]:
+) -> tuple[int, list[Snapshot | None], int]:
     """The type's load and a snapshot of each job (None: no such job, or, with `check`, not that
     client's), in one round trip; `claim` makes a client an owner of each job that exists, with its
-    own deadline (`claim_after` seconds from now; None: none) and, in fair order, its own turn."""
+    own deadline (`claim_after` seconds from now; None: none) and, in fair order, its own turn.
+    Third, when a job is missing, the claiming client's queued jobs in fair order (-1: not counted)."""
     throttle_key, limit, window, cost = "", 0, 0, 0
     if rate_limit is not None:
         cost = rate_limit.cost
@@ -154,9 +155,9 @@ def poll_many(
     )
     if reply[0].decode() == scripts.THROTTLED:
         raise Throttled(max(1, int(reply[1])))
-    _, load, answers = reply
+    _, load, answers, queued = reply
     snapshots = [Snapshot(*(field.decode() for field in answer)) if answer else None for answer in answers]
-    return int(load), snapshots
+    return int(load), snapshots, int(queued)
 
 
 def state_of(

@@ -6,7 +6,8 @@ retry it (`control`), and a caller may ask that a job it does not own be answere
 (MAX_QUEUED_PER_CLIENT, or its key's own), and so is the Redis memory they hold (`budgets`).
 
 A submit polls its inputs first (`status.poll_many`, one round trip that also counts the
-client's request) and enqueues only the ones missing, in one transaction.
+client's request) and enqueues only the ones missing, in one transaction; it answers those as
+queued from what it knows, without polling them again.
 """
 
 from __future__ import annotations
@@ -29,8 +30,8 @@ from factorize_app.jobs.errors import (
 )
 from factorize_app.jobs.ids import description_for, job_id_for, keep_stored_key, queued_input
 from factorize_app.jobs.monitoring import admit_new_jobs
-from factorize_app.jobs.states import ClientLimits, JobState, RateLimit, fair_order
-from factorize_app.jobs.status import owners_ttl, poll_many, state_of, wait_until_done
+from factorize_app.jobs.states import QUEUED, ClientLimits, JobState, RateLimit, fair_order
+from factorize_app.jobs.status import poll_many, state_of, wait_until_done
 from factorize_app.tasks import TaskType, run_task
 
 
@@ -79,7 +80,7 @@ def submit_many(
     limits: ClientLimits | None = None,
 ) -> list[JobState]:
     """Submit-or-poll many inputs of one type, in order, in a handful of round trips: one poll of
-    them all, one transaction enqueueing the new ones, one poll again. With `wait`, hold until
+    them all, one transaction enqueueing the new ones (after a round trip that WATCHes them). With `wait`, hold until
     every one is done or the time is up. New jobs are refused (SubmitRefused) when Redis refuses
     writes or its memory is past the high-water mark; inputs already queued or done still answer.
     With `rate_limit`, the request counts its `cost` against the client's allowance, in the first
@@ -102,23 +103,20 @@ def enqueue(
     client: str,
     cancel_after: int | None = None,
     limits: ClientLimits | None = None,
-) -> None:
+) -> bool:
     """Enqueue jobs found missing, in one transaction that fails if any of them appeared
-    meanwhile (another request enqueued it: the caller polls again and sees it). `client` is
-    their first owner."""
+    meanwhile (another request enqueued it: the caller polls again and sees it); True when they
+    were. `client` is their one owner (named in each job's hash: a second owner's joining makes
+    the owners a set, poll.lua)."""
     job_ttl = task_type.setting("job_ttl")
     queue = rq_queue(task_type.name)
     job_keys = [keys.job(job_id) for job_id in new_jobs]
     with redis_connection().pipeline(transaction=True) as pipe:
         try:
-            pipe.watch(*job_keys)
-            if pipe.exists(*job_keys):
-                return
-            redis_time, micros = pipe.time()
+            if not _watch_absent(pipe, job_keys):
+                return False
             pipe.multi()
             keep_stored_key(pipe)
-            # Deadlines first, so a worker that starts a job at once removes its deadline for good.
-            pipe.zadd(keys.pending(task_type.name), {job_id: redis_time + job_ttl for job_id in new_jobs})
             pipe.hset(
                 keys.queued_inputs(task_type.name),
                 mapping={job_id: queued_input(data, client) for job_id, data in new_jobs.items()},
@@ -139,33 +137,30 @@ def enqueue(
                     retry=Retry(max=settings.JOB_MAX_RETRIES) if settings.JOB_MAX_RETRIES > 0 else None,
                     pipeline=pipe,
                 )
-            # From this instant, to the microsecond: whole seconds alone set it up to 1 s early.
-            deadline = None if cancel_after is None else redis_time + micros / 1e6 + cancel_after
+            # Owners of an earlier job of the same input (its files may have kept them): not this one's.
+            pipe.delete(*(key for job_id in new_jobs for key in (keys.owners(job_id), keys.deadlines(job_id))))
             owner = client or "anonymous"
-            for job_id in new_jobs:  # a job made anew has only this client for owner, and its deadline
-                if deadline is not None:
-                    pipe.hset(keys.job(job_id), keys.DEADLINE_FIELD, deadline)
-                pipe.delete(keys.owners(job_id), keys.deadlines(job_id))
-                pipe.sadd(keys.owners(job_id), owner)
-                pipe.hset(keys.deadlines(job_id), owner, keys.NO_DEADLINE if deadline is None else deadline)
-                pipe.expire(keys.owners(job_id), owners_ttl(task_type))
-                pipe.expire(keys.deadlines(job_id), owners_ttl(task_type))
             fair_client = owner if fair_order() else ""
             name = task_type.name
             scripts.AFTER_ENQUEUE(
                 pipe,
+                pending=keys.pending(name),
                 waiting=keys.fair_waiting(name),
                 used=keys.fair_used(name),
                 client_list=keys.fair_client(name, fair_client),
                 wake=keys.wake(name),
                 caps=keys.fair_caps(name),
+                owner=owner,
                 client=fair_client,
                 cap="" if limits is None or limits.max_running is None else limits.max_running,
+                job_ttl=job_ttl,
+                cancel_after="" if cancel_after is None else cancel_after,
                 ids=list(new_jobs),
             )
             pipe.execute()
+            return True
         except redis.exceptions.WatchError:
-            return
+            return False
 
 
 def _submit_batch(
@@ -182,7 +177,7 @@ def _submit_batch(
     owner = client or "anonymous"
     for _attempt in range(5):
         waiting = [job_id for job_id in inputs if job_id not in states]
-        load, snapshots = poll_many(task_type, waiting, rate_limit, claim=owner, claim_after=cancel_after)
+        load, snapshots, queued = poll_many(task_type, waiting, rate_limit, claim=owner, claim_after=cancel_after)
         rate_limit = None  # counted once
         missing = []
         for job_id, snapshot in zip(waiting, snapshots, strict=True):
@@ -191,28 +186,54 @@ def _submit_batch(
                 missing.append(job_id)
             else:
                 states[job_id] = state
-        if not missing:  # every answer carries the latest load
-            return [
-                states[job_id] if states[job_id].load == load else dataclasses.replace(states[job_id], load=load)
-                for job_id in ids
-            ]
+        if not missing:
+            return _in_order(states, ids, load)
         admit_new_jobs(task_type=task_type, count=len(missing))
-        _check_queued_cap(task_type, client, len(missing), limits or ClientLimits())
+        _check_queued_cap(queued, len(missing), limits or ClientLimits())
         budgets.charge(task_type=task_type, client=client, new_inputs=[inputs[job_id] for job_id in missing],
                        budget=(limits or ClientLimits()).redis_bytes)  # fmt: skip
         if task_type.file_fields:  # a retry's input files too, kept until the job and its result expire
             file_inputs.keep_inputs(task_type=task_type, inputs=[inputs[job_id] for job_id in missing])
-        enqueue(task_type, {job_id: inputs[job_id] for job_id in missing}, client, cancel_after, limits)
+        if enqueue(task_type, {job_id: inputs[job_id] for job_id in missing}, client, cancel_after, limits):
+            # Answered from what is known, without polling again: queued, the load grown by them.
+            states.update((job_id, JobState(job_id, task_type.name, QUEUED, inputs[job_id])) for job_id in missing)
+            return _in_order(states, ids, load + len(missing))
     raise QueueUnavailable(f"{len(missing)} jobs kept changing under concurrent requests; try again")
 
 
-def _check_queued_cap(task_type: TaskType, client: str, adding: int, limits: ClientLimits) -> None:
+def _watch_absent(pipe: redis.client.Pipeline, job_keys: list[str]) -> bool:
+    """WATCH the jobs' keys and look whether any exists yet, in one round trip (redis-py would
+    send each in a round trip of its own): a job enqueued between the poll and the WATCH is seen
+    here, one enqueued after it fails the transaction."""
+    commands = [("WATCH", *job_keys), ("EXISTS", *job_keys)]
+    connection = pipe.connection or pipe.connection_pool.get_connection()
+    pipe.connection = connection  # the pipeline's own from now on: it unwatches and returns it
+    for attempt in (1, 2):  # a pooled connection broken since its last use is retried once
+        try:
+            connection.send_packed_command(connection.pack_commands(commands))
+            connection.read_response()
+            pipe.watching = True
+            return connection.read_response() == 0
+        except redis.exceptions.ConnectionError:
+            connection.disconnect()
+            if attempt == 2:
+                raise
+    raise AssertionError("unreachable")
+
+
+def _in_order(states: dict[str, JobState], ids: list[str], load: int) -> list[JobState]:
+    """The answers in the order asked, every one carrying the latest load."""
+    return [states[job_id] if states[job_id].load == load else dataclasses.replace(states[job_id], load=load)
+            for job_id in ids]  # fmt: skip
+
+
+def _check_queued_cap(queued: int, adding: int, limits: ClientLimits) -> None:
     """ClientLimitExceeded when `adding` more queued jobs would pass the client's cap (fair order
-    keeps each client's queued jobs in a list of its own; checked before the enqueue, so
-    concurrent submits of one client may pass it by a request's worth)."""
+    keeps each client's queued jobs in a list of its own, whose length the poll answered as
+    `queued`, -1 in FIFO order; checked before the enqueue, so concurrent submits of one client
+    may pass it by a request's worth)."""
     cap = limits.queued
-    if not fair_order() or cap <= 0:
+    if queued < 0 or cap <= 0:
         return
-    queued = redis_connection().llen(keys.fair_client(task_type.name, client or "anonymous"))
     if queued + adding > cap:
         raise ClientLimitExceeded("MAX_QUEUED_PER_CLIENT", cap)

@@ -14,8 +14,8 @@
 -- it takes, and the check here closes the gap between that check and the take.
 -- Each execution also joins the worker's execution index, as RQ's own worker adds it, so RQ's
 -- tools name the jobs a worker is running (`current_job`, the dashboard's worker page).
--- Redis's cost: per job, its fields read, its hash and its execution written (and its ownership
--- checked in fair order); what the jobs add to the queue's keys (registry, pending set, inputs,
+-- Redis's cost: per job, its fields read, its hash and its execution written (and, for a job of
+-- several owners, its ownership checked in fair order); what the jobs add to the queue's keys (registry, pending set, inputs,
 -- running counts) is written once per take, and a client is served its turns in a row at once
 -- (as many as it gets before its use passes the next client's), one LPOP for them.
 --- KEYS: worker clock outages suspended executions
@@ -79,7 +79,7 @@ end
 
 local function fields(id)
   return redis.call('HMGET', PREFIX.job .. id, JOB.status, JOB.description, JOB.timeout, JOB.result_ttl,
-    JOB.failure_ttl, JOB.stop, JOB.deadline, JOB.client)
+    JOB.failure_ttl, JOB.stop, JOB.deadline, JOB.client, JOB.owner)
 end
 
 -- A client's running jobs: as counted in Redis, and those this take started.
@@ -148,9 +148,11 @@ local function serve_head(queue)
   return true
 end
 
--- Whether a queued job taken from `client`'s list is still the client's: it owns it (a job of
--- ours without owners, from before owners were kept, is its first client's).
+-- Whether a queued job taken from `client`'s list is still the client's: it owns it (its one
+-- owner is named in its hash, several in its owners' set; a job of ours without owners, from
+-- before owners were kept, is its first client's).
 local function owned(id, job, client)
+  if job[9] then return job[9] == client end
   if redis.call('SISMEMBER', PREFIX.owners .. id, client) == 1 then return true end
   return job[8] == client and redis.call('EXISTS', PREFIX.owners .. id) == 0
 end

@@ -24,6 +24,7 @@ _SCRIPT_STEP = {
     "settle": "record", "rebalance": "record", "extend_lease": "lease", "progress": "record", "event": "events",
     "load": "maintenance", "tick": "maintenance", "sweep": "maintenance", "recount": "maintenance",
     "reconcile": "maintenance", "reconcile_event": "maintenance", "oldest_queued": "maintenance",
+    "keep_owners": "record", "output": "events", "open_events": "events",
 }  # fmt: skip
 _SOURCE_NAME = re.compile(rb"-- (\w+)\.lua, as jobs/scripts\.py builds it")
 SCRIPT_CLIENT = b"?:0"

@@ -38,7 +38,7 @@ def run(bench: Bench) -> dict:
             job_id = http.post(url, json={"number": n}, timeout=30).json()["job_id"]
             stream = http.get(f"{base}/jobs/{job_id}", headers={"Accept": "text/event-stream"}, stream=True, timeout=30)
             for line in stream.iter_lines():
-                if line.startswith(b"data: ") and json.loads(line[6:])["done"]:
+                if line.startswith(b"data: ") and json.loads(line[6:]).get("done"):
                     break
             stream.close()
             return time.perf_counter() - started

@@ -58,6 +58,7 @@ def test_seed_async_example_through_port_8123(compose):
         "status": "finished",
         "error": None,
         "progress": None,
+        "output": [[2, 3], [3, 1], [73, 1], [233, 1]],  # the primes it streamed, beside the seed's fields
     }
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import ipaddress
 import json
+import re
 import select
 import socket
 import threading
@@ -63,8 +64,8 @@ class RawReceiver:
             self.most_open = max(self.most_open, self.open)
         try:
             conn.settimeout(30)
-            while b"\r\n\r\n" not in record["request"]:
-                chunk = conn.recv(65536)
+            while not self._whole(record["request"]):  # the whole request: closing on an unread
+                chunk = conn.recv(65536)  # body would reset the connection, not close it
                 if not chunk:
                     break
                 record["request"] += chunk
@@ -80,6 +81,14 @@ class RawReceiver:
             with self.lock:
                 record["end"] = time.monotonic()
                 self.open -= 1
+
+    @staticmethod
+    def _whole(request: bytes) -> bool:
+        head, found, body = request.partition(b"\r\n\r\n")
+        if not found:
+            return False
+        length = re.search(rb"(?im)^content-length:\s*(\d+)", head)
+        return len(body) >= (int(length.group(1)) if length else 0)
 
     def _wait_open(self, conn: socket.socket, seconds: float) -> bool:
         """Wait `seconds` reading what the sender sends (the rest of its body); False once it

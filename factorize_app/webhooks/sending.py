@@ -8,15 +8,13 @@ could change), TLS verified against the URL's host name. Redirects are never fol
 
 from __future__ import annotations
 
-import contextlib
 import http.client
-import socket
-import ssl
 import threading
 import time
 
 from django.conf import settings
 
+from factorize_app.jobs import addresses
 from factorize_app.webhooks.deliveries import Delivery
 from factorize_app.webhooks.signing import receiver_secret, signed_headers
 from factorize_app.webhooks.targets import Target, checked_address, target
@@ -67,7 +65,7 @@ class _Cutoff:
     """Shuts the connection's socket when the attempt's time is up: http.client's timeout bounds
     each read, not the answer, so a byte every few seconds would otherwise hold the thread forever."""
 
-    def __init__(self, connection: _PinnedHTTPConnection, seconds: float) -> None:
+    def __init__(self, connection: addresses.PinnedHTTPConnection, seconds: float) -> None:
         self._connection = connection
         self.fired = threading.Event()
         self._timer = threading.Timer(seconds, self._fire)
@@ -76,10 +74,7 @@ class _Cutoff:
 
     def _fire(self) -> None:
         self.fired.set()
-        sock = self._connection.raw_socket  # http.client lets go of `sock` once an answer that closes begins
-        if sock is not None:
-            with contextlib.suppress(OSError):
-                socket.socket.shutdown(sock, socket.SHUT_RDWR)  # wakes the blocked read (TLS too)
+        addresses.shut(self._connection)
 
     def cancel(self) -> None:
         self._timer.cancel()
@@ -111,32 +106,7 @@ class _LastLine:
         return getattr(self._fp, name)
 
 
-class _PinnedHTTPConnection(http.client.HTTPConnection):
-    """http.client, connecting to the address checked rather than looking the host up again."""
-
-    response_class = _CompleteResponse
-
-    def __init__(self, destination: Target, address: str, timeout: float) -> None:
-        super().__init__(destination.host, destination.port, timeout=timeout)
-        self._address = address
-        self.raw_socket: socket.socket | None = None  # the TCP socket, kept for the cut-off
-
-    def connect(self) -> None:
-        self.sock = self.raw_socket = socket.create_connection((self._address, self.port), self.timeout)
-        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
-
-class _PinnedHTTPSConnection(_PinnedHTTPConnection):
-    """The same over TLS: the certificate is verified against the URL's host name."""
-
-    default_port = http.client.HTTPS_PORT
-
-    def connect(self) -> None:
-        super().connect()
-        self.sock = ssl.create_default_context().wrap_socket(self.sock, server_hostname=self.host)
-
-
-def _connection(destination: Target, address: str, timeout: float) -> http.client.HTTPConnection:
-    kind = _PinnedHTTPSConnection if destination.scheme == "https" else _PinnedHTTPConnection
-    return kind(destination, address, timeout)
-
+def _connection(destination: Target, address: str, timeout: float) -> addresses.PinnedHTTPConnection:
+    connection = addresses.pinned_connection(destination, address, timeout)
+    connection.response_class = _CompleteResponse
+    return connection

@@ -13,6 +13,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -145,6 +146,55 @@ def resident_bytes(pid: int) -> int:
             status = Path(f"/proc/{current}/status").read_text()
             total += int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmRSS:"))) * 1024
     return total
+
+
+def peak_resident_while(pid: int, action: Callable[[], object], *, every: float = 0.02) -> tuple[object, int]:
+    """What `action()` answers, and the largest resident size of `pid` (and its descendants) while
+    it ran, sampled every `every` seconds."""
+    peak, done = [resident_bytes(pid)], threading.Event()
+
+    def sample() -> None:
+        while not done.wait(every):
+            peak.append(resident_bytes(pid))
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    try:
+        return action(), max(peak)
+    finally:
+        done.set()
+        sampler.join()
+
+
+class RepeatedUpload:
+    """A multipart/form-data body of `count` times `chunk` as the part `file`, never whole in
+    memory: requests reads it a part at a time (`read`), its length known (`len`)."""
+
+    BOUNDARY = "repeated-upload-boundary"
+    content_type = f"multipart/form-data; boundary={BOUNDARY}"
+
+    def __init__(self, chunk: bytes, count: int, *, name: str = "upload.bin") -> None:
+        head = (
+            f'--{self.BOUNDARY}\r\nContent-Disposition: form-data; name="file"; filename="{name}"\r\n'
+            "Content-Type: application/octet-stream\r\n\r\n"
+        ).encode()
+        tail = f"\r\n--{self.BOUNDARY}--\r\n".encode()
+        self.parts = [memoryview(part) for part in (head, *([chunk] * count), tail)]
+        self.length = sum(len(part) for part in self.parts)
+
+    def __len__(self) -> int:
+        return self.length
+
+    def read(self, size: int = -1) -> bytes:
+        """The next `size` bytes (at most: a part at a time, so nothing is copied twice)."""
+        while self.parts and not self.parts[0]:
+            self.parts.pop(0)
+        if not self.parts:
+            return b""
+        part = self.parts[0]
+        size = len(part) if size < 0 else size
+        self.parts[0] = part[size:]
+        return bytes(part[:size])
 
 
 def server_pid(url: str) -> int:

@@ -9,7 +9,6 @@ import io
 import json
 import os
 import socket
-import threading
 import time
 import urllib.parse
 from contextlib import contextmanager
@@ -21,7 +20,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from factorize_app import jobs
 from factorize_app.jobs import files, keys
 from tests.conftest import web_server
-from tests.processes import resident_bytes, server_pid, wait_until
+from tests.processes import RepeatedUpload, peak_resident_while, resident_bytes, server_pid, wait_until
 from tests.test_files_store import use_directory
 
 PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 40
@@ -287,60 +286,21 @@ def test_a_client_that_goes_away_mid_upload_leaves_nothing_on_the_real_server(tm
         assert jobs.uploaded_bytes() == 4
 
 
-class RepeatedBody:
-    """A multipart body of `count` times `chunk` as the part `file`, read without being held whole."""
-
-    def __init__(self, chunk: bytes, count: int) -> None:
-        head, self.content_type = multipart(b"")
-        prefix, suffix = head.split(b"\r\n--bOuNdArY1234--")
-        self.parts = [memoryview(part) for part in (prefix, *([chunk] * count), b"\r\n--bOuNdArY1234--" + suffix)]
-        self.length = sum(len(part) for part in self.parts)
-
-    def __len__(self) -> int:
-        return self.length
-
-    def read(self, size: int = -1) -> bytes:
-        """The next `size` bytes (at most: a part at a time, so nothing is copied twice)."""
-        while self.parts and not self.parts[0]:
-            self.parts.pop(0)
-        if not self.parts:
-            return b""
-        part = self.parts[0]
-        size = len(part) if size < 0 else size
-        self.parts[0] = part[size:]
-        return bytes(part[:size])
-
-
 def test_a_100_mb_upload_streams_through_a_web_process_of_bounded_memory(tmp_path, redis_conn):
     size = 100 * MIB
     chunk = os.urandom(MIB)
-    body = RepeatedBody(chunk, size // MIB)
+    body = RepeatedUpload(chunk, size // MIB)
     with served_with_storage(tmp_path) as url:
         pid = server_pid(url)
         requests.get(f"{url}/files/file_{'0' * 32}", timeout=10)  # the view's modules imported
         idle = resident_bytes(pid)
-        peak, done = [idle], threading.Event()
-
-        def sample():
-            while not done.is_set():
-                peak.append(resident_bytes(pid))
-                time.sleep(0.05)
-
-        sampler = threading.Thread(target=sample)
-        sampler.start()
-        try:
-            created = requests.post(
-                f"{url}/files",
-                data=body,
-                headers={"Content-Type": body.content_type},
-                timeout=120,
-            )
-        finally:
-            done.set()
-            sampler.join()
+        headers = {"Content-Type": body.content_type}
+        created, peak = peak_resident_while(
+            pid, lambda: requests.post(f"{url}/files", data=body, headers=headers, timeout=120), every=0.05
+        )
         assert created.status_code == 201, created.text
         assert created.json()["size"] == size
-        assert max(peak) - idle < 40 * MIB, (idle, max(peak))  # far below the 100 MiB it carried
+        assert peak - idle < 40 * MIB, (idle, peak)  # far below the 100 MiB it carried
         digest = hashlib.sha256()
         with requests.get(created.json()["url"], stream=True, timeout=120) as got:
             assert got.headers["Content-Length"] == str(size)

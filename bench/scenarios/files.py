@@ -6,78 +6,33 @@ from __future__ import annotations
 
 import os
 import statistics
-import threading
 import time
 from pathlib import Path
 
 import requests
 
 from bench.context import Bench
-from tests.processes import ROOT, resident_bytes, server_pid
+from tests.processes import ROOT, RepeatedUpload, peak_resident_while, resident_bytes, server_pid
 
 MB = 1024 * 1024
-BOUNDARY = "bench-files-boundary"
-
-
-class Body:
-    """A multipart body of `count` MiB of random bytes as the part `file`, never whole in memory."""
-
-    def __init__(self, count: int) -> None:
-        chunk = os.urandom(MB)
-        head = (
-            f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="file"; filename="bench.bin"\r\n'
-            "Content-Type: application/octet-stream\r\n\r\n"
-        ).encode()
-        self.parts = [memoryview(part) for part in (head, *([chunk] * count), f"\r\n--{BOUNDARY}--\r\n".encode())]
-        self.length = sum(len(part) for part in self.parts)
-
-    def __len__(self) -> int:
-        return self.length
-
-    def read(self, size: int = -1) -> bytes:
-        """The next `size` bytes (at most: a part at a time, so nothing is copied twice)."""
-        while self.parts and not self.parts[0]:
-            self.parts.pop(0)
-        if not self.parts:
-            return b""
-        part = self.parts[0]
-        size = len(part) if size < 0 else size
-        self.parts[0] = part[size:]
-        return bytes(part[:size])
-
-
-def _peak_rss_while(pid: int, action) -> tuple[object, int]:
-    """What `action()` answers, and the server's largest resident size while it ran (sampled every 20 ms)."""
-    peak, done = [resident_bytes(pid)], threading.Event()
-
-    def sample() -> None:
-        while not done.is_set():
-            peak.append(resident_bytes(pid))
-            time.sleep(0.02)
-
-    sampler = threading.Thread(target=sample)
-    sampler.start()
-    try:
-        return action(), max(peak)
-    finally:
-        done.set()
-        sampler.join()
 
 
 def run(bench: Bench) -> dict:
     megabytes, runs = bench.options.size(100, 2), bench.options.runs
     bench.flush()
     uploads, downloads, peaks, stored = [], [], [], set()
-    headers = {"Content-Type": f"multipart/form-data; boundary={BOUNDARY}"}
     with bench.web_server(WEB_CONCURRENCY="1") as base:
         pid = server_pid(base)
         requests.get(f"{base}/files/file_{'0' * 32}", timeout=10)  # the view's modules imported
         idle = resident_bytes(pid)
         for _ in range(runs):
-            body = Body(megabytes)
+            body = RepeatedUpload(os.urandom(MB), megabytes, name="bench.bin")
             started = time.perf_counter()
-            answer, peak = _peak_rss_while(
-                pid, lambda body=body: requests.post(f"{base}/files", data=body, headers=headers, timeout=600)
+            answer, peak = peak_resident_while(
+                pid,
+                lambda body=body: requests.post(
+                    f"{base}/files", data=body, headers={"Content-Type": body.content_type}, timeout=600
+                ),
             )
             uploads.append(megabytes / (time.perf_counter() - started))
             assert answer.status_code == 201, answer.text

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import io
-import struct
-import zlib
 
 import pytest
 
@@ -14,6 +12,7 @@ Image = pytest.importorskip("PIL.Image")
 
 from factorize_app.tasks.digits import model  # noqa: E402 (needs scikit-learn)
 from factorize_app.tasks.digits.images import ImageRefused, pixels_from_image  # noqa: E402
+from tests.test_file_inputs import gif, png_claiming  # noqa: E402
 
 # (pixel scale, white margin, format, light ink on dark paper, upscaling filter)
 RENDERINGS = [
@@ -57,23 +56,6 @@ def test_an_image_file_on_disk_reads_as_an_open_one(tmp_path):
     path = tmp_path / "digit.png"
     path.write_bytes(rendered(test_x[0], *RENDERINGS[0]).getvalue())
     assert pixels_from_image(str(path)) == pixels_from_image(rendered(test_x[0], *RENDERINGS[0]))
-
-
-def png_claiming(width: int, height: int) -> bytes:
-    """A PNG whose header claims the given size, with a few bytes of data: a decompression bomb's shape."""
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    data = chunk(b"IDAT", zlib.compress(b"\0" * 64))
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + data + chunk(b"IEND", b"")
-
-
-def gif() -> bytes:
-    out = io.BytesIO()
-    Image.new("L", (16, 16), 255).save(out, "GIF")
-    return out.getvalue()
 
 
 def truncated_png() -> bytes:

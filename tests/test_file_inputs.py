@@ -7,8 +7,10 @@ import base64
 import hashlib
 import http.server
 import io
+import struct
 import threading
 import time
+import zlib
 from collections.abc import Iterator
 
 import pytest
@@ -158,8 +160,7 @@ def test_a_batch_takes_files_and_refuses_a_bad_one_alone(api, storage_dir):
 
 
 def png_claiming(width: int, height: int) -> bytes:
-    import struct
-    import zlib
+    """A PNG whose header claims the given size, with a few bytes of data: a decompression bomb's shape."""
 
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))

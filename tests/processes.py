@@ -8,6 +8,7 @@ passes the environment of its own service (tests/conftest.py `service_env`, benc
 from __future__ import annotations
 
 import contextlib
+import http.server
 import os
 import signal
 import socket
@@ -146,6 +147,19 @@ def resident_bytes(pid: int) -> int:
             status = Path(f"/proc/{current}/status").read_text()
             total += int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmRSS:"))) * 1024
     return total
+
+
+@contextlib.contextmanager
+def http_server(handler: type[http.server.BaseHTTPRequestHandler]) -> Iterator[str]:
+    """A threaded HTTP server of `handler` on a free loopback port for the block: its base URL."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def peak_resident_while(pid: int, action: Callable[[], object], *, every: float = 0.02) -> tuple[object, int]:

@@ -18,11 +18,12 @@ import time
 import tty
 from collections.abc import Iterator
 from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import requests
 
 from tests.conftest import ROOT, blocked_reads, dead_redis_url, free_port, wait_until, web_server
+from tests.processes import http_server
 
 SEED_LINE = "408216 = 2^3 3^1 73^1 233^1"
 HARD_SEMIPRIME = 671998030559713968361666935769 * 282174488599599500573849980909  # minutes for sympy
@@ -226,14 +227,8 @@ def recording_proxy(upstream: str) -> Iterator[tuple[str, list[dict]]]:
         def log_message(self, *args) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Forward)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", seen
-    finally:
-        server.shutdown()
-        server.server_close()
+    with http_server(Forward) as url:
+        yield url, seen
 
 
 def test_the_client_waits_with_prefer_instead_of_polling(live_url, redis_conn, start_worker):

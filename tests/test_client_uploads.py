@@ -5,15 +5,15 @@ from __future__ import annotations
 
 import json
 import sys
-import threading
 from collections.abc import Iterator
 from email.parser import BytesParser
 from email.policy import HTTP
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import pytest
 
 from tests.conftest import ROOT
+from tests.processes import http_server
 from tests.test_client import lines, run_client
 
 UPLOAD_ID = "file_" + "ab" * 16
@@ -46,12 +46,9 @@ class Service(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def service() -> Iterator[str]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Service)
     Service.seen = []
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_port}"
-    server.shutdown()
-    server.server_close()
+    with http_server(Service) as url:
+        yield url
 
 
 def multipart_file(headers: dict[str, str], body: bytes) -> tuple[str, bytes]:

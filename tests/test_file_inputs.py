@@ -8,7 +8,6 @@ import hashlib
 import http.server
 import io
 import struct
-import threading
 import time
 import zlib
 from collections.abc import Iterator
@@ -18,6 +17,7 @@ import pytest
 from factorize_app.jobs import file_inputs, files
 from factorize_app.tasks import get_task_type
 from tests.conftest import wait_done
+from tests.processes import http_server
 
 Image = pytest.importorskip("PIL.Image")
 
@@ -80,14 +80,9 @@ class Files(http.server.BaseHTTPRequestHandler):
 
 @pytest.fixture
 def file_server() -> Iterator[str]:
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Files)
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
     Files.routes = {}
-    yield f"127.0.0.1:{server.server_port}"
-    server.shutdown()
-    server.server_close()
+    with http_server(Files) as url:
+        yield url.removeprefix("http://")
 
 
 def serve(path: str, body: bytes, content_type: str = "image/png", status: int = 200, **headers: str) -> None:

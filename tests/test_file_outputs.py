@@ -12,10 +12,9 @@ import hashlib
 import json
 import subprocess
 import sys
-import threading
 import time
 import uuid
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import pytest
@@ -24,6 +23,7 @@ import requests
 from factorize_app import jobs
 from factorize_app.jobs import files, keys
 from tests.conftest import ROOT, submit, wait_done, wait_until
+from tests.processes import http_server
 from tests.task_types import MIB, seeded_chunks
 
 sys.path.insert(0, str(ROOT / "client"))
@@ -295,10 +295,8 @@ def test_a_download_is_saved_only_inside_its_directory_and_only_when_its_digest_
         def log_message(self, *args) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Files)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        transport = Transport(f"http://127.0.0.1:{server.server_address[1]}")
+    with http_server(Files) as url:
+        transport = Transport(url)
         digest = hashlib.sha256(data).hexdigest()
         body = {"done": True, "out": {"id": good, "sha256": digest, "name": "../../escape.txt", "url": "http://x/"}}
         (found,) = downloads.files_in(body)
@@ -308,6 +306,3 @@ def test_a_download_is_saved_only_inside_its_directory_and_only_when_its_digest_
             downloads.download(transport, {"id": bad, "sha256": "0" * 64, "name": "bad.bin"}, tmp_path / "out")
         assert sorted(path.name for path in (tmp_path / "out").iterdir()) == ["escape.txt"]
         assert [path.name for path in tmp_path.iterdir()] == ["out"]
-    finally:
-        server.shutdown()
-        server.server_close()

@@ -25,6 +25,7 @@ names below are the whole of what they use. One room per side:
 
 from factorize_app.jobs import files
 from factorize_app.jobs.addresses import non_public
+from factorize_app.jobs.connection import HOME, describe_server, one_server, serve_queues, server_of, servers
 from factorize_app.jobs.control import cancel, is_owner, retry
 from factorize_app.jobs.diagnostics import (
     SETUP_FAILURE_STALE,
@@ -133,6 +134,12 @@ from factorize_app.jobs.worker_side import (
 )
 
 __all__ = [
+    "HOME",
+    "describe_server",
+    "one_server",
+    "serve_queues",
+    "server_of",
+    "servers",
     "ABORTED",
     "ABORTED_ERROR",
     "CANCELED",

@@ -22,7 +22,7 @@ from rq.exceptions import NoSuchJobError
 from rq.job import Job
 
 from factorize_app.jobs import events, keys, scripts
-from factorize_app.jobs.connection import blocking_connection, redis_connection
+from factorize_app.jobs.connection import HOME, blocking_connection, redis_for_job, run_scripts, server_of
 from factorize_app.jobs.errors import JobNotFound, Throttled, translate_outages
 from factorize_app.jobs.ids import input_of, task_type_of
 from factorize_app.jobs.release import released, wake_key
@@ -42,9 +42,7 @@ _ABORTED_OUTCOME = json.dumps({"error": ABORTED_ERROR})
 
 
 @translate_outages
-def get_status(
-    *, job_id: str, wait: float = 0, rate_limit: RateLimit | None = None, owner: str = ""
-) -> JobState:
+def get_status(*, job_id: str, wait: float = 0, rate_limit: RateLimit | None = None, owner: str = "") -> JobState:
     """Poll a job by id; like a repeated submit, this keeps a queued job alive. With `owner`, a
     job that client does not own is JobNotFound (its id tells nothing)."""
     task_type = task_type_of(job_id)
@@ -55,7 +53,8 @@ def get_status(
 @translate_outages
 def count_request(*, rate_limit: RateLimit) -> None:
     """Count a request that touches no job against the client's allowance (its `cost`); raise Throttled."""
-    poll_many(task_types()[0], [], rate_limit)
+    home = [task_type for task_type in task_types() if server_of(task_type.name) == HOME]
+    poll_many((home or task_types())[0], [], rate_limit)
 
 
 def owners_ttl(task_type: TaskType) -> int:
@@ -64,9 +63,7 @@ def owners_ttl(task_type: TaskType) -> int:
     return task_type.setting("job_ttl") + task_type.setting("job_timeout") + kept
 
 
-def _status_once(
-    task_type: TaskType, job_id: str, rate_limit: RateLimit | None = None, owner: str = ""
-) -> JobState:
+def _status_once(task_type: TaskType, job_id: str, rate_limit: RateLimit | None = None, owner: str = "") -> JobState:
     load, (snapshot,), _ = poll_many(task_type, [job_id], rate_limit, check=owner)
     data = input_of(task_type, job_id, snapshot.description) if snapshot else None
     state = state_of(task_type, job_id, snapshot, data, load) if data is not None else None
@@ -92,7 +89,8 @@ def wait_until_done(
         streams = {keys.results(s.job_id): seen.get(s.job_id, "0-0") for s in states if not s.done}
         streams[wake_key()] = "0-0"
         block_ms = max(1, int(min(remaining, chunk) * 1000))
-        for stream, entries in blocking_connection().xread(streams, count=10, block=block_ms) or []:
+        reading = blocking_connection(server_of(task_type.name))
+        for stream, entries in reading.xread(streams, count=10, block=block_ms) or []:
             seen[stream.decode().removeprefix(keys.RESULTS_PREFIX)] = entries[-1][0]
         states = poll()
     return states
@@ -128,9 +126,44 @@ def poll_many(
         slot = int(time.time() // rate_limit.window)
         throttle_key = keys.throttle(rate_limit.scope, rate_limit.client, slot)
         limit, window = rate_limit.limit, rate_limit.window
+    server = server_of(task_type.name)
+    polls = [
+        _poll_call(task_type, server, throttle_key if server == HOME else "", limit, window, cost, job_ids,
+                   claim=claim, check=check, claim_after=claim_after)
+    ]  # fmt: skip
+    if throttle_key and server != HOME:
+        # The request rate is one limit per client across servers: counted on the home Redis, in
+        # the same round trip of latency as the type's own poll (docs/type-redis.md).
+        polls.append(_poll_call(task_type, HOME, throttle_key, limit, window, cost, []))
+    replies = run_scripts(polls)
+    for reply in replies[1:]:
+        if reply[0].decode() == scripts.THROTTLED:
+            raise Throttled(max(1, int(reply[1])))
+    reply = replies[0]
+    if reply[0].decode() == scripts.THROTTLED:
+        raise Throttled(max(1, int(reply[1])))
+    _, load, answers, queued = reply
+    snapshots = [Snapshot(*(field.decode() for field in answer)) if answer else None for answer in answers]
+    return int(load), snapshots, int(queued)
+
+
+def _poll_call(
+    task_type: TaskType,
+    server: str,
+    throttle_key: str,
+    limit: int,
+    window: int,
+    cost: int,
+    job_ids: list[str],
+    *,
+    claim: str = "",
+    check: str = "",
+    claim_after: int | None = None,
+) -> tuple:
     name = task_type.name
     failure_ttl = task_type.setting("failure_ttl")
-    reply = scripts.POLL.on_thread(
+    return scripts.POLL.call(
+        server,
         pending=keys.pending(name),
         started=keys.started(name),
         throttle=throttle_key,
@@ -153,16 +186,9 @@ def poll_many(
         clients_prefix=keys.fair_clients_prefix(name) if fair_order() else "",
         ids=job_ids,
     )
-    if reply[0].decode() == scripts.THROTTLED:
-        raise Throttled(max(1, int(reply[1])))
-    _, load, answers, queued = reply
-    snapshots = [Snapshot(*(field.decode() for field in answer)) if answer else None for answer in answers]
-    return int(load), snapshots, int(queued)
 
 
-def state_of(
-    task_type: TaskType, job_id: str, snapshot: Snapshot, data: dict[str, Any], load: int
-) -> JobState | None:
+def state_of(task_type: TaskType, job_id: str, snapshot: Snapshot, data: dict[str, Any], load: int) -> JobState | None:
     """The client's view of a job; None if it vanished or its result expired meanwhile."""
     result = error = None
     if snapshot.status in DONE_STATUSES:
@@ -191,6 +217,6 @@ def state_of(
 
 def _fetch(job_id: str) -> Job | None:
     try:
-        return Job.fetch(job_id, connection=redis_connection())
+        return Job.fetch(job_id, connection=redis_for_job(job_id))
     except NoSuchJobError:
         return None

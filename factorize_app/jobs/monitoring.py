@@ -285,12 +285,15 @@ def pending_reserve(server: str = HOME) -> int:
     return total
 
 
-def _memory_admits(task_type: TaskType | None = None, count: int = 0) -> tuple[bool, int, int, int]:
+def _memory_admits(
+    task_type: TaskType | None = None, count: int = 0, server: str | None = None
+) -> tuple[bool, int, int, int]:
     """Whether `count` more jobs of `task_type` fit under the high-water mark with room for every
     accepted job's end, on the type's server (else the home one); and the figures (used, reserved,
     maxmemory). The pending jobs are counted once a second per process; jobs this process admitted
     since are added as it admits them."""
-    server = server_of(task_type.name) if task_type is not None else HOME
+    if server is None:
+        server = server_of(task_type.name) if task_type is not None else HOME
     read_at, used, maxmemory = _memory_reading(server)
     if not maxmemory:
         return True, used, 0, 0
@@ -335,10 +338,10 @@ def ping() -> None:
 
 
 _probe_lock = threading.Lock()
-_probe_future: concurrent.futures.Future | None = None
+_probe_futures: dict[str, concurrent.futures.Future] = {}
 
 
-def probe(*, timeout: float) -> str | None:
+def probe(*, timeout: float, server: str = HOME) -> str | None:
     """For /readyz, within `timeout` seconds whatever the socket timeout or a slow name lookup:
     None if Redis takes writes and admits new jobs, else the refusal (FULL, READ_ONLY,
     PERSISTENCE); QueueUnavailable if Redis does not answer in time.
@@ -346,11 +349,34 @@ def probe(*, timeout: float) -> str | None:
     The check runs in a thread of its own; while one hangs (a name that does not resolve, a hung
     Redis), later probes wait on it instead of piling up more threads.
     """
-    global _probe_future
+    return _probe_result(_start_probe(server), timeout)
+
+
+def probe_task_servers(*, timeout: float) -> dict[str, str]:
+    """For /readyz: each task type whose own Redis (TASK_REDIS_URLS) does not answer within
+    `timeout` seconds, or refuses writes, and why; probed at once, side by side."""
+    started = {server: _start_probe(server) for server in servers() if server != HOME}
+    deadline = time.monotonic() + timeout
+    found = {}
+    for server, future in started.items():
+        try:
+            reason = _probe_result(future, max(0.0, deadline - time.monotonic()))
+        except QueueUnavailable as exc:
+            reason = str(exc)
+        if reason is not None:
+            found.update((name, reason) for name in servers()[server])
+    return found
+
+
+def _start_probe(server: str) -> concurrent.futures.Future:
     with _probe_lock:
-        if _probe_future is None or _probe_future.done():
-            _probe_future = _probe_executor().submit(_probe_once)
-        future = _probe_future
+        future = _probe_futures.get(server)
+        if future is None or future.done():
+            future = _probe_futures[server] = _probe_executor().submit(_probe_once, server)
+        return future
+
+
+def _probe_result(future: concurrent.futures.Future, timeout: float) -> str | None:
     try:
         return future.result(timeout)
     except concurrent.futures.TimeoutError:
@@ -359,16 +385,16 @@ def probe(*, timeout: float) -> str | None:
 
 @functools.cache
 def _probe_executor() -> concurrent.futures.ThreadPoolExecutor:
-    return concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="redis-probe")
+    return concurrent.futures.ThreadPoolExecutor(max_workers=len(servers()), thread_name_prefix="redis-probe")
 
 
 @translate_outages
-def _probe_once() -> str | None:
+def _probe_once(server: str = HOME) -> str | None:
     try:
-        redis_connection().set(keys.PROBE, "1", px=60_000)  # a write: refused exactly when submits would be
+        server_connection(server).set(keys.PROBE, "1", px=60_000)  # a write: refused exactly when submits would be
     except redis.exceptions.ResponseError as exc:
         reason = write_refusal(exc)
         if reason is None:
             raise
         return reason
-    return None if _memory_admits()[0] else FULL
+    return None if _memory_admits(server=server)[0] else FULL

@@ -43,8 +43,10 @@ def _start_away_worker(start_worker, away: OwnRedis, **env: str):
     """A `sleepy` worker: it registers on the second Redis, not on the home one."""
     worker = start_worker(AWAY, wait=False, **_setting(away), **env)
     wait_until(
-        lambda: any(w.pid == worker.process.pid for w in Worker.all(connection=away.client()))
-        or worker.process.poll() is not None,
+        lambda: (
+            any(w.pid == worker.process.pid for w in Worker.all(connection=away.client()))
+            or worker.process.poll() is not None
+        ),
         timeout=60,
         what="the sleepy worker to register on its own Redis",
     )

@@ -82,10 +82,10 @@ def server_named_in(text: str) -> str | None:
 @functools.cache
 def server_connection(server: str) -> redis.Redis:
     """One connection pool per process and server."""
-    if server == HOME:
-        return django_rq.connection_utils.get_redis_connection(settings.RQ_CONNECTION)
-    name = next(name for name, url in settings.TASK_REDIS_URLS.items() if url == server)
-    return django_rq.connection_utils.get_redis_connection(settings.TASK_RQ_CONNECTIONS[name])
+    names = servers()[server]
+    if names:  # django-rq's connection of a queue there (RQ_QUEUES, as its dashboard connects)
+        return django_rq.get_connection(names[0])
+    return django_rq.connection_utils.get_redis_connection(settings.RQ_CONNECTION)  # no type at home
 
 
 def redis_connection() -> redis.Redis:

@@ -165,7 +165,7 @@ def test_the_request_rate_is_one_limit_per_client_across_both_servers(away_redis
 
 def test_an_outage_of_the_second_redis_is_a_503_naming_it_while_other_types_answer(away_redis):
     """Its type's requests answer 503 JSON naming the setting and the type; the other types' are
-    answered; /readyz stays 200, degraded, naming the type."""
+    answered; /readyz stays 200, degraded, naming the type; /metrics leaves its series out."""
     with web_server(**_setting(away_redis), **PROXY, REDIS_SOCKET_TIMEOUT="1") as url:
         sleepy_id = _post(url, "/sleepy", {"seconds": 1, "tag": "before"}).json()["job_id"]
         away_redis.stop()
@@ -182,6 +182,10 @@ def test_an_outage_of_the_second_redis_is_a_503_naming_it_while_other_types_answ
         factored = _post(url, "/factorize", {"number": 1005})
         assert factored.status_code == 202, factored.text
         assert _get(url, f"/jobs/{factored.json()['job_id']}").status_code == 202
+        metrics = _get(url, "/metrics").text
+        assert f'factorize_queue_redis_up{{queue="{AWAY}"}} 0.0' in metrics, metrics[:2000]
+        assert 'factorize_queue_redis_up{queue="factorization"} 1.0' in metrics and "factorize_redis_up 1.0" in metrics
+        assert f'factorize_queue_workers{{queue="{AWAY}"}}' not in metrics
         ready = _get(url, "/readyz")  # still in rotation: the other types answer
         assert ready.status_code == 200 and ready.json()["status"] == "degraded", ready.text
         assert list(ready.json()["unavailable"]) == [AWAY], ready.text

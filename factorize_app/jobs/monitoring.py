@@ -1,6 +1,6 @@
 """What the queue holds and whether it takes more: load and per-type stats (read-only, so they
 answer on a full Redis), job durations, the backlog's age, Redis memory, the
-admission of new jobs, worker liveness and the readiness probe.
+admission of new jobs and worker liveness (the readiness probe: `probes`).
 
 Admission: new submits are refused early, once Redis memory passes REDIS_MEMORY_HIGH_WATER of
 maxmemory (`admit_new_jobs`), so that the results of jobs already running always have room to be
@@ -9,11 +9,9 @@ recorded. Polls, cancels and result writes never ask.
 
 from __future__ import annotations
 
-import concurrent.futures
 import contextlib
 import dataclasses
 import datetime
-import functools
 import threading
 import time
 from collections.abc import Callable
@@ -27,15 +25,13 @@ from rq.utils import utcparse
 from factorize_app.jobs import keys, scripts
 from factorize_app.jobs.connection import (
     HOME,
-    redis_connection,
     redis_for,
     rq_queue,
     server_connection,
     server_of,
-    servers,
 )
 from factorize_app.jobs.diagnostics import setup_error, setup_failures
-from factorize_app.jobs.errors import FULL, QueueUnavailable, SubmitRefused, translate_outages, write_refusal
+from factorize_app.jobs.errors import FULL, QueueUnavailable, SubmitRefused, translate_outages
 from factorize_app.jobs.reconcile import reconcile
 from factorize_app.tasks import TaskType, task_types
 
@@ -48,16 +44,18 @@ def load(*, task_type: TaskType) -> int:
 
 
 @translate_outages
-def queue_stats() -> list[dict[str, Any]]:
+def queue_stats(*, skip: frozenset[str] = frozenset()) -> list[dict[str, Any]]:
     """Per task type: queued, started, finished, failed, canceled and aborted jobs, live workers,
     and its workers' failed model setup if they fail (else null; the traceback is in their log);
     after a look for what RQ's tools changed (on a full Redis, the counts as they stand)."""
     with contextlib.suppress(QueueUnavailable):
         reconcile()
     stats = []
-    lost = {server: server_connection(server).hgetall(keys.WORKERS_LOST) for server in servers()}
+    shown = [task_type for task_type in task_types() if task_type.name not in skip]
+    lost = {server: server_connection(server).hgetall(keys.WORKERS_LOST)
+            for server in {server_of(task_type.name) for task_type in shown}}  # fmt: skip
     failures = setup_failures()
-    for task_type in task_types():
+    for task_type in shown:
         queue = rq_queue(task_type.name)
         queued, started, workers = counts(task_type, with_workers=True)
         aborted = _live_count(task_type.name, keys.aborted(task_type.name))
@@ -164,11 +162,12 @@ def drop_lost_workers(
 
 
 @translate_outages
-def job_durations() -> dict[tuple[str, str], dict[str, float]]:
+def job_durations(*, skip: frozenset[str] = frozenset()) -> dict[tuple[str, str], dict[str, float]]:
     """Per (task type, status): {bucket bound or "sum": value}, non-cumulative counts."""
-    hashes = [redis_for(task_type.name).hgetall(keys.durations(task_type.name)) for task_type in task_types()]
+    types = [task_type for task_type in task_types() if task_type.name not in skip]
+    hashes = [redis_for(task_type.name).hgetall(keys.durations(task_type.name)) for task_type in types]
     durations: dict[tuple[str, str], dict[str, float]] = {}
-    for task_type, fields in zip(task_types(), hashes, strict=True):
+    for task_type, fields in zip(types, hashes, strict=True):
         for field, value in fields.items():
             status, _, bucket = field.decode().partition(":")
             durations.setdefault((task_type.name, status), {})[bucket] = float(value)
@@ -181,10 +180,10 @@ OLDEST_LOOKED_AT = 1000  # ids of a type's RQ list a scrape looks at, at most (o
 
 
 @translate_outages
-def oldest_queued_ages() -> dict[str, float]:
+def oldest_queued_ages(*, skip: frozenset[str] = frozenset()) -> dict[str, float]:
     """Per task type: seconds its oldest queued job has waited since it was enqueued (0: none
     queued). A queue's length does not tell a backlog that moves from one that is stuck."""
-    names = [task_type.name for task_type in task_types()]
+    names = [task_type.name for task_type in task_types() if task_type.name not in skip]
     replies = [scripts.OLDEST_QUEUED(list=keys.queue(name), limit=OLDEST_LOOKED_AT, server=server_of(name))
                for name in names]  # fmt: skip
     ages = {}
@@ -285,7 +284,7 @@ def pending_reserve(server: str = HOME) -> int:
     return total
 
 
-def _memory_admits(
+def memory_admits(
     task_type: TaskType | None = None, count: int = 0, server: str | None = None
 ) -> tuple[bool, int, int, int]:
     """Whether `count` more jobs of `task_type` fit under the high-water mark with room for every
@@ -323,78 +322,10 @@ def admit_new_jobs(*, task_type: TaskType | None = None, count: int = 0) -> None
     `count` new jobs of `task_type`, stays under REDIS_MEMORY_HIGH_WATER of maxmemory: results of
     jobs already queued or running always have room to be recorded. Polls, cancels and result
     writes never ask. No maxmemory, no mark."""
-    admits, used, reserved, maxmemory = _memory_admits(task_type, count)
+    admits, used, reserved, maxmemory = memory_admits(task_type, count)
     if not admits:
         raise SubmitRefused(
             FULL,
             f"Redis uses {used} of its {maxmemory} bytes and keeps {reserved} for the jobs it holds: "
             "past the high-water mark",
         )
-
-
-def ping() -> None:
-    """Raise QueueUnavailable unless Redis answers."""
-    translate_outages(redis_connection().ping)()
-
-
-_probe_lock = threading.Lock()
-_probe_futures: dict[str, concurrent.futures.Future] = {}
-
-
-def probe(*, timeout: float, server: str = HOME) -> str | None:
-    """For /readyz, within `timeout` seconds whatever the socket timeout or a slow name lookup:
-    None if Redis takes writes and admits new jobs, else the refusal (FULL, READ_ONLY,
-    PERSISTENCE); QueueUnavailable if Redis does not answer in time.
-
-    The check runs in a thread of its own; while one hangs (a name that does not resolve, a hung
-    Redis), later probes wait on it instead of piling up more threads.
-    """
-    return _probe_result(_start_probe(server), timeout)
-
-
-def probe_task_servers(*, timeout: float) -> dict[str, str]:
-    """For /readyz: each task type whose own Redis (TASK_REDIS_URLS) does not answer within
-    `timeout` seconds, or refuses writes, and why; probed at once, side by side."""
-    started = {server: _start_probe(server) for server in servers() if server != HOME}
-    deadline = time.monotonic() + timeout
-    found = {}
-    for server, future in started.items():
-        try:
-            reason = _probe_result(future, max(0.0, deadline - time.monotonic()))
-        except QueueUnavailable as exc:
-            reason = str(exc)
-        if reason is not None:
-            found.update((name, reason) for name in servers()[server])
-    return found
-
-
-def _start_probe(server: str) -> concurrent.futures.Future:
-    with _probe_lock:
-        future = _probe_futures.get(server)
-        if future is None or future.done():
-            future = _probe_futures[server] = _probe_executor().submit(_probe_once, server)
-        return future
-
-
-def _probe_result(future: concurrent.futures.Future, timeout: float) -> str | None:
-    try:
-        return future.result(timeout)
-    except concurrent.futures.TimeoutError:
-        raise QueueUnavailable(f"the job queue is unavailable: Redis did not answer within {timeout:g} s") from None
-
-
-@functools.cache
-def _probe_executor() -> concurrent.futures.ThreadPoolExecutor:
-    return concurrent.futures.ThreadPoolExecutor(max_workers=len(servers()), thread_name_prefix="redis-probe")
-
-
-@translate_outages
-def _probe_once(server: str = HOME) -> str | None:
-    try:
-        server_connection(server).set(keys.PROBE, "1", px=60_000)  # a write: refused exactly when submits would be
-    except redis.exceptions.ResponseError as exc:
-        reason = write_refusal(exc)
-        if reason is None:
-            raise
-        return reason
-    return None if _memory_admits(server=server)[0] else FULL

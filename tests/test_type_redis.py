@@ -17,11 +17,14 @@ from rq.registry import FinishedJobRegistry, StartedJobRegistry
 from rq.worker import Worker
 
 from factorize_app.jobs import keys
+from factorize_app.webhooks import keys as webhook_keys
 from tests.conftest import ROOT, free_port, poll_until_done, wait_until, web_server
 from tests.processes import rqworker
 from tests.support import service_env
 from tests.test_event_stream import open_stream, read_events
 from tests.test_redis_outage import OwnRedis
+from tests.test_webhooks import Receiver
+from tests.test_webhooks import worker_env as webhook_env
 
 AWAY = "sleepy"  # the type on the second Redis
 PROXY = {"CLIENT_IP_HEADER": "X-Real-IP", "TRUSTED_PROXIES": "127.0.0.0/8"}  # a client per address
@@ -240,3 +243,23 @@ def _django_setup(code: str = "", **env: str) -> subprocess.CompletedProcess:
         cwd=ROOT,
         timeout=120,
     )
+
+
+def test_a_webhook_of_a_job_on_the_second_redis_is_delivered(away_redis, start_worker, redis_conn):
+    """The subscription and its delivery live on the home Redis; the dispatcher reads the job's
+    events on the second one."""
+    receiver = Receiver()
+    try:
+        env = {**_setting(away_redis), **webhook_env(receiver)}
+        start_worker("webhooks", **env)
+        _start_away_worker(start_worker, away_redis)
+        with web_server(**env, **PROXY) as url:
+            job_id = _post(url, "/sleepy", {"seconds": 0.2, "tag": "hook", "webhook": receiver.url()}).json()["job_id"]
+            wait_until(lambda: receiver.bodies(), what="the webhook")
+        (body,) = receiver.bodies()
+        assert (body["event"], body["job_id"], body["slept"]) == ("completed", job_id, 0.2)
+        assert redis_conn.exists(webhook_keys.subscriptions(job_id))
+        assert not away_redis.client().exists(webhook_keys.subscriptions(job_id))
+    finally:
+        receiver.server.shutdown()
+        receiver.server.server_close()

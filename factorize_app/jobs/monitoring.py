@@ -49,7 +49,7 @@ def queue_stats(*, skip: frozenset[str] = frozenset()) -> list[dict[str, Any]]:
     and its workers' failed model setup if they fail (else null; the traceback is in their log);
     after a look for what RQ's tools changed (on a full Redis, the counts as they stand)."""
     with contextlib.suppress(QueueUnavailable):
-        reconcile()
+        reconcile(skip=skip)
     stats = []
     shown = [task_type for task_type in task_types() if task_type.name not in skip]
     lost = {server: server_connection(server).hgetall(keys.WORKERS_LOST)

@@ -191,3 +191,4 @@ def test_one_client_holds_at_most_its_share_of_a_capped_redis(capped, start_work
         assert status == 200 and all(item["job_id"] for item in other["results"]), other
         status, again = post_from(url, "127.0.0.2", "/factorize", inputs(0, 1)[0])
         assert status == 200 and again["done"], "the full client still polls its own jobs"
+

@@ -42,7 +42,9 @@ _ABORTED_OUTCOME = json.dumps({"error": ABORTED_ERROR})
 
 
 @translate_outages
-def get_status(*, job_id: str, wait: float = 0, rate_limit: RateLimit | None = None, owner: str = "") -> JobState:
+def get_status(
+    *, job_id: str, wait: float = 0, rate_limit: RateLimit | None = None, owner: str = ""
+) -> JobState:
     """Poll a job by id; like a repeated submit, this keeps a queued job alive. With `owner`, a
     job that client does not own is JobNotFound (its id tells nothing)."""
     task_type = task_type_of(job_id)
@@ -63,7 +65,9 @@ def owners_ttl(task_type: TaskType) -> int:
     return task_type.setting("job_ttl") + task_type.setting("job_timeout") + kept
 
 
-def _status_once(task_type: TaskType, job_id: str, rate_limit: RateLimit | None = None, owner: str = "") -> JobState:
+def _status_once(
+    task_type: TaskType, job_id: str, rate_limit: RateLimit | None = None, owner: str = ""
+) -> JobState:
     load, (snapshot,), _ = poll_many(task_type, [job_id], rate_limit, check=owner)
     data = input_of(task_type, job_id, snapshot.description) if snapshot else None
     state = state_of(task_type, job_id, snapshot, data, load) if data is not None else None
@@ -120,50 +124,37 @@ def poll_many(
     client's), in one round trip; `claim` makes a client an owner of each job that exists, with its
     own deadline (`claim_after` seconds from now; None: none) and, in fair order, its own turn.
     Third, when a job is missing, the claiming client's queued jobs in fair order (-1: not counted)."""
+    values = poll_values(task_type, job_ids, rate_limit, claim, check, claim_after)
+    server = server_of(task_type.name)
+    if server == HOME or not values["throttle"]:
+        return poll_reply(scripts.POLL.on_thread(server=server, **values))
+    # The request rate is one limit per client across servers: counted on the home Redis, in the
+    # same round trip of latency as the type's own poll (docs/type-redis.md).
+    home = {**poll_values(task_type, [], rate_limit), "claim": "", "check": ""}
+    calls = [scripts.POLL.call(server, **{**values, "throttle": ""}), scripts.POLL.call(HOME, **home)]
+    reply, counted = run_scripts(calls)
+    poll_reply(counted)  # Throttled
+    return poll_reply(reply)
+
+
+def poll_values(
+    task_type: TaskType,
+    job_ids: list[str],
+    rate_limit: RateLimit | None,
+    claim: str = "",
+    check: str = "",
+    claim_after: int | None = None,
+) -> dict[str, Any]:
+    """poll.lua's keys and arguments by name."""
     throttle_key, limit, window, cost = "", 0, 0, 0
     if rate_limit is not None:
         cost = rate_limit.cost
         slot = int(time.time() // rate_limit.window)
         throttle_key = keys.throttle(rate_limit.scope, rate_limit.client, slot)
         limit, window = rate_limit.limit, rate_limit.window
-    server = server_of(task_type.name)
-    polls = [
-        _poll_call(task_type, server, throttle_key if server == HOME else "", limit, window, cost, job_ids,
-                   claim=claim, check=check, claim_after=claim_after)
-    ]  # fmt: skip
-    if throttle_key and server != HOME:
-        # The request rate is one limit per client across servers: counted on the home Redis, in
-        # the same round trip of latency as the type's own poll (docs/type-redis.md).
-        polls.append(_poll_call(task_type, HOME, throttle_key, limit, window, cost, []))
-    replies = run_scripts(polls)
-    for reply in replies[1:]:
-        if reply[0].decode() == scripts.THROTTLED:
-            raise Throttled(max(1, int(reply[1])))
-    reply = replies[0]
-    if reply[0].decode() == scripts.THROTTLED:
-        raise Throttled(max(1, int(reply[1])))
-    _, load, answers, queued = reply
-    snapshots = [Snapshot(*(field.decode() for field in answer)) if answer else None for answer in answers]
-    return int(load), snapshots, int(queued)
-
-
-def _poll_call(
-    task_type: TaskType,
-    server: str,
-    throttle_key: str,
-    limit: int,
-    window: int,
-    cost: int,
-    job_ids: list[str],
-    *,
-    claim: str = "",
-    check: str = "",
-    claim_after: int | None = None,
-) -> tuple:
     name = task_type.name
     failure_ttl = task_type.setting("failure_ttl")
-    return scripts.POLL.call(
-        server,
+    return dict(
         pending=keys.pending(name),
         started=keys.started(name),
         throttle=throttle_key,
@@ -188,7 +179,18 @@ def _poll_call(
     )
 
 
-def state_of(task_type: TaskType, job_id: str, snapshot: Snapshot, data: dict[str, Any], load: int) -> JobState | None:
+def poll_reply(reply: list) -> tuple[int, list[Snapshot | None], int]:
+    """poll.lua's reply read: the load, a snapshot per job, the client's queued jobs; Throttled."""
+    if reply[0].decode() == scripts.THROTTLED:
+        raise Throttled(max(1, int(reply[1])))
+    _, load, answers, queued = reply
+    snapshots = [Snapshot(*(field.decode() for field in answer)) if answer else None for answer in answers]
+    return int(load), snapshots, int(queued)
+
+
+def state_of(
+    task_type: TaskType, job_id: str, snapshot: Snapshot, data: dict[str, Any], load: int
+) -> JobState | None:
     """The client's view of a job; None if it vanished or its result expired meanwhile."""
     result = error = None
     if snapshot.status in DONE_STATUSES:

@@ -155,7 +155,25 @@ def run_script(source: str, keys: list[str], args: list[Any], *, server: str = H
     than the round trip itself here (measured: 89 µs per call against 41 µs on a bare connection);
     a web thread keeps one connection per server and speaks to it directly. Any error drops the connection.
     """
-    return run_scripts([(server, source, keys, args)])[0]
+    sha = script(source, server).sha
+    for attempt in (1, 2):  # a connection broken since its last use (a Redis restart, a failover) is retried once
+        connection = _thread_connection(server)
+        command = [hiredis.pack_command(("EVALSHA", sha, str(len(keys)), *keys, *map(str, args)))]
+        try:
+            try:
+                connection.send_packed_command(command)
+                return connection.read_response()
+            except redis.exceptions.NoScriptError:  # a restarted or flushed Redis: load it again
+                connection.send_command("SCRIPT", "LOAD", source)
+                connection.read_response()
+                connection.send_packed_command(command)
+                return connection.read_response()
+        except BaseException as exc:
+            _thread.connections.pop(server, None)
+            connection.disconnect()
+            if attempt == 2 or not isinstance(exc, redis.exceptions.ConnectionError):
+                raise
+    raise AssertionError("unreachable")
 
 
 def run_scripts(calls: list[tuple[str, str, list[str], list[Any]]]) -> list[Any]:
@@ -183,7 +201,7 @@ def run_scripts(calls: list[tuple[str, str, list[str], list[Any]]]) -> list[Any]
             return replies
         except BaseException as exc:
             for server, *_ in calls:
-                connection = _thread.__dict__.setdefault("connections", {}).pop(server, None)
+                connection = getattr(_thread, "connections", {}).pop(server, None)
                 if connection is not None:
                     connection.disconnect()
             if attempt == 2 or not isinstance(exc, redis.exceptions.ConnectionError):
@@ -192,7 +210,9 @@ def run_scripts(calls: list[tuple[str, str, list[str], list[Any]]]) -> list[Any]
 
 
 def _thread_connection(server: str):
-    connections = _thread.__dict__.setdefault("connections", {})
+    connections = getattr(_thread, "connections", None)
+    if connections is None:
+        connections = _thread.connections = {}
     connection = connections.get(server)
     if connection is None:
         connection = server_connection(server).connection_pool.make_connection()

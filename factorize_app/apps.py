@@ -2,6 +2,7 @@ import logging
 
 from django.apps import AppConfig
 from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
 
 security_logger = logging.getLogger("factorize_app.security")
 
@@ -18,8 +19,19 @@ class FactorizeAppConfig(AppConfig):
 
         # One RQ queue per task type, named after it: derived here so that a task type is
         # declared in one place (its folder under factorize_app/tasks/, discovered) and nowhere else.
+        # A type named in TASK_REDIS_URLS has its queue on its own Redis (django-rq's per-queue URL).
+        known = {task_type.name for task_type in task_types()}
+        unknown = sorted(set(settings.TASK_REDIS_URLS) - known)
+        if unknown:
+            raise ImproperlyConfigured(
+                f"TASK_REDIS_URLS names no task type {', '.join(map(repr, unknown))}; "
+                f"the task types are {', '.join(sorted(known))}."
+            )
         settings.RQ_QUEUES = {
-            task_type.name: {**settings.RQ_CONNECTION, "DEFAULT_TIMEOUT": task_type.setting("job_timeout")}
+            task_type.name: {
+                **settings.TASK_RQ_CONNECTIONS.get(task_type.name, settings.RQ_CONNECTION),
+                "DEFAULT_TIMEOUT": task_type.setting("job_timeout"),
+            }
             for task_type in task_types()
         }
 

@@ -342,6 +342,18 @@ else:
     RQ_CONNECTION = {
         "URL": redis_url_with_options(REDIS_URL, timeout=REDIS_SOCKET_TIMEOUT, max_connections=REDIS_MAX_CONNECTIONS)
     }
+# A type on a Redis of its own (docs/type-redis.md): its queue's django-rq connection is its URL
+# (factorize_app.apps checks the names once the task types are known).
+TASK_REDIS_URLS = env.TASK_REDIS_URLS
+if TASK_REDIS_URLS and REDIS_SENTINELS:
+    raise ImproperlyConfigured(
+        "TASK_REDIS_URLS cannot be combined with REDIS_SENTINELS: a type's own Redis is a plain "
+        "redis:// URL, and a failover of the home Redis would not move it. Unset one of them."
+    )
+TASK_RQ_CONNECTIONS = {
+    name: {"URL": redis_url_with_options(url, timeout=REDIS_SOCKET_TIMEOUT, max_connections=REDIS_MAX_CONNECTIONS)}
+    for name, url in TASK_REDIS_URLS.items()
+}
 RQ_QUEUES: dict = {}
 RQ = {"WORKER_CLASS": "factorize_app.worker.WarmWorker"}
 RQ_SHOW_ADMIN_LINK = True

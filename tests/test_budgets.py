@@ -86,10 +86,10 @@ def test_the_charge_expires_with_the_jobs_records(redis_conn, settings):
 def test_the_default_budget_is_a_share_of_maxmemory(settings, monkeypatch):
     settings.REDIS_CLIENT_BYTES = 0
     settings.REDIS_CLIENT_SHARE = 0.1
-    monkeypatch.setattr(budgets, "redis_memory", lambda: (0, 256 * 1024 * 1024))
+    monkeypatch.setattr(budgets, "redis_memory", lambda server="home": (0, 256 * 1024 * 1024))
     assert budgets.client_budget() == int(0.1 * 256 * 1024 * 1024)
     assert budgets.client_budget(own=5000) == 5000, "an API key's own"
-    monkeypatch.setattr(budgets, "redis_memory", lambda: (0, 0))
+    monkeypatch.setattr(budgets, "redis_memory", lambda server="home": (0, 0))
     assert budgets.client_budget() == 0, "no maxmemory, no share of it: no budget"
     settings.REDIS_CLIENT_BYTES = 123_456
     assert budgets.client_budget() == 123_456

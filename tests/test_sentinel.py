@@ -226,7 +226,7 @@ def test_blocking_client_follows_the_sentinels(sentinel_group: SentinelGroup, mo
     monkeypatch.setattr(
         django_rq.settings, "QUEUES", {name: {**connection, "DEFAULT_TIMEOUT": 300} for name in settings.RQ_QUEUES}
     )
-    jobs_connection.redis_connection.cache_clear()
+    jobs_connection.server_connection.cache_clear()
     jobs_connection.blocking_connection.cache_clear()
     try:
         client, blocking = jobs_connection.redis_connection(), jobs_connection.blocking_connection()
@@ -240,7 +240,7 @@ def test_blocking_client_follows_the_sentinels(sentinel_group: SentinelGroup, mo
         assert blocking.get("sentinel:probe") == b"1"
         assert int(blocking.connection_pool.get_master_address()[1]) == sentinel_group.master_port
     finally:
-        jobs_connection.redis_connection.cache_clear()
+        jobs_connection.server_connection.cache_clear()
         jobs_connection.blocking_connection.cache_clear()
 
 

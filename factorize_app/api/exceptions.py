@@ -39,6 +39,11 @@ def outage_body(exc: Exception) -> tuple[dict[str, str], dict[str, str]]:
     if isinstance(exc, QueueRefusesWrites):
         retry_after = RETRY_AFTER_FULL if exc.reason == FULL else RETRY_AFTER_OUTAGE
         return {"detail": exc.detail, "reason": exc.reason}, {"Retry-After": retry_after}
+    if getattr(exc, "server", None):  # one of several Redis servers (TASK_REDIS_URLS): the others answer
+        types = ", ".join(exc.task_types) or "clients, files and webhooks"
+        detail = f"The job queue's Redis of {types} ({exc.server}) is unavailable; try again shortly."
+        body = {"detail": detail, "redis": exc.server, "task_types": list(exc.task_types)}
+        return body, {"Retry-After": RETRY_AFTER_OUTAGE}
     return {"detail": OUTAGE_DETAIL}, {"Retry-After": RETRY_AFTER_OUTAGE}
 
 

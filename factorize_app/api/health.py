@@ -24,7 +24,9 @@ def readyz(request) -> JsonResponse:
     A Redis that answers but refuses writes (full, read-only, failed persistence) is reported as
     "degraded" with its reason, still 200: polls of existing jobs answer, so taking every web
     process out of rotation would turn a refusal of new jobs into a full outage. So is a task type
-    whose workers' model setup fails (`setup_errors`, by type): its jobs wait, the others' run.
+    whose workers' model setup fails (`setup_errors`, by type): its jobs wait, the others' run;
+    and a task type whose own Redis (TASK_REDIS_URLS) does not answer or refuses writes
+    (`unavailable`, by type): its requests answer 503, the others' answer.
     """
     if draining():
         return JsonResponse({"status": "draining", "detail": "This server is stopping."}, status=503)
@@ -33,6 +35,7 @@ def readyz(request) -> JsonResponse:
     try:
         refusal = jobs.probe(timeout=READY_TIMEOUT)
         failures = jobs.setup_failures()
+        away = jobs.probe_task_servers(timeout=READY_TIMEOUT)
     except jobs.QueueUnavailable as exc:
         return JsonResponse({"status": "unavailable", "detail": str(exc)}, status=503)
     body: dict = {"status": "ok"}
@@ -44,6 +47,9 @@ def readyz(request) -> JsonResponse:
     if failing:
         details.append(f"the model setup of {', '.join(failing)} fails: its jobs wait until a worker starts")
         body = {**body, "status": "degraded", "setup_errors": failing}
+    if away:
+        details.append(f"the Redis of {', '.join(sorted(away))} (TASK_REDIS_URLS) is unavailable or refuses writes")
+        body = {**body, "status": "degraded", "unavailable": away}
     if details:
         body["detail"] = "; ".join(details)
     return JsonResponse(body)

@@ -47,18 +47,25 @@ class QueueCollector:
     def collect(self):
         up = GaugeMetricFamily("factorize_redis_up", "1 if the job queue's Redis answered this scrape.")
         try:
-            stats = jobs.queue_stats()
-            durations = jobs.job_durations()
+            down = jobs.unreachable_types()  # on a Redis of their own (TASK_REDIS_URLS) that is down: left out
+            stats = jobs.queue_stats(skip=down)
+            durations = jobs.job_durations(skip=down)
             used_memory, maxmemory = jobs.redis_memory()
             webhook_counts = webhook_deliveries.delivery_counts()
             webhooks_pending = webhook_deliveries.pending_count()
-            ages = oldest_queued_ages()
+            ages = oldest_queued_ages(skip=down)
         except jobs.QueueUnavailable:
             up.add_metric([], 0)
             yield up
             return
         up.add_metric([], 1)
         yield up
+        queue_up = GaugeMetricFamily(
+            "factorize_queue_redis_up", "1 if the Redis of a task type's queue answered this scrape.", labels=["queue"]
+        )
+        for task_type in task_types():
+            queue_up.add_metric([task_type.name], 0 if task_type.name in down else 1)
+        yield queue_up
         yield GaugeMetricFamily("factorize_redis_used_memory_bytes", "Redis used_memory.", value=used_memory)
         yield GaugeMetricFamily(
             "factorize_redis_maxmemory_bytes", "Redis maxmemory (0: unlimited, no high-water mark).", value=maxmemory

@@ -6,7 +6,8 @@ names below are the whole of what they use. One room per side:
 - `submit`: submit-or-poll, one input or a batch (the web's submit side);
 - `status`: a job's status, the poll of many, the long poll (the web's status side);
 - `control`: cancel, retry, owners (what a job's owners may do);
-- `monitoring`: load, queue stats, durations, memory, admission of new jobs, the readiness probe;
+- `monitoring`: load, queue stats, durations, memory, admission of new jobs;
+- `probes`: whether each Redis answers: the ping, the readiness probe;
 - `worker_side`: what a worker does to Redis: take, lease, finish, wait for work;
 - `maintenance`: the workers' sweep of jobs lost in outages, and of dead workers;
 - `file_sweep`: the workers' sweep of expired files;
@@ -25,6 +26,7 @@ names below are the whole of what they use. One room per side:
 
 from factorize_app.jobs import files
 from factorize_app.jobs.addresses import non_public
+from factorize_app.jobs.connection import HOME, describe_server, one_server, serve_queues, server_of, servers
 from factorize_app.jobs.control import cancel, is_owner, retry
 from factorize_app.jobs.diagnostics import (
     SETUP_FAILURE_STALE,
@@ -77,13 +79,12 @@ from factorize_app.jobs.monitoring import (
     drop_lost_workers,
     job_durations,
     load,
-    ping,
-    probe,
     queue_stats,
     redis_memory,
     worker_liveness,
 )
 from factorize_app.jobs.outputs import OutputCount, OutputLimitExceeded, OutputNotJSON, Pieces, write_outputs
+from factorize_app.jobs.probes import ping, probe, probe_task_servers, unreachable_types
 from factorize_app.jobs.reconcile import RECONCILE_SECONDS, reconcile
 from factorize_app.jobs.recording import finish_jobs
 from factorize_app.jobs.release import release_waits, released
@@ -133,6 +134,12 @@ from factorize_app.jobs.worker_side import (
 )
 
 __all__ = [
+    "HOME",
+    "describe_server",
+    "one_server",
+    "serve_queues",
+    "server_of",
+    "servers",
     "ABORTED",
     "ABORTED_ERROR",
     "CANCELED",
@@ -207,6 +214,8 @@ __all__ = [
     "load",
     "ping",
     "probe",
+    "probe_task_servers",
+    "unreachable_types",
     "queue_error",
     "queue_stats",
     "retry",

@@ -30,7 +30,7 @@ from typing import Any
 from django.conf import settings
 
 from factorize_app.jobs import keys, scripts
-from factorize_app.jobs.connection import redis_connection
+from factorize_app.jobs.connection import HOME, server_connection, server_of, servers
 from factorize_app.jobs.errors import ClientLimitExceeded
 from factorize_app.jobs.monitoring import redis_memory
 from factorize_app.tasks import TaskType, task_types
@@ -54,14 +54,14 @@ class BudgetExceeded(ClientLimitExceeded):
         self.details = {"held": held, "needed": charge}  # bytes, beside the budget (`max`)
 
 
-def client_budget(own: int | None = None) -> int:
-    """A client's budget in bytes (0: none): its own (an API key's), REDIS_CLIENT_BYTES, else
-    REDIS_CLIENT_SHARE of maxmemory."""
+def client_budget(own: int | None = None, server: str = HOME) -> int:
+    """A client's budget in bytes (0: none) on a server (each holds its own types' jobs): its own
+    (an API key's), REDIS_CLIENT_BYTES, else REDIS_CLIENT_SHARE of that server's maxmemory."""
     if own is not None:
         return own
     if settings.REDIS_CLIENT_BYTES > 0:
         return settings.REDIS_CLIENT_BYTES
-    _, maxmemory = redis_memory()
+    _, maxmemory = redis_memory(server)
     return int(settings.REDIS_CLIENT_SHARE * maxmemory) if maxmemory and settings.REDIS_CLIENT_SHARE > 0 else 0
 
 
@@ -82,7 +82,8 @@ def slot_seconds() -> int:
 
 def charge(*, task_type: TaskType, client: str, new_inputs: list[dict[str, Any]], budget: int | None = None) -> None:
     """Charge `client` for the new jobs of `new_inputs`, or raise BudgetExceeded (nothing charged)."""
-    budget = client_budget(budget)
+    server = server_of(task_type.name)
+    budget = client_budget(budget, server)
     if budget <= 0 or not new_inputs:
         return
     width = slot_seconds()
@@ -94,7 +95,7 @@ def charge(*, task_type: TaskType, client: str, new_inputs: list[dict[str, Any]]
     slot_keys = [keys.budget(owner, slot) for slot in range(first, last + 1)]
     amount = sum(job_bytes(data) for data in new_inputs)
     reply = scripts.BUDGET.on_thread(
-        slots=slot_keys, charge=amount, budget=budget, target=target - first + 1, expires=target * width
+        server=server, slots=slot_keys, charge=amount, budget=budget, target=target - first + 1, expires=target * width
     )
     if int(reply[0]) == 1:
         return
@@ -104,8 +105,8 @@ def charge(*, task_type: TaskType, client: str, new_inputs: list[dict[str, Any]]
 
 
 def held(*, client: str) -> int:
-    """Bytes charged to the client's jobs that may still be in Redis."""
+    """Bytes charged to the client's jobs that may still be in Redis (on every server)."""
     width = slot_seconds()
     first = int(time.time() // width)
     slot_keys = [keys.budget(client or "anonymous", slot) for slot in range(first, first + SLOTS + 3)]
-    return sum(int(value or 0) for value in redis_connection().mget(slot_keys))
+    return sum(int(value or 0) for server in servers() for value in server_connection(server).mget(slot_keys))

@@ -1,5 +1,10 @@
-"""The job service's ways to Redis: one client per process, a second one for blocking reads,
-RQ's queue objects, and the Redis scripts.
+"""The job service's ways to Redis: one client per process and server, a second one for blocking
+reads, RQ's queue objects, and the Redis scripts.
+
+A task type's jobs may live on a Redis of their own (TASK_REDIS_URLS; docs/type-redis.md): a
+*server* is named HOME (REDIS_URL: clients, files, webhooks, the job id key) or by its URL. Every
+key of a type's jobs and queues is on its server (`redis_for`, `redis_for_job`, `server_of`);
+`redis_connection()` is the home Redis.
 
 The scripts (declared in `scripts`) are loaded into Redis on first use (EVALSHA, loaded again
 after a Redis restart). The hot path's script runs on a connection of the calling thread's own
@@ -19,12 +24,15 @@ import threading
 import time
 import types
 from typing import Any
+from urllib.parse import urlsplit
 
 import django_rq
+import django_rq.connection_utils
 import hiredis
 import redis
 import redis.connection
 from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
 
 from factorize_app.tasks import task_types
 
@@ -33,43 +41,124 @@ from factorize_app.tasks import task_types
 OUTAGE_GAP = 5
 
 
+HOME = "home"  # the server of REDIS_URL (or REDIS_SENTINELS): every type not in TASK_REDIS_URLS
+
+
+def server_of(type_name: str) -> str:
+    """The server a type's jobs and queues live on: HOME, or its URL in TASK_REDIS_URLS."""
+    return settings.TASK_REDIS_URLS.get(type_name, HOME)
+
+
+def server_of_job(job_id: str) -> str:
+    """The server of a job, by the type its id names (`<type>-<hex>`; an unknown type: HOME)."""
+    return server_of(job_id.rpartition("-")[0])
+
+
+def servers() -> dict[str, list[str]]:
+    """Every server, HOME first, and the task types whose jobs live on it."""
+    found: dict[str, list[str]] = {HOME: []}
+    for task_type in task_types():
+        found.setdefault(server_of(task_type.name), []).append(task_type.name)
+    return found
+
+
+def describe_server(server: str) -> str:
+    """A server as an error names it: REDIS_URL, or its URL without credentials."""
+    if server == HOME:
+        return "the home Redis (REDIS_URL)"
+    parts = urlsplit(server)
+    return f"{parts.scheme}://{parts.hostname}:{parts.port or 6379}{parts.path} (TASK_REDIS_URLS)"
+
+
+def server_named_in(text: str) -> str | None:
+    """The server whose host:port an error's text names (redis-py's connection errors do)."""
+    for server in servers():
+        kwargs = server_connection(server).connection_pool.connection_kwargs
+        if "host" in kwargs and f"{kwargs['host']}:{kwargs.get('port', 6379)}" in text:
+            return server
+    return None
+
+
 @functools.cache
+def server_connection(server: str) -> redis.Redis:
+    """One connection pool per process and server."""
+    names = servers()[server]
+    if names:  # django-rq's connection of a queue there (RQ_QUEUES, as its dashboard connects)
+        return django_rq.get_connection(names[0])
+    return django_rq.connection_utils.get_redis_connection(settings.RQ_CONNECTION)  # no type at home
+
+
 def redis_connection() -> redis.Redis:
-    """One connection pool per process, shared by every queue."""
-    return django_rq.get_connection(task_types()[0].name)
+    """The home Redis: clients, files, webhooks, the job id key (not a type's jobs: `redis_for`)."""
+    return server_connection(HOME)
+
+
+def redis_for(type_name: str) -> redis.Redis:
+    """The Redis holding a type's jobs and queues."""
+    return server_connection(server_of(type_name))
+
+
+def redis_for_job(job_id: str) -> redis.Redis:
+    """The Redis holding a job (its id names its type)."""
+    return server_connection(server_of_job(job_id))
+
+
+def one_server(type_names: list[str]) -> str:
+    """The one server of these types' queues; ImproperlyConfigured when they are on several (a
+    worker takes from its queues in one script, on one Redis)."""
+    found = {name: server_of(name) for name in type_names}
+    if len(set(found.values())) > 1:
+        where = "; ".join(f"{name} on {describe_server(server)}" for name, server in found.items())
+        raise ImproperlyConfigured(
+            f"a worker serves the queues of one Redis, and TASK_REDIS_URLS puts these on several ({where}): "
+            "start one worker per Redis"
+        )
+    return next(iter(found.values()), HOME)
+
+
+_worker = {"server": HOME}
+
+
+def serve_queues(type_names: list[str]) -> str:
+    """Make this process a worker of these types' server (`worker_server`): checked, one_server."""
+    _worker["server"] = one_server(type_names)
+    return _worker["server"]
+
+
+def worker_server() -> str:
+    """The server of this worker process's queues (HOME in a web process)."""
+    return _worker["server"]
+
+
+def worker_redis() -> redis.Redis:
+    return server_connection(worker_server())
 
 
 @functools.cache
 def rq_queue(name: str):
-    return django_rq.get_queue(name, connection=redis_connection(), commit_mode="auto")
+    return django_rq.get_queue(name, connection=redis_for(name), commit_mode="auto")
 
 
 @functools.cache
-def script(source: str):
+def script(source: str, server: str = HOME):
     """The script registered with redis-py (EVALSHA, loaded on NOSCRIPT): call it with keys, args."""
-    return redis_connection().register_script(source)
+    return server_connection(server).register_script(source)
 
 
 _thread = threading.local()
 
 
-def run_script(source: str, keys: list[str], args: list[Any]) -> Any:
+def run_script(source: str, keys: list[str], args: list[Any], *, server: str = HOME) -> Any:
     """EVALSHA on a connection of this thread's own: the hot path's one round trip.
 
     redis-py's client wrapper (pool checkout and return, retries, instrumentation) costs more CPU
     than the round trip itself here (measured: 89 µs per call against 41 µs on a bare connection);
-    a web thread keeps one connection and speaks to it directly. Any error drops the connection.
+    a web thread keeps one connection per server and speaks to it directly. Any error drops the connection.
     """
-    registered = script(source)
+    sha = script(source, server).sha
     for attempt in (1, 2):  # a connection broken since its last use (a Redis restart, a failover) is retried once
-        connection = getattr(_thread, "connection", None)
-        if connection is None:
-            connection = redis_connection().connection_pool.make_connection()
-            # Connect here: a Sentinel pool's connection asks the sentinels for the master in
-            # connect(), which a first send_command would skip.
-            connection.connect()
-            _thread.connection = connection
-        command = [hiredis.pack_command(("EVALSHA", registered.sha, str(len(keys)), *keys, *map(str, args)))]
+        connection = _thread_connection(server)
+        command = [hiredis.pack_command(("EVALSHA", sha, str(len(keys)), *keys, *map(str, args)))]
         try:
             try:
                 connection.send_packed_command(command)
@@ -80,17 +169,64 @@ def run_script(source: str, keys: list[str], args: list[Any]) -> Any:
                 connection.send_packed_command(command)
                 return connection.read_response()
         except BaseException as exc:
-            _thread.connection = None
+            _thread.connections.pop(server, None)
             connection.disconnect()
             if attempt == 2 or not isinstance(exc, redis.exceptions.ConnectionError):
                 raise
     raise AssertionError("unreachable")
 
 
+def run_scripts(calls: list[tuple[str, str, list[str], list[Any]]]) -> list[Any]:
+    """Each (server, source, keys, args) on this thread's connection to its server (one call per
+    server), sent together and then read: one round trip of latency for them all."""
+    for attempt in (1, 2):  # a connection broken since its last use (a Redis restart, a failover) is retried once
+        used = []
+        try:
+            for server, source, keys, args in calls:
+                connection = _thread_connection(server)
+                used.append(connection)
+                sha = script(source, server).sha
+                connection.send_packed_command(
+                    [hiredis.pack_command(("EVALSHA", sha, str(len(keys)), *keys, *map(str, args)))]
+                )
+            replies = []
+            for connection, (_, source, keys, args) in zip(used, calls, strict=True):
+                try:
+                    replies.append(connection.read_response())
+                except redis.exceptions.NoScriptError:  # a restarted or flushed Redis: load it again
+                    connection.send_command("SCRIPT", "LOAD", source)
+                    sha = connection.read_response()
+                    connection.send_command("EVALSHA", sha, len(keys), *keys, *args)
+                    replies.append(connection.read_response())
+            return replies
+        except BaseException as exc:
+            for server, *_ in calls:
+                connection = getattr(_thread, "connections", {}).pop(server, None)
+                if connection is not None:
+                    connection.disconnect()
+            if attempt == 2 or not isinstance(exc, redis.exceptions.ConnectionError):
+                raise
+    raise AssertionError("unreachable")
+
+
+def _thread_connection(server: str):
+    connections = getattr(_thread, "connections", None)
+    if connections is None:
+        connections = _thread.connections = {}
+    connection = connections.get(server)
+    if connection is None:
+        connection = server_connection(server).connection_pool.make_connection()
+        # Connect here: a Sentinel pool's connection asks the sentinels for the master in
+        # connect(), which a first send_command would skip.
+        connection.connect()
+        connections[server] = connection
+    return connection
+
+
 @functools.cache
-def blocking_connection() -> redis.Redis:
+def blocking_connection(server: str = HOME) -> redis.Redis:
     """A client whose socket timeout outlasts the longest wait, for the blocking reads."""
-    client = redis_connection()
+    client = server_connection(server)
     pool = client.connection_pool
     timeout = settings.MAX_WAIT + settings.REDIS_SOCKET_TIMEOUT
     if isinstance(pool, redis.sentinel.SentinelConnectionPool):

@@ -13,7 +13,7 @@ from rq.utils import now as rq_now
 from rq.utils import utcformat
 
 from factorize_app.jobs import events, keys, scripts
-from factorize_app.jobs.connection import redis_connection
+from factorize_app.jobs.connection import redis_for, redis_for_job, server_of, server_of_job
 from factorize_app.jobs.errors import JobNotCancellable, JobNotFound, JobNotRetryable, translate_outages
 from factorize_app.jobs.ids import task_type_of
 from factorize_app.jobs.states import CANCELED, CANCELED_ERROR, RETRYABLE, ClientLimits, JobState
@@ -27,7 +27,7 @@ _CANCELED_OUTCOME = json.dumps({"error": CANCELED_ERROR})
 def is_owner(*, job_id: str, client: str) -> bool:
     """Whether `client` submitted the job (one of its owners): its one owner is named in its hash,
     several (or those of a job whose files outlive it) in its owners' set."""
-    with redis_connection().pipeline(transaction=False) as pipe:
+    with redis_for_job(job_id).pipeline(transaction=False) as pipe:
         pipe.hget(keys.job(job_id), keys.OWNER_FIELD)
         pipe.sismember(keys.owners(job_id), client)
         owner, member = pipe.execute()
@@ -37,7 +37,10 @@ def is_owner(*, job_id: str, client: str) -> bool:
 @translate_outages
 def keep_owners(*, job_id: str, ttl: int) -> None:
     """Keep the job's owners at least `ttl` seconds (its files outlive it), beyond its hash."""
-    scripts.KEEP_OWNERS(job=keys.job(job_id), owners=keys.owners(job_id), deadlines=keys.deadlines(job_id), ttl=ttl)
+    scripts.KEEP_OWNERS(
+        job=keys.job(job_id), owners=keys.owners(job_id), deadlines=keys.deadlines(job_id), ttl=ttl,
+        server=server_of_job(job_id),
+    )  # fmt: skip
 
 
 @translate_outages
@@ -52,6 +55,7 @@ def cancel(*, job_id: str, client: str = "", staff: bool = False) -> JobState | 
     name = task_type.name
     failure_ttl = task_type.setting("failure_ttl")
     reply = scripts.CANCEL(
+        server=server_of(name),
         job=keys.job(job_id),
         owners=keys.owners(job_id),
         deadlines=keys.deadlines(job_id),
@@ -88,7 +92,7 @@ def retry(*, job_id: str, client: str = "", staff: bool = False, limits: ClientL
     if state.status not in RETRYABLE:
         raise JobNotRetryable(state.status)
     name = task_type.name
-    with redis_connection().pipeline(transaction=True) as pipe:
+    with redis_for(name).pipeline(transaction=True) as pipe:
         pipe.delete(keys.job(job_id), keys.results(job_id), keys.events(job_id))  # a clean start
         for registry in (keys.failed(name), keys.canceled(name), keys.aborted(name)):
             pipe.zrem(registry, job_id)

@@ -16,7 +16,7 @@ from rq.exceptions import NoSuchJobError
 from rq.job import Job
 
 from factorize_app.jobs import keys
-from factorize_app.jobs.connection import redis_connection
+from factorize_app.jobs.connection import redis_connection, redis_for_job
 from factorize_app.jobs.errors import translate_outages
 
 # The most characters of a traceback kept (its end: where it was raised).
@@ -76,7 +76,7 @@ def failure_traceback(*, job_id: str) -> str | None:
     """A failed job's full traceback as its worker recorded it (the poll's `error` is its last
     line); None when there is none (not failed, or gone)."""
     try:
-        job = Job.fetch(job_id, connection=redis_connection())
+        job = Job.fetch(job_id, connection=redis_for_job(job_id))
     except NoSuchJobError:
         return None
     latest = job.latest_result()

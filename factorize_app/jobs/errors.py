@@ -22,7 +22,12 @@ REFUSAL_DETAILS = {
 
 
 class QueueUnavailable(Exception):
-    """Redis did not answer; the caller should report an outage, not a bug."""
+    """Redis did not answer; the caller should report an outage, not a bug. `server`: the setting
+    naming the Redis that failed (REDIS_URL or TASK_REDIS_URLS, not its address: a client reads
+    it), when there are several; `task_types`: whose jobs it holds."""
+
+    server: str | None = None
+    task_types: tuple[str, ...] = ()
 
 
 class QueueRefusesWrites(QueueUnavailable):
@@ -98,7 +103,9 @@ def queue_error(exc: BaseException) -> QueueUnavailable | None:
     if isinstance(exc, QueueUnavailable):
         return exc
     if isinstance(exc, (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)):
-        return QueueUnavailable(f"the job queue is unavailable: {exc}")
+        outage = QueueUnavailable(f"the job queue is unavailable: {exc}")
+        _name_server(outage, str(exc))
+        return outage
     reason = write_refusal(exc)
     return QueueRefusesWrites(reason, str(exc)) if reason else None
 
@@ -119,3 +126,17 @@ def translate_outages(func):
             raise translated from exc
 
     return wrapper
+
+
+def _name_server(outage: QueueUnavailable, text: str) -> None:
+    """With task types on Redis servers of their own (TASK_REDIS_URLS), name the one that failed
+    (redis-py's error names its host and port) and the types it holds."""
+    from factorize_app.jobs.connection import HOME, server_named_in, servers
+
+    found = servers()
+    if len(found) < 2:
+        return
+    server = server_named_in(text)
+    if server is not None:
+        outage.server = "REDIS_URL" if server == HOME else "TASK_REDIS_URLS"
+        outage.task_types = tuple(found[server])

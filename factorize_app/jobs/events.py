@@ -37,7 +37,14 @@ import redis
 from django.conf import settings
 
 from factorize_app.jobs import keys
-from factorize_app.jobs.connection import blocking_connection, redis_connection
+from factorize_app.jobs.connection import (
+    HOME,
+    blocking_connection,
+    redis_for_job,
+    server_connection,
+    server_of_job,
+    servers,
+)
 from factorize_app.jobs.errors import JobNotFound, translate_outages
 from factorize_app.jobs.ids import task_type_of
 from factorize_app.jobs.states import STARTED, JobState
@@ -127,17 +134,19 @@ def open_events(*, job_ids: list[str], ttl: int | None = None) -> None:
 
 
 def _open_all(job_ids: list[str], ttl: int | None = None) -> None:
-    with redis_connection().pipeline(transaction=False) as pipe:
-        for job_id in job_ids:
-            _open(pipe, job_id, ttl)
-        pipe.execute()
+    for server in sorted({server_of_job(job_id) for job_id in job_ids}):  # one pipeline per server
+        with server_connection(server).pipeline(transaction=False) as pipe:
+            for job_id in job_ids:
+                if server_of_job(job_id) == server:
+                    _open(pipe, job_id, ttl)
+            pipe.execute()
 
 
 @translate_outages
 def latest_event(*, job_id: str) -> JobEvent | None:
     """The job's newest event, None if its stream is empty or gone; its stream is open from now
     on (see the module's docstring)."""
-    with redis_connection().pipeline(transaction=False) as pipe:
+    with redis_for_job(job_id).pipeline(transaction=False) as pipe:
         _open(pipe, job_id)
         pipe.xrevrange(keys.events(job_id), count=1)
         entries = pipe.execute()[-1]
@@ -153,7 +162,7 @@ def events_after(*, job_id: str, after: str) -> list[JobEvent]:
     if after == _LAST_EVENT_ID:  # none can be newer, and Redis refuses the range after it
         _open_all([job_id])
         return []
-    with redis_connection().pipeline(transaction=True) as pipe:
+    with redis_for_job(job_id).pipeline(transaction=True) as pipe:
         _open(pipe, job_id)
         pipe.xrange(keys.events(job_id), min=f"({after}", max="+")
         pipe.hmget(keys.job(job_id), keys.OUTPUT_FIELD, keys.OUTPUT_IDS_FIELD)
@@ -233,11 +242,12 @@ class EventWatch:
 
 
 class _Dispatcher:
-    """The web process's one reader of event streams: a thread blocked in one XREAD over every
-    watched job's stream (from the oldest id any of its watchers still needs) and the process's
+    """The web process's one reader of event streams per server: a thread blocked in one XREAD
+    over every watched job's stream (from the oldest id any of its watchers still needs) and the process's
     wake-up stream, handing what it reads to the watchers of each job."""
 
-    def __init__(self) -> None:
+    def __init__(self, server: str = HOME) -> None:
+        self.server = server
         self._lock = threading.Lock()
         self._watches: dict[str, set[EventWatch]] = {}
         self._cursors: dict[str, str] = {}  # job id -> the id to read after
@@ -291,7 +301,7 @@ class _Dispatcher:
         """Make the dispatcher's blocked XREAD return, so it reads the new stream too. A refused
         write (Redis full or read-only) only delays that to the end of the current block."""
         try:
-            with redis_connection().pipeline(transaction=False) as pipe:
+            with server_connection(self.server).pipeline(transaction=False) as pipe:
                 pipe.xadd(self._wake_key, {"w": 1}, maxlen=1)
                 pipe.expire(self._wake_key, DISPATCH_BLOCK_SECONDS * 4)
                 pipe.execute()
@@ -315,7 +325,7 @@ class _Dispatcher:
                     reopen_at = time.monotonic() + REOPEN_SECONDS
                     _open_all([name.removeprefix(keys.EVENTS_PREFIX) for name in streams
                                if name != self._wake_key])  # fmt: skip
-                reply = blocking_connection().xread(streams, block=DISPATCH_BLOCK_SECONDS * 1000)
+                reply = blocking_connection(self.server).xread(streams, block=DISPATCH_BLOCK_SECONDS * 1000)
                 if failing:
                     logger.info("event streams: Redis answers again")
                 failing = False
@@ -340,23 +350,32 @@ class _Dispatcher:
                     watch.deliver(events)
 
 
-_dispatcher: _Dispatcher | None = None
+_dispatchers: dict[str, _Dispatcher] = {}
 _dispatcher_pid = 0
 _dispatcher_lock = threading.Lock()
 
 
-def dispatcher() -> _Dispatcher:
-    """This process's dispatcher (a forked child gets its own)."""
-    global _dispatcher, _dispatcher_pid
+def dispatcher(server: str = HOME) -> _Dispatcher:
+    """This process's dispatcher of a server's streams (a forked child gets its own)."""
+    global _dispatcher_pid
     with _dispatcher_lock:
-        if _dispatcher is None or _dispatcher_pid != os.getpid():
-            _dispatcher, _dispatcher_pid = _Dispatcher(), os.getpid()
-        return _dispatcher
+        if _dispatcher_pid != os.getpid():
+            _dispatchers.clear()
+            _dispatcher_pid = os.getpid()
+        if server not in _dispatchers:
+            _dispatchers[server] = _Dispatcher(server)
+        return _dispatchers[server]
+
+
+def release_dispatchers() -> None:
+    """Release every dispatcher's watches (see `release`), and those started later."""
+    for server in servers():
+        dispatcher(server).release()
 
 
 def watch(*, job_id: str, after: str) -> EventWatch:
     """Watch a job's stream for events newer than `after`; close() the watch when done."""
-    return dispatcher().watch(job_id, after)
+    return dispatcher(server_of_job(job_id)).watch(job_id, after)
 
 
 def parse_event(entry) -> JobEvent:

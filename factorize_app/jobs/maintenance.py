@@ -18,7 +18,7 @@ from typing import Any
 from redis.exceptions import WatchError
 
 from factorize_app.jobs import keys, scripts
-from factorize_app.jobs.connection import redis_connection
+from factorize_app.jobs.connection import HOME, redis_for, server_connection, server_of
 from factorize_app.jobs.errors import translate_outages
 from factorize_app.jobs.ids import input_of
 from factorize_app.jobs.monitoring import beat_is_recent
@@ -46,18 +46,20 @@ class Swept:
 
 
 @translate_outages
-def sweep_queue(*, limit: int = 1000) -> Swept:
-    """Re-enqueue the jobs that expired during outages, forget those that expired unpolled (at
-    most `limit` expired jobs of each type looked at). Answers how many came back, and from what."""
-    conn = redis_connection()
-    scripts.TICK(**scripts.CLOCK_KEYS)  # records an outage that ends now, if any
+def sweep_queue(*, limit: int = 1000, server: str = HOME) -> Swept:
+    """Re-enqueue the jobs of a server's types that expired during its outages, forget those that
+    expired unpolled (at most `limit` expired jobs of each type looked at). Answers how many came
+    back, and from what."""
+    conn = server_connection(server)
+    scripts.TICK(**scripts.CLOCK_KEYS, server=server)  # records an outage that ends now, if any
     outages = conn.lrange(keys.OUTAGES, 0, -1)
     outage_start = min((float(entry.split()[0]) for entry in outages), default=None)
     outage_end = max((float(entry.split()[1]) for entry in outages), default=None)
     restored = 0
-    for task_type in task_types():
+    for task_type in _types_on(server):
         name = task_type.name
         lost = scripts.SWEEP(
+            server=server,
             pending=keys.pending(name),
             inputs=keys.queued_inputs(name),
             **scripts.CLOCK_KEYS,
@@ -84,11 +86,15 @@ def sweep_queue(*, limit: int = 1000) -> Swept:
 
 
 @translate_outages
-def recount_running() -> None:
+def recount_running(*, server: str = HOME) -> None:
     """Count each client's running jobs afresh (fair order's running caps), from RQ's registries."""
-    for task_type in task_types():
+    for task_type in _types_on(server):
         name = task_type.name
-        scripts.RECOUNT(started=keys.started(name), running=keys.fair_running(name))
+        scripts.RECOUNT(started=keys.started(name), running=keys.fair_running(name), server=server)
+
+
+def _types_on(server: str) -> list:
+    return [task_type for task_type in task_types() if server_of(task_type.name) == server]
 
 
 CLEANING_LOCK_SECONDS = 899  # RQ's own: a backstop, for a holder that heartbeats but never lets go
@@ -102,7 +108,7 @@ def take_cleaning_lock(*, queue_name: str, worker_name: str) -> bool:
     SIGKILL, a lost node) would stall the recovery of every dead worker's jobs on that queue for
     as long. This one names its holder, and a lock whose holder no longer heartbeats (or that
     names no worker: RQ's flag) is taken over. Release it with RQ's release_maintenance_lock."""
-    conn = redis_connection()
+    conn = redis_for(queue_name)
     lock = keys.cleaning_lock(queue_name)
     if conn.set(lock, worker_name, nx=True, ex=CLEANING_LOCK_SECONDS):
         return True
@@ -123,11 +129,11 @@ def take_cleaning_lock(*, queue_name: str, worker_name: str) -> bool:
 
 
 @translate_outages
-def clean_stale_workers() -> list[str]:
+def clean_stale_workers(*, server: str = HOME) -> list[str]:
     """Unregister workers that stopped heartbeating (killed, lost with their node) more than
     WORKER_LIVENESS ago, so RQ's and the dashboard's listings show live workers only. Their jobs
     are recovered by RQ's registry cleanup when their lease runs out. Answers their names."""
-    conn = redis_connection()
+    conn = server_connection(server)
     worker_keys = [key.decode() for key in conn.smembers(keys.ALL_WORKERS)]
     if not worker_keys:
         return []
@@ -153,13 +159,13 @@ def clean_stale_workers() -> list[str]:
 
 
 @translate_outages
-def upgrade_statuses() -> int:
+def upgrade_statuses(*, server: str = HOME) -> int:
     """Jobs stored by an earlier version with `aborted` in RQ's status field (a word RQ's tools
     cannot read) get RQ's `canceled` there and `aborted` in our own field. Run at a worker's
     start; the aborted registries bound the look. Answers how many were mended."""
-    conn = redis_connection()
+    conn = server_connection(server)
     mended = 0
-    for task_type in task_types():
+    for task_type in _types_on(server):
         for raw in conn.zrange(keys.aborted(task_type.name), 0, -1):
             key = keys.job(raw.decode())
             if conn.hget(key, "status") == ABORTED.encode():

@@ -1,6 +1,6 @@
 """What the queue holds and whether it takes more: load and per-type stats (read-only, so they
 answer on a full Redis), job durations, the backlog's age, Redis memory, the
-admission of new jobs, worker liveness and the readiness probe.
+admission of new jobs and worker liveness (the readiness probe: `probes`).
 
 Admission: new submits are refused early, once Redis memory passes REDIS_MEMORY_HIGH_WATER of
 maxmemory (`admit_new_jobs`), so that the results of jobs already running always have room to be
@@ -9,11 +9,9 @@ recorded. Polls, cancels and result writes never ask.
 
 from __future__ import annotations
 
-import concurrent.futures
 import contextlib
 import dataclasses
 import datetime
-import functools
 import threading
 import time
 from collections.abc import Callable
@@ -25,9 +23,15 @@ from rq.registry import CanceledJobRegistry, FailedJobRegistry, FinishedJobRegis
 from rq.utils import utcparse
 
 from factorize_app.jobs import keys, scripts
-from factorize_app.jobs.connection import redis_connection, rq_queue
+from factorize_app.jobs.connection import (
+    HOME,
+    redis_for,
+    rq_queue,
+    server_connection,
+    server_of,
+)
 from factorize_app.jobs.diagnostics import setup_error, setup_failures
-from factorize_app.jobs.errors import FULL, QueueUnavailable, SubmitRefused, translate_outages, write_refusal
+from factorize_app.jobs.errors import FULL, QueueUnavailable, SubmitRefused, translate_outages
 from factorize_app.jobs.reconcile import reconcile
 from factorize_app.tasks import TaskType, task_types
 
@@ -40,19 +44,21 @@ def load(*, task_type: TaskType) -> int:
 
 
 @translate_outages
-def queue_stats() -> list[dict[str, Any]]:
+def queue_stats(*, skip: frozenset[str] = frozenset()) -> list[dict[str, Any]]:
     """Per task type: queued, started, finished, failed, canceled and aborted jobs, live workers,
     and its workers' failed model setup if they fail (else null; the traceback is in their log);
     after a look for what RQ's tools changed (on a full Redis, the counts as they stand)."""
     with contextlib.suppress(QueueUnavailable):
-        reconcile()
+        reconcile(skip=skip)
     stats = []
-    lost = redis_connection().hgetall(keys.WORKERS_LOST)
+    shown = [task_type for task_type in task_types() if task_type.name not in skip]
+    lost = {server: server_connection(server).hgetall(keys.WORKERS_LOST)
+            for server in {server_of(task_type.name) for task_type in shown}}  # fmt: skip
     failures = setup_failures()
-    for task_type in task_types():
+    for task_type in shown:
         queue = rq_queue(task_type.name)
         queued, started, workers = counts(task_type, with_workers=True)
-        aborted = _live_count(keys.aborted(task_type.name))
+        aborted = _live_count(task_type.name, keys.aborted(task_type.name))
         stats.append(
             {
                 "name": task_type.name,
@@ -64,16 +70,16 @@ def queue_stats() -> list[dict[str, Any]]:
                 "canceled": max(0, CanceledJobRegistry(queue=queue).count - aborted),
                 "aborted": aborted,
                 "workers": workers,
-                "workers_lost": int(lost.get(task_type.name.encode(), 0)),
+                "workers_lost": int(lost[server_of(task_type.name)].get(task_type.name.encode(), 0)),
                 "setup_error": setup_error(failures.get(task_type.name)),
             }
         )
     return stats
 
 
-def _live_count(registry: str) -> int:
-    """Members of a registry scored by expiry whose time has not come (as RQ's count cleans up)."""
-    with redis_connection().pipeline(transaction=False) as pipe:
+def _live_count(name: str, registry: str) -> int:
+    """Members of a type's registry scored by expiry whose time has not come (as RQ's count cleans up)."""
+    with redis_for(name).pipeline(transaction=False) as pipe:
         pipe.zremrangebyscore(registry, 0, time.time())
         pipe.zcard(registry)
         return int(pipe.execute()[1])
@@ -83,7 +89,10 @@ def counts(task_type: TaskType, with_workers: bool = False) -> tuple[int, ...]:
     """Live queued and running jobs of a type, and with `with_workers` its live workers."""
     name = task_type.name
     workers = keys.workers_of(name) if with_workers else None
-    reply = scripts.LOAD(pending=keys.pending(name), started=keys.started(name), **scripts.CLOCK_KEYS, workers=workers)
+    reply = scripts.LOAD(
+        pending=keys.pending(name), started=keys.started(name), **scripts.CLOCK_KEYS, workers=workers,
+        server=server_of(name),
+    )  # fmt: skip
     found = (int(reply[0]), int(reply[1]))
     if with_workers:
         now, beats = int(reply[2]), reply[3]
@@ -116,13 +125,14 @@ class LostWorker:
 
 @translate_outages
 def drop_lost_workers(
-    *, hostname: str, alive: Callable[[int | None, datetime.datetime | None], bool]
+    *, hostname: str, alive: Callable[[int | None, datetime.datetime | None], bool], server: str = HOME
 ) -> list[LostWorker]:
     """Unregister at once the workers of this host whose process is gone (`alive` judges a
     registration's pid and birth) without unregistering: SIGKILLed, by the kernel for memory
     or by a watchdog. A worker's start calls this, before registering itself, so that a restart
-    loop leaves no registrations to count; each is counted in its queues' `workers_lost`."""
-    conn = redis_connection()
+    loop leaves no registrations to count; each is counted in its queues' `workers_lost`. On the
+    `server` of the starting worker's queues."""
+    conn = server_connection(server)
     worker_keys = [key.decode() for key in conn.smembers(keys.ALL_WORKERS)]
     with conn.pipeline(transaction=False) as pipe:
         for key in worker_keys:
@@ -152,14 +162,12 @@ def drop_lost_workers(
 
 
 @translate_outages
-def job_durations() -> dict[tuple[str, str], dict[str, float]]:
+def job_durations(*, skip: frozenset[str] = frozenset()) -> dict[tuple[str, str], dict[str, float]]:
     """Per (task type, status): {bucket bound or "sum": value}, non-cumulative counts."""
-    with redis_connection().pipeline(transaction=False) as pipe:
-        for task_type in task_types():
-            pipe.hgetall(keys.durations(task_type.name))
-        hashes = pipe.execute()
+    types = [task_type for task_type in task_types() if task_type.name not in skip]
+    hashes = [redis_for(task_type.name).hgetall(keys.durations(task_type.name)) for task_type in types]
     durations: dict[tuple[str, str], dict[str, float]] = {}
-    for task_type, fields in zip(task_types(), hashes, strict=True):
+    for task_type, fields in zip(types, hashes, strict=True):
         for field, value in fields.items():
             status, _, bucket = field.decode().partition(":")
             durations.setdefault((task_type.name, status), {})[bucket] = float(value)
@@ -172,14 +180,12 @@ OLDEST_LOOKED_AT = 1000  # ids of a type's RQ list a scrape looks at, at most (o
 
 
 @translate_outages
-def oldest_queued_ages() -> dict[str, float]:
+def oldest_queued_ages(*, skip: frozenset[str] = frozenset()) -> dict[str, float]:
     """Per task type: seconds its oldest queued job has waited since it was enqueued (0: none
     queued). A queue's length does not tell a backlog that moves from one that is stuck."""
-    names = [task_type.name for task_type in task_types()]
-    with redis_connection().pipeline(transaction=False) as pipe:
-        for name in names:
-            scripts.OLDEST_QUEUED(pipe, list=keys.queue(name), limit=OLDEST_LOOKED_AT)
-        replies = pipe.execute()
+    names = [task_type.name for task_type in task_types() if task_type.name not in skip]
+    replies = [scripts.OLDEST_QUEUED(list=keys.queue(name), limit=OLDEST_LOOKED_AT, server=server_of(name))
+               for name in names]  # fmt: skip
     ages = {}
     for name, (enqueued_at, seconds, micros) in zip(names, replies, strict=True):
         now = int(seconds) + int(micros) / 1e6
@@ -189,28 +195,29 @@ def oldest_queued_ages() -> dict[str, float]:
 
 
 _memory_lock = threading.Lock()
-_memory_seen: tuple[float, int, int] | None = None  # (monotonic time read, used_memory, maxmemory)
+# Per server: (monotonic time read, used_memory, maxmemory).
+_memory_seen: dict[str, tuple[float, int, int]] = {}
 
 
 @translate_outages
-def redis_memory() -> tuple[int, int]:
-    """Redis's used_memory and maxmemory (0: unlimited), read from INFO memory at most once a
+def redis_memory(server: str = HOME) -> tuple[int, int]:
+    """A Redis's used_memory and maxmemory (0: unlimited), read from INFO memory at most once a
     second per process: admission asks on every submit."""
-    return _memory_reading()[1:]
+    return _memory_reading(server)[1:]
 
 
-def _memory_reading() -> tuple[float, int, int]:
-    global _memory_seen
-    seen = _memory_seen
+def _memory_reading(server: str = HOME) -> tuple[float, int, int]:
+    seen = _memory_seen.get(server)
     if seen is None or time.monotonic() - seen[0] >= 1.0:
         # One thread reads; the others keep the last reading meanwhile (or wait for the first).
         if _memory_lock.acquire(blocking=seen is None):
             try:
-                info = redis_connection().info("memory")
-                seen = _memory_seen = (time.monotonic(), int(info["used_memory"]), int(info.get("maxmemory", 0)))
+                info = server_connection(server).info("memory")
+                seen = (time.monotonic(), int(info["used_memory"]), int(info.get("maxmemory", 0)))
+                _memory_seen[server] = seen
             finally:
                 _memory_lock.release()
-        seen = seen or _memory_seen
+        seen = seen or _memory_seen[server]
     return seen
 
 
@@ -231,7 +238,8 @@ GROWTH_SECONDS = 10.0
 
 _reserve_lock = threading.Lock()
 _reserve_refresh = threading.Lock()
-_reserve: tuple[float, float, int] = (0.0, 0.0, 0)  # (memory reading it goes with, bytes, added since)
+# Per server: (memory reading it goes with, bytes, added since).
+_reserve: dict[str, tuple[float, float, int]] = {}
 _growth: dict[str, tuple[float, int, int]] = {}  # type -> (monotonic time measured, ended job bytes, growth)
 
 
@@ -252,7 +260,7 @@ def job_growth(task_type: TaskType) -> tuple[int, int]:
     seen = _growth.get(name)
     if seen is not None and time.monotonic() - seen[0] < GROWTH_SECONDS:
         return seen[1], seen[2]
-    conn = redis_connection()
+    conn = redis_for(name)
     ended = _job_footprints(conn, conn.zrevrange(keys.finished(name), 0, GROWTH_SAMPLE - 1))
     queued = _job_footprints(conn, conn.lrange(keys.queue(name), 0, GROWTH_SAMPLE - 1))
     if ended:
@@ -264,38 +272,46 @@ def job_growth(task_type: TaskType) -> tuple[int, int]:
     return whole, growth
 
 
-def pending_reserve() -> int:
-    """Bytes kept for what accepted jobs will still write: each queued or running job's growth
-    up to its end, and each live worker's room."""
-    total = redis_connection().scard(keys.ALL_WORKERS) * WORKER_ROOM
+def pending_reserve(server: str = HOME) -> int:
+    """Bytes kept on a server for what accepted jobs will still write: each queued or running
+    job's growth up to its end, and each live worker's room."""
+    total = server_connection(server).scard(keys.ALL_WORKERS) * WORKER_ROOM
     for task_type in task_types():
+        if server_of(task_type.name) != server:
+            continue
         queued, started = counts(task_type)
         total += (queued + started) * job_growth(task_type)[1]
     return total
 
 
-def _memory_admits(task_type: TaskType | None = None, count: int = 0) -> tuple[bool, int, int, int]:
+def memory_admits(
+    task_type: TaskType | None = None, count: int = 0, server: str | None = None
+) -> tuple[bool, int, int, int]:
     """Whether `count` more jobs of `task_type` fit under the high-water mark with room for every
-    accepted job's end; and the figures (used, reserved, maxmemory). The pending jobs are counted
-    once a second per process; jobs this process admitted since are added as it admits them."""
-    global _reserve
-    read_at, used, maxmemory = _memory_reading()
+    accepted job's end, on the type's server (else the home one); and the figures (used, reserved,
+    maxmemory). The pending jobs are counted once a second per process; jobs this process admitted
+    since are added as it admits them."""
+    if server is None:
+        server = server_of(task_type.name) if task_type is not None else HOME
+    read_at, used, maxmemory = _memory_reading(server)
     if not maxmemory:
         return True, used, 0, 0
     # One thread counts (a few round trips, once a second); the others keep the last count meanwhile.
-    if _reserve[0] != read_at and _reserve_refresh.acquire(blocking=_reserve[0] == 0.0):
+    last = _reserve.get(server, (0.0, 0.0, 0))
+    if last[0] != read_at and _reserve_refresh.acquire(blocking=last[0] == 0.0):
         try:
-            counted = pending_reserve()
+            counted = pending_reserve(server)
             with _reserve_lock:
-                _reserve = (read_at, counted, 0)
+                _reserve[server] = (read_at, counted, 0)
         finally:
             _reserve_refresh.release()
     adding = count * (job_growth(task_type)[0] + QUEUED_JOB // 4) if task_type is not None else 0
     with _reserve_lock:
-        reserved = _reserve[1] + _reserve[2]
+        last = _reserve.get(server, (0.0, 0.0, 0))
+        reserved = last[1] + last[2]
         admits = used + reserved + adding < settings.REDIS_MEMORY_HIGH_WATER * maxmemory
         if admits and adding:
-            _reserve = (_reserve[0], _reserve[1], _reserve[2] + adding)
+            _reserve[server] = (last[0], last[1], last[2] + adding)
     return admits, used, reserved, maxmemory
 
 
@@ -306,55 +322,10 @@ def admit_new_jobs(*, task_type: TaskType | None = None, count: int = 0) -> None
     `count` new jobs of `task_type`, stays under REDIS_MEMORY_HIGH_WATER of maxmemory: results of
     jobs already queued or running always have room to be recorded. Polls, cancels and result
     writes never ask. No maxmemory, no mark."""
-    admits, used, reserved, maxmemory = _memory_admits(task_type, count)
+    admits, used, reserved, maxmemory = memory_admits(task_type, count)
     if not admits:
         raise SubmitRefused(
             FULL,
             f"Redis uses {used} of its {maxmemory} bytes and keeps {reserved} for the jobs it holds: "
             "past the high-water mark",
         )
-
-
-def ping() -> None:
-    """Raise QueueUnavailable unless Redis answers."""
-    translate_outages(redis_connection().ping)()
-
-
-_probe_lock = threading.Lock()
-_probe_future: concurrent.futures.Future | None = None
-
-
-def probe(*, timeout: float) -> str | None:
-    """For /readyz, within `timeout` seconds whatever the socket timeout or a slow name lookup:
-    None if Redis takes writes and admits new jobs, else the refusal (FULL, READ_ONLY,
-    PERSISTENCE); QueueUnavailable if Redis does not answer in time.
-
-    The check runs in a thread of its own; while one hangs (a name that does not resolve, a hung
-    Redis), later probes wait on it instead of piling up more threads.
-    """
-    global _probe_future
-    with _probe_lock:
-        if _probe_future is None or _probe_future.done():
-            _probe_future = _probe_executor().submit(_probe_once)
-        future = _probe_future
-    try:
-        return future.result(timeout)
-    except concurrent.futures.TimeoutError:
-        raise QueueUnavailable(f"the job queue is unavailable: Redis did not answer within {timeout:g} s") from None
-
-
-@functools.cache
-def _probe_executor() -> concurrent.futures.ThreadPoolExecutor:
-    return concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="redis-probe")
-
-
-@translate_outages
-def _probe_once() -> str | None:
-    try:
-        redis_connection().set(keys.PROBE, "1", px=60_000)  # a write: refused exactly when submits would be
-    except redis.exceptions.ResponseError as exc:
-        reason = write_refusal(exc)
-        if reason is None:
-            raise
-        return reason
-    return None if _memory_admits()[0] else FULL

@@ -21,6 +21,7 @@ import redis
 from django.conf import settings
 
 from factorize_app.jobs import events, keys, scripts
+from factorize_app.jobs.connection import worker_server
 from factorize_app.jobs.errors import translate_outages
 from factorize_app.jobs.ids import task_type_of
 
@@ -84,7 +85,7 @@ def write_outputs(*, pending: dict[str, Pieces]) -> None:
     """Write running jobs' new pieces (job id -> Pieces) in one round trip (only for jobs still
     started: see output.lua)."""
     if any(written.pieces for written in pending.values()):
-        scripts.OUTPUT(**_writes(pending))
+        scripts.OUTPUT(**_writes(pending), server=worker_server())
 
 
 def queue_outputs(pipe: redis.client.Pipeline, pending: dict[str, Pieces]) -> None:

@@ -17,7 +17,7 @@ from rq.exceptions import NoSuchJobError
 from rq.job import Job
 
 from factorize_app.jobs import events, keys, scripts
-from factorize_app.jobs.connection import redis_connection
+from factorize_app.jobs.connection import redis_for_job, server_of
 from factorize_app.jobs.errors import translate_outages
 from factorize_app.jobs.states import DONE_STATUSES, FINISHED, describe_error
 from factorize_app.tasks import TaskType, task_types
@@ -31,13 +31,14 @@ TAIL = 50
 
 
 @translate_outages
-def reconcile() -> int:
-    """Look for what RQ changed (where no other process looked within the last second); answers
-    how many events were appended for it."""
+def reconcile(*, skip: frozenset[str] = frozenset()) -> int:
+    """Look for what RQ changed (where no other process looked within the last second), but for
+    the types in `skip` (their Redis is down); answers how many events were appended for it."""
     appended = 0
-    for task_type in task_types():
+    for task_type in (task_type for task_type in task_types() if task_type.name not in skip):
         name = task_type.name
         found = scripts.RECONCILE(
+            server=server_of(name),
             lock=keys.reconcile_lock(name),
             snapshot=keys.reconcile_running(name),
             started=keys.started(name),
@@ -60,7 +61,7 @@ def _append_event(task_type: TaskType, job_id: str, status: str) -> int:
     outcome, ttl = "", events.running_ttl(task_type)
     if status in DONE_STATUSES:
         try:
-            job = Job.fetch(job_id, connection=redis_connection())
+            job = Job.fetch(job_id, connection=redis_for_job(job_id))
         except NoSuchJobError:
             return 0
         latest = job.latest_result()
@@ -72,6 +73,7 @@ def _append_event(task_type: TaskType, job_id: str, status: str) -> int:
             outcome = json.dumps({"error": error})
             ttl = events.done_ttl(task_type.setting("failure_ttl"))
     appended = scripts.RECONCILE_EVENT(
-        job=keys.job(job_id), events=keys.events(job_id), status=status, outcome=outcome, ttl=ttl
-    )
+        job=keys.job(job_id), events=keys.events(job_id), status=status, outcome=outcome, ttl=ttl,
+        server=server_of(task_type.name),
+    )  # fmt: skip
     return int(appended)

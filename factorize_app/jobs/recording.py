@@ -16,7 +16,7 @@ from rq.utils import utcformat
 from rq.worker import WorkerStatus
 
 from factorize_app.jobs import events, keys, scripts
-from factorize_app.jobs.connection import redis_connection
+from factorize_app.jobs.connection import worker_redis, worker_server
 from factorize_app.jobs.errors import translate_outages
 from factorize_app.jobs.ids import queued_input
 from factorize_app.jobs.outputs import queue_outputs
@@ -64,11 +64,11 @@ def finish_jobs(
     pieces = {outcome.job.job_id: outcome.output for outcome in outcomes if outcome.output}
     if not unstarted and len(calls) <= 1 and not pieces:  # the usual case: one call, atomic as a script is
         if calls:
-            scripts.FINISH(**{**calls[0], "idle": int(batch_done)})
+            scripts.FINISH(**{**calls[0], "idle": int(batch_done)}, server=worker_server())
         elif batch_done:
-            redis_connection().hset(keys.worker(worker_name), "state", WorkerStatus.IDLE.value)
+            worker_redis().hset(keys.worker(worker_name), "state", WorkerStatus.IDLE.value)
         return
-    with redis_connection().pipeline(transaction=True) as pipe:
+    with worker_redis().pipeline(transaction=True) as pipe:
         queue_outputs(pipe, pieces)  # streamed pieces not yet written: before the jobs' ends
         for call in calls:
             scripts.FINISH(pipe, **call)
@@ -109,7 +109,7 @@ def _finish_call(worker_name: str, name: str, outcomes: list[JobOutcome], *, idl
         entry = Result(
             job_id=job.job_id,
             type=_RESULT_TYPES[outcome.status],
-            connection=redis_connection(),
+            connection=worker_redis(),
             return_value=outcome.result if finished else None,
             exc_string=None if finished else (outcome.exc_string or ""),
             worker_name=worker_name,

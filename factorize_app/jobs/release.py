@@ -22,8 +22,8 @@ import uuid
 import redis
 
 from factorize_app.jobs import keys
-from factorize_app.jobs.connection import redis_connection
-from factorize_app.jobs.events import dispatcher
+from factorize_app.jobs.connection import server_connection, servers
+from factorize_app.jobs.events import release_dispatchers
 
 logger = logging.getLogger("factorize_app.jobs")
 
@@ -50,13 +50,14 @@ def _wake_key(pid: int) -> str:
 def release_waits() -> None:
     """End every wait of this process now, and every later one at once."""
     _RELEASED.set()
-    dispatcher().release()
-    try:
-        with redis_connection().pipeline(transaction=False) as pipe:
-            pipe.xadd(wake_key(), {"released": 1}, maxlen=1)
-            pipe.expire(wake_key(), WAKE_TTL)
-            pipe.execute()
-    except redis.exceptions.RedisError as exc:
-        # Redis refuses writes or is down: a blocked poll ends at its own deadline instead (at
-        # most MAX_WAIT), or with the outage.
-        logger.warning("cannot wake the long polls through Redis", extra={"error": str(exc)})
+    release_dispatchers()
+    for server in servers():  # a long poll blocks on its type's server
+        try:
+            with server_connection(server).pipeline(transaction=False) as pipe:
+                pipe.xadd(wake_key(), {"released": 1}, maxlen=1)
+                pipe.expire(wake_key(), WAKE_TTL)
+                pipe.execute()
+        except redis.exceptions.RedisError as exc:
+            # Redis refuses writes or is down: a blocked poll ends at its own deadline instead (at
+            # most MAX_WAIT), or with the outage.
+            logger.warning("cannot wake the long polls through Redis", extra={"error": str(exc)})

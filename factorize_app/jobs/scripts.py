@@ -32,7 +32,7 @@ from typing import Any
 from rq.worker import WorkerStatus
 
 from factorize_app.jobs import keys
-from factorize_app.jobs.connection import OUTAGE_GAP, run_script, script
+from factorize_app.jobs.connection import HOME, OUTAGE_GAP, run_script, script
 from factorize_app.jobs.events import EVENTS_MAXLEN, UNSENT_EVENT_ID
 from factorize_app.jobs.states import ABORTED, CANCELED, FAILED, FINISHED, QUEUED, STARTED
 
@@ -185,16 +185,21 @@ class Script:
         code = re.sub(rf"(?<![\w.])({'|'.join(_SCALARS)})\b", lambda match: _lua(_SCALARS[match[1]]), code)
         return self.reading() + code
 
-    def __call__(self, pipe=None, /, **values: Any) -> Any:
+    def __call__(self, pipe=None, /, *, server: str = HOME, **values: Any) -> Any:
+        """On `pipe`'s Redis, else on `server`'s (connection.server_of: a type's)."""
         script_keys, args = self.build(values)
         if pipe is not None:
             # With the source (EVAL): a pipeline with registered scripts asks Redis whether they
             # exist (SCRIPT EXISTS) in a round trip of its own before it runs.
             return pipe.eval(self.source, len(script_keys), *script_keys, *args)
-        return script(self.source)(keys=script_keys, args=args)
+        return script(self.source, server)(keys=script_keys, args=args)
 
-    def on_thread(self, **values: Any) -> Any:
-        return run_script(self.source, *self.build(values))
+    def on_thread(self, *, server: str = HOME, **values: Any) -> Any:
+        return run_script(self.source, *self.build(values), server=server)
+
+    def call(self, server: str, **values: Any) -> tuple[str, str, list[Any], list[Any]]:
+        """This call as `connection.run_scripts` takes it (several servers in one round trip)."""
+        return (server, self.source, *self.build(values))
 
     def build(self, values: dict[str, Any]) -> tuple[list[Any], list[Any]]:
         """The positional KEYS and ARGV for these named values."""

@@ -22,7 +22,7 @@ from rq.exceptions import NoSuchJobError
 from rq.job import Job
 
 from factorize_app.jobs import events, keys, scripts
-from factorize_app.jobs.connection import blocking_connection, redis_connection
+from factorize_app.jobs.connection import HOME, blocking_connection, redis_for_job, run_scripts, server_of
 from factorize_app.jobs.errors import JobNotFound, Throttled, translate_outages
 from factorize_app.jobs.ids import input_of, task_type_of
 from factorize_app.jobs.release import released, wake_key
@@ -55,7 +55,8 @@ def get_status(
 @translate_outages
 def count_request(*, rate_limit: RateLimit) -> None:
     """Count a request that touches no job against the client's allowance (its `cost`); raise Throttled."""
-    poll_many(task_types()[0], [], rate_limit)
+    home = [task_type for task_type in task_types() if server_of(task_type.name) == HOME]
+    poll_many((home or task_types())[0], [], rate_limit)
 
 
 def owners_ttl(task_type: TaskType) -> int:
@@ -92,7 +93,8 @@ def wait_until_done(
         streams = {keys.results(s.job_id): seen.get(s.job_id, "0-0") for s in states if not s.done}
         streams[wake_key()] = "0-0"
         block_ms = max(1, int(min(remaining, chunk) * 1000))
-        for stream, entries in blocking_connection().xread(streams, count=10, block=block_ms) or []:
+        reading = blocking_connection(server_of(task_type.name))
+        for stream, entries in reading.xread(streams, count=10, block=block_ms) or []:
             seen[stream.decode().removeprefix(keys.RESULTS_PREFIX)] = entries[-1][0]
         states = poll()
     return states
@@ -122,6 +124,28 @@ def poll_many(
     client's), in one round trip; `claim` makes a client an owner of each job that exists, with its
     own deadline (`claim_after` seconds from now; None: none) and, in fair order, its own turn.
     Third, when a job is missing, the claiming client's queued jobs in fair order (-1: not counted)."""
+    values = poll_values(task_type, job_ids, rate_limit, claim, check, claim_after)
+    server = server_of(task_type.name)
+    if server == HOME or not values["throttle"]:
+        return poll_reply(scripts.POLL.on_thread(server=server, **values))
+    # The request rate is one limit per client across servers: counted on the home Redis, in the
+    # same round trip of latency as the type's own poll (docs/type-redis.md).
+    home = {**poll_values(task_type, [], rate_limit), "claim": "", "check": ""}
+    calls = [scripts.POLL.call(server, **{**values, "throttle": ""}), scripts.POLL.call(HOME, **home)]
+    reply, counted = run_scripts(calls)
+    poll_reply(counted)  # Throttled
+    return poll_reply(reply)
+
+
+def poll_values(
+    task_type: TaskType,
+    job_ids: list[str],
+    rate_limit: RateLimit | None,
+    claim: str = "",
+    check: str = "",
+    claim_after: int | None = None,
+) -> dict[str, Any]:
+    """poll.lua's keys and arguments by name."""
     throttle_key, limit, window, cost = "", 0, 0, 0
     if rate_limit is not None:
         cost = rate_limit.cost
@@ -130,7 +154,7 @@ def poll_many(
         limit, window = rate_limit.limit, rate_limit.window
     name = task_type.name
     failure_ttl = task_type.setting("failure_ttl")
-    reply = scripts.POLL.on_thread(
+    return dict(
         pending=keys.pending(name),
         started=keys.started(name),
         throttle=throttle_key,
@@ -153,6 +177,10 @@ def poll_many(
         clients_prefix=keys.fair_clients_prefix(name) if fair_order() else "",
         ids=job_ids,
     )
+
+
+def poll_reply(reply: list) -> tuple[int, list[Snapshot | None], int]:
+    """poll.lua's reply read: the load, a snapshot per job, the client's queued jobs; Throttled."""
     if reply[0].decode() == scripts.THROTTLED:
         raise Throttled(max(1, int(reply[1])))
     _, load, answers, queued = reply
@@ -191,6 +219,6 @@ def state_of(
 
 def _fetch(job_id: str) -> Job | None:
     try:
-        return Job.fetch(job_id, connection=redis_connection())
+        return Job.fetch(job_id, connection=redis_for_job(job_id))
     except NoSuchJobError:
         return None

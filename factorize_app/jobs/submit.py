@@ -20,7 +20,7 @@ from django.conf import settings
 from rq.job import Retry
 
 from factorize_app.jobs import budgets, file_inputs, keys, scripts
-from factorize_app.jobs.connection import redis_connection, rq_queue
+from factorize_app.jobs.connection import HOME, redis_connection, redis_for, rq_queue, server_of
 from factorize_app.jobs.errors import (
     ClientLimitExceeded,
     QueueUnavailable,
@@ -111,12 +111,15 @@ def enqueue(
     job_ttl = task_type.setting("job_ttl")
     queue = rq_queue(task_type.name)
     job_keys = [keys.job(job_id) for job_id in new_jobs]
-    with redis_connection().pipeline(transaction=True) as pipe:
+    if server_of(task_type.name) != HOME:  # the job id key is the deployment's one, on the home Redis
+        keep_stored_key(redis_connection())
+    with redis_for(task_type.name).pipeline(transaction=True) as pipe:
         try:
             if not _watch_absent(pipe, job_keys):
                 return False
             pipe.multi()
-            keep_stored_key(pipe)
+            if server_of(task_type.name) == HOME:
+                keep_stored_key(pipe)
             pipe.hset(
                 keys.queued_inputs(task_type.name),
                 mapping={job_id: queued_input(data, client) for job_id, data in new_jobs.items()},

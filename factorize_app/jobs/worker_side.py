@@ -18,7 +18,7 @@ from rq.utils import now as rq_now
 from rq.utils import utcformat
 
 from factorize_app.jobs import events, keys, scripts
-from factorize_app.jobs.connection import blocking_connection, redis_connection
+from factorize_app.jobs.connection import blocking_connection, worker_redis, worker_server
 from factorize_app.jobs.errors import translate_outages
 from factorize_app.jobs.ids import input_of, task_type_of
 from factorize_app.jobs.outputs import Pieces
@@ -97,6 +97,7 @@ def take_jobs(
         for name in queue_names
     ]
     reply = scripts.TAKE(
+        server=worker_server(),
         worker=keys.worker(worker_name),
         **scripts.CLOCK_KEYS,
         suspended=keys.SUSPENDED,
@@ -148,7 +149,7 @@ def extend_lease(*, taken: list[TakenJob], lease: int) -> None:
         {"started": keys.started(job.task_name), "execution": keys.execution(job.execution), "member": job.execution}
         for job in taken
     ]
-    scripts.EXTEND_LEASE(lease=lease, jobs=leased)
+    scripts.EXTEND_LEASE(lease=lease, jobs=leased, server=worker_server())
 
 
 @translate_outages
@@ -163,6 +164,7 @@ def yield_worker(*, worker_name: str, job: TakenJob, started_at: float, ran: flo
         return False
     name = job.task_name
     reply = scripts.REBALANCE(
+        server=worker_server(),
         holders=keys.fair_holders(name),
         waiting=keys.fair_waiting(name),
         workers=keys.workers_of(name),
@@ -183,14 +185,14 @@ def take_stop_requests(*, worker_name: str) -> dict[str, bool]:
     """The running jobs this worker has been asked about since it last looked: each id, and
     whether it is to stop (a DELETE, RQ's stop command) or only to read its deadline again
     (job_deadlines: an owner of a shared job withdrew)."""
-    with redis_connection().pipeline(transaction=True) as pipe:
+    with worker_redis().pipeline(transaction=True) as pipe:
         pipe.smembers(keys.stop_requests(worker_name))
         pipe.delete(keys.stop_requests(worker_name))
         members, _ = pipe.execute()
     ids = sorted(member.decode() for member in members)
     if not ids:
         return {}
-    with redis_connection().pipeline(transaction=False) as pipe:
+    with worker_redis().pipeline(transaction=False) as pipe:
         for job_id in ids:
             pipe.hget(keys.job(job_id), keys.STOP_FIELD)  # '' once recorded: none
         stops = pipe.execute()
@@ -201,7 +203,7 @@ def take_stop_requests(*, worker_name: str) -> dict[str, bool]:
 def job_deadlines(*, job_ids: list[str]) -> dict[str, float | None]:
     """The jobs' Cancel-After deadlines now (Unix time; None: none). A shared job's deadline
     moves while it runs: a later owner that set none lifts it, one with a later one extends it."""
-    with redis_connection().pipeline(transaction=False) as pipe:
+    with worker_redis().pipeline(transaction=False) as pipe:
         for job_id in job_ids:
             pipe.hget(keys.job(job_id), keys.DEADLINE_FIELD)
         values = pipe.execute()
@@ -223,7 +225,7 @@ def report_progress(*, progress: dict[str, dict[str, Any]]) -> None:
         }
         for job_id, value in progress.items()
     ]
-    scripts.PROGRESS(jobs=reports)  # only for jobs still started: see progress.lua
+    scripts.PROGRESS(jobs=reports, server=worker_server())  # only for jobs still started: see progress.lua
 
 
 @translate_outages
@@ -234,4 +236,7 @@ def wait_for_work(*, queue_names: list[str], timeout: float) -> bool:
     Jobs that reach a queue some other way (RQ's retries, the dashboard) are found at the latest
     when the timeout runs out.
     """
-    return blocking_connection().blpop([keys.wake(name) for name in queue_names], timeout=timeout) is not None
+    return (
+        blocking_connection(worker_server()).blpop([keys.wake(name) for name in queue_names], timeout=timeout)
+        is not None
+    )

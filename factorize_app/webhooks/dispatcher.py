@@ -21,7 +21,13 @@ from redis.lock import Lock
 
 from factorize_app import jobs
 from factorize_app.jobs import keys as job_keys
-from factorize_app.jobs.connection import blocking_connection, redis_connection
+from factorize_app.jobs.connection import (
+    HOME,
+    blocking_connection,
+    redis_connection,
+    server_connection,
+    server_of_job,
+)
 from factorize_app.jobs.errors import translate_outages
 from factorize_app.jobs.events import event_id_key, parse_event
 from factorize_app.webhooks import deliveries, keys
@@ -30,6 +36,21 @@ from factorize_app.webhooks.subscriptions import DONE, EXPIRED, WATCHING
 
 # Watched jobs read per XREAD: a pass over all of them takes one round per window.
 WINDOW = 500
+# Longest the home Redis's read blocks while jobs on a type's own Redis are watched (read there
+# without blocking, once per round): their deliveries' extra latency, at most.
+AWAY_BLOCK_MS = 250
+
+
+def _jobs_exist(job_ids: list[str]) -> list[int]:
+    """Whether each job's hash or its stream is still there (on its type's Redis: one round trip each)."""
+    found: dict[str, int] = {}
+    for server in {server_of_job(job_id) for job_id in job_ids}:
+        mine = [job_id for job_id in job_ids if server_of_job(job_id) == server]
+        with server_connection(server).pipeline(transaction=False) as pipe:
+            for job_id in mine:
+                pipe.exists(job_keys.job(job_id), job_keys.events(job_id))
+            found.update(zip(mine, pipe.execute(), strict=True))
+    return [found[job_id] for job_id in job_ids]
 
 
 class DispatcherLease:
@@ -101,9 +122,23 @@ class Dispatcher:
                 cursors[job_keys.events(job_id)] = min(live, key=event_id_key)
             else:
                 connection.zrem(keys.WATCHED, job_id)
+        # A job on a type's own Redis (TASK_REDIS_URLS) is read there, without blocking; while any
+        # is watched, the home Redis's read blocks at most AWAY_BLOCK_MS (docs/type-redis.md).
+        reply = []
+        away = {}
+        for stream, cursor in cursors.items():
+            server = server_of_job(stream.removeprefix(job_keys.EVENTS_PREFIX))
+            if server != HOME:
+                away.setdefault(server, {})[stream] = cursor
+        for server, streams in away.items():
+            reply += server_connection(server).xread(streams, count=100) or []
+            for stream in streams:
+                del cursors[stream]
         streams = {**cursors, keys.WAKE: self._wake_after}
-        block = block_ms if ends_pass and not self._found else None
-        reply = blocking_connection().xread(streams, count=100, block=block) or []
+        block = block_ms if ends_pass and not self._found and not reply else None
+        if block is not None and away:
+            block = min(block, AWAY_BLOCK_MS)
+        reply += blocking_connection().xread(streams, count=100, block=block) or []
         made = 0
         for stream, entries in reply:
             name = stream.decode()
@@ -177,12 +212,12 @@ class Dispatcher:
         job_ids = [raw.decode() for raw in connection.zrange(keys.WATCHED, 0, -1)]
         with connection.pipeline(transaction=False) as pipe:
             for job_id in job_ids:
-                pipe.exists(job_keys.job(job_id), job_keys.events(job_id))
                 pipe.zscore(keys.WATCHED, job_id)
-            replies = pipe.execute()
+            deadlines = pipe.execute()
+        exists = _jobs_exist(job_ids)
         stale = [
             job_id
-            for job_id, exists, deadline in zip(job_ids, replies[::2], replies[1::2], strict=True)
+            for job_id, exists, deadline in zip(job_ids, exists, deadlines, strict=True)
             if not exists or (deadline or 0) < time.time()
         ]
         for job_id in stale:

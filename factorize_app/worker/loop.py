@@ -42,19 +42,20 @@ class WarmWorker(Interruptible, ServiceWorker):
         super().__init__(*args, **kwargs)
         self.costs = CostEstimates()
         self.keeper = LeaseKeeper(self)  # the lease keeper's thread, started at the first batch
+        self.server = jobs.serve_queues(self.queue_names())  # its queues' Redis (one: rqworker checks)
 
     def bootstrap(self, *args, **kwargs) -> None:
         # Load models before registering, so a worker counts as live only once it is ready.
         with stoppable_during_setup():
             startup.load_models(self.queue_names())
-        startup.drop_lost_predecessors(self.hostname)
+        startup.drop_lost_predecessors(self.hostname, self.server)
         # Registering writes to Redis: on a full or read-only Redis (or none), wait until it takes
         # writes (ServiceWorker's registration steps are idempotent for this retry).
         trouble = Trouble("worker start")
         while True:
             try:
                 super().bootstrap(*args, **kwargs)
-                if mended := jobs.upgrade_statuses():
+                if mended := jobs.upgrade_statuses(server=self.server):
                     logger.info("statuses of an earlier version mended", extra={"jobs": mended})
                 jobs.clear_setup_failures(task_names=self.queue_names())  # reported no more
                 trouble.ok()
@@ -101,10 +102,10 @@ class WarmWorker(Interruptible, ServiceWorker):
         """RQ's maintenance (dead workers' jobs recovered from their expired leases), then the
         registrations of workers that stopped heartbeating, then queued jobs lost in outages."""
         super().run_maintenance_tasks()
-        for name in jobs.clean_stale_workers():
+        for name in jobs.clean_stale_workers(server=self.server):
             logger.info("unregistered a worker that stopped heartbeating", extra={"worker": name})
-        jobs.recount_running()
-        swept = jobs.sweep_queue()
+        jobs.recount_running(server=self.server)
+        swept = jobs.sweep_queue(server=self.server)
         if swept.restored:
             logger.info(swept.describe(), extra={"jobs": swept.restored, "gap_seconds": round(swept.gap, 1)})
 

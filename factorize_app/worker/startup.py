@@ -36,11 +36,11 @@ def _setup_or_report(task_type: TaskType) -> None:
         raise SystemExit(1) from exc
 
 
-def drop_lost_predecessors(hostname: str) -> None:
+def drop_lost_predecessors(hostname: str, server: str) -> None:
     """A worker SIGKILLed (by the kernel for memory, or by its watchdog) leaves its registration
     behind: say so in one line, and drop it now rather than 3 beats later."""
     try:
-        lost = jobs.drop_lost_workers(hostname=hostname, alive=watchdog.process_alive)
+        lost = jobs.drop_lost_workers(hostname=hostname, alive=watchdog.process_alive, server=server)
     except jobs.QueueUnavailable:
         return  # the maintenance of any worker drops it once Redis answers
     for worker in lost:

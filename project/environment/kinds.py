@@ -7,6 +7,7 @@ import ipaddress
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
@@ -64,6 +65,30 @@ def _host_ports(raw: str) -> list[tuple[str, int]]:
             raise ValueError(f"must be a comma-separated list of host:port, got {item!r}")
         addresses.append((host, int(port)))
     return addresses
+
+
+def _type_urls(raw: str) -> dict[str, str]:
+    """`type=redis://host:port/db,type=...`: each named task type's Redis (the URL is not echoed:
+    it may hold a password). Whether each type exists is checked once the types are known."""
+    urls: dict[str, str] = {}
+    for item in _items(raw):
+        name, equals, url = (part.strip() for part in item.partition("="))
+        if not equals or not name or not url:
+            raise ValueError("must be a comma-separated list of type=redis://host:port/db")
+        if name in urls:
+            raise ValueError(f"names the task type {name!r} twice")
+        parts = urlsplit(url)
+        try:
+            port = parts.port
+        except ValueError:
+            port = -1
+        if parts.scheme not in ("redis", "rediss") or not parts.hostname or port == -1:
+            raise ValueError(f"must give {name!r} a redis:// or rediss:// URL with a host (redis://host:port/db)")
+        database = parts.path.lstrip("/")
+        if database and not database.isdigit():
+            raise ValueError(f"gives {name!r} a URL whose database is not a number")
+        urls[name] = url
+    return urls
 
 
 def _networks(raw: str) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
@@ -150,6 +175,7 @@ NUMBER = Kind("number", _number, empty_is_unset=True)
 LIST = Kind("comma-separated list", _items)
 SECONDS_LIST = Kind("comma-separated seconds", _seconds)
 HOST_PORTS = Kind("comma-separated `host:port`", _host_ports)
+TYPE_URLS = Kind("comma-separated `type=redis://host:port/db`", _type_urls)
 NETWORKS = Kind("comma-separated addresses or CIDR networks", _networks)
 POD_ADDRESS = Kind("IP address", _pod_address)
 PROXY_SSL_HEADER = Kind("header name [,value]", _proxy_ssl_header)

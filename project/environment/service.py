@@ -11,6 +11,7 @@ from project.environment.kinds import (
     PROXY_SSL_HEADER,
     RATE,
     TEXT,
+    TYPE_URLS,
     URL,
     above,
     at_least,
@@ -203,6 +204,11 @@ REDIS = Section(
                 "Sentinels, which name the master; clients follow it through a failover. An IPv6 host goes in "
                 "brackets (`[::1]:26379`). Empty: a plain Redis at `REDIS_URL`."),
         Setting("REDIS_SENTINEL_MASTER", TEXT, "mymaster", "The master's name the sentinels know."),
+        Setting("TASK_REDIS_URLS", TYPE_URLS, "", "Task types whose jobs live on a Redis of their own: "
+                "`digits=redis://redis-digits:6379/0,other=redis://...`; every type not named stays on "
+                "`REDIS_URL`, which keeps clients, files, webhooks and the job id key. A worker serves the "
+                "types of one Redis. Not with `REDIS_SENTINELS` ([A type on its own Redis](type-redis.md)).",
+                secret=True),
     ),
 )
 

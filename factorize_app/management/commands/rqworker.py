@@ -10,10 +10,11 @@ import sys
 import threading
 
 from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
 from django.core.management.base import CommandError
 from django_rq.management.commands import rqworker
 
-from factorize_app import watchdog
+from factorize_app import jobs, watchdog
 from factorize_app.apps import warn_about_insecure_settings
 from factorize_app.tasks import ImplementationUnavailable, UnknownTaskType, get_task_type, task_types
 from factorize_app.webhooks import worker as webhooks_worker
@@ -55,7 +56,7 @@ class Command(rqworker.Command):
             return webhooks_worker.run(burst=options["burst"], name=options["name"], logging_level=level)
         if args:
             return super().handle(*self.check_named(args), **options)
-        names = self.runnable()
+        names = self.on_home(self.runnable())
         with WebhooksChild(burst=options["burst"]):  # deliveries never run in a model worker's process
             return super().handle(*names, **options)
 
@@ -68,7 +69,23 @@ class Command(rqworker.Command):
                 raise CommandError(f"no task type is named {name!r}") from None
             except ImplementationUnavailable as exc:
                 raise CommandError(str(exc)) from None
+        try:  # its queues on one Redis: it takes from them in one script
+            jobs.one_server(list(names))
+        except ImproperlyConfigured as exc:
+            raise CommandError(str(exc)) from None
         return names
+
+    @staticmethod
+    def on_home(names: list[str]) -> list[str]:
+        """Of the types named, those on the home Redis: one on a Redis of its own (TASK_REDIS_URLS)
+        has workers of its own (`rqworker <type>`)."""
+        home = [name for name in names if jobs.server_of(name) == jobs.HOME]
+        for name in sorted(set(names) - set(home)):
+            reason = f"on its own Redis (TASK_REDIS_URLS): start `rqworker {name}` for it"
+            logger.warning("leaving out a task type", extra={"task_type": name, "reason": reason})
+        if not home:
+            raise CommandError("every task type is on a Redis of its own (TASK_REDIS_URLS): name the types to serve")
+        return home
 
     @staticmethod
     def runnable() -> list[str]:

@@ -13,14 +13,13 @@ beaten within the limit.
 import socket
 from datetime import UTC, datetime
 
-import django_rq
 import redis
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 from rq.worker import Worker
 
 from factorize_app import watchdog
-from factorize_app.tasks import task_types
+from factorize_app.jobs.connection import server_connection, servers
 from factorize_app.webhooks.worker import PARENT_ENV
 
 
@@ -48,11 +47,15 @@ class Command(BaseCommand):
 
     def handle(self, *args, **options):
         max_age = options["max_age"] if options["max_age"] is not None else 3 * settings.WORKER_HEARTBEAT
-        try:
-            workers = Worker.all(connection=django_rq.get_connection(task_types()[0].name))
-        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
+        workers, unreachable = [], []
+        for server in servers():  # the worker registered on its queues' Redis (TASK_REDIS_URLS)
+            try:
+                workers += Worker.all(connection=server_connection(server))
+            except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
+                unreachable.append(exc)
+        if unreachable and not self.judged(workers, pid=options["pid"], hostname=options["hostname"], strict=False):
             # Restarting the worker would not bring Redis back; the web's /readyz reports the outage.
-            self.stdout.write(f"Redis unavailable ({exc}): not judging the worker")
+            self.stdout.write(f"Redis unavailable ({unreachable[0]}): not judging the worker")
             return
         judged = self.judged(workers, pid=options["pid"], hostname=options["hostname"])
         now = datetime.now(UTC)
@@ -66,10 +69,11 @@ class Command(BaseCommand):
         self.stdout.write(f"healthy: worker {name} heartbeat {age:.1f} s ago")
 
     @staticmethod
-    def judged(workers: list[Worker], *, pid: int | None, hostname: str | None) -> list[Worker]:
+    def judged(workers: list[Worker], *, pid: int | None, hostname: str | None, strict: bool = True) -> list[Worker]:
+        """The workers to judge; none found is unhealthy (CommandError) when `strict`."""
         if pid is not None:
             found = [worker for worker in workers if worker.pid == pid and worker.hostname == socket.gethostname()]
-            if not found:
+            if not found and strict:
                 raise CommandError(f"unhealthy: the process {pid} has no worker registered")
             return found
         if hostname is not None:
@@ -83,7 +87,7 @@ class Command(BaseCommand):
                 and watchdog.process_alive(worker.pid, worker.birth_date)
                 and not started_by_a_worker(worker.pid)  # a webhooks child never stands for its parent
             ]
-        if not found:
+        if not found and strict:
             host = hostname or socket.gethostname()
             raise CommandError(f"unhealthy: no worker of host {host} is registered and running")
         return found

@@ -7,6 +7,8 @@ from rq.registry import FailedJobRegistry, FinishedJobRegistry, StartedJobRegist
 from rq.results import Result
 from rq.worker import Worker
 
+from factorize_app import jobs
+from factorize_app.jobs import keys
 from tests.conftest import submit, wait_done, wait_until
 
 
@@ -27,6 +29,21 @@ def test_a_batch_handler_gets_many_inputs_at_once_and_rq_sees_every_job(api, red
     assert job.latest_result().type == Result.Type.SUCCESSFUL
     assert job.worker_name and job.ended_at and job.started_at
     assert redis_conn.ttl(job.key) > 0  # kept for RESULT_TTL, then gone
+
+
+def test_in_one_batch_only_the_watched_job_gets_events_and_the_others_no_stream(api, redis_conn, start_worker):
+    """Events are appended per batch only when one of its jobs' streams is open, and then only to
+    the open ones: a job nobody watches gets no stream even in a batch with a watched one."""
+    ids = [submit(api, "/batched", x=x).json()["job_id"] for x in range(400, 420)]
+    watched = ids[7]
+    jobs.open_events(job_ids=[watched])
+    worker = start_worker("batched", burst=True, WORKER_BATCH_SECONDS="100")
+    assert worker.process.wait(60) == 0
+    results = [wait_done(api, "/batched", x=x) for x in range(400, 420)]
+    assert max(r["batch_size"] for r in results) > 1  # they were taken and recorded together
+    statuses = [fields[b"status"].decode() for _, fields in redis_conn.xrange(keys.events(watched))]
+    assert statuses[-2:] == ["started", "finished"], statuses
+    assert not any(redis_conn.exists(keys.events(job_id)) for job_id in ids if job_id != watched)
 
 
 def test_a_failing_input_fails_alone_when_the_batch_handler_raises(api, redis_conn, start_worker):

@@ -1,7 +1,8 @@
 -- A batch's outcomes recorded as RQ records them, in one call (a script, so no MULTI/EXEC whose
 -- time Redis would count again). Per job: its hash (status, end, the JSON polls answer; its
 -- progress and stop request emptied in the same HSET: readers take '' for none), its TTL, its
--- event, its entry in RQ's result stream. Per batch, one command each: the registries (each
+-- entry in RQ's result stream; its event only if its stream is open. Per batch, one command each:
+-- whether any of the jobs' event streams is open (EXISTS), the registries (each
 -- ZADD with every job of it), the StartedJobRegistry's executions removed, their hashes deleted
 -- and gone from the worker's execution index; the worker's counters (and its state, idle, once
 -- the batch is done), the duration histogram, and fair order's accounts (settle_accounts.lua).
@@ -39,8 +40,6 @@ for _, job in ipairs(jobs) do
       '', JOB.stop, '')
   end
   redis.call('EXPIRE', key, job.ttl)
-  append_event(redis.call, PREFIX.events .. job.id, job.events_ttl, job.state ~= '' and job.state or job.status,
-    job.outcome, '')
   local results = PREFIX.results .. job.id
   redis.call('XADD', results, 'MAXLEN', '~', RESULTS_MAXLEN, '*', unpack(job.entry))
   redis.call('EXPIRE', results, job.ttl)
@@ -48,6 +47,18 @@ for _, job in ipairs(jobs) do
   if job.also ~= '' then enter(job.also, job.score, job.id) end
   members[#members + 1], hashes[#hashes + 1] = job.execution, PREFIX.execution .. job.execution
   ids[#ids + 1] = job.id
+end
+-- Their events, only to streams someone opened: one EXISTS per chunk finds none open (the usual
+-- case), so a job nobody watches costs no command of its own here.
+for first = 1, #jobs, CHUNK do
+  local streams = {}
+  for i = first, math.min(first + CHUNK - 1, #jobs) do streams[#streams + 1] = PREFIX.events .. jobs[i].id end
+  if redis.call('EXISTS', unpack(streams)) > 0 then
+    for i, stream in ipairs(streams) do
+      local job = jobs[first + i - 1]
+      append_event(redis.call, stream, job.events_ttl, job.state ~= '' and job.state or job.status, job.outcome, '')
+    end
+  end
 end
 for _, registry in ipairs(order) do each_chunk(registries[registry], 'ZADD', registry) end
 if #members > 0 then

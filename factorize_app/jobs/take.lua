@@ -16,7 +16,8 @@
 -- tools name the jobs a worker is running (`current_job`, the dashboard's worker page).
 -- Redis's cost: per job, its fields read, its hash and its execution written (and, for a job of
 -- several owners, its ownership checked in fair order); what the jobs add to the queue's keys (registry, pending set, inputs,
--- running counts) is written once per take, and a client is served its turns in a row at once
+-- running counts) is written once per take, whether any of their event streams is open is one
+-- EXISTS per take, and a client is served its turns in a row at once
 -- (as many as it gets before its use passes the next client's), one LPOP for them.
 --- KEYS: worker clock outages suspended executions
 ---   queues[list workers started pending inputs waiting used running caps]
@@ -65,7 +66,6 @@ local function start(queue, id, job, client)
   scored[#scored + 1], scored[#scored + 2] = now + lease, execution
   started_ids[#started_ids + 1], started_set[id] = id, true
   if client ~= '' then running_by[client] = (running_by[client] or 0) + 1 end
-  append_event(redis.call, PREFIX.events .. id, queue.events_ttl, STATUS.started, '', '')
   taken[#taken + 1] = {id, job[2] or '', job[3] or '', job[4] or '', job[5] or '', job[6] or '', job[7] or '', client}
 end
 
@@ -75,6 +75,15 @@ local function flush(queue)
   each_chunk(started_ids, 'ZREM', queue.pending)
   each_chunk(started_ids, 'HDEL', queue.inputs)
   for client, n in pairs(running_by) do redis.call('HINCRBY', queue.running, client, n) end
+  -- Their `started` events, only to streams someone opened: one EXISTS per chunk finds none open
+  -- (the usual case), so a job nobody watches costs no command of its own here.
+  for first = 1, #started_ids, CHUNK do
+    local streams = {}
+    for i = first, math.min(first + CHUNK - 1, #started_ids) do streams[#streams + 1] = PREFIX.events .. started_ids[i] end
+    if redis.call('EXISTS', unpack(streams)) > 0 then
+      for _, stream in ipairs(streams) do append_event(redis.call, stream, queue.events_ttl, STATUS.started, '', '') end
+    end
+  end
 end
 
 local function fields(id)

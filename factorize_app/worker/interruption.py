@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from rq.command import handle_command, parse_payload
+from rq.timeouts import UnixSignalDeathPenalty
 
 from factorize_app import jobs
 from factorize_app.worker.batch import Batch, hand_back_after, past_deadline
@@ -137,6 +138,33 @@ def _yield_if_fair(worker_name: str, batch: Batch) -> dict[str, str]:
     except jobs.QueueUnavailable:
         pass
     return {}
+
+
+class JobAlarm(UnixSignalDeathPenalty):
+    """RQ's time limit on a handler call (SIGALRM), without RQ's two handler swaps per call:
+    the one handler is installed once and raises for the call armed now, if any (a trivial
+    job's time limit cost as much as the job)."""
+
+    _armed: JobAlarm | None = None
+    _installed = False
+
+    def setup_death_penalty(self) -> None:
+        if not JobAlarm._installed:
+            signal.signal(signal.SIGALRM, JobAlarm._on_alarm)
+            JobAlarm._installed = True
+        JobAlarm._armed = self
+        signal.alarm(self._timeout)
+
+    def cancel_death_penalty(self) -> None:
+        signal.alarm(0)
+        JobAlarm._armed = None
+
+    @staticmethod
+    def _on_alarm(signum, frame) -> None:
+        armed = JobAlarm._armed
+        if armed is not None:
+            JobAlarm._armed = None
+            armed.handle_death_penalty(signum, frame)
 
 
 def _stop_during_setup(signum, frame):

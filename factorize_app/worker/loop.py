@@ -21,7 +21,7 @@ from factorize_app.tasks import TaskType, get_task_type
 from factorize_app.worker import execution, startup
 from factorize_app.worker.base import ServiceWorker
 from factorize_app.worker.costs import CostEstimates
-from factorize_app.worker.interruption import Interruptible, stoppable_during_setup
+from factorize_app.worker.interruption import Interruptible, JobAlarm, stoppable_during_setup
 from factorize_app.worker.lease import LeaseKeeper, lease_seconds
 from factorize_app.worker.outage import Trouble, as_queue_error
 
@@ -37,6 +37,8 @@ SUSPENSION_CHECK = 1.0
 
 class WarmWorker(Interruptible, ServiceWorker):
     """The model worker (`manage.py rqworker`, through RQ["WORKER_CLASS"])."""
+
+    death_penalty_class = JobAlarm
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)

@@ -59,21 +59,35 @@ def count_request(*, rate_limit: RateLimit) -> None:
     poll_many((home or task_types())[0], [], rate_limit)
 
 
+@translate_outages
+def open_status(*, job_id: str, rate_limit: RateLimit | None = None, owner: str = "") -> tuple[JobState, str | None]:
+    """An event stream's first look at a job (api/streams.py), in one round trip: its state as
+    `get_status` answers it, and the id of its stream's newest event (None: none), the stream
+    opened first (jobs/events.py), so that every change after that state is appended after that id."""
+    task_type = task_type_of(job_id)
+    state, snapshot = _look(task_type, job_id, rate_limit, owner, open_events=True)
+    return state, snapshot.event_id or None
+
+
 def owners_ttl(task_type: TaskType) -> int:
     """A job's owners outlive it: its wait, its run and its kept outcome."""
     kept = max(task_type.setting("result_ttl"), task_type.setting("failure_ttl"))
     return task_type.setting("job_ttl") + task_type.setting("job_timeout") + kept
 
 
-def _status_once(
-    task_type: TaskType, job_id: str, rate_limit: RateLimit | None = None, owner: str = ""
-) -> JobState:
-    load, (snapshot,), _ = poll_many(task_type, [job_id], rate_limit, check=owner)
+def _status_once(task_type: TaskType, job_id: str, rate_limit: RateLimit | None = None, owner: str = "") -> JobState:
+    return _look(task_type, job_id, rate_limit, owner)[0]
+
+
+def _look(
+    task_type: TaskType, job_id: str, rate_limit: RateLimit | None, owner: str, *, open_events: bool = False
+) -> tuple[JobState, Snapshot]:
+    load, (snapshot,), _ = poll_many(task_type, [job_id], rate_limit, check=owner, open_events=open_events)
     data = input_of(task_type, job_id, snapshot.description) if snapshot else None
     state = state_of(task_type, job_id, snapshot, data, load) if data is not None else None
     if state is None:
         raise JobNotFound(job_id)
-    return state
+    return state, snapshot
 
 
 def wait_until_done(
@@ -109,6 +123,7 @@ class Snapshot:
     outcome: str
     progress: str  # JSON the worker wrote while the job runs, or ""
     output: str = ""  # a streaming job's pieces so far, a JSON array, or ""
+    event_id: str = ""  # with `open_events`: its stream's newest entry's id, or ""
 
 
 def poll_many(
@@ -119,12 +134,14 @@ def poll_many(
     claim: str = "",
     check: str = "",
     claim_after: int | None = None,
+    open_events: bool = False,
 ) -> tuple[int, list[Snapshot | None], int]:
     """The type's load and a snapshot of each job (None: no such job, or, with `check`, not that
     client's), in one round trip; `claim` makes a client an owner of each job that exists, with its
     own deadline (`claim_after` seconds from now; None: none) and, in fair order, its own turn.
-    Third, when a job is missing, the claiming client's queued jobs in fair order (-1: not counted)."""
-    values = poll_values(task_type, job_ids, rate_limit, claim, check, claim_after)
+    Third, when a job is missing, the claiming client's queued jobs in fair order (-1: not counted).
+    `open_events` opens the event stream of each job found first, its newest id in its snapshot."""
+    values = poll_values(task_type, job_ids, rate_limit, claim, check, claim_after, open_events=open_events)
     server = server_of(task_type.name)
     if server == HOME or not values["throttle"]:
         return poll_reply(scripts.POLL.on_thread(server=server, **values))
@@ -144,6 +161,8 @@ def poll_values(
     claim: str = "",
     check: str = "",
     claim_after: int | None = None,
+    *,
+    open_events: bool = False,
 ) -> dict[str, Any]:
     """poll.lua's keys and arguments by name."""
     throttle_key, limit, window, cost = "", 0, 0, 0
@@ -175,6 +194,7 @@ def poll_values(
         claim_after="" if claim_after is None else claim_after,
         check=check,
         clients_prefix=keys.fair_clients_prefix(name) if fair_order() else "",
+        open_ttl=events.running_ttl(task_type) if open_events else "",
         ids=job_ids,
     )
 

@@ -31,7 +31,8 @@
 -- job is missing and a client claims them in fair order, its queued jobs (its list's length, for
 -- its cap: the submit enqueues the missing ones next; -1: not counted).
 -- Every write may be refused (a full or read-only Redis): the poll still answers; the rate limit
--- then fails open.
+-- then fails open. All but a stream's opening: a stream that could not open would miss the job's
+-- events, so that poll fails (its reader answers 503, as when it opened the stream by itself).
 local now = clock_tick(K.clock, K.outages)
 if K.throttle ~= '' then
   local hits = redis.pcall('INCRBY', K.throttle, A.cost)
@@ -73,7 +74,7 @@ for _, id in ipairs(ids) do
     JOB.state, JOB.output, JOB.owner)
   local owner = fields[8] -- its one owner, or none: its owners' set names them
   local opened = fields[1] and A.open_ttl ~= ''
-  if opened then open_stream(redis.pcall, PREFIX.events .. id, A.open_ttl) end
+  if opened then open_stream(redis.call, PREFIX.events .. id, A.open_ttl) end
   if fields[1] == STATUS.queued and fields[5] and now > tonumber(fields[5]) then
     -- RQ's word for it is canceled; ours, aborted.
     redis.pcall('HSET', key, JOB.status, STATUS.canceled, JOB.state, STATUS.aborted, JOB.outcome, A.aborted_outcome)

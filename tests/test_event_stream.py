@@ -228,3 +228,26 @@ def test_hundreds_of_open_streams_while_polls_and_healthz_answer(start_worker, r
         )
         for sock in sockets:
             sock.close()
+
+
+def test_a_streams_first_look_opens_the_jobs_events_and_answers_the_newest_id_with_its_state(redis_conn):
+    """jobs.open_status, in one poll: the job's stream is opened before its state is read (so the
+    change after the look is appended), and the id answered is the stream's newest entry then."""
+    from factorize_app import jobs
+    from factorize_app.jobs import keys
+    from factorize_app.jobs.events import running_ttl
+    from factorize_app.tasks import get_task_type
+
+    job_id = jobs.submit(task_type=get_task_type("factorization"), data={"number": 10**12 + 39}, client="me").job_id
+    events = keys.events(job_id)
+    assert not redis_conn.exists(events), "nobody has read its events yet"
+    state, newest = jobs.open_status(job_id=job_id)
+    assert (state.status, newest) == ("queued", None) and redis_conn.xlen(events) == 0
+    assert redis_conn.ttl(events) >= running_ttl(get_task_type("factorization")) - 5, "opened for its run"
+    jobs.cancel(job_id=job_id, client="me")  # a change after the first look: appended
+    (appended, fields), *_ = redis_conn.xrevrange(events, count=1)
+    assert fields[b"status"] == b"canceled"
+    state, newest = jobs.open_status(job_id=job_id)
+    assert (state.status, newest) == ("canceled", appended.decode())
+    with pytest.raises(jobs.JobNotFound):
+        jobs.open_status(job_id=job_id, owner="someone else")

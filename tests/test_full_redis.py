@@ -207,6 +207,9 @@ def test_submits_are_refused_when_redis_itself_refuses_and_polls_still_answer(fr
         assert_refused(response, how)
     poll = requests.get(f"{url}/jobs/{queued['job_id']}", timeout=10)
     assert poll.status_code == 202 and poll.json()["status"] == "queued", poll.text
+    # Not an event stream, which could not open the job's events (it would miss them): 503, as a submit.
+    stream = requests.get(f"{url}/jobs/{queued['job_id']}", headers={"Accept": "text/event-stream"}, timeout=10)
+    assert_refused(stream, how)
     assert requests.post(f"{url}/primes", json={"n": 777}, timeout=10).json()["status"] == "queued"
     ready = requests.get(f"{url}/readyz", timeout=10)
     assert ready.status_code == 200 and ready.json()["reason"] == how, ready.text

@@ -154,13 +154,12 @@ def stream_of(
     process serves EVENT_STREAMS_MAX streams. With `rate_limit`, the request is counted in the
     job's poll; `base`, the request's scheme and host, for the URLs of the job's files. Raises what
     jobs.get_status raises (JobNotFound, QueueUnavailable, Throttled)."""
-    latest = jobs.latest_event(job_id=job_id) if after is None else None
-    # After the latest event: nothing between is lost.
-    state = jobs.get_status(job_id=job_id, owner=owner, rate_limit=rate_limit)
     if after is None:
-        latest_id = latest.event_id if latest else None
+        # The state and the newest event's id of one instant (its stream opened first): nothing between is lost.
+        state, latest_id = jobs.open_status(job_id=job_id, owner=owner, rate_limit=rate_limit)
         first, cursor = [(state, latest_id, None)], latest_id or "0-0"
     else:
+        state = jobs.get_status(job_id=job_id, owner=owner, rate_limit=rate_limit)
         missed = jobs.events_after(job_id=job_id, after=after)
         if not missed and state.done:
             latest = jobs.latest_event(job_id=job_id)

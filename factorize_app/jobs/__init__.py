@@ -109,7 +109,7 @@ from factorize_app.jobs.states import (
     fair_order,
     status_body,
 )
-from factorize_app.jobs.status import count_request, get_status
+from factorize_app.jobs.status import count_request, get_status, open_status
 from factorize_app.jobs.submit import submit, submit_many
 from factorize_app.jobs.sync import compute
 from factorize_app.jobs.upload_budgets import (
@@ -199,6 +199,7 @@ __all__ = [
     "write_outputs",
     "latest_event",
     "open_events",
+    "open_status",
     "state_after",
     "valid_event_id",
     "watch_events",

@@ -1,12 +1,5 @@
--- A reader's first look at a job's events opens its stream (an empty one, if it has none: an
--- entry added and trimmed at once), so that from then on every change of the job is appended to
--- it (append_event.lua). Its TTL is set, or lengthened to `ttl` if it was shorter.
+-- A reader's first look at a job's events opens its stream (open_stream.lua).
 --- KEYS: events
 --- ARGV: ttl
-if redis.call('EXISTS', K.events) == 0 then
-  redis.call('XADD', K.events, 'MAXLEN', 0, '*', EVENT.status, '')
-  redis.call('EXPIRE', K.events, A.ttl)
-else
-  redis.call('EXPIRE', K.events, A.ttl, 'GT')
-end
+open_stream(redis.call, K.events, A.ttl)
 return 1

@@ -1,7 +1,7 @@
 -- One round trip per poll of one job or a batch of them.
 --- KEYS: pending started throttle clock outages aborted canceled waiting used
 --- ARGV: job_ttl limit window cost failure_ttl aborted_outcome events_ttl owners_ttl claim claim_after check
----   clients_prefix ids*
+---   clients_prefix open_ttl ids*
 -- pending, started, aborted, canceled: the type's pending set and registries; throttle: the
 -- client's rate-limit counter ('' for none), counting `cost` (a batch: one per item) against
 -- `limit` per `window`; waiting, used: the type's waiting clients and their use (fair order).
@@ -9,7 +9,10 @@
 -- Cancel-After seconds `claim_after` ('' for none); check: the client who must own them ('' for
 -- none: with API keys, a job read by id); clients_prefix: of the type's clients' lists ('' in FIFO
 -- order); events_ttl: a done job's event stream's. A job's answered status is our state where we
--- keep one, else RQ's.
+-- keep one, else RQ's. open_ttl: a stream's first look ('' for none): each job found has its event
+-- stream opened (open_stream.lua, this TTL at least) before anything else is read or written, and
+-- its newest entry's id answered with it, so that the reader's cursor and the state it is sent
+-- are of one instant.
 -- A job's one owner is named in its hash (JOB.owner); a second owner's joining makes the owners a
 -- set (with their deadlines beside it) and removes the field: the set names them from then on.
 -- A client that becomes an owner of a job still queued or running joins it on its own terms: its
@@ -28,7 +31,8 @@
 -- job is missing and a client claims them in fair order, its queued jobs (its list's length, for
 -- its cap: the submit enqueues the missing ones next; -1: not counted).
 -- Every write may be refused (a full or read-only Redis): the poll still answers; the rate limit
--- then fails open.
+-- then fails open. All but a stream's opening: a stream that could not open would miss the job's
+-- events, so that poll fails (its reader answers 503, as when it opened the stream by itself).
 local now = clock_tick(K.clock, K.outages)
 if K.throttle ~= '' then
   local hits = redis.pcall('INCRBY', K.throttle, A.cost)
@@ -69,6 +73,8 @@ for _, id in ipairs(ids) do
   local fields = redis.call('HMGET', key, JOB.status, JOB.description, JOB.outcome, JOB.progress, JOB.deadline,
     JOB.state, JOB.output, JOB.owner)
   local owner = fields[8] -- its one owner, or none: its owners' set names them
+  local opened = fields[1] and A.open_ttl ~= ''
+  if opened then open_stream(redis.call, PREFIX.events .. id, A.open_ttl) end
   if fields[1] == STATUS.queued and fields[5] and now > tonumber(fields[5]) then
     -- RQ's word for it is canceled; ours, aborted.
     redis.pcall('HSET', key, JOB.status, STATUS.canceled, JOB.state, STATUS.aborted, JOB.outcome, A.aborted_outcome)
@@ -108,7 +114,9 @@ for _, id in ipairs(ids) do
       redis.pcall('EXPIRE', key, ttl)
       redis.pcall('ZADD', K.pending, now + ttl, id)
     end
-    answers[#answers + 1] = {fields[6] or fields[1], fields[2] or '', fields[3] or '', fields[4] or '', fields[7] or ''}
+    local newest = opened and redis.call('XREVRANGE', PREFIX.events .. id, '+', '-', 'COUNT', 1)[1]
+    answers[#answers + 1] = {fields[6] or fields[1], fields[2] or '', fields[3] or '', fields[4] or '', fields[7] or '',
+      newest and newest[1] or ''}
   else
     answers[#answers + 1], missing = false, true
   end

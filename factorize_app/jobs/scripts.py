@@ -37,7 +37,7 @@ from factorize_app.jobs.events import EVENTS_MAXLEN, UNSENT_EVENT_ID
 from factorize_app.jobs.states import ABORTED, CANCELED, FAILED, FINISHED, QUEUED, STARTED
 
 HERE = Path(__file__).resolve().parent
-HELPERS = ("clock_tick", "append_event", "last_event_status", "settle_accounts")
+HELPERS = ("clock_tick", "append_event", "last_event_status", "settle_accounts", "open_stream")
 # What scripts answer beside data, for their callers to tell apart (ANSWER.<word> in Lua).
 OK, THROTTLED = "ok", "throttled"  # poll.lua
 MISSING, WITHDRAWN, STOPPING, DONE = "missing", "withdrawn", "stopping", "done"  # cancel.lua (or canceled)
@@ -296,10 +296,10 @@ CLOCK_KEYS = {"clock": keys.CLOCK, "outages": keys.OUTAGES}  # for the scripts t
 # The web's side (jobs/submit.py, status.py, control.py, budgets.py; keep_owners: result_files.py).
 POLL = Script(
     "poll",
-    helpers=(*_CLOCK, "append_event"),
+    helpers=(*_CLOCK, "append_event", "open_stream"),
     keys="pending started throttle clock outages aborted canceled waiting used",
     args="job_ttl limit window cost failure_ttl aborted_outcome events_ttl owners_ttl claim claim_after check "
-    "clients_prefix ids*",
+    "clients_prefix open_ttl ids*",
 )
 AFTER_ENQUEUE = Script(
     "after_enqueue",
@@ -333,7 +333,7 @@ FINISH = Script(
     "#accounts[client running use] jobs[id status state outcome ttl events_ttl registry also execution score #entry]",
 )
 EVENT = Script("event", helpers=("append_event",), keys="events", args="ttl status outcome progress")
-OPEN_EVENTS = Script("open_events", keys="events", args="ttl")
+OPEN_EVENTS = Script("open_events", helpers=("open_stream",), keys="events", args="ttl")
 SETTLE = Script(
     "settle",
     helpers=("settle_accounts",),

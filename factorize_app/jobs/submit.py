@@ -31,7 +31,7 @@ from factorize_app.jobs.errors import (
 from factorize_app.jobs.ids import description_for, job_id_for, keep_stored_key, queued_input
 from factorize_app.jobs.monitoring import admit_new_jobs
 from factorize_app.jobs.states import QUEUED, ClientLimits, JobState, RateLimit, fair_order
-from factorize_app.jobs.status import poll_many, state_of, wait_until_done
+from factorize_app.jobs.status import BlockingRead, poll_many, state_of, wait_until_done
 from factorize_app.tasks import TaskType, run_task
 
 
@@ -87,7 +87,7 @@ def submit_many(
     round trip."""
     try:
         states = _submit_batch(task_type, items, client, rate_limit, cancel_after, limits or ClientLimits())
-        return wait_until_done(task_type, states, wait, lambda: _submit_batch(task_type, items, client))
+        return wait_until_done(task_type, states, wait, lambda read: _submit_batch(task_type, items, client, read=read))
     except SubmitRefused:
         raise
     except redis.exceptions.RedisError as exc:
@@ -173,6 +173,8 @@ def _submit_batch(
     rate_limit: RateLimit | None = None,
     cancel_after: int | None = None,
     limits: ClientLimits | None = None,
+    *,
+    read: BlockingRead | None = None,
 ) -> list[JobState]:
     ids = [job_id_for(task_type, data) for data in items]
     inputs = dict(zip(ids, items, strict=True))
@@ -180,8 +182,10 @@ def _submit_batch(
     owner = client or "anonymous"
     for _attempt in range(5):
         waiting = [job_id for job_id in inputs if job_id not in states]
-        load, snapshots, queued = poll_many(task_type, waiting, rate_limit, claim=owner, claim_after=cancel_after)
-        rate_limit = None  # counted once
+        load, snapshots, queued = poll_many(
+            task_type, waiting, rate_limit, claim=owner, claim_after=cancel_after, read=read
+        )
+        rate_limit = read = None  # counted once; waited on once
         missing = []
         for job_id, snapshot in zip(waiting, snapshots, strict=True):
             state = state_of(task_type, job_id, snapshot, inputs[job_id], load) if snapshot else None

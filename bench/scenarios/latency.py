@@ -21,6 +21,9 @@ def run(bench: Bench) -> dict:
         url = f"{base}/factorize"
         procs = bench.warm_worker("factorization")
         http = requests.Session()  # a client's kept-alive connection, as any client polling would keep
+        # No proxy lookup in the environment on every call (about 0.5 ms of requests' own CPU per
+        # request here): the figure is the service's time, not the load generator's.
+        http.trust_env = False
 
         def with_wait(n: int) -> float:
             started = time.perf_counter()

@@ -110,6 +110,37 @@ def test_a_hard_semiprimes_stream_shows_started_progress_and_the_end(live_url, s
     assert only["data"]["status"] == "finished" and only["id"] == after_ids[-1]
 
 
+@pytest.mark.parametrize("lane", ["lean", "django"])
+def test_a_submit_asking_for_the_stream_streams_its_job_to_the_end(live_url, start_worker, lane):
+    """`POST /factorize` with `Accept: text/event-stream` submits and streams the job in one
+    request, on the lean lane and on Django's (a Cancel-After sends it there): its events to the
+    done one, the same job as the JSON submit's; a webhook with it is a 400 naming the field."""
+    headers = {**STREAM, **({"Cancel-After": "600"} if lane == "django" else {})}
+    number = str((2**61 - 1) * (7 if lane == "lean" else 11))
+    response = requests.post(
+        f"{live_url}/factorize", json={"number": number}, headers=headers, stream=True, timeout=(10, 60)
+    )
+    assert response.status_code == 200, response.text
+    assert response.headers["Content-Type"].startswith("text/event-stream")
+    start_worker("factorization")
+    events = [event for event in read_events(response) if "data" in event]
+    assert events[-1]["data"]["status"] == "finished" and events[-1]["data"]["done"] is True
+    assert events[-1]["data"]["factorization"] == ([[7, 1]] if lane == "lean" else [[11, 1]]) + [[2**61 - 1, 1]]
+    ids = [id_key(event["id"]) for event in events if "id" in event]  # (a new job's first state has none yet)
+    assert ids and ids == sorted(set(ids))
+    polled = requests.post(f"{live_url}/factorize", json={"number": number}, timeout=10).json()
+    assert polled["job_id"] == events[-1]["data"]["job_id"] and polled["done"] is True
+
+    hooked = requests.post(
+        f"{live_url}/factorize",
+        json={"number": "15", "webhook": {"url": "https://example.com/hook"}},
+        headers=headers,
+        timeout=10,
+    )
+    assert hooked.status_code == 400 and hooked.headers["Content-Type"] == "application/json"
+    assert "webhook" in hooked.json()
+
+
 def test_the_browsable_page_shows_the_progress_of_a_running_job(live_url, start_worker):
     from sympy import nextprime
 

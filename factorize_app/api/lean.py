@@ -144,19 +144,9 @@ class LeanPollApp:
         return None
 
     def _submit(self, environ, task_type: TaskType, identity: ClientIdentity, lane: lean_requests.LaneSettings):
-        if not environ.get("CONTENT_TYPE", "").startswith("application/json"):
-            return None
-        length = declared_length(environ)
-        if length is None or not 0 < length <= lane.max_body:
-            return None
-        body = environ["wsgi.input"].read(length)
-        environ["wsgi.input"] = io.BytesIO(body)  # for Django, if it answers after all
-        validated = _VALIDATED.get(task_type.name, body)
+        validated = _input(environ, task_type, lane)
         if validated is None:
-            validated = _validate(task_type, body)
-            if validated is None:
-                return None  # Django answers with the parse or validation error
-            _VALIDATED.put(task_type.name, body, validated)
+            return None
         limit = _rate_limit(SUBMIT, identity.name)
 
         def submit(wait: int | None) -> jobs.JobState:
@@ -180,8 +170,9 @@ class LeanPollApp:
         """`GET /jobs/<id>` as an event stream (api/streams.py): the same body, holds and caps as
         the stream view's, the request counted in the job's poll; anything else that view would
         answer (a 404, a 503, a 204 after the end, a bad Last-Event-ID) falls through to it."""
-        path = environ.get("PATH_INFO", "")
-        if environ["REQUEST_METHOD"] != "GET" or not path.startswith("/jobs/") or environ.get("QUERY_STRING"):
+        path, method = environ.get("PATH_INFO", ""), environ["REQUEST_METHOD"]
+        submitted = self.submit_paths.get(path) if method == "POST" else None
+        if environ.get("QUERY_STRING") or not (submitted or method == "GET" and path.startswith("/jobs/")):
             return None
         started = time.perf_counter()
         try:
@@ -189,12 +180,18 @@ class LeanPollApp:
             if identity is None:
                 return None
             after = jobs.valid_event_id(environ.get("HTTP_LAST_EVENT_ID"))
+            rate_limit = _rate_limit(POLL, identity.name)
+            if submitted is not None:  # submit, then stream the job: the request counted as the submit
+                job_id, rate_limit = _submitted(environ, submitted, identity, lane), None
+                if job_id is None:
+                    return None
+            else:
+                job_id = path.removeprefix("/jobs/").rstrip("/")
             stream = streams.stream_of(
-                path.removeprefix("/jobs/").rstrip("/"), after, client=identity.name,
-                owner=reading_owner(identity), rate_limit=_rate_limit(POLL, identity.name),
+                job_id, after, client=identity.name, owner=reading_owner(identity), rate_limit=rate_limit,
                 base=lean_requests.base_url(environ, lane),
             )  # fmt: skip
-        except (ValueError, jobs.QueueUnavailable, jobs.JobNotFound, jobs.Throttled):
+        except (ValueError, jobs.QueueUnavailable, jobs.JobNotFound, jobs.Throttled, jobs.ClientLimitExceeded):
             return None  # Django answers these with the documented error bodies
         except Exception:  # a bug or a hostile input nothing else caught: Django answers and counts it
             logger.exception("lean lane: falling through to Django", extra={"path": path})
@@ -204,10 +201,39 @@ class LeanPollApp:
         start_response(
             "200 OK", [*lean_requests.response_headers(environ, lane, streams.EVENT_STREAM), *streams.STREAM_HEADERS]
         )
-        latency, requests = _metrics("GET", "job-detail", 200)
+        latency, requests = _metrics(method, f"{submitted.name}-list" if submitted else "job-detail", 200)
         latency.observe(time.perf_counter() - started)
         requests.inc()
         return stream
+
+
+def _submitted(environ, task_type: TaskType, identity: ClientIdentity, lane: lean_requests.LaneSettings) -> str | None:
+    """A submit that streams its job (no wait: the stream is the wait): its job id, or None for Django to answer."""
+    if "HTTP_PREFER" in environ or (data := _input(environ, task_type, lane)) is None:
+        return None
+    limit = _rate_limit(SUBMIT, identity.name)
+    return jobs.submit(
+        task_type=task_type, data=data, wait=0, client=identity.name, rate_limit=limit, limits=limits_of(identity)
+    ).job_id
+
+
+def _input(environ, task_type: TaskType, lane: lean_requests.LaneSettings) -> dict[str, Any] | None:
+    """A submit's validated JSON input (cached by body), or None: Django answers it (any other
+    content type or length, a parse or validation error) from the body kept for it."""
+    if not environ.get("CONTENT_TYPE", "").startswith("application/json"):
+        return None
+    length = declared_length(environ)
+    if length is None or not 0 < length <= lane.max_body:
+        return None
+    body = environ["wsgi.input"].read(length)
+    environ["wsgi.input"] = io.BytesIO(body)  # for Django, if it answers after all
+    validated = _VALIDATED.get(task_type.name, body)
+    if validated is None:
+        validated = _validate(task_type, body)
+        if validated is None:
+            return None  # Django answers with the parse or validation error
+        _VALIDATED.put(task_type.name, body, validated)
+    return validated
 
 
 def _validate(task_type: TaskType, body: bytes) -> dict[str, Any] | None:

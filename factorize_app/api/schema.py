@@ -211,11 +211,15 @@ def task_view_schema(task_type: TaskType):
         create=extend_schema(
             operation_id=f"{task_type.name}_submit",
             summary=f"Submit or poll a {task_type.name} job",
-            description=f"{task_type.description} Posting the same input again is the poll.",
+            description=f"{task_type.description} Posting the same input again is the poll. With `Accept: "
+            "text/event-stream`: submit, then the job's event stream, as `GET /jobs/<id>` streams it.",
             request=submit_serializer(task_type),
             examples=request_examples(task_type),
             responses={
-                200: OpenApiResponse(body, description="Done: finished (with the result) or failed (with `error`)."),
+                (200, "application/json"): OpenApiResponse(
+                    body, description="Done: finished (with the result) or failed (with `error`)."
+                ),
+                (200, "text/event-stream"): EVENT_STREAM,
                 202: OpenApiResponse(body, description="Queued or running: poll again after `Retry-After`."),
                 400: VALIDATION_ERROR,
                 **({413: FILE_TOO_LARGE} if task_type.file_fields else {}),

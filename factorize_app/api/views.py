@@ -30,10 +30,21 @@ from factorize_app.webhooks import subscriptions
 
 
 class TaskViewSet(viewsets.GenericViewSet):
-    """Submit-or-poll for one task type: POST the same input again to poll it."""
+    """Submit-or-poll for one task type: POST the same input again to poll it; with `Accept:
+    text/event-stream`, submit and stream the job's changes in one request."""
 
     task_type: TaskType
     throttle_classes = [ClientRateThrottle]
+    renderer_classes = JOB_RENDERERS  # and text/event-stream: a submit streams its job's changes
+
+    def initial(self, request, *args, **kwargs):
+        super().initial(request, *args, **kwargs)
+        if not (self.action == "create" and self.queued):
+            errors_as_json(request)  # only a queued submit streams; the rest answer JSON
+
+    def handle_exception(self, exc):
+        errors_as_json(self.request)
+        return super().handle_exception(exc)
 
     @classmethod
     def for_type(cls, task_type: TaskType) -> type[TaskViewSet]:
@@ -56,11 +67,18 @@ class TaskViewSet(viewsets.GenericViewSet):
     def create(self, request):
         # The webhook fields are not part of the input: the job id ignores them.
         body, webhook = take_webhook(form_input(self.task_type, request.data))
+        streamed = wants_stream(request)
+        if streamed and webhook is not None:  # its secret is answered once, in the JSON body
+            raise ValidationError({"webhook": ["a webhook's secret is answered as JSON: submit without Accept: "
+                                               "text/event-stream, then open the job's stream"]})  # fmt: skip
         data = self.task_type.validate(body)  # as the lean lane and each batch item
         data = with_stored_files(self.task_type, data, request, FileCount())
         if webhook is not None and (refused := self.admit_webhooks({0: (data, webhook)})):
             raise ValidationError({"webhook": [refused[0]]})
         (state,), wait = self.perform_submit([data], sent=1)
+        if streamed:  # counted already, as this submit
+            identity = client_identity(request)
+            return open_stream(request, state.job_id, client=identity.name, owner=reading_owner(identity))
         response = status_response(self.task_type, state, wait, request=request)
         if webhook is not None:
             response.data["webhook_secret"] = self.subscribe(state, webhook)

@@ -238,7 +238,7 @@ LAST_EVENT_ID = OpenApiParameter(
     description="With `Accept: text/event-stream`: the id of the last event seen; the stream resumes after it.",
 )
 EVENT_STREAM = OpenApiResponse(
-    OpenApiTypes.STR,
+    OpenApiTypes.OBJECT,  # each event's data: a JSON object (a status body, or an output piece's)
     description=(
         "With `Accept: text/event-stream`: server-sent events, each `event: status`, an `id:` and the job's "
         "status body (as the JSON answer) as `data:`, at once and on every change; the stream ends after the "
@@ -266,6 +266,7 @@ def job_view_schema():
                 (200, "application/json"): OpenApiResponse(any_status, description="Done."),
                 (200, "text/event-stream"): EVENT_STREAM,
                 202: OpenApiResponse(any_status, description="Queued or running."),
+                400: VALIDATION_ERROR,  # a Last-Event-ID that is no event id
                 404: NOT_FOUND,
                 429: THROTTLED,
                 503: OUTAGE,

@@ -23,7 +23,14 @@ from factorize_app.api.request_options import holding, preference_applied, reque
 from factorize_app.api.responses import base_url, invalid_item_body, status_response
 from factorize_app.api.schema import job_view_schema, queue_view_schema, task_view_schema
 from factorize_app.api.serializers import batch_serializer, form_input, form_serializer, take_webhook
-from factorize_app.api.streams import JOB_RENDERERS, errors_as_json, open_stream, wants_stream
+from factorize_app.api.streams import (
+    EVENT_STREAM,
+    JOB_RENDERERS,
+    EventStreamRenderer,
+    errors_as_json,
+    open_stream,
+    wants_stream,
+)
 from factorize_app.api.throttling import SUBMIT, ClientRateThrottle, rate_limit
 from factorize_app.tasks import TaskType, get_task_type
 from factorize_app.webhooks import subscriptions
@@ -35,12 +42,13 @@ class TaskViewSet(viewsets.GenericViewSet):
 
     task_type: TaskType
     throttle_classes = [ClientRateThrottle]
-    renderer_classes = JOB_RENDERERS  # and text/event-stream: a submit streams its job's changes
 
-    def initial(self, request, *args, **kwargs):
-        super().initial(request, *args, **kwargs)
-        if not (self.action == "create" and self.queued):
-            errors_as_json(request)  # only a queued submit streams; the rest answer JSON
+    def perform_content_negotiation(self, request, force=False):
+        # A queued submit asking for its job's event stream streams it (not a renderer of the
+        # view's: no other action, nor `?format=`, negotiates a stream).
+        if self.action == "create" and self.queued and request.META.get("HTTP_ACCEPT", "").strip() == EVENT_STREAM:
+            return EventStreamRenderer(), EVENT_STREAM
+        return super().perform_content_negotiation(request, force)
 
     def handle_exception(self, exc):
         errors_as_json(self.request)

@@ -51,6 +51,7 @@ def test_schema_documents_every_operation_with_its_shapes(api):
         assert set(post["responses"]) == {"200", "202", "400", "401", "429", "503"} | too_large
         assert set(post["responses"]["202"]["headers"]) == {"Location", "Retry-After", "Preference-Applied"}
         assert set(post["responses"]["200"]["headers"]) == {"Preference-Applied"}
+        assert set(post["responses"]["200"]["content"]) == {"application/json", "text/event-stream"}  # its own stream
         assert "Prefer" in {p["name"] for p in post["parameters"]}
         status = schema["components"]["schemas"][
             post["responses"]["202"]["content"]["application/json"]["schema"]["$ref"].split("/")[-1]
@@ -69,7 +70,7 @@ def test_schema_documents_every_operation_with_its_shapes(api):
         item = components[answer["properties"]["results"]["items"]["$ref"].split("/")[-1]]
         assert len(item["oneOf"]) == 2  # the status body, or an invalid item's errors
     assert set(paths["/jobs/{id}"]) == {"get", "delete"}
-    assert set(paths["/jobs/{id}"]["get"]["responses"]) == {"200", "202", "401", "404", "429", "503"}
+    assert set(paths["/jobs/{id}"]["get"]["responses"]) == {"200", "202", "400", "401", "404", "429", "503"}
     assert set(paths["/jobs/{id}"]["delete"]["responses"]) == {"202", "204", "401", "404", "409", "429", "503"}
     assert set(paths["/jobs/{id}/retry"]["post"]["responses"]) == {"200", "202", "401", "404", "409", "429", "503"}
     assert paths["/queues"]["get"]["responses"]["200"]["content"]["application/json"]["schema"]["type"] == "array"

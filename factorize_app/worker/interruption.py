@@ -146,12 +146,10 @@ class JobAlarm(UnixSignalDeathPenalty):
     job's time limit cost as much as the job)."""
 
     _armed: JobAlarm | None = None
-    _installed = False
 
     def setup_death_penalty(self) -> None:
-        if not JobAlarm._installed:
+        if signal.getsignal(signal.SIGALRM) is not JobAlarm._on_alarm:  # once (again, if anything replaced it)
             signal.signal(signal.SIGALRM, JobAlarm._on_alarm)
-            JobAlarm._installed = True
         JobAlarm._armed = self
         signal.alarm(self._timeout)
 

@@ -54,6 +54,11 @@ def server_of_job(job_id: str) -> str:
     return server_of(job_id.rpartition("-")[0])
 
 
+def types_on(server: str) -> list:
+    """The task types whose jobs and queues live on a server."""
+    return [task_type for task_type in task_types() if server_of(task_type.name) == server]
+
+
 def servers() -> dict[str, list[str]]:
     """Every server, HOME first, and the task types whose jobs live on it."""
     found: dict[str, list[str]] = {HOME: []}

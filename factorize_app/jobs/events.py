@@ -134,11 +134,13 @@ def open_events(*, job_ids: list[str], ttl: int | None = None) -> None:
 
 
 def _open_all(job_ids: list[str], ttl: int | None = None) -> None:
-    for server in sorted({server_of_job(job_id) for job_id in job_ids}):  # one pipeline per server
+    by_server: dict[str, list[str]] = {}
+    for job_id in job_ids:
+        by_server.setdefault(server_of_job(job_id), []).append(job_id)
+    for server, ids in by_server.items():  # one pipeline per server
         with server_connection(server).pipeline(transaction=False) as pipe:
-            for job_id in job_ids:
-                if server_of_job(job_id) == server:
-                    _open(pipe, job_id, ttl)
+            for job_id in ids:
+                _open(pipe, job_id, ttl)
             pipe.execute()
 
 

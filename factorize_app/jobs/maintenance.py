@@ -18,13 +18,12 @@ from typing import Any
 from redis.exceptions import WatchError
 
 from factorize_app.jobs import keys, scripts
-from factorize_app.jobs.connection import HOME, redis_for, server_connection, server_of
+from factorize_app.jobs.connection import HOME, redis_for, server_connection, types_on
 from factorize_app.jobs.errors import translate_outages
 from factorize_app.jobs.ids import input_of
 from factorize_app.jobs.monitoring import beat_is_recent
 from factorize_app.jobs.states import ABORTED, CANCELED
 from factorize_app.jobs.submit import enqueue
-from factorize_app.tasks import task_types
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,7 +55,7 @@ def sweep_queue(*, limit: int = 1000, server: str = HOME) -> Swept:
     outage_start = min((float(entry.split()[0]) for entry in outages), default=None)
     outage_end = max((float(entry.split()[1]) for entry in outages), default=None)
     restored = 0
-    for task_type in _types_on(server):
+    for task_type in types_on(server):
         name = task_type.name
         lost = scripts.SWEEP(
             server=server,
@@ -88,13 +87,9 @@ def sweep_queue(*, limit: int = 1000, server: str = HOME) -> Swept:
 @translate_outages
 def recount_running(*, server: str = HOME) -> None:
     """Count each client's running jobs afresh (fair order's running caps), from RQ's registries."""
-    for task_type in _types_on(server):
+    for task_type in types_on(server):
         name = task_type.name
         scripts.RECOUNT(started=keys.started(name), running=keys.fair_running(name), server=server)
-
-
-def _types_on(server: str) -> list:
-    return [task_type for task_type in task_types() if server_of(task_type.name) == server]
 
 
 CLEANING_LOCK_SECONDS = 899  # RQ's own: a backstop, for a holder that heartbeats but never lets go
@@ -165,7 +160,7 @@ def upgrade_statuses(*, server: str = HOME) -> int:
     start; the aborted registries bound the look. Answers how many were mended."""
     conn = server_connection(server)
     mended = 0
-    for task_type in _types_on(server):
+    for task_type in types_on(server):
         for raw in conn.zrange(keys.aborted(task_type.name), 0, -1):
             key = keys.job(raw.decode())
             if conn.hget(key, "status") == ABORTED.encode():

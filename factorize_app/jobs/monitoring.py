@@ -29,6 +29,7 @@ from factorize_app.jobs.connection import (
     rq_queue,
     server_connection,
     server_of,
+    types_on,
 )
 from factorize_app.jobs.diagnostics import setup_error, setup_failures
 from factorize_app.jobs.errors import FULL, QueueUnavailable, SubmitRefused, translate_outages
@@ -276,9 +277,7 @@ def pending_reserve(server: str = HOME) -> int:
     """Bytes kept on a server for what accepted jobs will still write: each queued or running
     job's growth up to its end, and each live worker's room."""
     total = server_connection(server).scard(keys.ALL_WORKERS) * WORKER_ROOM
-    for task_type in task_types():
-        if server_of(task_type.name) != server:
-            continue
+    for task_type in types_on(server):
         queued, started = counts(task_type)
         total += (queued + started) * job_growth(task_type)[1]
     return total

@@ -25,7 +25,15 @@ from rq.exceptions import NoSuchJobError
 from rq.job import Job
 
 from factorize_app.jobs import events, keys, scripts
-from factorize_app.jobs.connection import HOME, blocking_connection, redis_for_job, run_scripts, script, server_of
+from factorize_app.jobs.connection import (
+    HOME,
+    blocking_connection,
+    redis_for_job,
+    run_scripts,
+    script,
+    server_of,
+    types_on,
+)
 from factorize_app.jobs.errors import JobNotFound, Throttled, translate_outages
 from factorize_app.jobs.ids import input_of, task_type_of
 from factorize_app.jobs.release import released, wake_key
@@ -60,8 +68,7 @@ def get_status(
 @translate_outages
 def count_request(*, rate_limit: RateLimit) -> None:
     """Count a request that touches no job against the client's allowance (its `cost`); raise Throttled."""
-    home = [task_type for task_type in task_types() if server_of(task_type.name) == HOME]
-    poll_many((home or task_types())[0], [], rate_limit)
+    poll_many((types_on(HOME) or task_types())[0], [], rate_limit)
 
 
 @translate_outages

@@ -111,14 +111,15 @@ def enqueue(
     job_ttl = task_type.setting("job_ttl")
     queue = rq_queue(task_type.name)
     job_keys = [keys.job(job_id) for job_id in new_jobs]
-    if server_of(task_type.name) != HOME:  # the job id key is the deployment's one, on the home Redis
+    at_home = server_of(task_type.name) == HOME
+    if not at_home:  # the job id key is the deployment's one, on the home Redis
         keep_stored_key(redis_connection())
     with redis_for(task_type.name).pipeline(transaction=True) as pipe:
         try:
             if not _watch_absent(pipe, job_keys):
                 return False
             pipe.multi()
-            if server_of(task_type.name) == HOME:
+            if at_home:
                 keep_stored_key(pipe)
             pipe.hset(
                 keys.queued_inputs(task_type.name),

@@ -336,3 +336,37 @@ def test_last_event_ids_past_64_bits_are_a_400_naming_the_header(live_url, sessi
         headers = {"Accept": "text/event-stream", "Last-Event-ID": value}
         with session.get(f"{live_url}/jobs/{job_id}", headers={**LANES[lane], **headers}, stream=True, timeout=30) as r:
             assert r.status_code == 200 and r.headers["Content-Type"].startswith("text/event-stream"), value
+
+
+@pytest.mark.parametrize("lane", LANES)
+@pytest.mark.parametrize("task_type", TASK_TYPES, ids=lambda task_type: task_type.name)
+def test_a_submit_asking_for_its_stream_answers_hostile_input_as_json_naming_the_field(
+    live_url, session, lane, task_type
+):
+    """`POST /<type>` with `Accept: text/event-stream` (a submit that is its own stream): hostile
+    fields, raw bodies, webhooks and Last-Event-IDs get the submit's JSON 4xx, never a stream."""
+    stream = {"Accept": "text/event-stream"}
+    url = f"{live_url}/{task_type.path}"
+    for body in field_cases(task_type):
+        response = send(session, "POST", url, lane, json=body, headers=stream, stream=True)
+        what = f"stream POST /{task_type.path} {json.dumps(body)[:80]}"
+        if response.status_code == 200:  # an input taken as ordinary: its job's stream, open until the job ends
+            assert response.headers["Content-Type"].startswith("text/event-stream"), what
+            response.close()
+            continue
+        assert_json_answer(response, what)
+        if response.status_code == 400:
+            assert set(response.json()) & {*task_type.input_fields, "non_field_errors"}, (what, response.json())
+    for body in RAW_BODIES:
+        response = send(session, "POST", url, lane, data=body, headers={**stream, "Content-Type": "application/json"})
+        assert_json_answer(response, f"stream POST /{task_type.path} {body[:40]!r}")
+        assert response.status_code >= 400, (body[:40], response.status_code)
+    good = _valid_input(task_type)
+    for webhook in (None, "x" * 70_000, [], {"url": "https://example.com/hook"}, {"url": {"a": [1] * 1000}}):
+        response = send(session, "POST", url, lane, json={**good, "webhook": webhook}, headers=stream)
+        assert_json_answer(response, f"stream POST /{task_type.path} webhook {str(webhook)[:40]}")
+        assert response.status_code == 400 and "webhook" in response.json(), response.text[:200]
+    for value in [*OVERFLOWING_EVENT_IDS, "9" * 5000, "a-b"]:  # (granian drops a header of non-ASCII bytes)
+        response = send(session, "POST", url, lane, json=good, headers={**stream, "Last-Event-ID": value})
+        assert_json_answer(response, f"stream POST /{task_type.path} Last-Event-ID {value[:20]!r}")
+        assert response.status_code == 400 and "Last-Event-ID" in response.json(), (value, response.text[:200])
